@@ -1,0 +1,29 @@
+"""Custom-resource handler (Provider framework `onEvent`) that requests SageMaker quota increases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from lambdas.aws import client
+from lambdas.quotas import ensure_quotas, parse_targets, summarize
+
+logger = Logger()
+_quotas = client("service-quotas")
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], _context: LambdaContext) -> dict[str, Any]:
+    """Create/Update: request what is missing and report per target. Delete: nothing (quotas stay as granted)."""
+    physical_id = event.get("PhysicalResourceId") or f"quota-requests-{event['LogicalResourceId']}"
+    if event["RequestType"] == "Delete":
+        return {"PhysicalResourceId": physical_id}
+    targets = parse_targets(event["ResourceProperties"].get("QuotaRequests", []))
+    outcomes = ensure_quotas(_quotas, targets)
+    for outcome in outcomes:
+        logger.info("quota outcome", extra=outcome.as_dict())
+    data = {f"{o.instance_type}/{o.usage}": o.result for o in outcomes}
+    data["Summary"] = summarize(outcomes) or "no quota requests configured"
+    return {"PhysicalResourceId": physical_id, "Data": data}

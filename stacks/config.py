@@ -1,0 +1,266 @@
+"""Typed, validated settings read from the CDK context key `finetune` (cdk.json or `-c finetune=...`).
+
+Every setting has a default, so `cdk synth` works on a fresh clone. Any invalid value raises `ConfigError`
+at synth with the key and the allowed values, before a single resource is defined.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from lambdas import catalog
+
+CONTEXT_KEY = "finetune"
+
+# Usages whose quotas SageMaker names "<instance type> for <usage> usage".
+QUOTA_USAGES = ("spot training job", "training job")
+# CloudWatch Logs accepts only these retention periods.
+LOG_RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)
+# Managed spot: MaxWaitTimeInSeconds = this factor x MaxRuntimeInSeconds (Plan applies the same rule).
+SPOT_WAIT_FACTOR = 2
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
+_PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+_VERSION = re.compile(r"^\d+(\.\d+){1,2}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class ConfigError(ValueError):
+    """An invalid setting; the message names the context key and what is allowed."""
+
+
+@dataclass(frozen=True)
+class QuotaRequest:
+    """Desired SageMaker quota for one instance type and usage."""
+
+    instance_type: str
+    usage: str
+    desired_value: int
+
+
+@dataclass(frozen=True)
+class DlcVersion:
+    """Hugging Face PyTorch training DLC to run jobs in (resolved to an image URI with sagemaker-core)."""
+
+    transformers_version: str = "5.3.0"
+    pytorch_version: str = "2.9.0"
+    python_version: str = "py312"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff with full jitter for every Lambda task of the state machine."""
+
+    interval_seconds: int = 2
+    max_attempts: int = 6
+    backoff_rate: float = 2.0
+    max_delay_seconds: int = 60
+
+
+@dataclass(frozen=True)
+class Config:
+    """All deploy-time settings of the app."""
+
+    region: str = "us-east-1"
+    # Prefixes every resource and training-job name; IAM scopes CreateTrainingJob to it.
+    resource_prefix: str = "finetune"
+    dlc: DlcVersion = field(default_factory=DlcVersion)
+    # Empty: the stack creates an empty secret and the user puts the token in it. Set: import that secret by name.
+    hf_token_secret_name: str = ""
+    # Checkpoints only matter while a job may resume; a month covers any max-wait window.
+    checkpoint_expiry_days: int = 30
+    noncurrent_version_expiry_days: int = 30
+    access_log_expiry_days: int = 365
+    log_retention_days: int = 365
+    retain_data: bool = True
+    table_deletion_protection: bool = True
+    quota_requests: tuple[QuotaRequest, ...] = (
+        QuotaRequest("ml.g5.xlarge", "spot training job", 1),
+        QuotaRequest("ml.g5.2xlarge", "spot training job", 1),
+    )
+    # Guards an accidental start: the study matrix on on-demand prices is far above this.
+    default_budget_usd: float = 50.0
+    max_concurrency: int = 3
+    status_poll_seconds: int = 300
+    lambda_retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_runtime_hours: float = 8.0
+    # The execution must outlive the longest job: max runtime + max spot wait + reporting.
+    execution_timeout_hours: int = 48
+    notification_emails: tuple[str, ...] = ()
+    powertools_layer_version: int = 27
+
+    @property
+    def job_name_prefix(self) -> str:
+        """Prefix of every training job this app launches."""
+        return self.resource_prefix
+
+
+def _fail(key: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"invalid context value {CONTEXT_KEY}.{key}={value!r}: allowed {allowed}")
+
+
+def _require_int(key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _fail(key, value, f"an integer >= {minimum}")
+    return value
+
+
+def _require_number(key: str, value: Any, minimum_exclusive: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= minimum_exclusive:
+        raise _fail(key, value, f"a number > {minimum_exclusive}")
+    return float(value)
+
+
+def _require_bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(key, value, "true or false")
+    return value
+
+
+def _require_match(key: str, value: Any, pattern: re.Pattern[str], allowed: str) -> str:
+    if not isinstance(value, str) or not pattern.match(value):
+        raise _fail(key, value, allowed)
+    return value
+
+
+def _require_instance_type(key: str, value: Any) -> str:
+    if value not in catalog.INSTANCES:
+        raise _fail(key, value, "one of " + ", ".join(sorted(catalog.INSTANCES)))
+    return value
+
+
+def _parse_quota_requests(value: Any) -> tuple[QuotaRequest, ...]:
+    key = "quota_requests"
+    if not isinstance(value, list):
+        raise _fail(key, value, "a list of {instance_type, usage, desired_value}")
+    parsed = []
+    for index, item in enumerate(value):
+        item_key = f"{key}[{index}]"
+        if not isinstance(item, Mapping) or set(item) != {"instance_type", "usage", "desired_value"}:
+            raise _fail(item_key, item, "an object with exactly instance_type, usage, desired_value")
+        usage = item["usage"]
+        if usage not in QUOTA_USAGES:
+            raise _fail(f"{item_key}.usage", usage, "one of " + ", ".join(QUOTA_USAGES))
+        parsed.append(
+            QuotaRequest(
+                instance_type=_require_instance_type(f"{item_key}.instance_type", item["instance_type"]),
+                usage=usage,
+                desired_value=_require_int(f"{item_key}.desired_value", item["desired_value"], 0),
+            )
+        )
+    return tuple(parsed)
+
+
+def _parse_nested(key: str, cls: type, value: Any) -> Any:
+    if not isinstance(value, Mapping):
+        raise _fail(key, value, "an object with keys " + ", ".join(f.name for f in fields(cls)))
+    unknown = set(value) - {f.name for f in fields(cls)}
+    if unknown:
+        raise _fail(
+            f"{key}.{sorted(unknown)[0]}", value[sorted(unknown)[0]], "keys " + ", ".join(f.name for f in fields(cls))
+        )
+    return cls(**{**cls().__dict__, **value})
+
+
+def load_config(context: Mapping[str, Any] | None) -> Config:
+    """Build a validated `Config` from the `finetune` context object (missing keys take their defaults)."""
+    raw = dict(context or {})
+    known = {f.name for f in fields(Config)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise _fail(unknown[0], raw[unknown[0]], "keys " + ", ".join(sorted(known)))
+    merged = {**Config().__dict__, **raw}
+
+    dlc = _parse_nested("dlc", DlcVersion, merged["dlc"]) if isinstance(merged["dlc"], Mapping) else merged["dlc"]
+    if not isinstance(dlc, DlcVersion):
+        raise _fail("dlc", merged["dlc"], "an object")
+    _require_match("dlc.transformers_version", dlc.transformers_version, _VERSION, "a version like 5.3.0")
+    _require_match("dlc.pytorch_version", dlc.pytorch_version, _VERSION, "a version like 2.9.0")
+    _require_match("dlc.python_version", dlc.python_version, re.compile(r"^py3\d{1,2}$"), "like py312")
+
+    retry = merged["lambda_retry"]
+    if isinstance(retry, Mapping):
+        retry = _parse_nested("lambda_retry", RetryPolicy, retry)
+    _require_int("lambda_retry.interval_seconds", retry.interval_seconds, 1)
+    _require_int("lambda_retry.max_attempts", retry.max_attempts, 0)
+    _require_number("lambda_retry.backoff_rate", retry.backoff_rate, 0.99)
+    _require_int("lambda_retry.max_delay_seconds", retry.max_delay_seconds, 1)
+
+    quota_requests = merged["quota_requests"]
+    if not isinstance(quota_requests, tuple):
+        quota_requests = _parse_quota_requests(quota_requests)
+
+    emails = merged["notification_emails"]
+    if isinstance(emails, str) or not isinstance(emails, (list, tuple)):
+        raise _fail("notification_emails", emails, "a list of e-mail addresses")
+    for index, email in enumerate(emails):
+        _require_match(f"notification_emails[{index}]", email, _EMAIL, "an e-mail address")
+
+    retention = merged["log_retention_days"]
+    if retention not in LOG_RETENTION_DAYS:
+        raise _fail("log_retention_days", retention, "one of " + ", ".join(map(str, LOG_RETENTION_DAYS)))
+
+    secret_name = merged["hf_token_secret_name"]
+    if not isinstance(secret_name, str) or (secret_name and not re.match(r"^[A-Za-z0-9/_+=.@-]{1,512}$", secret_name)):
+        raise _fail("hf_token_secret_name", secret_name, "empty or a Secrets Manager secret name")
+
+    max_runtime_hours = _require_number("max_runtime_hours", merged["max_runtime_hours"], 0)
+    execution_timeout_hours = _require_int("execution_timeout_hours", merged["execution_timeout_hours"], 1)
+    # A spot job may wait for capacity as long as it may run (MaxWait = 2 x MaxRuntime), then be recorded.
+    if execution_timeout_hours <= SPOT_WAIT_FACTOR * max_runtime_hours:
+        raise _fail(
+            "execution_timeout_hours",
+            execution_timeout_hours,
+            f"more than {SPOT_WAIT_FACTOR} x max_runtime_hours ({SPOT_WAIT_FACTOR * max_runtime_hours:g})",
+        )
+
+    return Config(
+        region=_require_match("region", merged["region"], _REGION, "an AWS region name like us-east-1"),
+        resource_prefix=_require_match(
+            "resource_prefix", merged["resource_prefix"], _PREFIX, "1-20 chars [a-z0-9-], starting with a letter"
+        ),
+        dlc=dlc,
+        hf_token_secret_name=secret_name,
+        checkpoint_expiry_days=_require_int("checkpoint_expiry_days", merged["checkpoint_expiry_days"], 1),
+        noncurrent_version_expiry_days=_require_int(
+            "noncurrent_version_expiry_days", merged["noncurrent_version_expiry_days"], 1
+        ),
+        access_log_expiry_days=_require_int("access_log_expiry_days", merged["access_log_expiry_days"], 1),
+        log_retention_days=retention,
+        retain_data=_require_bool("retain_data", merged["retain_data"]),
+        table_deletion_protection=_require_bool("table_deletion_protection", merged["table_deletion_protection"]),
+        quota_requests=quota_requests,
+        default_budget_usd=_require_number("default_budget_usd", merged["default_budget_usd"], 0),
+        max_concurrency=_require_int("max_concurrency", merged["max_concurrency"], 1),
+        status_poll_seconds=_require_int("status_poll_seconds", merged["status_poll_seconds"], 1),
+        lambda_retry=retry,
+        max_runtime_hours=max_runtime_hours,
+        execution_timeout_hours=execution_timeout_hours,
+        notification_emails=tuple(emails),
+        powertools_layer_version=_require_int("powertools_layer_version", merged["powertools_layer_version"], 1),
+    )

@@ -1,0 +1,181 @@
+"""Hardened building blocks: every Lambda and state machine of the app is one of these, so security and
+observability settings live in one place and every use inherits them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from aws_cdk import Aws, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from stacks.config import Config, RetryPolicy
+from stacks.nag import acknowledge
+from stacks.packaging import stage_lambda_package
+
+# The newest Lambda Python runtime; the Powertools layer below must exist for it.
+RUNTIME = lambda_.Runtime.PYTHON_3_14
+_POWERTOOLS_LAYER = (
+    "arn:{partition}:lambda:{region}:017000801446:layer:AWSLambdaPowertoolsPythonV3-python314-x86_64:{v}"
+)
+
+DEFAULT_TIMEOUT = Duration.seconds(60)
+
+# Lambda service faults that are always safe to retry, plus our own typed throttling error.
+RETRYABLE_ERRORS = (
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+    "Throttled",
+)
+
+
+def lambda_code() -> lambda_.Code:
+    """The single Lambda asset: `lambdas/` staged as an importable package."""
+    return lambda_.Code.from_asset(str(stage_lambda_package()))
+
+
+class HardenedFunction(lambda_.Function):
+    """A Python Lambda with its own least-privilege role, its own retained log group, X-Ray tracing,
+    Powertools, the current runtime and a bounded timeout. Grant it only what its handler calls."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: Config,
+        handler: str,
+        description: str,
+        environment: Mapping[str, str] | None = None,
+        timeout: Duration = DEFAULT_TIMEOUT,
+        memory_size: int = 512,
+    ) -> None:
+        log_group = retained_log_group(scope, f"{construct_id}Logs", config)
+        role = iam.Role(
+            scope,
+            f"{construct_id}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Execution role of {construct_id} only",
+        )
+        # Only its own log group: no AWSLambdaBasicExecutionRole (that allows every log group in the account).
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[log_group.log_group_arn],
+            )
+        )
+        stack = Stack.of(scope)
+        layer = lambda_.LayerVersion.from_layer_version_arn(
+            scope,
+            f"{construct_id}Powertools",
+            _POWERTOOLS_LAYER.format(partition=Aws.PARTITION, region=stack.region, v=config.powertools_layer_version),
+        )
+        super().__init__(
+            scope,
+            construct_id,
+            runtime=RUNTIME,
+            architecture=lambda_.Architecture.X86_64,
+            code=lambda_code(),
+            handler=handler,
+            description=description,
+            role=role,
+            log_group=log_group,
+            tracing=lambda_.Tracing.ACTIVE,
+            timeout=timeout,
+            memory_size=memory_size,
+            layers=[layer],
+            environment={
+                "POWERTOOLS_SERVICE_NAME": config.resource_prefix,
+                "POWERTOOLS_LOG_LEVEL": "INFO",
+                **(environment or {}),
+            },
+        )
+        acknowledge(
+            role,
+            "IAM5[Resource::*]",
+            "X-Ray tracing (xray:PutTraceSegments, xray:PutTelemetryRecords) supports no resource-level permissions.",
+        )
+
+
+class HardenedStateMachine(sfn.StateMachine):
+    """A Standard state machine that always logs ALL events (with execution data) and traces with X-Ray."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: Config,
+        definition_body: sfn.DefinitionBody,
+        timeout: Duration,
+    ) -> None:
+        log_group = retained_log_group(scope, f"{construct_id}Logs", config)
+        super().__init__(
+            scope,
+            construct_id,
+            definition_body=definition_body,
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            timeout=timeout,
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
+        )
+        acknowledge(
+            self.role,
+            "IAM5[Resource::*]",
+            "X-Ray tracing and CloudWatch Logs delivery (logs:CreateLogDelivery & co.) support no resource-level "
+            "permissions; Step Functions requires them for ALL-level logging.",
+        )
+
+
+def add_lambda_retry(tasks: Iterable[sfn.TaskStateBase], policy: RetryPolicy) -> None:
+    """Give every task the same retry policy: exponential backoff with full jitter, capped delay."""
+    for task in tasks:
+        task.add_retry(
+            errors=list(RETRYABLE_ERRORS),
+            interval=Duration.seconds(policy.interval_seconds),
+            max_attempts=policy.max_attempts,
+            backoff_rate=policy.backoff_rate,
+            max_delay=Duration.seconds(policy.max_delay_seconds),
+            jitter_strategy=sfn.JitterType.FULL,
+        )
+
+
+_RETENTION_BY_DAYS = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    5: logs.RetentionDays.FIVE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS,
+    90: logs.RetentionDays.THREE_MONTHS,
+    120: logs.RetentionDays.FOUR_MONTHS,
+    150: logs.RetentionDays.FIVE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+    400: logs.RetentionDays.THIRTEEN_MONTHS,
+    545: logs.RetentionDays.EIGHTEEN_MONTHS,
+    731: logs.RetentionDays.TWO_YEARS,
+    1096: logs.RetentionDays.THREE_YEARS,
+    1827: logs.RetentionDays.FIVE_YEARS,
+    2192: logs.RetentionDays.SIX_YEARS,
+    2557: logs.RetentionDays.SEVEN_YEARS,
+    2922: logs.RetentionDays.EIGHT_YEARS,
+    3288: logs.RetentionDays.NINE_YEARS,
+    3653: logs.RetentionDays.TEN_YEARS,
+}
+
+
+def retained_log_group(scope: Construct, construct_id: str, config: Config) -> logs.LogGroup:
+    """A log group with the configured retention, kept on stack deletion when data is retained."""
+    return logs.LogGroup(
+        scope,
+        construct_id,
+        retention=_RETENTION_BY_DAYS[config.log_retention_days],
+        removal_policy=RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY,
+    )

@@ -1,0 +1,31 @@
+"""The DynamoDB cost ledger: one row per job and one SUMMARY row per run."""
+
+from __future__ import annotations
+
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_kms as kms
+from constructs import Construct
+
+from stacks.config import Config
+
+
+class Ledger(Construct):
+    """On-demand, point-in-time-recoverable, KMS-encrypted table keyed `pk = RUN#<run>`, `sk = JOB#<job>|SUMMARY`."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: Config, key: kms.IKey) -> None:
+        super().__init__(scope, construct_id)
+        self.table = dynamodb.Table(
+            self,
+            "Table",
+            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=key,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            deletion_protection=config.table_deletion_protection,
+            removal_policy=RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY,
+        )

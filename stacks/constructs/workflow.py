@@ -1,0 +1,244 @@
+"""The fine-tuning workflow: Lambdas, the Standard state machine and the notification topic.
+
+Plan → Map(jobs) [Launch → Wait → Status → Choice(ended?) → Record] → Report → Notify.
+A failed Launch/Status is caught per item and still recorded (the job may exist and be billed), so one job's
+failure never sinks the others. Every task retries Lambda faults with backoff and full jitter and has a timeout.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Aws, Duration
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from stacks.config import Config
+from stacks.constructs.bucket import DATASETS_PREFIX, REPORTS_PREFIX
+from stacks.constructs.hardened import HardenedFunction, HardenedStateMachine, add_lambda_retry
+from stacks.nag import acknowledge, arn_ref
+
+TASK_TIMEOUT = Duration.minutes(5)
+
+
+class Workflow(Construct):
+    """Lambdas with one least-privilege role each, wired into the state machine."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: Config,
+        bucket: s3.IBucket,
+        table: dynamodb.ITable,
+        key: kms.IKey,
+        sagemaker_role: iam.IRole,
+        hf_token_secret: secretsmanager.ISecret,
+        training_image_uri: str,
+        code_s3_uri: str,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.topic = sns.Topic(self, "Notifications", master_key=key, enforce_ssl=True, display_name="Fine-tuning runs")
+        for email in config.notification_emails:
+            self.topic.add_subscription(subscriptions.EmailSubscription(email))
+
+        environment = {
+            "BUCKET_NAME": bucket.bucket_name,
+            "TABLE_NAME": table.table_name,
+            "SAGEMAKER_ROLE_ARN": sagemaker_role.role_arn,
+            "HF_TOKEN_SECRET_ARN": hf_token_secret.secret_arn,
+            "TRAINING_IMAGE_URI": training_image_uri,
+            "CODE_S3_URI": code_s3_uri,
+            "DEFAULT_BUDGET_USD": f"{config.default_budget_usd:g}",
+            "DEFAULT_MAX_RUNTIME_HOURS": f"{config.max_runtime_hours:g}",
+            "JOB_NAME_PREFIX": config.job_name_prefix,
+            "TOPIC_ARN": self.topic.topic_arn,
+        }
+
+        def function(name: str, description: str) -> HardenedFunction:
+            return HardenedFunction(
+                self,
+                f"{name}Function",
+                config=config,
+                handler=f"lambdas.handlers.{name.lower()}.handler",
+                description=description,
+                environment=environment,
+                timeout=Duration.minutes(2),
+            )
+
+        training_jobs_arn = (
+            f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:training-job/{config.job_name_prefix}*"
+        )
+        describe_jobs = iam.PolicyStatement(actions=["sagemaker:DescribeTrainingJob"], resources=[training_jobs_arn])
+
+        self.plan = function("Plan", "Validates the execution input, expands the matrix, prices and checks quotas")
+        self.plan.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{DATASETS_PREFIX}*"]}},
+            )
+        )
+        self.plan.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "pricing:GetProducts",
+                    "servicequotas:ListServiceQuotas",
+                    "servicequotas:ListAWSDefaultServiceQuotas",
+                ],
+                resources=["*"],
+            )
+        )
+        acknowledge(
+            self.plan.role,
+            "IAM5[Resource::*]",
+            "pricing:GetProducts, servicequotas:List* and X-Ray tracing support no resource-level permissions; "
+            "all are read-only.",
+        )
+
+        self.launch = function("Launch", "Creates one managed-spot, checkpointed training job")
+        self.launch.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:CreateTrainingJob", "sagemaker:AddTags", "sagemaker:DescribeTrainingJob"],
+                resources=[training_jobs_arn],
+            )
+        )
+        self.launch.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["iam:PassRole"],
+                resources=[sagemaker_role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+            )
+        )
+
+        self.status = function("Status", "Describes one training job, normalised")
+        self.status.add_to_role_policy(describe_jobs)
+
+        self.record = function("Record", "Writes one job's cost, savings and metrics to the ledger")
+        self.record.add_to_role_policy(describe_jobs)
+        table.grant(self.record, "dynamodb:PutItem")
+
+        self.report = function("Report", "Ranks the run's jobs by cost per accuracy point and writes the report")
+        table.grant(self.report, "dynamodb:Query", "dynamodb:PutItem")
+        self.report.add_to_role_policy(
+            iam.PolicyStatement(actions=["s3:PutObject"], resources=[bucket.arn_for_objects(f"{REPORTS_PREFIX}*")])
+        )
+        acknowledge(
+            self.report.role,
+            f"IAM5[Resource::{arn_ref(bucket)}/{REPORTS_PREFIX}*]",
+            "Report keys are per run (reports/<run id>/...); the grant is limited to the reports/ prefix.",
+        )
+        # Ledger rows and reports are encrypted with the data key.
+        for writer in (self.record, self.report):
+            key.grant(writer, "kms:Decrypt", "kms:GenerateDataKey")
+
+        for reader in (self.launch, self.status, self.record):
+            acknowledge(
+                reader.role,
+                "IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:training-job/"
+                f"{config.job_name_prefix}*]",
+                "Training-job names are generated per run; every job this app creates starts with the prefix.",
+            )
+
+        self.state_machine = HardenedStateMachine(
+            self,
+            "StateMachine",
+            config=config,
+            definition_body=sfn.DefinitionBody.from_chainable(self._definition(config)),
+            timeout=Duration.hours(config.execution_timeout_hours),
+        )
+        for invoked in (self.plan, self.launch, self.status, self.record, self.report):
+            acknowledge(
+                self.state_machine.role,
+                f"IAM5[Resource::{arn_ref(invoked)}:*]",
+                "CDK's LambdaInvoke grant covers this one function and its versions/aliases (ARN:*), nothing else.",
+            )
+
+    def _invoke(
+        self, state_id: str, function: HardenedFunction, payload: dict | str, result_path: str | None
+    ) -> tasks.LambdaInvoke:
+        return tasks.LambdaInvoke(
+            self,
+            state_id,
+            lambda_function=function,
+            payload=sfn.TaskInput.from_json_path_at(payload)
+            if isinstance(payload, str)
+            else sfn.TaskInput.from_object(payload),
+            payload_response_only=True,
+            # Retries come from add_lambda_retry, with jitter; the built-in one has none.
+            retry_on_service_exceptions=False,
+            result_path=result_path if result_path is not None else sfn.JsonPath.DISCARD,
+            task_timeout=sfn.Timeout.duration(TASK_TIMEOUT),
+        )
+
+    def _definition(self, config: Config) -> sfn.IChainable:
+        plan = self._invoke(
+            "Plan",
+            self.plan,
+            {"input": sfn.JsonPath.object_at("$"), "execution_name": sfn.JsonPath.string_at("$$.Execution.Name")},
+            "$.plan",
+        )
+        launch = self._invoke("Launch", self.launch, "$.job", "$.launch")
+        wait = sfn.Wait(self, "WaitForJob", time=sfn.WaitTime.duration(Duration.seconds(config.status_poll_seconds)))
+        status = self._invoke("Status", self.status, {"job_name": sfn.JsonPath.string_at("$.job.job_name")}, "$.status")
+        record = self._invoke(
+            "Record",
+            self.record,
+            {"job": sfn.JsonPath.object_at("$.job"), "status": sfn.JsonPath.object_at("$.status")},
+            None,
+        )
+        record_failure = self._invoke(
+            "RecordFailure",
+            self.record,
+            {"job": sfn.JsonPath.object_at("$.job"), "error": sfn.JsonPath.object_at("$.error")},
+            None,
+        )
+        unrecorded = sfn.Pass(self, "Unrecorded", comment="Record kept failing after retries; the run goes on")
+        report = self._invoke("Report", self.report, {"run_id": sfn.JsonPath.string_at("$.plan.run_id")}, "$.report")
+        notify = tasks.SnsPublish(
+            self,
+            "Notify",
+            topic=self.topic,
+            subject="Fine-tuning run finished",
+            message=sfn.TaskInput.from_json_path_at("$.report.message"),
+            result_path=sfn.JsonPath.DISCARD,
+            task_timeout=sfn.Timeout.duration(TASK_TIMEOUT),
+        )
+        add_lambda_retry([plan, launch, status, record, record_failure, report], config.lambda_retry)
+        notify.add_retry(
+            errors=["SNS.SdkClientException", "SNS.InternalErrorException", "SNS.ThrottledException"],
+            max_attempts=config.lambda_retry.max_attempts,
+            jitter_strategy=sfn.JitterType.FULL,
+        )
+
+        for task in (launch, status):
+            task.add_catch(record_failure, errors=["States.ALL"], result_path="$.error")
+        for task in (record, record_failure):
+            task.add_catch(unrecorded, errors=["States.ALL"], result_path="$.record_error")
+
+        job = (
+            launch.next(wait)
+            .next(status)
+            .next(
+                sfn.Choice(self, "JobEnded")
+                .when(sfn.Condition.boolean_equals("$.status.ended", True), record)
+                .otherwise(wait)
+            )
+        )
+        jobs = sfn.Map(
+            self,
+            "Jobs",
+            items_path="$.plan.jobs",
+            item_selector={"job": sfn.JsonPath.object_at("$$.Map.Item.Value")},
+            max_concurrency=config.max_concurrency,
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        jobs.item_processor(job)
+        return plan.next(jobs).next(report).next(notify).next(sfn.Succeed(self, "Done", output_path="$.report"))

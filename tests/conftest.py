@@ -1,0 +1,50 @@
+"""Suite-wide fixtures. The app is synthesized ONCE per session (a cold synth costs seconds)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+# Never reach a real account, metadata endpoint or tracing daemon from a test.
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "finetune-tests",
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+)
+
+
+@dataclass(frozen=True)
+class SynthesizedApp:
+    """Templates of the app as `cdk synth` produces them (cdk.json context, nag checks included)."""
+
+    main: Any  # aws_cdk.assertions.Template of the fine-tuning stack
+    quotas: Any  # aws_cdk.assertions.Template of the quota stack
+    main_json: dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def synthesized() -> SynthesizedApp:
+    """Synthesize the real app once; nag findings would raise here and fail every infra test."""
+    from aws_cdk import assertions
+
+    from stacks.app_builder import build_app, cdk_json_context
+
+    app = build_app(context=cdk_json_context())
+    main_stack = app.node.find_child("Finetune")
+    quota_stack = app.node.find_child("FinetuneQuotas")
+    app.synth()
+    main = assertions.Template.from_stack(main_stack)
+    return SynthesizedApp(main=main, quotas=assertions.Template.from_stack(quota_stack), main_json=main.to_json())

@@ -162,15 +162,20 @@ class Workflow(Construct):
             )
 
     def _invoke(
-        self, state_id: str, function: HardenedFunction, payload: dict | str, result_path: str | None
+        self,
+        state_id: str,
+        function: HardenedFunction,
+        result_path: str | None,
+        payload: dict | None = None,
+        input_path: str | None = None,
     ) -> tasks.LambdaInvoke:
         return tasks.LambdaInvoke(
             self,
             state_id,
             lambda_function=function,
-            payload=sfn.TaskInput.from_json_path_at(payload)
-            if isinstance(payload, str)
-            else sfn.TaskInput.from_object(payload),
+            # Without a payload the (InputPath-selected) state input is the event.
+            payload=sfn.TaskInput.from_object(payload) if payload is not None else None,
+            input_path=input_path,
             payload_response_only=True,
             # Retries come from add_lambda_retry, with jitter; the built-in one has none.
             retry_on_service_exceptions=False,
@@ -182,26 +187,26 @@ class Workflow(Construct):
         plan = self._invoke(
             "Plan",
             self.plan,
-            {"input": sfn.JsonPath.object_at("$"), "execution_name": sfn.JsonPath.string_at("$$.Execution.Name")},
             "$.plan",
+            {"input": sfn.JsonPath.object_at("$"), "execution_name": sfn.JsonPath.string_at("$$.Execution.Name")},
         )
-        launch = self._invoke("Launch", self.launch, "$.job", "$.launch")
+        launch = self._invoke("Launch", self.launch, "$.launch", input_path="$.job")
         wait = sfn.Wait(self, "WaitForJob", time=sfn.WaitTime.duration(Duration.seconds(config.status_poll_seconds)))
-        status = self._invoke("Status", self.status, {"job_name": sfn.JsonPath.string_at("$.job.job_name")}, "$.status")
+        status = self._invoke("Status", self.status, "$.status", {"job_name": sfn.JsonPath.string_at("$.job.job_name")})
         record = self._invoke(
             "Record",
             self.record,
-            {"job": sfn.JsonPath.object_at("$.job"), "status": sfn.JsonPath.object_at("$.status")},
             None,
+            {"job": sfn.JsonPath.object_at("$.job"), "status": sfn.JsonPath.object_at("$.status")},
         )
         record_failure = self._invoke(
             "RecordFailure",
             self.record,
-            {"job": sfn.JsonPath.object_at("$.job"), "error": sfn.JsonPath.object_at("$.error")},
             None,
+            {"job": sfn.JsonPath.object_at("$.job"), "error": sfn.JsonPath.object_at("$.error")},
         )
         unrecorded = sfn.Pass(self, "Unrecorded", comment="Record kept failing after retries; the run goes on")
-        report = self._invoke("Report", self.report, {"run_id": sfn.JsonPath.string_at("$.plan.run_id")}, "$.report")
+        report = self._invoke("Report", self.report, "$.report", {"run_id": sfn.JsonPath.string_at("$.plan.run_id")})
         notify = tasks.SnsPublish(
             self,
             "Notify",

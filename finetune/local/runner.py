@@ -1,0 +1,323 @@
+"""Run the synthesized state machine offline: the real definition in moto's ASL interpreter, the real handlers
+in-process with the environment the stack gives them, and training jobs on a local backend.
+
+Used by `make demo` (subprocess training with `training_code/train.py`) and by the workflow tests (a scripted
+backend), so both exercise exactly the path an execution takes in AWS.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import os
+import sys
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import boto3
+
+from finetune.local.cfn import Resolver
+from finetune.local.services import LocalServices, TrainingBackend, local_services
+
+ACCOUNT_ID = "123456789012"
+REGION = "us-east-1"
+DATA_BUCKET = "finetune-local-data"
+TABLE_NAME = "finetune-local-ledger"
+# Settings that make an offline run quick: short polls and retry intervals; everything else is cdk.json's.
+FAST_SETTINGS = {
+    "status_poll_seconds": 1,
+    "lambda_retry": {"interval_seconds": 1, "max_attempts": 2, "backoff_rate": 1.0, "max_delay_seconds": 1},
+}
+
+
+@dataclass(frozen=True)
+class SynthesizedWorkflow:
+    """What the runner takes from the synthesized template."""
+
+    template: dict[str, Any]
+    training_code_tarball: Path
+
+
+@dataclass
+class ExecutionResult:
+    """The outcome of one execution, with what it left in the emulated account."""
+
+    status: str
+    output: dict[str, Any] | None
+    error: str | None
+    cause: str | None
+    failed_state: str | None
+    ledger_rows: list[dict[str, Any]]
+    reports: dict[str, bytes]
+    create_training_job_calls: list[str]
+    notifications: list[str] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str | None:
+        """The run id from the report (None when the execution failed before it)."""
+        return (self.output or {}).get("run_id")
+
+
+def synthesize(overrides: Mapping[str, Any] | None = None) -> SynthesizedWorkflow:
+    """Synthesize the app with cdk.json's context (plus `overrides` of the `finetune` settings)."""
+    from stacks.app_builder import build_app, cdk_json_context
+    from stacks.packaging import BUILD_DIR
+
+    app = build_app(context=cdk_json_context({**FAST_SETTINGS, **dict(overrides or {})}))
+    assembly = app.synth()
+    main = next(s for s in assembly.stacks if s.stack_name == app.node.find_child("Finetune").stack_name)
+    return SynthesizedWorkflow(
+        template=main.template, training_code_tarball=BUILD_DIR / "training_code" / "sourcedir.tar.gz"
+    )
+
+
+def _resources(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == resource_type}
+
+
+def _only(
+    template: dict[str, Any], resource_type: str, predicate: Callable[[str, dict], bool] = lambda *_: True
+) -> str:
+    matches = [k for k, v in _resources(template, resource_type).items() if predicate(k, v)]
+    if len(matches) != 1:
+        raise ValueError(f"expected one {resource_type}, found {matches}")
+    return matches[0]
+
+
+class _Context:
+    """The parts of a Lambda context object that Powertools and the handlers read."""
+
+    def __init__(self, function_name: str) -> None:
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.memory_limit_in_mb = 512
+        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{function_name}"
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = "local"
+        self._deadline = time.monotonic() + 120
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+class LocalAccount:
+    """An emulated account holding the stack's resources, its Lambdas dispatched to the real handlers."""
+
+    def __init__(self, workflow: SynthesizedWorkflow, backend: TrainingBackend) -> None:
+        self.workflow = workflow
+        self.services = LocalServices(backend, ACCOUNT_ID, REGION)
+        self.handlers: dict[str, str] = {}
+        self.environment: dict[str, str] = {}
+        self.state_machine_arn = ""
+        self.topic_arn = ""
+
+    @contextmanager
+    def running(self) -> Iterator[LocalAccount]:
+        """Moto + local services + Lambda dispatch, with the stack's resources created."""
+        from moto import mock_aws
+        from moto.awslambda_simple.models import LambdaSimpleBackend
+
+        config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+        with (
+            mock.patch.dict(os.environ, {"AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}),
+            mock_aws(config=config),
+            local_services(self.services),
+            mock.patch.object(LambdaSimpleBackend, "invoke", self._invoke_patch()),
+        ):
+            self._create_resources()
+            # Handlers read settings at cold start and cache clients: start them cold against this account.
+            with mock.patch.dict(os.environ, self.environment):
+                _cold_start_handlers()
+                yield self
+
+    def _invoke_patch(self) -> Callable[..., bytes]:
+        account = self
+
+        def invoke(
+            _backend: Any, function_name: str, _qualifier: Any, body: Any, _headers: Any, response_headers: dict
+        ) -> bytes:
+            return account.dispatch(function_name, body, response_headers)
+
+        return invoke
+
+    def dispatch(self, function_name: str, body: Any, response_headers: dict[str, str]) -> bytes:
+        """Invoke the real handler like Lambda does: an exception becomes a function error named after its class."""
+        name = function_name.split(":function:")[-1].split(":")[0]
+        module_name, _, attribute = self.handlers[name].rpartition(".")
+        handler = getattr(importlib.import_module(module_name), attribute)
+        event = json.loads(body) if body else {}
+        try:
+            result = handler(event, _Context(name))
+        except Exception as error:
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps({"errorType": type(error).__name__, "errorMessage": str(error)}).encode()
+        return json.dumps(result, default=str).encode()
+
+    def _create_resources(self) -> None:
+        template = self.workflow.template
+        resolver = Resolver(account_id=ACCOUNT_ID, region=REGION)
+        s3 = boto3.client("s3", region_name=REGION)
+        iam = boto3.client("iam", region_name=REGION)
+
+        role_arn = iam.create_role(RoleName="local-execution", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        data_bucket = _only(template, "AWS::S3::Bucket", lambda _k, v: "LoggingConfiguration" in v["Properties"])
+        s3.create_bucket(Bucket=DATA_BUCKET)
+        resolver.refs[data_bucket] = DATA_BUCKET
+        resolver.attributes[(data_bucket, "Arn")] = f"arn:aws:s3:::{DATA_BUCKET}"
+
+        table = _only(template, "AWS::DynamoDB::Table")
+        boto3.client("dynamodb", region_name=REGION).create_table(
+            TableName=TABLE_NAME,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        resolver.refs[table] = TABLE_NAME
+        resolver.attributes[(table, "Arn")] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{TABLE_NAME}"
+
+        secret = _only(template, "AWS::SecretsManager::Secret")
+        resolver.refs[secret] = boto3.client("secretsmanager", region_name=REGION).create_secret(
+            Name="local-hf-token", SecretString="placeholder-not-a-token"
+        )["ARN"]
+
+        topic = _only(template, "AWS::SNS::Topic")
+        self.topic_arn = boto3.client("sns", region_name=REGION).create_topic(Name="local-notifications")["TopicArn"]
+        resolver.refs[topic] = self.topic_arn
+
+        sagemaker_role = _only(template, "AWS::IAM::Role", lambda k, _v: k.startswith("SageMakerRole"))
+        resolver.attributes[(sagemaker_role, "Arn")] = f"arn:aws:iam::{ACCOUNT_ID}:role/local-sagemaker"
+
+        # The training code asset goes where CDK would publish it, so Launch's CODE_S3_URI points at real bytes.
+        assets_bucket = f"cdk-hnb659fds-assets-{ACCOUNT_ID}-{REGION}"
+        s3.create_bucket(Bucket=assets_bucket)
+        functions = {
+            k: v
+            for k, v in _resources(template, "AWS::Lambda::Function").items()
+            if v["Properties"].get("Handler", "").startswith("lambdas.")
+        }
+        lambda_client = boto3.client("lambda", region_name=REGION)
+        for logical_id in functions:
+            resolver.attributes[(logical_id, "Arn")] = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{logical_id}"
+        for logical_id, function in functions.items():
+            props = function["Properties"]
+            environment = resolver.resolve(props.get("Environment", {}).get("Variables", {}))
+            # One environment for all: the stack gives every workflow function the same variables.
+            self.environment.update(environment)
+            self.handlers[logical_id] = props["Handler"]
+            lambda_client.create_function(
+                FunctionName=logical_id,
+                Runtime=props["Runtime"],
+                Role=role_arn,
+                Handler=props["Handler"],
+                Code={"ZipFile": _empty_zip()},
+                Environment={"Variables": environment},
+                Timeout=props.get("Timeout", 60),
+            )
+        code_uri = self.environment["CODE_S3_URI"]
+        bucket, _, key = code_uri.removeprefix("s3://").partition("/")
+        s3.put_object(Bucket=bucket, Key=key, Body=self.workflow.training_code_tarball.read_bytes())
+        # Quieter handler logs on the terminal; everything else is exactly the stack's environment.
+        self.environment["POWERTOOLS_LOG_LEVEL"] = os.environ.get("FINETUNE_LOCAL_LOG_LEVEL", "WARNING")
+
+        state_machine = _only(template, "AWS::StepFunctions::StateMachine")
+        definition = resolver.resolve(template["Resources"][state_machine]["Properties"]["DefinitionString"])
+        self.state_machine_arn = boto3.client("stepfunctions", region_name=REGION).create_state_machine(
+            name="finetune-local", definition=definition, roleArn=role_arn
+        )["stateMachineArn"]
+
+    def upload_dataset(self, name: str, train: Path, test: Path) -> None:
+        """Put a dataset where the S3 layout contract says Plan and training find it."""
+        s3 = boto3.client("s3", region_name=REGION)
+        for split, path in (("train", train), ("test", test)):
+            s3.put_object(Bucket=DATA_BUCKET, Key=f"datasets/{name}/{split}/{path.name}", Body=path.read_bytes())
+
+    def execute(
+        self,
+        execution_input: dict[str, Any],
+        name: str,
+        on_poll: Callable[[], None] | None = None,
+        timeout_seconds: float = 1800,
+    ) -> ExecutionResult:
+        """Start an execution, wait for it to end (calling `on_poll` about once a second), collect results."""
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        arn = sfn.start_execution(stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(execution_input))[
+            "executionArn"
+        ]
+        deadline = time.monotonic() + timeout_seconds
+        while (description := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
+            if time.monotonic() > deadline:
+                sfn.stop_execution(executionArn=arn, error="LocalTimeout")
+                raise TimeoutError(f"execution {name} still running after {timeout_seconds:g} s")
+            if on_poll:
+                on_poll()
+            time.sleep(0.5)
+        return ExecutionResult(
+            status=description["status"],
+            output=json.loads(description["output"]) if description.get("output") else None,
+            error=description.get("error"),
+            cause=description.get("cause"),
+            failed_state=_failed_state(sfn, arn) if description["status"] == "FAILED" else None,
+            ledger_rows=self.ledger_rows(),
+            reports=self.reports(),
+            create_training_job_calls=list(self.services.create_calls),
+        )
+
+    def ledger_rows(self) -> list[dict[str, Any]]:
+        """Every ledger item, as plain JSON values."""
+        from boto3.dynamodb.types import TypeDeserializer
+
+        deserializer = TypeDeserializer()
+        items = boto3.client("dynamodb", region_name=REGION).scan(TableName=TABLE_NAME)["Items"]
+        rows = [{k: deserializer.deserialize(v) for k, v in item.items()} for item in items]
+        return json.loads(json.dumps(sorted(rows, key=lambda r: (r["pk"], r["sk"])), default=_number))
+
+    def reports(self) -> dict[str, bytes]:
+        """Every object under reports/, by key."""
+        s3 = boto3.client("s3", region_name=REGION)
+        listing = s3.list_objects_v2(Bucket=DATA_BUCKET, Prefix="reports/")
+        return {
+            o["Key"]: s3.get_object(Bucket=DATA_BUCKET, Key=o["Key"])["Body"].read()
+            for o in listing.get("Contents", [])
+        }
+
+
+def _number(value: Any) -> Any:
+    # DynamoDB numbers come back as Decimal; JSON wants int or float.
+    return int(value) if value == int(value) else float(value)
+
+
+def _failed_state(sfn: Any, execution_arn: str) -> str | None:
+    """Name of the state whose failure ended the execution."""
+    history = sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
+    entered = [e["stateEnteredEventDetails"]["name"] for e in history if "stateEnteredEventDetails" in e]
+    return entered[-1] if entered else None
+
+
+def _cold_start_handlers() -> None:
+    from lambdas import aws, settings
+
+    aws.reset_clients()
+    for value in vars(settings).values():
+        if callable(getattr(value, "cache_clear", None)):
+            value.cache_clear()
+    for module in [m for m in sys.modules if m.startswith("lambdas.handlers.")]:
+        del sys.modules[module]
+
+
+def _empty_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("placeholder.py", "# handlers run in-process; see finetune.local.runner\n")
+    return buffer.getvalue()

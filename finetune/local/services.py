@@ -1,0 +1,178 @@
+"""Local stand-ins for the AWS APIs moto lacks or fakes too thinly for this app:
+SageMaker training jobs (Create/Describe/Stop), Service Quotas lookups and the Price List API.
+
+They plug into botocore exactly where `botocore.stub.Stubber` does (the `before-call` event), so every request is
+first validated against the real service model, and callers get real `ClientError`s. Everything else still goes
+to moto. The hook is registered once per process and answers only while a `LocalServices` is active.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import botocore.handlers
+from botocore.awsrequest import AWSResponse
+
+Response = tuple[AWSResponse, dict[str, Any]]
+
+
+class TrainingBackend(Protocol):
+    """Runs training jobs. `create` gets the validated CreateTrainingJob request; `describe` returns the
+    DescribeTrainingJob fields that change while a job runs (status, times, metrics, failure reason)."""
+
+    def create(self, request: dict[str, Any]) -> None: ...
+
+    def describe(self, job_name: str) -> dict[str, Any] | None: ...
+
+    def stop(self, job_name: str) -> None: ...
+
+
+class ServiceError(Exception):
+    """An AWS error response (turned into botocore's ClientError by the hook)."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+def _ok(body: dict[str, Any]) -> Response:
+    return AWSResponse(None, 200, {}, None), {**body, "ResponseMetadata": {"HTTPStatusCode": 200}}
+
+
+def _error(error: ServiceError) -> Response:
+    parsed = {
+        "Error": {"Code": error.code, "Message": error.message},
+        "ResponseMetadata": {"HTTPStatusCode": error.status},
+    }
+    return AWSResponse(None, error.status, {}, None), parsed
+
+
+class LocalServices:
+    """The local account: a training backend, generous quotas, and no Price List access (catalog prices apply)."""
+
+    def __init__(self, backend: TrainingBackend, account_id: str, region: str, quota_value: float = 10.0) -> None:
+        self.backend = backend
+        self.account_id = account_id
+        self.region = region
+        self.quota_value = quota_value
+        self.training_jobs: dict[str, dict[str, Any]] = {}
+        self.create_calls: list[str] = []
+        self._lock = threading.Lock()
+        self._operations: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, Any]]] = {
+            ("sagemaker", "CreateTrainingJob"): self._create_training_job,
+            ("sagemaker", "DescribeTrainingJob"): self._describe_training_job,
+            ("sagemaker", "StopTrainingJob"): self._stop_training_job,
+            ("service-quotas", "ListServiceQuotas"): self._list_quotas,
+            ("service-quotas", "ListAWSDefaultServiceQuotas"): self._list_quotas,
+            ("pricing", "GetProducts"): lambda _params: {"PriceList": [], "FormatVersion": "aws_v1"},
+        }
+
+    def answer(self, service: str, operation: str, params: dict[str, Any]) -> Response | None:
+        """The response for an emulated operation, or None to let the request through (to moto)."""
+        handler = self._operations.get((service, operation))
+        if handler is None:
+            return None
+        try:
+            return _ok(handler(params))
+        except ServiceError as error:
+            return _error(error)
+
+    def _create_training_job(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["TrainingJobName"]
+        with self._lock:
+            self.create_calls.append(name)
+            if name in self.training_jobs:
+                raise ServiceError("ResourceInUse", f"Training job names must be unique; {name} already exists")
+            # The backend may refuse (e.g. ResourceLimitExceeded) before the job exists.
+            self.backend.create(params)
+            arn = f"arn:aws:sagemaker:{self.region}:{self.account_id}:training-job/{name.lower()}"
+            self.training_jobs[name] = {"request": params, "arn": arn, "created": datetime.now(UTC)}
+        return {"TrainingJobArn": arn}
+
+    def _describe_training_job(self, params: dict[str, Any]) -> dict[str, Any]:
+        name = params["TrainingJobName"]
+        job = self.training_jobs.get(name)
+        state = self.backend.describe(name) if job else None
+        if job is None or state is None:
+            raise ServiceError("ValidationException", f"Requested resource not found: {name}")
+        request = job["request"]
+        output_path = request["OutputDataConfig"]["S3OutputPath"]
+        return {
+            "TrainingJobName": name,
+            "TrainingJobArn": job["arn"],
+            "CreationTime": job["created"],
+            "AlgorithmSpecification": request["AlgorithmSpecification"],
+            "RoleArn": request["RoleArn"],
+            "ResourceConfig": request["ResourceConfig"],
+            "StoppingCondition": request["StoppingCondition"],
+            "HyperParameters": request.get("HyperParameters", {}),
+            "EnableManagedSpotTraining": request.get("EnableManagedSpotTraining", False),
+            "ModelArtifacts": {"S3ModelArtifacts": f"{output_path.rstrip('/')}/{name}/output/model.tar.gz"},
+            **state,
+        }
+
+    def _stop_training_job(self, params: dict[str, Any]) -> dict[str, Any]:
+        self.backend.stop(params["TrainingJobName"])
+        return {}
+
+    def _list_quotas(self, params: dict[str, Any]) -> dict[str, Any]:
+        from lambdas.catalog import INSTANCES
+
+        quotas = []
+        for instance_type in sorted(INSTANCES):
+            for usage in ("training job", "spot training job"):
+                code = f"L-LOCAL-{len(quotas):04d}"
+                quotas.append(
+                    {
+                        "ServiceCode": "sagemaker",
+                        "QuotaCode": code,
+                        "QuotaName": f"{instance_type} for {usage} usage",
+                        "QuotaArn": f"arn:aws:servicequotas:{self.region}:{self.account_id}:sagemaker/{code}",
+                        "Value": self.quota_value,
+                        "Adjustable": True,
+                    }
+                )
+        return {"Quotas": quotas}
+
+
+_active: LocalServices | None = None
+
+
+_API_PARAMS = "local_services_api_params"
+
+
+def _remember_api_params(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    # before-call only sees the serialized request; keep the API parameters (validated right after this event).
+    context[_API_PARAMS] = params
+
+
+def _before_call(model: Any, context: dict[str, Any], **_: Any) -> Response | None:
+    if _active is None:
+        return None
+    return _active.answer(model.service_model.service_name, model.name, context.get(_API_PARAMS, {}))
+
+
+# Registered for every botocore session created from now on (moto registers its own hook the same way).
+botocore.handlers.BUILTIN_HANDLERS.extend(
+    [("before-parameter-build.*.*", _remember_api_params), ("before-call.*.*", _before_call)]
+)
+
+
+@contextmanager
+def local_services(services: LocalServices) -> Iterator[LocalServices]:
+    """Answer the emulated operations with `services` inside the block."""
+    global _active
+    previous, _active = _active, services
+    try:
+        yield services
+    finally:
+        _active = previous
+
+
+def utcnow() -> datetime:
+    """Aware UTC now (DescribeTrainingJob timestamps)."""
+    return datetime.now(UTC)

@@ -26,8 +26,8 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-demo: $(VENV)/.installed node_modules/.installed ## run the whole pipeline offline (no AWS account needed)
-	$(CDK) synth --quiet
+demo: $(VENV)/.installed ## run the whole pipeline offline (no AWS account needed); INPUT=path.json for another input
+	$(PY) -m finetune.local.demo $(if $(INPUT),--input $(INPUT))
 
 test: $(VENV)/.installed node_modules/.installed lint ## the whole suite: lint, nag-clean synth, unit, workflow and training tests
 	$(PY) -m pytest

@@ -309,9 +309,7 @@ def _cold_start_handlers() -> None:
     from lambdas import aws, settings
 
     aws.reset_clients()
-    for value in vars(settings).values():
-        if callable(getattr(value, "cache_clear", None)):
-            value.cache_clear()
+    settings.clear_cache()
     for module in [m for m in sys.modules if m.startswith("lambdas.handlers.")]:
         del sys.modules[module]
 

@@ -59,7 +59,8 @@ class Workflow(Construct):
             "DEFAULT_BUDGET_USD": f"{config.default_budget_usd:g}",
             "DEFAULT_MAX_RUNTIME_HOURS": f"{config.max_runtime_hours:g}",
             "JOB_NAME_PREFIX": config.job_name_prefix,
-            "TOPIC_ARN": self.topic.topic_arn,
+            "PROJECT_TAG": config.resource_prefix,
+            "MAX_CONCURRENCY": str(config.max_concurrency),
         }
 
         def function(name: str, description: str) -> HardenedFunction:

@@ -1,0 +1,165 @@
+"""`make demo`: the whole pipeline offline — the synthesized state machine in moto's ASL interpreter, the real
+handlers, real training of a tiny model on the CPU — ending with the cost/quality report.
+
+    python -m finetune.local.demo [--input examples/demo.json] [--out demo-out]
+
+Exit code 0 when the execution succeeded, 1 when it failed (the Plan error is printed), 2 on bad arguments.
+Costs are estimates for the equivalent SageMaker job on the catalog's instance type, computed exactly as in AWS
+from the local wall time (no spot discount locally).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_INPUT = REPO_ROOT / "examples" / "demo.json"
+DATASET_DIR = REPO_ROOT / "examples" / "datasets" / "banking77-mini"
+# The execution input names this Hub-style id; the local backend resolves it to the tiny model built here.
+DEMO_MODEL_ID = "demo/tiny-llama"
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What a demo run produced (also what the tests assert on)."""
+
+    exit_code: int
+    execution: Any  # finetune.local.runner.ExecutionResult
+    out_dir: Path | None
+    training_processes_started: int
+
+
+def build_demo_model(models_dir: Path) -> Path:
+    """The tiny Llama the demo fine-tunes, built offline once (its tokenizer learns the dataset's words)."""
+    from finetune.local.tiny_model import build_tiny_model
+
+    target = models_dir / "tiny-llama"
+    if (target / "config.json").is_file():
+        return target
+    corpus = []
+    for split in ("train", "test"):
+        for line in (DATASET_DIR / f"{split}.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            corpus += [row["text"], row["label"]]
+    return build_tiny_model("llama", target, corpus)
+
+
+def run_demo(
+    execution_input: dict[str, Any],
+    *,
+    out_root: Path,
+    work_dir: Path,
+    stream: TextIO = sys.stdout,
+    adjust_request: Callable[[dict[str, Any]], None] | None = None,
+) -> DemoResult:
+    """Run one execution offline and write its report, ledger and job folders under `out_root/<run id>/`.
+
+    `adjust_request` may alter a CreateTrainingJob request before the local backend runs it (tests inject
+    faults this way)."""
+    from finetune.local.backends import SubprocessTrainingBackend
+    from finetune.local.runner import LocalAccount, synthesize
+    from finetune.local.tiny_model import bertscore_model_path
+
+    print("Synthesizing the app (cdk-nag checks included)...", file=stream, flush=True)
+    workflow = synthesize()
+    model_path = build_demo_model(work_dir / "models")
+    backend = SubprocessTrainingBackend(
+        work_dir / "jobs" / uuid.uuid4().hex[:8],
+        model_paths={DEMO_MODEL_ID: str(model_path)},
+        extra_hyperparameters={"bertscore_model": bertscore_model_path()},
+    )
+    if adjust_request is not None:
+        original_create = backend.create
+
+        def create(request: dict[str, Any]) -> None:
+            adjust_request(request)
+            original_create(request)
+
+        backend.create = create  # type: ignore[method-assign]
+
+    account = LocalAccount(workflow, backend)
+    printer = _ProgressPrinter(backend, stream)
+    started = time.monotonic()
+    with account.running():
+        account.upload_dataset("banking77-mini", DATASET_DIR / "train.jsonl", DATASET_DIR / "test.jsonl")
+        print("Starting the execution in the local state machine...", file=stream, flush=True)
+        execution = account.execute(execution_input, f"demo-{uuid.uuid4().hex[:8]}", on_poll=printer.update)
+    printer.update()
+    elapsed = time.monotonic() - started
+
+    if execution.status != "SUCCEEDED":
+        print(f"\nExecution {execution.status} at {execution.failed_state}: {execution.error}", file=stream)
+        print(_cause_message(execution.cause), file=stream)
+        print(f"Training jobs launched: {len(execution.create_training_job_calls)}", file=stream)
+        return DemoResult(1, execution, None, len(backend.jobs))
+
+    out_dir = _write_outputs(out_root, execution, backend)
+    report_md = execution.reports[f"reports/{execution.run_id}/report.md"].decode()
+    print("\n" + report_md, file=stream)
+    print(f"Execution SUCCEEDED in {elapsed:.0f} s. Outputs: {out_dir}", file=stream)
+    print("Costs are estimates for the same jobs on the listed SageMaker instance types.", file=stream)
+    return DemoResult(0, execution, out_dir, len(backend.jobs))
+
+
+def _write_outputs(out_root: Path, execution: Any, backend: Any) -> Path:
+    out_dir = out_root / execution.run_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for key, body in execution.reports.items():
+        (out_dir / Path(key).name).write_bytes(body)
+    (out_dir / "ledger.json").write_text(json.dumps(execution.ledger_rows, indent=2) + "\n")
+    jobs_dir = out_dir / "jobs"
+    jobs_dir.mkdir(exist_ok=True)
+    for name, job in backend.jobs.items():
+        link = jobs_dir / name
+        if not link.exists():
+            link.symlink_to(job.directory.resolve(), target_is_directory=True)
+    return out_dir
+
+
+def _cause_message(cause: str | None) -> str:
+    try:
+        return json.loads(cause or "")["errorMessage"]
+    except (ValueError, KeyError, TypeError):
+        return cause or ""
+
+
+class _ProgressPrinter:
+    """Prints one line per job whenever its state, step or loss changes."""
+
+    def __init__(self, backend: Any, stream: TextIO) -> None:
+        self.backend, self.stream = backend, stream
+        self.last: dict[str, tuple] = {}
+
+    def update(self) -> None:
+        for name, state, step, loss in self.backend.progress():
+            current = (state, step, None if loss is None else round(loss, 3))
+            if self.last.get(name) != current:
+                self.last[name] = current
+                detail = "" if step is None else f" step {step} loss {loss:.4f}"
+                print(f"  {name}: {state}{detail}", file=self.stream, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point for `make demo`."""
+    parser = argparse.ArgumentParser(prog="python -m finetune.local.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input", type=Path, default=DEFAULT_INPUT, help="execution input JSON (schema v1)")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "demo-out", help="where reports land")
+    parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "build" / "demo", help="job folders, tiny model")
+    args = parser.parse_args(argv)
+    try:
+        execution_input = json.loads(args.input.read_text())
+    except (OSError, ValueError) as error:
+        parser.error(f"cannot read execution input {args.input}: {error}")
+    return run_demo(execution_input, out_root=args.out, work_dir=args.work_dir).exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Typed errors of the workflow's Lambda functions.
+
+Lambda reports an unhandled exception by its class name, and Step Functions matches `Retry`/`Catch` on that name:
+`QuotaExceeded` raised here is the `QuotaExceeded` error the state machine sees. So: one class per decision the state
+machine (or an operator) makes differently, a message that says what to do, and never rename a class lightly.
+"""
+
+from __future__ import annotations
+
+
+class WorkflowError(Exception):
+    """Base class: every error here carries a human-readable message that names the offending field or resource."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidExecutionInput(WorkflowError):
+    """The execution input breaks the v1 schema or names something the catalog does not know. Nothing was launched."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        # Each problem is (JSON path like `experiments[0].approach`, what is wrong and what is allowed).
+        self.problems = problems
+        super().__init__("Invalid execution input: " + "; ".join(f"{path}: {why}" for path, why in problems))
+
+
+class DatasetNotFound(WorkflowError):
+    """A dataset prefix holds no object. Nothing was launched."""
+
+
+class BudgetExceeded(WorkflowError):
+    """The estimated maximum cost of the planned jobs is above the budget. Nothing was launched."""
+
+
+class QuotaExceeded(WorkflowError):
+    """An account quota is too low for the planned (Plan) or requested (Launch: ResourceLimitExceeded) instances."""
+
+
+class Throttled(WorkflowError):
+    """AWS kept throttling after the SDK's own retries; the state machine retries this with backoff."""
+
+
+class LaunchRejected(WorkflowError):
+    """CreateTrainingJob refused the job for a reason retrying will not fix (validation, access denied)."""
+
+
+class TrainingJobNotFound(WorkflowError):
+    """DescribeTrainingJob does not know the job."""
+
+
+class ConfigurationError(WorkflowError):
+    """The function's environment is missing a variable or has an unusable value (a deployment bug)."""

@@ -1,0 +1,37 @@
+"""Launch Lambda: a JobSpec -> CreateTrainingJob -> `{job_name, training_job_arn, already_launched}`.
+
+Errors: QuotaExceeded (ResourceLimitExceeded), Throttled (retry it), LaunchRejected, ConfigurationError.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from lambdas import aws, settings, training_job
+
+logger = Logger()
+tracer = Tracer()
+copy_config_to_registered_loggers(source_logger=logger, include={"lambdas"})
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Create the job's training job (idempotent: a retry of an existing name reports `already_launched`)."""
+    config = settings.launch_settings()
+    request = training_job.create_training_job_request(
+        event,
+        role_arn=config.sagemaker_role_arn,
+        image_uri=config.training_image_uri,
+        code_s3_uri=config.code_s3_uri,
+        hf_token_secret_arn=config.hf_token_secret_arn,
+        region=config.region,
+        project=config.project_tag,
+    )
+    result = training_job.launch(aws.client("sagemaker"), request)
+    logger.info("training job launched", extra=result)
+    return result

@@ -1,0 +1,51 @@
+"""Plan Lambda: `{"input": <execution input v1>, "execution_name": "..."}` -> the run's JobSpecs, or a typed error.
+
+Errors (Step Functions error names): InvalidExecutionInput, DatasetNotFound, BudgetExceeded, QuotaExceeded,
+ConfigurationError. Nothing is launched here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from lambdas import aws, plan, settings
+from lambdas.errors import ConfigurationError
+
+logger = Logger()
+tracer = Tracer()
+copy_config_to_registered_loggers(source_logger=logger, include={"lambdas"})
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Validate, expand, price and check the run; return `{run_id, jobs, total_estimated_max_cost_usd, budget_usd}`."""
+    if not event.get("execution_name"):
+        raise ConfigurationError("Plan event needs execution_name (the state machine passes $$.Execution.Name)")
+    config = settings.plan_settings()
+    result = plan.plan_run(
+        event.get("input") or {},
+        event["execution_name"],
+        bucket=config.bucket_name,
+        job_name_prefix=config.job_name_prefix,
+        region=config.region,
+        default_budget_usd=config.default_budget_usd,
+        max_concurrency=config.max_concurrency,
+        default_max_runtime_hours=config.default_max_runtime_hours,
+        s3=aws.client("s3"),
+        pricing=aws.pricing_client(config.region),
+        quotas=aws.service_quotas_client(config.region),
+    )
+    logger.info(
+        "run planned",
+        extra={
+            "run_id": result["run_id"],
+            "jobs": len(result["jobs"]),
+            "total_estimated_max_cost_usd": result["total_estimated_max_cost_usd"],
+        },
+    )
+    return result

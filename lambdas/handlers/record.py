@@ -1,0 +1,36 @@
+"""Record Lambda: `{"job", "status"}` or `{"job", "error": {"Error", "Cause"}}` -> one ledger row (returned as JSON).
+
+With `error` (the Map's Catch), the job is described here: it may exist and be billed even though the workflow
+lost it. The row is a pure function of job and final status, so retries rewrite the same item.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from lambdas import aws, ledger, settings, training_job
+
+logger = Logger()
+tracer = Tracer()
+copy_config_to_registered_loggers(source_logger=logger, include={"lambdas"})
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Compute the job's cost and spot savings and write its ledger row."""
+    config = settings.record_settings()
+    job = event["job"]
+    if event.get("status"):
+        final = event["status"]
+    else:
+        final = training_job.outcome_after_error(aws.client("sagemaker"), job["job_name"], event.get("error") or {})
+    row = ledger.job_row(job, final)
+    ledger.put_row(aws.client("dynamodb"), config.table_name, row)
+    result = ledger.to_json_value(row)
+    logger.info("job recorded", extra={k: result[k] for k in ("job_name", "status", "cost_usd", "spot_savings_pct")})
+    return result

@@ -1,0 +1,34 @@
+"""Report Lambda: `{"run_id"}` -> report.json + report.md in S3, a SUMMARY ledger row, and a short message.
+
+Output: `{run_id, report_json_uri, report_md_uri, message}`; the state machine publishes `message` to SNS.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from lambdas import aws, ledger, report, settings
+
+logger = Logger()
+tracer = Tracer()
+copy_config_to_registered_loggers(source_logger=logger, include={"lambdas"})
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Rank the run's jobs, write the report, record the summary."""
+    config = settings.report_settings()
+    run_id = event["run_id"]
+    dynamodb = aws.client("dynamodb")
+    document = report.build_report(run_id, ledger.run_rows(dynamodb, config.table_name, run_id))
+    json_uri, md_uri = report.write_report(aws.client("s3"), config.bucket_name, document)
+    summary = report.summary_fields(document, json_uri, md_uri)
+    ledger.put_row(dynamodb, config.table_name, ledger.summary_row(run_id, summary))
+    message = report.summary_message(document, md_uri)
+    logger.info("run reported", extra={"run_id": run_id, **document["totals"]})
+    return {"run_id": run_id, "report_json_uri": json_uri, "report_md_uri": md_uri, "message": message}

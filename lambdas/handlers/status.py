@@ -1,0 +1,28 @@
+"""Status Lambda: `{"job_name"}` -> the normalised DescribeTrainingJob.
+
+Output: `{job_name, status, secondary_status, ended, training_seconds, billable_seconds, metrics, failure_reason,
+creation_time, end_time}`. Errors: TrainingJobNotFound, Throttled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from lambdas import aws, training_job
+
+logger = Logger()
+tracer = Tracer()
+copy_config_to_registered_loggers(source_logger=logger, include={"lambdas"})
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Describe one training job; `ended` tells the state machine's Choice whether to wait again."""
+    result = training_job.status(aws.client("sagemaker"), event["job_name"])
+    logger.info("training job status", extra={k: result[k] for k in ("job_name", "status", "secondary_status")})
+    return result

@@ -1,0 +1,112 @@
+"""The ledger: one DynamoDB table, one item per job (`RUN#<run>` / `JOB#<job>`) and one `SUMMARY` per run.
+
+Rows are built here and only here (the ledger contract). Numbers are `Decimal` all the way to DynamoDB; the boto3
+serializer refuses floats, which is what keeps floats-as-strings out. Row content is a pure function of the job and
+its final status (no "recorded at now"), so a retried Record writes the same item again: idempotent without
+conditions.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from lambdas import cost
+
+SUMMARY_SK = "SUMMARY"
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def run_pk(run_id: str) -> str:
+    """Partition key of a run."""
+    return f"RUN#{run_id}"
+
+
+def job_sk(job_name: str) -> str:
+    """Sort key of a job row."""
+    return f"JOB#{job_name}"
+
+
+def to_dynamo_value(value: Any) -> Any:
+    """Recursively turn floats into Decimals (via str, so 0.1 stays 0.1); leave everything else as is."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, float):
+        return cost.to_decimal(value)
+    if isinstance(value, dict):
+        return {key: to_dynamo_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_dynamo_value(item) for item in value]
+    return value
+
+
+def to_json_value(value: Any) -> Any:
+    """Recursively turn Decimals into ints (when integral) or floats, for JSON and Step Functions."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {key: to_json_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json_value(item) for item in value]
+    return value
+
+
+def job_row(job: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """The ledger row for a JobSpec and its final (normalised) status, with cost and spot savings."""
+    billable = int(status.get("billable_seconds") or 0)
+    training = int(status.get("training_seconds") or 0)
+    price = cost.to_decimal(job["hourly_price_usd"])
+    return {
+        "pk": run_pk(job["run_id"]),
+        "sk": job_sk(job["job_name"]),
+        "run_id": job["run_id"],
+        "job_name": job["job_name"],
+        "model": job["model_key"],
+        "model_id": job["model_id"],
+        "approach": job["approach"],
+        "instance_type": job["instance_type"],
+        "instance_count": int(job["instance_count"]),
+        "spot": bool(job["spot"]),
+        "status": status["status"],
+        "secondary_status": status.get("secondary_status"),
+        "failure_reason": status.get("failure_reason"),
+        "training_seconds": training,
+        "billable_seconds": billable,
+        "hourly_price_usd": price,
+        "price_source": job["price_source"],
+        "cost_usd": cost.job_cost_usd(billable, int(job["instance_count"]), price),
+        "spot_savings_pct": cost.spot_savings_pct(billable, training),
+        "estimated_max_cost_usd": cost.to_decimal(job["estimated_max_cost_usd"]),
+        "metrics": {name: cost.to_decimal(value) for name, value in sorted((status.get("metrics") or {}).items())},
+        "created_at": status.get("creation_time"),
+        "ended_at": status.get("end_time"),
+    }
+
+
+def put_row(dynamodb: Any, table_name: str, row: dict[str, Any]) -> None:
+    """Write (or overwrite with identical content) one item."""
+    item = {key: _serializer.serialize(value) for key, value in to_dynamo_value(row).items()}
+    dynamodb.put_item(TableName=table_name, Item=item)
+
+
+def run_rows(dynamodb: Any, table_name: str, run_id: str) -> list[dict[str, Any]]:
+    """Every job row of a run, sorted by job name. Strongly consistent: Record wrote the last one moments ago."""
+    rows: list[dict[str, Any]] = []
+    paginator = dynamodb.get_paginator("query")
+    for page in paginator.paginate(
+        TableName=table_name,
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :job)",
+        ExpressionAttributeValues={":pk": {"S": run_pk(run_id)}, ":job": {"S": job_sk("")}},
+        ConsistentRead=True,
+    ):
+        for item in page.get("Items", []):
+            rows.append({key: _deserializer.deserialize(value) for key, value in item.items()})
+    return rows
+
+
+def summary_row(run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """The run's SUMMARY item: the report's totals and bests, plus where the report lives."""
+    return {"pk": run_pk(run_id), "sk": SUMMARY_SK, "run_id": run_id, **summary}

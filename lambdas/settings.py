@@ -1,0 +1,160 @@
+"""Environment variables parsed into typed, frozen settings (one class per function that needs any).
+
+Each handler parses its settings once per container (the first invocation, i.e. the cold start) and a missing or
+malformed variable raises `ConfigurationError` naming it, instead of a KeyError deep inside an AWS call.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from lambdas.errors import ConfigurationError
+
+DEFAULT_PROJECT_TAG = "finetune"
+
+
+def _require(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigurationError(f"environment variable {name} is missing or empty")
+    return value
+
+
+def _region(env: Mapping[str, str]) -> str:
+    # Lambda always sets AWS_REGION; AWS_DEFAULT_REGION keeps local runs and tests working.
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if not region:
+        raise ConfigurationError("environment variable AWS_REGION is missing or empty")
+    return region
+
+
+def _positive_number(env: Mapping[str, str], name: str) -> float:
+    raw = _require(env, name)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"environment variable {name} must be a number, got {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigurationError(f"environment variable {name} must be a positive finite number, got {raw!r}")
+    return value
+
+
+def _s3_uri(env: Mapping[str, str], name: str) -> str:
+    value = _require(env, name)
+    if not value.startswith("s3://"):
+        raise ConfigurationError(f"environment variable {name} must be an s3:// URI, got {value!r}")
+    return value
+
+
+def _job_name_prefix(env: Mapping[str, str]) -> str:
+    # Job names allow [a-zA-Z0-9-] and 63 chars; a long prefix would squeeze out the run and model parts.
+    value = _require(env, "JOB_NAME_PREFIX")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,23}", value):
+        raise ConfigurationError(
+            f"environment variable JOB_NAME_PREFIX must be 1-24 characters of [A-Za-z0-9-] "
+            f"starting with a letter or digit, got {value!r}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """What Plan needs: where datasets live, the default budget, the job-name prefix, the region for prices."""
+
+    bucket_name: str
+    default_budget_usd: float
+    job_name_prefix: str
+    region: str
+    # Optional: the Map's MaxConcurrency. Quota checks then count only that many jobs of a type at once.
+    max_concurrency: int | None = None
+    # Optional: the deployment's runtime bound; a job's default is the catalog's per-model/approach bound capped by it.
+    default_max_runtime_hours: float | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> PlanSettings:
+        """Parse from `env` (default: `os.environ`)."""
+        env = os.environ if env is None else env
+        raw_concurrency = env.get("MAX_CONCURRENCY", "").strip()
+        if raw_concurrency and not (raw_concurrency.isdigit() and int(raw_concurrency) > 0):
+            raise ConfigurationError(
+                f"environment variable MAX_CONCURRENCY must be a positive integer, got {raw_concurrency!r}"
+            )
+        return cls(
+            bucket_name=_require(env, "BUCKET_NAME"),
+            default_budget_usd=_positive_number(env, "DEFAULT_BUDGET_USD"),
+            job_name_prefix=_job_name_prefix(env),
+            region=_region(env),
+            max_concurrency=int(raw_concurrency) if raw_concurrency else None,
+            default_max_runtime_hours=(
+                _positive_number(env, "DEFAULT_MAX_RUNTIME_HOURS") if env.get("DEFAULT_MAX_RUNTIME_HOURS") else None
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    """What Launch needs to build a CreateTrainingJob request."""
+
+    sagemaker_role_arn: str
+    hf_token_secret_arn: str
+    training_image_uri: str
+    code_s3_uri: str
+    region: str
+    project_tag: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LaunchSettings:
+        """Parse from `env` (default: `os.environ`)."""
+        env = os.environ if env is None else env
+        return cls(
+            sagemaker_role_arn=_require(env, "SAGEMAKER_ROLE_ARN"),
+            hf_token_secret_arn=_require(env, "HF_TOKEN_SECRET_ARN"),
+            training_image_uri=_require(env, "TRAINING_IMAGE_URI"),
+            code_s3_uri=_s3_uri(env, "CODE_S3_URI"),
+            region=_region(env),
+            project_tag=env.get("PROJECT_TAG", "").strip() or DEFAULT_PROJECT_TAG,
+        )
+
+
+@dataclass(frozen=True)
+class RecordSettings:
+    """What Record needs: the ledger table."""
+
+    table_name: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RecordSettings:
+        """Parse from `env` (default: `os.environ`)."""
+        env = os.environ if env is None else env
+        return cls(table_name=_require(env, "TABLE_NAME"))
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """What Report needs: the ledger to read and the bucket to write reports to."""
+
+    table_name: str
+    bucket_name: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ReportSettings:
+        """Parse from `env` (default: `os.environ`)."""
+        env = os.environ if env is None else env
+        return cls(table_name=_require(env, "TABLE_NAME"), bucket_name=_require(env, "BUCKET_NAME"))
+
+
+# Cached per container: the first invocation parses, later ones reuse. Tests call `clear_cache()`.
+plan_settings = functools.cache(PlanSettings.from_env)
+launch_settings = functools.cache(LaunchSettings.from_env)
+record_settings = functools.cache(RecordSettings.from_env)
+report_settings = functools.cache(ReportSettings.from_env)
+
+
+def clear_cache() -> None:
+    """Forget parsed settings (tests, or an in-process runner that changes the environment)."""
+    for cached in (plan_settings, launch_settings, record_settings, report_settings):
+        cached.cache_clear()

@@ -1,0 +1,269 @@
+"""SageMaker training jobs: the CreateTrainingJob request for a JobSpec, launching it, describing it.
+
+The request mirrors what the SageMaker Python SDK's Hugging Face estimator sends (JSON-encoded hyperparameters,
+`sagemaker_program`/`sagemaker_submit_directory`, torch distributed flags), so the training toolkit inside the DLC
+treats our jobs exactly like SDK-launched ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from lambdas import catalog
+from lambdas.errors import LaunchRejected, QuotaExceeded, Throttled, TrainingJobNotFound
+
+logger = logging.getLogger(__name__)
+
+ENDED_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
+_THROTTLING_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"})
+FAILURE_REASON_MAX = 1024  # SageMaker's own limit; keeps ledger rows and SFN payloads small
+CONTAINER_LOG_LEVEL = 20  # logging.INFO, the SDK's default
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _error_message(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Message", str(exc)))
+
+
+def is_not_found(exc: ClientError) -> bool:
+    """SageMaker's "no such job": `ValidationException: Requested resource not found` (moto: "Could not find")."""
+    message = _error_message(exc).lower()
+    return _error_code(exc) in ("ValidationException", "ResourceNotFound") and (
+        "not found" in message or "could not find" in message
+    )
+
+
+def uses_torch_distributed(job: dict[str, Any]) -> bool:
+    """More than one GPU in total: the toolkit must launch torchrun, or all GPUs but one sit idle."""
+    return job["gpus_per_instance"] > 1 or job["instance_count"] > 1
+
+
+def hyperparameters(job: dict[str, Any], *, hf_token_secret_arn: str, code_s3_uri: str, region: str) -> dict[str, str]:
+    """Training-code hyperparameters, each JSON-encoded as the SDK does (the DLC toolkit JSON-decodes them).
+
+    The HF token travels as its Secrets Manager ARN; the training code fetches the value itself with the training
+    role, so the token never appears in the job description, CloudTrail or the console.
+    """
+    values: dict[str, Any] = {
+        "model_id": job["model_id"],
+        "approach": job["approach"],
+        "epochs": job["epochs"],
+        "per_device_batch_size": job["batch_size"],
+        "lora_r": job["lora_r"],
+        "lora_alpha": job["lora_alpha"],
+        "lora_dropout": job["lora_dropout"],
+        "max_seq_length": job["max_seq_length"],
+        "eval_samples": job["eval_samples"],
+        "seed": catalog.DEFAULT_SEED,
+        "merge_adapter": job["merge_adapter"],
+        "checkpoint_dir": catalog.CHECKPOINT_LOCAL_PATH,
+        "hf_token_secret_arn": hf_token_secret_arn,
+        "max_steps": job["max_steps"],
+        # What the toolkit needs to find and run the code (the SDK sets the same keys).
+        "sagemaker_program": catalog.TRAINING_ENTRY_POINT,
+        "sagemaker_submit_directory": code_s3_uri,
+        "sagemaker_region": region,
+        "sagemaker_container_log_level": CONTAINER_LOG_LEVEL,
+        "sagemaker_job_name": job["job_name"],
+    }
+    if job.get("learning_rate") is not None:  # absent = auto: the training code picks by approach
+        values["learning_rate"] = job["learning_rate"]
+    if uses_torch_distributed(job):
+        values["sagemaker_torch_distributed_enabled"] = True
+        values["sagemaker_instance_type"] = job["instance_type"]
+    return {key: json.dumps(value) for key, value in values.items()}
+
+
+def tags(job: dict[str, Any], project: str) -> list[dict[str, str]]:
+    """Tags for cost allocation and for finding a run's jobs in the console."""
+    return [
+        {"Key": "project", "Value": project},
+        {"Key": "run_id", "Value": job["run_id"]},
+        {"Key": "model", "Value": job["model_key"]},
+        {"Key": "approach", "Value": job["approach"]},
+    ]
+
+
+def _channel(name: str, uri: str) -> dict[str, Any]:
+    return {
+        "ChannelName": name,
+        "DataSource": {
+            "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}
+        },
+        "ContentType": "application/jsonlines",
+        "CompressionType": "None",
+    }
+
+
+def create_training_job_request(
+    job: dict[str, Any],
+    *,
+    role_arn: str,
+    image_uri: str,
+    code_s3_uri: str,
+    hf_token_secret_arn: str,
+    region: str,
+    project: str,
+) -> dict[str, Any]:
+    """The full CreateTrainingJob request for a JobSpec (pure: tests validate it against the service model)."""
+    instance = catalog.INSTANCES.get(job["instance_type"])
+    stopping: dict[str, int] = {"MaxRuntimeInSeconds": int(job["max_runtime_seconds"])}
+    if job["spot"]:
+        # SageMaker requires wait >= runtime for managed spot; Plan already guarantees it, this keeps it true.
+        stopping["MaxWaitTimeInSeconds"] = max(int(job["max_wait_seconds"] or 0), stopping["MaxRuntimeInSeconds"])
+    return {
+        "TrainingJobName": job["job_name"],
+        "HyperParameters": hyperparameters(
+            job, hf_token_secret_arn=hf_token_secret_arn, code_s3_uri=code_s3_uri, region=region
+        ),
+        "AlgorithmSpecification": {
+            "TrainingImage": image_uri,
+            "TrainingInputMode": "File",
+            "MetricDefinitions": catalog.metric_definitions(),
+            "EnableSageMakerMetricsTimeSeries": True,
+        },
+        "RoleArn": role_arn,
+        "InputDataConfig": [_channel("train", job["train_s3_uri"]), _channel("test", job["test_s3_uri"])],
+        "OutputDataConfig": {"S3OutputPath": job["output_s3_uri"]},
+        "ResourceConfig": {
+            "InstanceType": job["instance_type"],
+            "InstanceCount": int(job["instance_count"]),
+            "VolumeSizeInGB": instance.volume_size_gb if instance else 200,
+        },
+        "StoppingCondition": stopping,
+        "EnableManagedSpotTraining": bool(job["spot"]),
+        # Spot interruptions resume from here; SageMaker syncs the local path to S3 continuously.
+        "CheckpointConfig": {"S3Uri": job["checkpoint_s3_uri"], "LocalPath": catalog.CHECKPOINT_LOCAL_PATH},
+        "Tags": tags(job, project),
+    }
+
+
+def launch(sagemaker: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """Create the training job; `{job_name, training_job_arn, already_launched}`.
+
+    `ResourceInUse` means a previous attempt (a Lambda retry, a Step Functions retry) already created this
+    deterministic name: report it as launched instead of failing a job that is running fine.
+    """
+    name = request["TrainingJobName"]
+    try:
+        response = sagemaker.create_training_job(**request)
+        return {"job_name": name, "training_job_arn": response["TrainingJobArn"], "already_launched": False}
+    except ClientError as exc:
+        code, message = _error_code(exc), _error_message(exc)
+        if code == "ResourceInUse":
+            logger.info("training job %s already exists; treating it as launched", name)
+            described = sagemaker.describe_training_job(TrainingJobName=name)
+            return {"job_name": name, "training_job_arn": described["TrainingJobArn"], "already_launched": True}
+        if code == "ResourceLimitExceeded":
+            raise QuotaExceeded(f"{name}: {message}") from None
+        if code in _THROTTLING_CODES:
+            raise Throttled(f"CreateTrainingJob {name} throttled: {message}") from None
+        raise LaunchRejected(f"CreateTrainingJob {name} refused ({code}): {message}") from None
+
+
+def _iso(value: Any) -> str | None:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value) if value else None
+
+
+def normalise_description(description: dict[str, Any]) -> dict[str, Any]:
+    """DescribeTrainingJob reduced to what the workflow decides on and records (all JSON-able)."""
+    status = description.get("TrainingJobStatus", "Unknown")
+    metrics = {
+        item["MetricName"]: float(item["Value"])
+        for item in description.get("FinalMetricDataList", [])
+        # NaN/inf are not JSON and not DynamoDB numbers; a diverged loss is visible in the logs anyway.
+        if "MetricName" in item and isinstance(item.get("Value"), int | float) and math.isfinite(item["Value"])
+    }
+    reason = description.get("FailureReason")
+    return {
+        "job_name": description.get("TrainingJobName"),
+        "status": status,
+        "secondary_status": description.get("SecondaryStatus"),
+        "ended": status in ENDED_STATUSES,
+        # Failed jobs, and moto, may omit both time fields.
+        "training_seconds": int(description.get("TrainingTimeInSeconds") or 0),
+        "billable_seconds": int(description.get("BillableTimeInSeconds") or 0),
+        "metrics": metrics,
+        "failure_reason": reason[:FAILURE_REASON_MAX] if reason else None,
+        "creation_time": _iso(description.get("CreationTime")),
+        "end_time": _iso(description.get("TrainingEndTime")),
+    }
+
+
+def describe(sagemaker: Any, job_name: str) -> dict[str, Any] | None:
+    """The normalised description, or None when SageMaker does not know the job."""
+    try:
+        return normalise_description(sagemaker.describe_training_job(TrainingJobName=job_name))
+    except ClientError as exc:
+        if is_not_found(exc):
+            return None
+        if _error_code(exc) in _THROTTLING_CODES:
+            raise Throttled(f"DescribeTrainingJob {job_name} throttled: {_error_message(exc)}") from None
+        raise
+
+
+def status(sagemaker: Any, job_name: str) -> dict[str, Any]:
+    """The Status step: the normalised description; `TrainingJobNotFound` when there is no such job."""
+    described = describe(sagemaker, job_name)
+    if described is None:
+        raise TrainingJobNotFound(f"training job {job_name} does not exist")
+    return described
+
+
+def workflow_error_text(error: dict[str, Any]) -> str:
+    """`Error: message` from a Step Functions Catch output; a Lambda error's JSON Cause is unwrapped."""
+    name = str(error.get("Error") or "Error")
+    cause = str(error.get("Cause") or "")
+    try:
+        parsed = json.loads(cause)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and "errorMessage" in parsed:
+        name = str(parsed.get("errorType") or name)
+        cause = str(parsed["errorMessage"])
+    return f"{name}: {cause}"[:FAILURE_REASON_MAX] if cause else name[:FAILURE_REASON_MAX]
+
+
+def outcome_after_error(sagemaker: Any, job_name: str, error: dict[str, Any]) -> dict[str, Any]:
+    """What to record for a job whose Launch or Status step failed: ask SageMaker what actually happened.
+
+    - never created (Launch refused): Failed, nothing billed, the workflow's error as reason;
+    - ended anyway: exactly what SageMaker says (it may even have Completed);
+    - still running: recorded as Failed with what is billed so far and why (the workflow stopped watching it;
+      SageMaker still stops it at its MaxRuntime, so its cost stays inside the planned estimate).
+    """
+    reason = workflow_error_text(error)
+    described = describe(sagemaker, job_name)
+    if described is None:
+        return {
+            "job_name": job_name,
+            "status": "Failed",
+            "secondary_status": None,
+            "ended": True,
+            "training_seconds": 0,
+            "billable_seconds": 0,
+            "metrics": {},
+            "failure_reason": reason,
+            "creation_time": None,
+            "end_time": None,
+        }
+    if described["ended"]:
+        if described["status"] != "Completed" and not described["failure_reason"]:
+            described["failure_reason"] = reason
+        return described
+    lost = (
+        f"the workflow stopped watching this job while it was {described['status']}/"
+        f"{described['secondary_status']} (it runs on until it ends or hits MaxRuntime): {reason}"
+    )
+    return {**described, "status": "Failed", "ended": True, "failure_reason": lost[:FAILURE_REASON_MAX]}

@@ -1,0 +1,177 @@
+"""Launch: the CreateTrainingJob request (validated by botocore's Stubber against the real model) and its errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from botocore.stub import Stubber
+
+from lambdas import aws, catalog, training_job
+from lambdas.errors import LaunchRejected, QuotaExceeded, Throttled
+from lambdas.handlers import launch as launch_handler
+from tests.lambdas.lambda_testkit import (
+    ARN,
+    CODE_URI,
+    IMAGE_URI,
+    REGION,
+    ROLE_ARN,
+    SECRET_ARN,
+    describe_response,
+    one_job,
+    study_jobs,
+)
+
+
+def request_for(job: dict[str, Any]) -> dict[str, Any]:
+    return training_job.create_training_job_request(
+        job,
+        role_arn=ROLE_ARN,
+        image_uri=IMAGE_URI,
+        code_s3_uri=CODE_URI,
+        hf_token_secret_arn=SECRET_ARN,
+        region=REGION,
+        project="finetune",
+    )
+
+
+def decoded(request: dict[str, Any]) -> dict[str, Any]:
+    return {key: json.loads(value) for key, value in request["HyperParameters"].items()}
+
+
+def test_full_request_is_valid_for_the_sagemaker_api() -> None:
+    # Given a planned job and a SageMaker client whose Stubber validates requests against the service model
+    job = one_job(model="llama2-7b", approach="full")
+    request = request_for(job)
+    sagemaker = aws.client("sagemaker")
+    with Stubber(sagemaker) as stub:
+        stub.add_response("create_training_job", {"TrainingJobArn": ARN.format(job["job_name"])}, request)
+        # When launched
+        result = training_job.launch(sagemaker, request)
+        stub.assert_no_pending_responses()
+    # Then SageMaker accepted exactly this request
+    assert result == {
+        "job_name": job["job_name"],
+        "training_job_arn": ARN.format(job["job_name"]),
+        "already_launched": False,
+    }
+
+
+def test_request_uses_managed_spot_checkpoints_and_the_contract_locations() -> None:
+    job = one_job()
+    request = request_for(job)
+    assert request["EnableManagedSpotTraining"] is True
+    stopping = request["StoppingCondition"]
+    assert stopping["MaxWaitTimeInSeconds"] >= stopping["MaxRuntimeInSeconds"] == job["max_runtime_seconds"]
+    assert request["CheckpointConfig"] == {"S3Uri": job["checkpoint_s3_uri"], "LocalPath": "/opt/ml/checkpoints"}
+    assert request["OutputDataConfig"]["S3OutputPath"] == job["output_s3_uri"]
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"] for c in request["InputDataConfig"]}
+    assert channels["train"] == {
+        "S3DataType": "S3Prefix",
+        "S3Uri": job["train_s3_uri"],
+        "S3DataDistributionType": "FullyReplicated",
+    }
+    assert channels["test"]["S3Uri"] == job["test_s3_uri"]
+    assert request["AlgorithmSpecification"]["TrainingImage"] == IMAGE_URI
+    assert request["AlgorithmSpecification"]["MetricDefinitions"] == catalog.metric_definitions()
+    assert request["RoleArn"] == ROLE_ARN
+    assert {t["Key"]: t["Value"] for t in request["Tags"]} == {
+        "project": "finetune",
+        "run_id": "run-1",
+        "model": "mistral-7b",
+        "approach": "lora",
+    }
+
+
+def test_on_demand_request_has_no_max_wait() -> None:
+    [job] = study_jobs({"experiments": [{"model": "mistral-7b", "approach": "lora"}], "spot": False})
+    request = request_for(job)
+    assert request["EnableManagedSpotTraining"] is False and "MaxWaitTimeInSeconds" not in request["StoppingCondition"]
+
+
+def test_hyperparameters_are_json_encoded_like_the_sdk() -> None:
+    job = one_job(learning_rate=1e-4, merge_adapter=True)
+    raw = request_for(job)["HyperParameters"]
+    assert raw["sagemaker_program"] == '"train.py"'
+    assert raw["sagemaker_submit_directory"] == json.dumps(CODE_URI)
+    assert raw["approach"] == '"lora"' and raw["merge_adapter"] == "true" and raw["learning_rate"] == "0.0001"
+    values = decoded(request_for(job))
+    assert values["model_id"] == "mistralai/Mistral-7B-v0.1"
+    assert values["per_device_batch_size"] == job["batch_size"] and values["checkpoint_dir"] == "/opt/ml/checkpoints"
+    assert values["max_steps"] == -1 and values["eval_samples"] == 500 and values["sagemaker_region"] == REGION
+    assert {"epochs", "lora_r", "lora_alpha", "lora_dropout", "max_seq_length", "seed"} <= set(values)
+
+
+def test_hyperparameters_carry_the_token_secret_arn_never_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a token value that exists in the environment (it must never be read, let alone sent)
+    monkeypatch.setenv("HF_TOKEN", "hf_SECRETVALUE")
+    request = request_for(one_job(model="llama2-7b", approach="qlora"))
+    # Then only the ARN travels
+    assert json.loads(request["HyperParameters"]["hf_token_secret_arn"]) == SECRET_ARN
+    assert "hf_SECRETVALUE" not in json.dumps(request)
+    assert not any("token" in k and k != "hf_token_secret_arn" for k in request["HyperParameters"])
+
+
+def test_auto_learning_rate_is_omitted() -> None:
+    assert "learning_rate" not in request_for(one_job(learning_rate=None))["HyperParameters"]
+
+
+def test_multi_gpu_jobs_launch_with_torchrun() -> None:
+    multi = decoded(request_for(one_job(approach="full")))  # ml.g5.12xlarge: 4 GPUs
+    multi_node = decoded(request_for(one_job(instance_type="ml.g5.2xlarge", instance_count=2)))
+    single = decoded(request_for(one_job()))
+    assert multi["sagemaker_torch_distributed_enabled"] is True and multi["sagemaker_instance_type"] == "ml.g5.12xlarge"
+    assert multi_node["sagemaker_torch_distributed_enabled"] is True
+    assert "sagemaker_torch_distributed_enabled" not in single
+
+
+def test_retried_launch_of_an_existing_job_reports_it_as_already_launched() -> None:
+    # Given a job a previous attempt already created
+    job = one_job()
+    request = request_for(job)
+    sagemaker = aws.client("sagemaker")
+    with Stubber(sagemaker) as stub:
+        stub.add_client_error("create_training_job", "ResourceInUse", "Training job names must be unique")
+        stub.add_response(
+            "describe_training_job", describe_response(job["job_name"]), {"TrainingJobName": job["job_name"]}
+        )
+        # When launched again
+        result = training_job.launch(sagemaker, request)
+    # Then it is the same job, not an error
+    assert result == {
+        "job_name": job["job_name"],
+        "training_job_arn": ARN.format(job["job_name"]),
+        "already_launched": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("code", "error", "text"),
+    [
+        (
+            "ResourceLimitExceeded",
+            QuotaExceeded,
+            "The account-level service limit 'ml.g5.2xlarge for spot training job usage' is 0 Instances",
+        ),
+        ("ThrottlingException", Throttled, "Rate exceeded"),
+        ("ValidationException", LaunchRejected, "Could not access model data"),
+    ],
+)
+def test_create_errors_become_typed_errors_carrying_the_aws_message(code: str, error: type, text: str) -> None:
+    job = one_job()
+    request = request_for(job)
+    sagemaker = aws.client("sagemaker")
+    with Stubber(sagemaker) as stub:
+        stub.add_client_error("create_training_job", code, text, expected_params=request)
+        with pytest.raises(error) as caught:
+            training_job.launch(sagemaker, request)
+    assert text in caught.value.message and job["job_name"] in caught.value.message
+
+
+def test_launch_handler_creates_the_job(moto_aws: None, lambda_context: Any) -> None:
+    job = one_job()
+    result = launch_handler.handler(job, lambda_context)
+    assert result["job_name"] == job["job_name"] and result["already_launched"] is False
+    described = aws.client("sagemaker").describe_training_job(TrainingJobName=job["job_name"])
+    assert described["EnableManagedSpotTraining"] is True

@@ -1,0 +1,140 @@
+"""Execution-input validation: schema first, then the catalog; every refusal names the field and what is allowed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lambdas import plan
+from lambdas.errors import InvalidExecutionInput
+from tests.lambdas.lambda_testkit import study_jobs
+
+
+def refusal(execution_input: Any) -> str:
+    with pytest.raises(InvalidExecutionInput) as caught:
+        plan.validate_execution_input(execution_input)
+    return caught.value.message
+
+
+def test_empty_input_is_the_study_matrix_with_defaults() -> None:
+    doc, experiments = plan.validate_execution_input({})
+    assert len(experiments) == 8
+    assert doc["spot"] is True and doc["eval_samples"] == 500
+
+
+@pytest.mark.parametrize(
+    ("execution_input", "field", "hint"),
+    [
+        ({"colour": "blue"}, "colour", "allowed fields: budget_usd, dataset, eval_samples"),
+        (
+            {"experiments": [{"model": "mistral-7b", "approach": "lora", "rank": 8}]},
+            "experiments[0].rank",
+            "allowed fields:",
+        ),
+        (
+            {"experiments": [{"model": "mistral-7b", "approach": "dora"}]},
+            "experiments[0].approach",
+            "must be one of: full, lora, qlora",
+        ),
+        (
+            {"experiments": [{"model": "mistral-7b", "approach": "lora", "epochs": 0}]},
+            "experiments[0].epochs",
+            "bigger than 0",
+        ),
+        (
+            {"experiments": [{"model": "mistral-7b", "approach": "lora", "epochs": -1}]},
+            "experiments[0].epochs",
+            "bigger than 0",
+        ),
+        ({"experiments": [{"model": "mistral-7b"}]}, "experiments[0].approach", "required"),
+        ({"dataset": {"name": "banking77", "train_s3_uri": "s3://b/x/"}}, "dataset", 'Either {"name": ...}'),
+        ({"dataset": {"train_s3_uri": "s3://bucket/train/"}}, "dataset", "test_s3_uri"),
+        ({"spot": "yes"}, "spot", "must be boolean"),
+        (
+            {"experiments": [{"model": "mistral-7b", "approach": "lora", "instance_type": "g5.xlarge"}]},
+            "experiments[0].instance_type",
+            "ml.g5.2xlarge",
+        ),
+    ],
+)
+def test_schema_violations_name_the_field_and_what_is_allowed(execution_input: Any, field: str, hint: str) -> None:
+    # Given an input that breaks the v1 schema
+    # When it is validated
+    message = refusal(execution_input)
+    # Then the message names the JSON path and says what would be accepted
+    assert f"{field}:" in message
+    assert hint in message
+
+
+def test_unknown_model_lists_catalog_keys_and_hub_ids() -> None:
+    message = refusal({"experiments": [{"model": "llama-7b", "approach": "lora"}]})
+    assert "experiments[0].model: unknown model 'llama-7b'" in message
+    assert "llama2-7b, mistral-7b, gpt-neox-20b" in message and "org/name" in message
+
+
+def test_unknown_instance_type_lists_the_catalog() -> None:
+    message = refusal({"experiments": [{"model": "mistral-7b", "approach": "lora", "instance_type": "ml.x9.huge"}]})
+    assert "experiments[0].instance_type: unknown instance type 'ml.x9.huge'" in message
+    assert "ml.g5.xlarge" in message
+
+
+def test_qlora_on_a_cpu_instance_is_refused() -> None:
+    message = refusal({"experiments": [{"model": "mistral-7b", "approach": "qlora", "instance_type": "ml.m5.xlarge"}]})
+    assert "experiments[0].instance_type: qlora needs a GPU instance and ml.m5.xlarge has none" in message
+
+
+def test_every_semantic_problem_is_reported_at_once() -> None:
+    message = refusal(
+        {
+            "experiments": [
+                {"model": "nope", "approach": "lora"},
+                {"model": "mistral-7b", "approach": "lora", "instance_type": "ml.zz.big"},
+            ]
+        }
+    )
+    assert "experiments[0].model" in message and "experiments[1].instance_type" in message
+
+
+def test_params_billion_is_only_for_hub_ids() -> None:
+    message = refusal({"experiments": [{"model": "mistral-7b", "approach": "lora", "params_billion": 20}]})
+    assert "experiments[0].params_billion" in message
+
+
+def test_duplicate_experiments_are_refused() -> None:
+    doc, experiments = plan.validate_execution_input(
+        {"experiments": [{"model": "mistral-7b", "approach": "lora"}, {"model": "mistral-7b", "approach": "lora"}]}
+    )
+    with pytest.raises(InvalidExecutionInput) as caught:
+        plan.build_jobs(doc, experiments, run_id="r", bucket="b", job_name_prefix="ft", price_of=plan.catalog_price)
+    assert "experiments[1]: duplicates experiments[0]" in caught.value.message
+
+
+def test_hub_model_with_size_gets_that_size_class_defaults() -> None:
+    _, [experiment] = plan.validate_execution_input(
+        {"experiments": [{"model": "tiiuae/falcon-40b", "approach": "lora", "params_billion": 40}]}
+    )
+    assert experiment["instance_type"] == "ml.p4d.24xlarge" and experiment["model_id"] == "tiiuae/falcon-40b"
+
+
+def test_null_learning_rate_means_auto() -> None:
+    _, [experiment] = plan.validate_execution_input(
+        {"experiments": [{"model": "mistral-7b", "approach": "lora", "learning_rate": None}]}
+    )
+    assert experiment["learning_rate"] is None
+
+
+def test_validation_does_not_modify_the_callers_input() -> None:
+    execution_input: dict[str, Any] = {"experiments": [{"model": "mistral-7b", "approach": "lora"}]}
+    plan.validate_execution_input(execution_input)
+    assert execution_input == {"experiments": [{"model": "mistral-7b", "approach": "lora"}]}
+
+
+@pytest.mark.parametrize(("example", "jobs"), [("single-lora.json", 1), ("study-matrix.json", 8), ("smoke.json", 1)])
+def test_shipped_examples_are_valid_and_within_their_own_budget(example: str, jobs: int) -> None:
+    execution_input = json.loads((Path(__file__).parents[2] / "examples" / example).read_text())
+    planned = study_jobs(execution_input)
+    assert len(planned) == jobs
+    assert plan.enforce_budget(planned, execution_input["budget_usd"]) <= execution_input["budget_usd"]

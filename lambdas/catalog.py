@@ -261,4 +261,24 @@ DEFAULT_SPOT = True  # managed spot: up to ~70-90% cheaper; checkpoints make int
 SPOT_MAX_WAIT_FACTOR = 2
 MAX_RUNTIME_HOURS_LIMIT = 672  # SageMaker's own ceiling: 28 days
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
+
+# Bytes of GPU memory per parameter that one data-parallel replica needs, before activations: full fine-tuning keeps
+# bf16 weights and gradients plus fp32 master weights and two Adam moments (2+2+4+4+4); LoRA keeps bf16 weights only.
+_REPLICA_BYTES_PER_PARAM = {"full": 16, "lora": 2}
+# Share of a GPU's memory a replica may take before we shard it (the rest is activations, buffers, CUDA context).
+_REPLICA_MEMORY_SHARE = 0.8
+FSDP_MODE = "full_shard auto_wrap"
+
+
+def needs_fsdp(params_billion: float, approach: str, instance_type: str, instance_count: int) -> bool:
+    """True when one model replica would not fit a GPU, so DDP (a full copy per GPU) cannot work and the job must
+    shard with FSDP: 7B full on 4x A10G (~112 GB of state) or 20B LoRA on A100 40 GB (~41 GB of bf16 weights).
+    QLoRA never shards (bitsandbytes 4-bit weights and FSDP don't mix in the training code)."""
+    instance = INSTANCES[instance_type]
+    if approach not in _REPLICA_BYTES_PER_PARAM or instance.gpus * instance_count <= 1:
+        return False
+    replica_gib = params_billion * 1e9 * _REPLICA_BYTES_PER_PARAM[approach] / 2**30
+    return replica_gib > instance.gpu_memory_gib * _REPLICA_MEMORY_SHARE
+
+
 TRAINING_ENTRY_POINT = "train.py"

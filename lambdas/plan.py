@@ -153,13 +153,15 @@ def _resolve_experiment(
     # An explicit input value wins; otherwise the catalog's bound for this size/approach, capped by the deployment's.
     hours = doc.get("max_runtime_hours") or min(defaults.max_runtime_hours, runtime_cap_hours or math.inf)
     runtime = min(max(1, round(hours * 3600)), MAX_SECONDS)
+    instance_count = experiment.get("instance_count", default_count)
     return {
         "model_key": model.key,
         "model_id": model.hf_id,
         "approach": approach,
         "instance_type": instance_type,
-        "instance_count": experiment.get("instance_count", default_count),
+        "instance_count": instance_count,
         "gpus_per_instance": instance.gpus,
+        "fsdp": catalog.needs_fsdp(model.params_billion, approach, instance_type, instance_count),
         "epochs": experiment.get("epochs", catalog.DEFAULT_EPOCHS),
         "batch_size": experiment.get("batch_size", defaults.batch_size),
         # Present-and-null means "auto" (the training code chooses); absent means the catalog default.
@@ -274,6 +276,7 @@ def build_jobs(
                         "instance_type",
                         "instance_count",
                         "gpus_per_instance",
+                        "fsdp",
                     )
                 },
                 "spot": spot,

@@ -77,6 +77,9 @@ def hyperparameters(job: dict[str, Any], *, hf_token_secret_arn: str, code_s3_ur
     }
     if job.get("learning_rate") is not None:  # absent = auto: the training code picks by approach
         values["learning_rate"] = job["learning_rate"]
+    if job.get("fsdp"):
+        # The model does not fit one GPU per replica: shard it (training_code documents the FSDP setup).
+        values["fsdp"] = catalog.FSDP_MODE
     if uses_torch_distributed(job):
         values["sagemaker_torch_distributed_enabled"] = True
         values["sagemaker_instance_type"] = job["instance_type"]

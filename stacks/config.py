@@ -42,8 +42,8 @@ LOG_RETENTION_DAYS = (
     3288,
     3653,
 )
-# Managed spot: MaxWaitTimeInSeconds = this factor x MaxRuntimeInSeconds (Plan applies the same rule).
-SPOT_WAIT_FACTOR = 2
+# Managed spot: Plan sets MaxWaitTimeInSeconds to this factor x MaxRuntimeInSeconds.
+SPOT_WAIT_FACTOR = catalog.SPOT_MAX_WAIT_FACTOR
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
 _PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 _VERSION = re.compile(r"^\d+(\.\d+){1,2}$")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from lambdas import aws, catalog, naming, plan
+from lambdas import aws, catalog, naming, plan, training_job
 from lambdas.errors import BudgetExceeded, DatasetNotFound, QuotaExceeded
 from lambdas.handlers import plan as plan_handler
 from tests.lambdas.lambda_testkit import BUCKET, PREFIX, REGION, StubbedClients, price_list_item, quota, study_jobs
@@ -21,6 +21,7 @@ JOB_SPEC_FIELDS = {
     "instance_type",
     "instance_count",
     "gpus_per_instance",
+    "fsdp",
     "spot",
     "epochs",
     "batch_size",
@@ -255,3 +256,23 @@ def test_plan_handler_returns_the_plan(moto_aws: None, stubbed: StubbedClients, 
     result = plan_handler.handler(event, lambda_context)
     assert result["run_id"].startswith("exec-1-") and result["jobs"][0]["job_name"].startswith("ft-exec-1-")
     json.dumps(result)  # Step Functions needs plain JSON
+
+
+def test_jobs_that_do_not_fit_one_gpu_per_replica_are_sharded_with_fsdp() -> None:
+    # Given the study matrix on the catalog's instances
+    jobs = {(j["model_key"], j["approach"]): j for j in study_jobs()}
+    # Then 7B full on 4x A10G (~112 GB of state) and 20B LoRA on A100 40 GB (~41 GB of weights) shard
+    assert jobs[("mistral-7b", "full")]["fsdp"] and jobs[("gpt-neox-20b", "lora")]["fsdp"]
+    # And single-GPU and QLoRA jobs never do
+    assert not any(jobs[(m, "qlora")]["fsdp"] for m in ("llama2-7b", "mistral-7b", "gpt-neox-20b"))
+    assert not jobs[("mistral-7b", "lora")]["fsdp"]
+
+
+def test_a_sharded_job_tells_the_training_code_to_use_fsdp_under_torchrun() -> None:
+    # Given the 7B full job
+    spec = next(j for j in study_jobs() if (j["model_key"], j["approach"]) == ("mistral-7b", "full"))
+    # When Launch builds its hyperparameters
+    params = training_job.hyperparameters(spec, hf_token_secret_arn="arn:s", code_s3_uri="s3://b/k.gz", region=REGION)
+    # Then the training code shards and the toolkit launches torchrun
+    assert json.loads(params["fsdp"]) == catalog.FSDP_MODE
+    assert json.loads(params["sagemaker_torch_distributed_enabled"]) is True

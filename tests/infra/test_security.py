@@ -8,8 +8,8 @@ from typing import Any
 from aws_cdk.assertions import Match
 
 
-def _resources(synthesized, resource_type: str) -> dict[str, dict[str, Any]]:
-    return {k: v for k, v in synthesized.main_json["Resources"].items() if v["Type"] == resource_type}
+def _resources(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == resource_type}
 
 
 def _statements(policy_resource: dict[str, Any]) -> list[dict[str, Any]]:
@@ -22,10 +22,10 @@ def _as_list(value: Any) -> list[Any]:
 
 def _role_statements(synthesized, role_logical_prefix: str) -> list[dict[str, Any]]:
     """Every statement of the inline/default policies attached to the role whose logical id starts with the prefix."""
-    roles = [k for k in _resources(synthesized, "AWS::IAM::Role") if k.startswith(role_logical_prefix)]
+    roles = [k for k in _resources(synthesized.main_json, "AWS::IAM::Role") if k.startswith(role_logical_prefix)]
     assert len(roles) == 1, roles
     statements = []
-    for policy in _resources(synthesized, "AWS::IAM::Policy").values():
+    for policy in _resources(synthesized.main_json, "AWS::IAM::Policy").values():
         if {"Ref": roles[0]} in policy["Properties"]["Roles"]:
             statements += _statements(policy)
     return statements
@@ -33,14 +33,16 @@ def _role_statements(synthesized, role_logical_prefix: str) -> list[dict[str, An
 
 def _data_bucket(synthesized) -> tuple[str, dict[str, Any]]:
     buckets = {
-        k: v for k, v in _resources(synthesized, "AWS::S3::Bucket").items() if "LoggingConfiguration" in v["Properties"]
+        k: v
+        for k, v in _resources(synthesized.main_json, "AWS::S3::Bucket").items()
+        if "LoggingConfiguration" in v["Properties"]
     }
     assert len(buckets) == 1
     return next(iter(buckets.items()))
 
 
 def test_every_bucket_blocks_public_access_and_is_encrypted(synthesized) -> None:
-    buckets = _resources(synthesized, "AWS::S3::Bucket")
+    buckets = _resources(synthesized.main_json, "AWS::S3::Bucket")
     assert len(buckets) == 2  # data + its access logs
     for bucket in buckets.values():
         props = bucket["Properties"]
@@ -74,7 +76,7 @@ def test_data_bucket_lifecycle_aborts_uploads_expires_old_versions_and_checkpoin
 
 
 def test_every_bucket_policy_denies_plain_http(synthesized) -> None:
-    policies = _resources(synthesized, "AWS::S3::BucketPolicy")
+    policies = _resources(synthesized.main_json, "AWS::S3::BucketPolicy")
     assert len(policies) == 2
     for policy in policies.values():
         denies = [s for s in _statements(policy) if s["Effect"] == "Deny"]
@@ -86,7 +88,7 @@ def test_bucket_policy_grants_the_sagemaker_role_exactly_its_prefixes(synthesize
     bucket_id, _ = _data_bucket(synthesized)
     policy = next(
         p
-        for p in _resources(synthesized, "AWS::S3::BucketPolicy").values()
+        for p in _resources(synthesized.main_json, "AWS::S3::BucketPolicy").values()
         if p["Properties"]["Bucket"] == {"Ref": bucket_id}
     )
     allows = [s for s in _statements(policy) if s["Effect"] == "Allow"]
@@ -129,7 +131,7 @@ def test_ledger_is_on_demand_recoverable_encrypted_and_protected(synthesized) ->
 
 
 def test_token_secret_carries_no_value_in_the_template_and_uses_the_data_key(synthesized) -> None:
-    secrets = _resources(synthesized, "AWS::SecretsManager::Secret")
+    secrets = _resources(synthesized.main_json, "AWS::SecretsManager::Secret")
     assert len(secrets) == 1
     props = next(iter(secrets.values()))["Properties"]
     # A random placeholder is generated in AWS; the user overwrites it with the token (README).
@@ -148,7 +150,7 @@ def test_no_policy_anywhere_grants_a_wildcard_action(synthesized) -> None:
 
 
 def test_no_role_has_a_managed_policy_except_cdks_own_provider_framework(synthesized) -> None:
-    for logical_id, role in _resources(synthesized, "AWS::IAM::Role").items():
+    for logical_id, role in _resources(synthesized.main_json, "AWS::IAM::Role").items():
         assert "ManagedPolicyArns" not in role["Properties"], logical_id
 
 
@@ -162,7 +164,7 @@ def test_sagemaker_role_is_least_privilege(synthesized) -> None:
     assert all("repository/huggingface-pytorch-training" in json.dumps(r) for r in by_action["ecr:BatchGetImage"])
     # The token secret only, never Secrets Manager at large.
     assert by_action["secretsmanager:GetSecretValue"] == [
-        {"Ref": next(iter(_resources(synthesized, "AWS::SecretsManager::Secret")))}
+        {"Ref": next(iter(_resources(synthesized.main_json, "AWS::SecretsManager::Secret")))}
     ]
     # Logs only for SageMaker training jobs.
     assert all("/aws/sagemaker/TrainingJobs" in json.dumps(r) for r in by_action["logs:PutLogEvents"])
@@ -186,7 +188,7 @@ def test_launch_may_pass_only_the_sagemaker_role_only_to_sagemaker(synthesized) 
 
 
 def test_every_lambda_is_current_traced_bounded_and_logs_to_its_own_retained_group(synthesized) -> None:
-    functions = _resources(synthesized, "AWS::Lambda::Function")
+    functions = _resources(synthesized.main_json, "AWS::Lambda::Function")
     ours = {k: v for k, v in functions.items() if v["Properties"].get("Handler", "").startswith("lambdas.")}
     assert len(ours) == 5
     for function in ours.values():
@@ -221,3 +223,16 @@ def test_stack_outputs_name_what_users_need(synthesized) -> None:
     ):
         assert name in outputs
     assert "QuotaRequestOutcomes" in synthesized.quotas.to_json()["Outputs"]
+
+
+def test_an_existing_token_secret_can_be_imported_by_name_instead_of_created() -> None:
+    from aws_cdk import assertions
+
+    from stacks.app_builder import build_app, cdk_json_context
+
+    app = build_app(context=cdk_json_context({"hf_token_secret_name": "team/hf-token"}))
+    stack = app.node.find_child("Finetune")
+    app.synth()  # nag-clean with the import too
+    template = assertions.Template.from_stack(stack).to_json()
+    assert not _resources(template, "AWS::SecretsManager::Secret")
+    assert ":secret:team/hf-token" in json.dumps(template)

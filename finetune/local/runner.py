@@ -272,7 +272,15 @@ class LocalAccount:
             ledger_rows=self.ledger_rows(),
             reports=self.reports(),
             create_training_job_calls=list(self.services.create_calls),
+            notifications=self.notifications(),
         )
+
+    def notifications(self) -> list[str]:
+        """Messages the Notify step published to the run topic (moto keeps them on the topic)."""
+        from moto.sns.models import sns_backends
+
+        topic = sns_backends[ACCOUNT_ID][REGION].topics[self.topic_arn]
+        return [message for _id, message, *_rest in topic.sent_notifications]
 
     def ledger_rows(self) -> list[dict[str, Any]]:
         """Every ledger item, as plain JSON values."""

@@ -114,8 +114,8 @@ def test_a_crashing_job_is_recorded_failed_with_its_reason_while_the_other_compl
     out_root, work_dir = demo_dirs
     execution_input = {
         "experiments": [
-            {"model": "demo/tiny-llama", "approach": "lora", "params_billion": 7, "max_steps": 4, "lora_r": 8},
-            {"model": "demo/tiny-llama", "approach": "lora", "params_billion": 7, "max_steps": 4, "lora_r": 4},
+            {"model": "demo/tiny-llama", "approach": "lora", "max_steps": 4, "lora_r": 8},
+            {"model": "demo/tiny-llama", "approach": "lora", "max_steps": 4, "lora_r": 4},
         ],
         "dataset": {"name": "banking77-mini"},
         "max_runtime_hours": 1,

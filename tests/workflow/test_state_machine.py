@@ -46,6 +46,8 @@ def test_three_job_matrix_succeeds_with_three_ledger_rows_a_summary_and_a_report
     report = json.loads(result.reports[f"reports/{run_id}/report.json"])
     assert len(report["jobs"]) == 3
     assert len(result.create_training_job_calls) == 3
+    [notification] = result.notifications
+    assert f"reports/{run_id}/report.md" in notification
 
 
 def test_one_failed_job_is_recorded_failed_and_the_others_still_complete(account_with) -> None:

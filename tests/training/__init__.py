@@ -1,0 +1,1 @@
+"""Tests of the training code (CPU, offline, tiny models)."""

@@ -1,0 +1,89 @@
+"""Evaluation metrics on hand-made predictions, and the stdout lines SageMaker and the local runner parse."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from lambdas.catalog import METRICS, parse_metric_lines
+from training_code import evaluation, telemetry
+
+LABELS = ["card_arrival", "exchange_rate", "pin_blocked", "top_up_failed"]
+REFERENCES = ["card_arrival", "exchange_rate", "pin_blocked", "top_up_failed"]
+# right | not a label (a space for the underscore) | a wrong label | a truncated label
+PREDICTIONS = [" card_arrival", "exchange rate", "card_arrival\n", "top_up"]
+
+
+def test_accuracy_counts_exact_labels_and_parse_rate_counts_known_ones() -> None:
+    metrics = evaluation.intent_metrics(PREDICTIONS, REFERENCES, LABELS)
+
+    assert metrics == {"eval_intent_accuracy": 0.25, "eval_parse_rate": 0.5}
+
+
+def test_rouge_scores_equal_hand_computed_values() -> None:
+    metrics = evaluation.rouge_metrics(PREDICTIONS, REFERENCES)
+
+    # Per pair (rouge-score splits on "_"): 1, 1, 0 and "top up" vs "top up failed":
+    # ROUGE-1 F1 = 2PR/(P+R) with P=1, R=2/3 → 0.8; ROUGE-2: P=1, R=1/2 → 2/3; ROUGE-L as ROUGE-1 → 0.8.
+    assert metrics["eval_rouge1"] == pytest.approx((1 + 1 + 0 + 0.8) / 4)
+    assert metrics["eval_rouge2"] == pytest.approx((1 + 1 + 0 + 2 / 3) / 4)
+    assert metrics["eval_rougeL"] == pytest.approx((1 + 1 + 0 + 0.8) / 4)
+
+
+def test_bertscore_runs_offline_with_a_local_encoder(bertscore_model: str) -> None:
+    same = evaluation.bertscore_f1(REFERENCES, REFERENCES, bertscore_model, "cpu")
+    different = evaluation.bertscore_f1(["", "pin_blocked", "x", "card_arrival"], REFERENCES, bertscore_model, "cpu")
+
+    assert same == pytest.approx(1.0, abs=1e-4)
+    assert different < same
+
+
+def test_score_reports_every_eval_metric_and_skips_bertscore_only_when_told() -> None:
+    metrics = evaluation.score(PREDICTIONS, REFERENCES, LABELS, 2.0, bertscore_model="none", device="cpu")
+
+    assert metrics["eval_inference_seconds"] == 2.0
+    assert metrics["eval_seconds_per_sample"] == 0.5
+    assert metrics["eval_samples"] == 4
+    assert "eval_bertscore_f1" not in metrics
+
+
+def test_metric_lines_parse_with_the_catalog_regexes() -> None:
+    metrics = {
+        "train_loss": 1e-05,
+        "train_tokens_per_second": 12345.678901,
+        "train_padding_fraction": 0.0,
+        "train_runtime_seconds": 3.5,
+        "peak_memory_gb": 0.62,
+        "eval_intent_accuracy": 0.9312,
+        "eval_parse_rate": 1.0,
+        "eval_rouge1": 0.5,
+        "eval_rouge2": float("nan"),
+        "eval_rougeL": 0.25,
+        "eval_bertscore_f1": 0.875,
+        "eval_inference_seconds": 120.0,
+        "eval_seconds_per_sample": 0.24,
+        "eval_samples": 500,
+    }
+    out = io.StringIO()
+
+    telemetry.print_final_metrics(metrics, out)
+    print(telemetry.metric_line({"train_step": 10, "train_loss": 2.5}), file=out)
+    parsed = parse_metric_lines(out.getvalue())
+
+    assert set(parsed) == {metric.name for metric in METRICS}
+    assert parsed["train_loss"] == 2.5  # the last occurrence wins, as in SageMaker
+    assert parsed["train_tokens_per_second"] == pytest.approx(12345.7)
+    assert parsed["eval_samples"] == 500
+    assert out.getvalue().splitlines()[0] == "train_loss=1e-05;"
+    assert "eval_rouge2=nan;" in out.getvalue()
+
+
+def test_label_trie_allows_only_label_continuations_then_eos() -> None:
+    eos = 0
+    trie = evaluation.LabelTrie([[5, 6, eos], [5, 7, eos], [8, eos]], eos)
+
+    assert sorted(trie.allowed([])) == [5, 8]
+    assert sorted(trie.allowed([5])) == [6, 7]
+    assert trie.allowed([5, 6]) == [eos]
+    assert trie.allowed([9]) == [eos]  # off the trie: stop

@@ -229,7 +229,7 @@ class LocalAccount:
         bucket, _, key = code_uri.removeprefix("s3://").partition("/")
         s3.put_object(Bucket=bucket, Key=key, Body=self.workflow.training_code_tarball.read_bytes())
         # Quieter handler logs on the terminal; everything else is exactly the stack's environment.
-        self.environment["POWERTOOLS_LOG_LEVEL"] = os.environ.get("FINETUNE_LOCAL_LOG_LEVEL", "WARNING")
+        self.environment["POWERTOOLS_LOG_LEVEL"] = os.environ.get("FINETUNE_LOCAL_LOG_LEVEL", "ERROR")
 
         state_machine = _only(template, "AWS::StepFunctions::StateMachine")
         definition = resolver.resolve(template["Resources"][state_machine]["Properties"]["DefinitionString"])

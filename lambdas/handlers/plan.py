@@ -8,20 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas import aws, plan, settings
 from lambdas.errors import ConfigurationError
-
-logger = Logger()
-tracer = Tracer()
-copy_config_to_registered_loggers(source_logger=logger, include={"lambdas"})
+from lambdas.handlers.observability import instrumented, logger
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
+@instrumented
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Validate, expand, price and check the run; return `{run_id, jobs, total_estimated_max_cost_usd, budget_usd}`."""
     if not event.get("execution_name"):

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.aws import client
+from lambdas.handlers.observability import instrumented, logger
 from lambdas.quotas import ensure_quotas, parse_targets, summarize
 
-logger = Logger()
 _quotas = client("service-quotas")
 
 
-@logger.inject_lambda_context
+@instrumented
 def handler(event: dict[str, Any], _context: LambdaContext) -> dict[str, Any]:
     """Create/Update: request what is missing and report per target. Delete: nothing (quotas stay as granted)."""
     physical_id = event.get("PhysicalResourceId") or f"quota-requests-{event['LogicalResourceId']}"

@@ -8,19 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas import aws, ledger, settings, training_job
-
-logger = Logger()
-tracer = Tracer()
-copy_config_to_registered_loggers(source_logger=logger, include={"lambdas"})
+from lambdas.handlers.observability import instrumented, logger
 
 
-@logger.inject_lambda_context
-@tracer.capture_lambda_handler
+@instrumented
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Compute the job's cost and spot savings and write its ledger row."""
     config = settings.record_settings()

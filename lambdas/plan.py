@@ -267,35 +267,11 @@ def build_jobs(
             {
                 "run_id": run_id,
                 "job_name": job_name,
-                **{
-                    key: exp[key]
-                    for key in (
-                        "model_key",
-                        "model_id",
-                        "approach",
-                        "instance_type",
-                        "instance_count",
-                        "gpus_per_instance",
-                        "fsdp",
-                    )
-                },
+                **{key: exp[key] for key in ("model_key", "model_id", "approach", "gpus_per_instance", "fsdp")},
+                # The fields that make this job different, as hashed into its name above.
+                **{field: exp[field] for field in _EXPERIMENT_FIELDS_FOR_NAME},
                 "spot": spot,
-                **{
-                    key: exp[key]
-                    for key in (
-                        "epochs",
-                        "batch_size",
-                        "learning_rate",
-                        "lora_r",
-                        "lora_alpha",
-                        "lora_dropout",
-                        "max_seq_length",
-                    )
-                },
                 "eval_samples": eval_samples,
-                "merge_adapter": exp["merge_adapter"],
-                "max_steps": exp["max_steps"],
-                "max_runtime_seconds": runtime,
                 # Waiting for spot capacity is not billed, so allow it generously; SageMaker needs wait >= runtime.
                 "max_wait_seconds": _max_wait(runtime) if spot else None,
                 "hourly_price_usd": float(price.hourly_usd),

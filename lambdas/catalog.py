@@ -6,8 +6,11 @@ it receives what it needs as hyperparameters, and prints metrics in the form `ME
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
 
 # A float as Python's repr/format writes it, including exponents and nan/inf.
 _NUMBER = r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf))"
@@ -64,23 +67,127 @@ def parse_metric_lines(text: str) -> dict[str, float]:
 # Models
 # --------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class Architecture:
+    """The shape of a decoder-only transformer: what the memory planner needs besides the parameter count."""
+
+    hidden_size: int
+    layers: int
+    heads: int
+    kv_heads: int  # < heads: grouped-query attention (smaller K/V projections and KV cache)
+    intermediate_size: int
+    vocab_size: int
+    gated_mlp: bool = True  # SwiGLU (gate, up, down: Llama, Mistral); False: up, down (GPT-NeoX)
+    linear_bias: bool = False  # GPT-NeoX has biases on every linear layer and LayerNorm; Llama/Mistral none
+    fused_qkv: bool = False  # GPT-NeoX projects Q, K and V with one linear layer (`query_key_value`)
+    tied_embeddings: bool = False  # the three catalog models keep a separate output projection
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        return self.hidden_size // self.heads
+
+    @property
+    def kv_dim(self) -> int:
+        """Width of the K (and of the V) projection."""
+        return self.kv_heads * self.head_dim
+
+    def layer_linears(self) -> tuple[tuple[int, int], ...]:
+        """(in, out) features of every linear layer of one decoder layer: what LoRA's `all-linear` targets and
+        what bitsandbytes quantizes to 4 bits (embeddings and the output projection stay 16-bit)."""
+        h, i, kv = self.hidden_size, self.intermediate_size, self.kv_dim
+        qkv = ((h, h + 2 * kv),) if self.fused_qkv else ((h, h), (h, kv), (h, kv))
+        mlp = ((h, i), (h, i), (i, h)) if self.gated_mlp else ((h, i), (i, h))
+        return (*qkv, (h, h), *mlp)
+
+    def layer_parameters(self) -> int:
+        """Parameters of one decoder layer: its linear layers plus two norms (and biases where the model has them)."""
+        linears = self.layer_linears()
+        weights = sum(fan_in * fan_out for fan_in, fan_out in linears)
+        biases = sum(fan_out for _, fan_out in linears) if self.linear_bias else 0
+        norms = 2 * self.hidden_size * (2 if self.linear_bias else 1)  # LayerNorm has a bias, RMSNorm does not
+        return weights + biases + norms
+
+    def embedding_parameters(self) -> int:
+        """Token embeddings plus the output projection (once when tied) and the final norm."""
+        embeddings = self.vocab_size * self.hidden_size * (1 if self.tied_embeddings else 2)
+        return embeddings + self.hidden_size * (2 if self.linear_bias else 1)
+
+    def parameters(self) -> int:
+        """Total parameters (exact for the catalog's models: it matches their published counts)."""
+        return self.layers * self.layer_parameters() + self.embedding_parameters()
+
+    def lora_parameters(self, rank: int) -> int:
+        """Trainable parameters of a rank-`rank` LoRA on every linear layer (PEFT's `all-linear`: A is r x in,
+        B is out x r, the output projection excluded)."""
+        return self.layers * rank * sum(fan_in + fan_out for fan_in, fan_out in self.layer_linears())
+
+
+# A Hub id gives no shape, so the planner guesses one from the size: Llama-shaped (SwiGLU, width = 128 x depth as in
+# Llama-2-7B/13B), full multi-head attention and a 128,256-token vocabulary (Llama 3's). Every guess errs towards
+# more memory: no grouped-query saving on the KV cache, a big vocabulary for the logits.
+_ESTIMATE_WIDTH_PER_LAYER = 128
+_ESTIMATE_VOCAB_SIZE = 128_256
+
+
+def estimate_architecture(parameters: int) -> Architecture:
+    """A Llama-shaped architecture of roughly `parameters` parameters (for Hub ids: see the comment above)."""
+    # 12 x layers x hidden^2 parameters per Llama-shaped model with hidden = 128 x layers -> layers = (P / 196608)^(1/3)
+    layers = max(1, round((parameters / (12 * _ESTIMATE_WIDTH_PER_LAYER**2)) ** (1 / 3)))
+    hidden = layers * _ESTIMATE_WIDTH_PER_LAYER
+    heads = max(1, hidden // 128)
+    intermediate = 256 * math.ceil(hidden * 8 / 3 / 256)  # SwiGLU's 2/3 x 4h, rounded up as Llama does
+    return Architecture(hidden, layers, heads, heads, intermediate, _ESTIMATE_VOCAB_SIZE)
+
+
+@dataclass(frozen=True)
 class Model:
     """A causal language model the workflow can fine-tune."""
 
     key: str
     hf_id: str
-    architecture: str
-    params_billion: float
+    family: str
+    architecture: Architecture
+    parameters: int  # exact for catalog models (from the architecture); the input's size for Hub ids
     gated: bool
+
+    @property
+    def params_billion(self) -> float:
+        """Size in billions of parameters (selects the defaults bucket)."""
+        return self.parameters / 1e9
+
+    @property
+    def embedding_parameters(self) -> int:
+        """Parameters outside the decoder layers (token embeddings, output projection): 16-bit even under QLoRA.
+        For a Hub id's guessed shape at most half the model, so a small model's guess cannot be all embeddings."""
+        return min(self.architecture.embedding_parameters(), self.parameters // 2)
+
+
+def _catalog_model(key: str, hf_id: str, family: str, architecture: Architecture, *, gated: bool) -> Model:
+    return Model(key, hf_id, family, architecture, architecture.parameters(), gated)
 
 
 MODELS: dict[str, Model] = {
     m.key: m
     for m in (
-        # Gated on the Hub: training needs the HF token (passed as a Secrets Manager ARN, never the value).
-        Model("llama2-7b", "meta-llama/Llama-2-7b-hf", "llama", 6.74, gated=True),
-        Model("mistral-7b", "mistralai/Mistral-7B-v0.1", "mistral", 7.24, gated=False),
-        Model("gpt-neox-20b", "EleutherAI/gpt-neox-20b", "gpt_neox", 20.6, gated=False),
+        # Shapes from each model's config.json on the Hub. Gated on the Hub: training needs the HF token (passed as
+        # a Secrets Manager ARN, never the value), and Plan refuses the run when the token secret has no value.
+        _catalog_model(
+            "llama2-7b", "meta-llama/Llama-2-7b-hf", "llama", Architecture(4096, 32, 32, 32, 11008, 32000), gated=True
+        ),
+        _catalog_model(
+            "mistral-7b",
+            "mistralai/Mistral-7B-v0.1",
+            "mistral",
+            Architecture(4096, 32, 32, 8, 14336, 32000),
+            gated=False,
+        ),
+        _catalog_model(
+            "gpt-neox-20b",
+            "EleutherAI/gpt-neox-20b",
+            "gpt_neox",
+            Architecture(6144, 44, 64, 64, 24576, 50432, gated_mlp=False, linear_bias=True, fused_qkv=True),
+            gated=False,
+        ),
     )
 }
 
@@ -98,14 +205,14 @@ def is_hf_id(value: str) -> bool:
 def resolve_model(model: str, params_billion: float | None = None) -> Model:
     """The catalog model for a key, or an ad-hoc entry for a Hub id; `KeyError` when it is neither.
 
-    `params_billion` overrides the size of a Hub id (it selects the default instance and batch size);
-    for catalog keys the catalog's own size wins, so the study defaults stay what they are.
+    `params_billion` sizes a Hub id (it selects the default instance and batch size, and the planner's guessed
+    shape); for catalog keys the catalog's own size wins, so the study defaults stay what they are.
     """
     if model in MODELS:
         return MODELS[model]
     if is_hf_id(model):
-        size = float(params_billion) if params_billion is not None else DEFAULT_PARAMS_BILLION
-        return Model(key=model, hf_id=model, architecture="causal-lm", params_billion=size, gated=False)
+        parameters = round((params_billion if params_billion is not None else DEFAULT_PARAMS_BILLION) * 1e9)
+        return Model(model, model, "causal-lm", estimate_architecture(parameters), parameters, gated=False)
     raise KeyError(model)
 
 
@@ -115,19 +222,47 @@ def resolve_model(model: str, params_billion: float | None = None) -> Model:
 APPROACHES: tuple[str, ...] = ("full", "lora", "qlora")
 # Approaches that need a GPU: bitsandbytes 4-bit kernels are what make QLoRA worth running.
 GPU_ONLY_APPROACHES: frozenset[str] = frozenset({"qlora"})
+PROMPT_STYLES: tuple[str, ...] = ("compact", "listed")
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Instance types
+# Accelerators and instance types
 # --------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class Accelerator:
+    """A GPU model: how much memory a process can actually get, and whether it computes in bf16."""
+
+    name: str
+    nominal_gb: int  # as marketed ("24 GB": really the GiB of memory on the board)
+    usable_gib: float  # what the driver reports as total memory (nvidia-smi / torch total_memory)
+    bf16: bool  # compute capability >= 8.0 (Ampere and newer); older GPUs train in fp16
+
+
+# Usable = the total the driver reports, lower than the marketed size because ECC and the driver reserve part of it:
+# nvidia-smi says 23,028 MiB (22.5 GiB) for the A10/A10G's "24 GB", 23,034 MiB for the L4, 40,960 MiB for the A100
+# 40GB and 81,559 MiB for the H100 80GB (modal-labs/modal-client#2797); torch reports total_memory=16160MB for the
+# Tesla V100-SXM2-16GB. The CUDA context, NCCL buffers and allocator slack come out of this too: the memory planner
+# charges them per GPU (`memory.RUNTIME_RESERVE_GIB`).
+ACCELERATORS: dict[str, Accelerator] = {
+    a.name: a
+    for a in (
+        Accelerator("A10G", 24, 23028 / 1024, bf16=True),
+        Accelerator("L4", 24, 23034 / 1024, bf16=True),
+        Accelerator("V100", 16, 16160 / 1024, bf16=False),
+        Accelerator("A100", 40, 40960 / 1024, bf16=True),
+        Accelerator("H100", 80, 81559 / 1024, bf16=True),
+    )
+}
+
+
+@dataclass(frozen=True)
 class InstanceType:
-    """A SageMaker training instance type: accelerators and an on-demand price fallback."""
+    """A SageMaker training instance type: accelerators, host memory and an on-demand price fallback."""
 
     name: str
     gpus: int
-    gpu_memory_gib: int  # per GPU
-    accelerator: str
+    gpu: Accelerator | None  # None for CPU instances
+    host_memory_gib: int  # the instance's RAM (EC2's published size)
     hourly_price_usd: float  # us-east-1 on-demand training price; the Pricing API is asked first
 
     @property
@@ -137,8 +272,8 @@ class InstanceType:
 
     @property
     def volume_size_gb(self) -> int:
-        """EBS volume for a training job on this type."""
-        # The EBS volume holds the Hub download, checkpoints (full FT of 7B with optimizer state ~ 80 GB per save)
+        """EBS volume for a training job on this type (instances with NVMe storage ignore it and use that)."""
+        # The volume holds the Hub download, checkpoints (full FT of 7B with optimizer state ~ 80 GB per save)
         # and the final model. Multi-GPU types host the big jobs. Cost is tiny next to the GPU price.
         if not self.has_gpu:
             return 30
@@ -147,30 +282,31 @@ class InstanceType:
 
 # Prices: us-east-1 SageMaker *training* on-demand USD/hour (price_source "catalog"), as last seen on the public price
 # list; g6 ones are approximations (EC2 price x 1.25, SageMaker's usual markup on G instances). Prices move: the Plan
-# step asks the Pricing API first, and these only keep estimates meaningful when it cannot be reached.
+# step asks the Pricing API first, and these only keep estimates meaningful when it cannot be reached. Host memory is
+# EC2's published RAM per size (g6 sizes have the same RAM as g5 sizes).
 INSTANCES: dict[str, InstanceType] = {
     i.name: i
     for i in (
-        InstanceType("ml.m5.xlarge", 0, 0, "none", 0.23),  # CPU: smoke tests only
-        InstanceType("ml.m5.2xlarge", 0, 0, "none", 0.461),
-        InstanceType("ml.g5.xlarge", 1, 24, "A10G", 1.408),
-        InstanceType("ml.g5.2xlarge", 1, 24, "A10G", 1.515),
-        InstanceType("ml.g5.4xlarge", 1, 24, "A10G", 2.03),
-        InstanceType("ml.g5.8xlarge", 1, 24, "A10G", 3.06),
-        InstanceType("ml.g5.12xlarge", 4, 24, "A10G", 7.09),
-        InstanceType("ml.g5.16xlarge", 1, 24, "A10G", 5.12),
-        InstanceType("ml.g5.24xlarge", 4, 24, "A10G", 10.18),
-        InstanceType("ml.g5.48xlarge", 8, 24, "A10G", 20.36),
-        InstanceType("ml.g6.xlarge", 1, 24, "L4", 1.006),
-        InstanceType("ml.g6.2xlarge", 1, 24, "L4", 1.222),
-        InstanceType("ml.g6.4xlarge", 1, 24, "L4", 1.654),
-        InstanceType("ml.g6.8xlarge", 1, 24, "L4", 2.518),
-        InstanceType("ml.g6.12xlarge", 4, 24, "L4", 5.752),
-        InstanceType("ml.g6.24xlarge", 4, 24, "L4", 8.344),
-        InstanceType("ml.g6.48xlarge", 8, 24, "L4", 16.688),
-        InstanceType("ml.p3.2xlarge", 1, 16, "V100", 3.825),
-        InstanceType("ml.p4d.24xlarge", 8, 40, "A100", 37.688),
-        InstanceType("ml.p5.48xlarge", 8, 80, "H100", 113.068),
+        InstanceType("ml.m5.xlarge", 0, None, 16, 0.23),  # CPU: smoke tests only
+        InstanceType("ml.m5.2xlarge", 0, None, 32, 0.461),
+        InstanceType("ml.g5.xlarge", 1, ACCELERATORS["A10G"], 16, 1.408),
+        InstanceType("ml.g5.2xlarge", 1, ACCELERATORS["A10G"], 32, 1.515),
+        InstanceType("ml.g5.4xlarge", 1, ACCELERATORS["A10G"], 64, 2.03),
+        InstanceType("ml.g5.8xlarge", 1, ACCELERATORS["A10G"], 128, 3.06),
+        InstanceType("ml.g5.12xlarge", 4, ACCELERATORS["A10G"], 192, 7.09),
+        InstanceType("ml.g5.16xlarge", 1, ACCELERATORS["A10G"], 256, 5.12),
+        InstanceType("ml.g5.24xlarge", 4, ACCELERATORS["A10G"], 384, 10.18),
+        InstanceType("ml.g5.48xlarge", 8, ACCELERATORS["A10G"], 768, 20.36),
+        InstanceType("ml.g6.xlarge", 1, ACCELERATORS["L4"], 16, 1.006),
+        InstanceType("ml.g6.2xlarge", 1, ACCELERATORS["L4"], 32, 1.222),
+        InstanceType("ml.g6.4xlarge", 1, ACCELERATORS["L4"], 64, 1.654),
+        InstanceType("ml.g6.8xlarge", 1, ACCELERATORS["L4"], 128, 2.518),
+        InstanceType("ml.g6.12xlarge", 4, ACCELERATORS["L4"], 192, 5.752),
+        InstanceType("ml.g6.24xlarge", 4, ACCELERATORS["L4"], 384, 8.344),
+        InstanceType("ml.g6.48xlarge", 8, ACCELERATORS["L4"], 768, 16.688),
+        InstanceType("ml.p3.2xlarge", 1, ACCELERATORS["V100"], 61, 3.825),
+        InstanceType("ml.p4d.24xlarge", 8, ACCELERATORS["A100"], 1152, 37.688),
+        InstanceType("ml.p5.48xlarge", 8, ACCELERATORS["H100"], 2048, 113.068),
     )
 }
 # The region the fallback prices are for (recorded next to every estimate so nobody mistakes them for local prices).
@@ -186,13 +322,15 @@ def training_quota_name(instance_type: str, spot: bool) -> str:
 # --------------------------------------------------------------------------------------------------------------------
 # Defaults per (model size class, approach)
 # --------------------------------------------------------------------------------------------------------------------
+# (class, largest size in billions it covers). Every default below is feasible by the memory planner up to its class's
+# bound (tests/lambdas/test_lambda_memory.py checks it); a bigger model falls into the next class.
+SIZE_CLASSES: tuple[tuple[str, float], ...] = (("7b", 8.5), ("20b", 30.0), ("70b", 72.0))
+
+
 def size_class(params_billion: float) -> str:
-    """The defaults bucket for a model size: the study's 7B and 20B classes, plus one above for bigger Hub models."""
-    if params_billion <= 13:
-        return "7b"
-    if params_billion <= 40:
-        return "20b"
-    return "70b"
+    """The defaults bucket for a model size: the study's 7B and 20B classes, plus one above for bigger Hub models
+    (beyond the last bound the last class's defaults apply, and the planner refuses what they cannot fit)."""
+    return next((name for name, bound in SIZE_CLASSES if params_billion <= bound), SIZE_CLASSES[-1][0])
 
 
 @dataclass(frozen=True)
@@ -206,29 +344,48 @@ class JobDefaults:
     max_runtime_hours: float  # bounds the bill: the estimate and the budget check use it
 
 
+# Learning rates: 2e-4 is the QLoRA paper's rate for models up to 13B, 1e-4 its rate above; 2e-5 for full fine-tuning
+# at every size (Llama 2's SFT rate for 7B-70B; 10x below LoRA's). training_code's `auto` rule says the same.
+# Runtime bounds are for compact prompts (~35 tokens per Banking77 example, ~10k examples per epoch): about twice the
+# expected wall time or more, which is mostly startup, model download and load, evaluation and the final save. Listed
+# prompts (~18x the tokens) may need a higher max_runtime_hours.
 DEFAULTS: dict[tuple[str, str], JobDefaults] = {
-    # 7B QLoRA: 4-bit weights (~4 GB) + adapters + activations fit one 24 GiB A10G at batch 8 (the study's choice).
-    # 2e-4 is the QLoRA paper's rate for models up to 13B.
-    ("7b", "qlora"): JobDefaults("ml.g5.xlarge", 1, 8, 2e-4, 3),
+    # 7B QLoRA: 4-bit weights (~3.9 GB) + adapters + activations fit one 24 GB A10G at batch 8 (the study's choice).
+    ("7b", "qlora"): JobDefaults("ml.g5.xlarge", 1, 8, 2e-4, 2),
     # 7B LoRA: bf16 weights (~13.5 GB) + activations with gradient checkpointing fit one A10G at batch 8; the
-    # 2xlarge is for its 32 GiB host RAM, which loading the bf16 shards needs (the xlarge has 16 GiB).
-    ("7b", "lora"): JobDefaults("ml.g5.2xlarge", 1, 8, 2e-4, 3),
-    # 7B full: weights + grads + Adam state (~112 GB) must be sharded over 4 A10Gs (the study's ml.g5.12xlarge);
-    # batch 2 per GPU keeps the study's global batch of 8. 2e-5: full fine-tuning needs a 10x smaller rate than LoRA.
-    ("7b", "full"): JobDefaults("ml.g5.12xlarge", 1, 2, 2e-5, 4),
+    # 2xlarge is for its 32 GiB host RAM: loading the bf16 weights needs ~17 GiB with the runtime (the xlarge has 16).
+    ("7b", "lora"): JobDefaults("ml.g5.2xlarge", 1, 8, 2e-4, 2),
+    # 7B full: AdamW state is 16 bytes/parameter under FSDP (accelerate upcasts the bf16 weights to fp32), ~108 GB.
+    # Over the study's 4 A10Gs (ml.g5.12xlarge) that is ~27 GB per GPU before activations: it does not fit. At the
+    # study's global batch of 8 (~1,250 steps per epoch) plus ~0.5 h of startup, download, load, evaluation and final
+    # save, the candidates the planner accepts:
+    #   g5.12xlarge, FSDP + CPU offload, $7.09/h: host ~123 of 192 GiB, but AdamW over 6.74B fp32 parameters runs on
+    #     the CPU every step and the fp32 shards cross PCIe both ways: ~10 s/step -> ~4 h, ~$30, the longest spot
+    #     exposure, ~100 GiB of pinned host memory;
+    #   g5.48xlarge, FSDP, $20.36/h: ~16 of 22.5 GiB per A10G; all-gathers over PCIe (no NVLink): ~3-4 s/step ->
+    #     ~1.7 h, ~$35;
+    #   p4d.24xlarge, FSDP, $37.69/h: NVSwitch, ~0.2 s/step -> ~0.6 h, ~$23, but p4d quotas are 0 by default in most
+    #     accounts, its spot capacity is scarce and the study's 20B LoRA already needs one (three p4d jobs at
+    #     max_concurrency 3 would need a quota of 3);
+    #   g6.48xlarge (8x L4) also fits; its catalog price is an approximation, not a published one.
+    # The estimates overlap within their uncertainty, so we take the cheapest GPU-resident option with obtainable
+    # capacity: g5.48xlarge, batch 1 per GPU (the study's global batch of 8).
+    ("7b", "full"): JobDefaults("ml.g5.48xlarge", 1, 1, 2e-5, 3),
     # 20B QLoRA: we choose ml.g5.12xlarge over the study's p4d. NF4 weights are ~11 GiB per GPU copy, so one replica
-    # plus paged 8-bit optimizer state and batch-2 activations (seq <= 512, checkpointed) fit each 24 GiB A10G; 4 GPUs x
-    # batch 2 keeps the global batch of 8. It costs ~1/5 of a p4d per hour, its spot capacity is far easier to get
-    # and its default quota is rarely 0, while p4d quotas usually are. 1e-4: the QLoRA paper's rate above 13B.
-    ("20b", "qlora"): JobDefaults("ml.g5.12xlarge", 1, 2, 1e-4, 5),
-    # 20B LoRA: bf16 weights alone are ~41 GB, beyond any A10G; the study ran it on ml.p4d.24xlarge at batch 1.
-    ("20b", "lora"): JobDefaults("ml.p4d.24xlarge", 1, 1, 1e-4, 3),
-    # 20B full (not in the default matrix: the study skipped it for cost): ~330 GB of training state needs two p4ds.
-    ("20b", "full"): JobDefaults("ml.p4d.24xlarge", 2, 1, 1e-5, 6),
-    # Above 40B (Hub models with params_billion): 4-bit 70B (~38 GB) needs 80 GiB GPUs or sharding over A100s.
-    ("70b", "qlora"): JobDefaults("ml.p4d.24xlarge", 1, 1, 1e-4, 6),
-    ("70b", "lora"): JobDefaults("ml.p5.48xlarge", 1, 1, 1e-4, 6),
-    ("70b", "full"): JobDefaults("ml.p5.48xlarge", 2, 1, 1e-5, 8),
+    # plus paged 8-bit optimizer state and batch-2 activations fit each 24 GB A10G; 4 GPUs x batch 2 keeps the global
+    # batch of 8. It costs ~1/5 of a p4d per hour, its spot capacity is far easier to get and its default quota is
+    # rarely 0, while p4d quotas usually are.
+    ("20b", "qlora"): JobDefaults("ml.g5.12xlarge", 1, 2, 1e-4, 3),
+    # 20B LoRA: bf16 weights alone are ~38 GiB, beyond any A10G and one A100 40GB's room with activations: FSDP over
+    # the p4d's 8 A100s (the study's choice), batch 1 per GPU = global 8.
+    ("20b", "lora"): JobDefaults("ml.p4d.24xlarge", 1, 1, 1e-4, 2),
+    # 20B full (not in the default matrix: the study skipped it for cost): ~330 GB of training state: two p4ds.
+    ("20b", "full"): JobDefaults("ml.p4d.24xlarge", 2, 1, 2e-5, 4),
+    # Up to 72B (Hub models with params_billion): 4-bit 70B (~37 GiB + adapters) needs an 80 GB GPU per replica (QLoRA
+    # does not shard); LoRA and full fine-tuning shard over H100s.
+    ("70b", "qlora"): JobDefaults("ml.p5.48xlarge", 1, 1, 1e-4, 6),
+    ("70b", "lora"): JobDefaults("ml.p5.48xlarge", 2, 1, 1e-4, 6),
+    ("70b", "full"): JobDefaults("ml.p5.48xlarge", 4, 1, 2e-5, 8),
 }
 
 
@@ -237,7 +394,7 @@ def job_defaults(params_billion: float, approach: str) -> JobDefaults:
     return DEFAULTS[(size_class(params_billion), approach)]
 
 
-# The Banking77 study: 3 models x 3 approaches, minus GPT-NeoX-20B full (skipped for cost) = 9 jobs.
+# The Banking77 study: 3 models x 3 approaches, minus GPT-NeoX-20B full (skipped for cost) = 8 jobs.
 STUDY_MODELS: tuple[str, ...] = ("llama2-7b", "mistral-7b", "gpt-neox-20b")
 STUDY_MATRIX: tuple[tuple[str, str], ...] = tuple(
     (model, approach)
@@ -246,39 +403,182 @@ STUDY_MATRIX: tuple[tuple[str, str], ...] = tuple(
     if (model, approach) != ("gpt-neox-20b", "full")
 )
 
-# Hyperparameter defaults shared by every job (the input may override each per experiment).
-DEFAULT_EPOCHS = 1  # Banking77's ~10k short queries: one epoch reaches the study's accuracy; more mostly costs.
-DEFAULT_LORA_R = 16  # rank 16 on all linear layers: the usual LoRA/QLoRA setting for 7B-20B classification-like SFT
-DEFAULT_LORA_ALPHA = 32  # alpha = 2r keeps the adapter's update scale constant if r changes
-DEFAULT_LORA_DROPOUT = 0.05  # QLoRA paper: 0.05 for models up to 13B
-DEFAULT_MAX_SEQ_LENGTH = 512  # prompt + query + label; Banking77 queries are short, so this rarely truncates
-DEFAULT_EVAL_SAMPLES = 500  # the study's evaluation size (+-2.2 points 95% CI on accuracy)
-DEFAULT_SEED = 42
-DEFAULT_MERGE_ADAPTER = False  # keep the small adapter as the artifact; merging writes a full-size model
-DEFAULT_MAX_STEPS = -1  # -1: epochs decide
-DEFAULT_SPOT = True  # managed spot: up to ~70-90% cheaper; checkpoints make interruptions resumable
 # Spot jobs may wait for capacity: allow as long again as the runtime bound (waiting is not billed).
 SPOT_MAX_WAIT_FACTOR = 2
 MAX_RUNTIME_HOURS_LIMIT = 672  # SageMaker's own ceiling: 28 days
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
-
-# Bytes of GPU memory per parameter that one data-parallel replica needs, before activations: full fine-tuning keeps
-# bf16 weights and gradients plus fp32 master weights and two Adam moments (2+2+4+4+4); LoRA keeps bf16 weights only.
-_REPLICA_BYTES_PER_PARAM = {"full": 16, "lora": 2}
-# Share of a GPU's memory a replica may take before we shard it (the rest is activations, buffers, CUDA context).
-_REPLICA_MEMORY_SHARE = 0.8
-FSDP_MODE = "full_shard auto_wrap"
-
-
-def needs_fsdp(params_billion: float, approach: str, instance_type: str, instance_count: int) -> bool:
-    """True when one model replica would not fit a GPU, so DDP (a full copy per GPU) cannot work and the job must
-    shard with FSDP: 7B full on 4x A10G (~112 GB of state) or 20B LoRA on A100 40 GB (~41 GB of bf16 weights).
-    QLoRA never shards (bitsandbytes 4-bit weights and FSDP don't mix in the training code)."""
-    instance = INSTANCES[instance_type]
-    if approach not in _REPLICA_BYTES_PER_PARAM or instance.gpus * instance_count <= 1:
-        return False
-    replica_gib = params_billion * 1e9 * _REPLICA_BYTES_PER_PARAM[approach] / 2**30
-    return replica_gib > instance.gpu_memory_gib * _REPLICA_MEMORY_SHARE
-
-
 TRAINING_ENTRY_POINT = "train.py"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Hyperparameters: the one table behind the input schema's defaults, Plan's resolution, job names and Launch
+# --------------------------------------------------------------------------------------------------------------------
+class Source(StrEnum):
+    """Where a job's value for a hyperparameter comes from."""
+
+    EXPERIMENT = "experiment"  # `experiments[].<name>` in the execution input, else the default
+    RUN = "run"  # a top-level input field: the same for every job of the run
+    PLAN = "plan"  # decided by Plan (the resolved model, the memory planner)
+    FIXED = "fixed"  # the same for every job; not an input, but recorded in the JobSpec so the job describes itself
+    DEPLOYMENT = "deployment"  # Launch's environment; never in the JobSpec
+
+
+# Default of the settings that depend on the model's size class and approach (`DEFAULTS`).
+BY_SIZE_CLASS = "by-size-class"
+
+
+@dataclass(frozen=True)
+class Hyperparameter:
+    """One setting of a job: its JobSpec key (and input field), type, default, and where it goes."""
+
+    name: str
+    source: Source
+    json_type: tuple[str, ...]  # JSON Schema types of the value ("string" with `choices`: an enum)
+    default: Any  # BY_SIZE_CLASS: from DEFAULTS; None: no default (required, or decided by Plan)
+    description: str
+    training_name: str | None = None  # the `--name` train.py takes; None: not sent to training
+    in_job_name: bool = False  # hashed into the job name: two jobs of a run that differ here get two names
+    choices: tuple[str, ...] = ()
+
+
+HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
+    Hyperparameter(
+        "approach", Source.EXPERIMENT, ("string",), None, "full, lora or qlora", "approach", choices=APPROACHES
+    ),
+    Hyperparameter("model_id", Source.PLAN, ("string",), None, "Hub id of the resolved model", "model_id"),
+    Hyperparameter(
+        "instance_type",
+        Source.EXPERIMENT,
+        ("string",),
+        BY_SIZE_CLASS,
+        "SageMaker training instance type",
+        in_job_name=True,
+    ),
+    Hyperparameter(
+        "instance_count", Source.EXPERIMENT, ("integer",), BY_SIZE_CLASS, "number of instances", in_job_name=True
+    ),
+    # One epoch over Banking77's ~10k short queries reaches the study's accuracy; more mostly costs.
+    Hyperparameter("epochs", Source.EXPERIMENT, ("number",), 1, "training epochs", "epochs", True),
+    Hyperparameter(
+        "batch_size",
+        Source.EXPERIMENT,
+        ("integer",),
+        BY_SIZE_CLASS,
+        "per-device batch size",
+        "per_device_batch_size",
+        True,
+    ),
+    # null: the training code picks by approach and size.
+    Hyperparameter(
+        "learning_rate",
+        Source.EXPERIMENT,
+        ("number", "null"),
+        BY_SIZE_CLASS,
+        "peak learning rate",
+        "learning_rate",
+        True,
+    ),
+    # Rank 16 on all linear layers: the usual LoRA/QLoRA setting for 7B-20B classification-like SFT.
+    Hyperparameter("lora_r", Source.EXPERIMENT, ("integer",), 16, "LoRA rank", "lora_r", True),
+    # alpha = 2r keeps the adapter's update scale constant if r changes.
+    Hyperparameter("lora_alpha", Source.EXPERIMENT, ("integer",), 32, "LoRA alpha", "lora_alpha", True),
+    # The QLoRA paper's dropout for models up to 13B.
+    Hyperparameter("lora_dropout", Source.EXPERIMENT, ("number",), 0.05, "LoRA dropout", "lora_dropout", True),
+    # auto: the longest tokenized example plus generation room, measured by the training code on the real data.
+    Hyperparameter(
+        "max_seq_length",
+        Source.EXPERIMENT,
+        ("integer", "string"),
+        "auto",
+        "tokens per example, or auto",
+        "max_seq_length",
+        True,
+        choices=("auto",),
+    ),
+    # compact: the model learns the label set; listing 77 labels costs ~600 tokens per example (zero-shot baselines).
+    Hyperparameter(
+        "prompt_style",
+        Source.EXPERIMENT,
+        ("string",),
+        "compact",
+        "whether the prompt lists the labels",
+        "prompt_style",
+        True,
+        choices=PROMPT_STYLES,
+    ),
+    # Keep the small adapter as the artifact; merging writes a full-size model.
+    Hyperparameter(
+        "merge_adapter",
+        Source.EXPERIMENT,
+        ("boolean",),
+        False,
+        "merge the adapter before saving",
+        "merge_adapter",
+        True,
+    ),
+    Hyperparameter(
+        "max_steps", Source.EXPERIMENT, ("integer",), -1, "optimizer steps; -1: epochs decide", "max_steps", True
+    ),
+    # The study's evaluation size (+-2.2 points 95% CI on accuracy).
+    Hyperparameter("eval_samples", Source.RUN, ("integer",), 500, "test samples evaluated", "eval_samples", True),
+    # Managed spot: up to ~70-90% cheaper; checkpoints make interruptions resumable.
+    Hyperparameter("spot", Source.RUN, ("boolean",), True, "managed spot training", in_job_name=True),
+    Hyperparameter("fsdp", Source.PLAN, ("string",), "", "FSDP mode chosen by the memory planner", "fsdp"),
+    Hyperparameter(
+        "save_interval_seconds",
+        Source.PLAN,
+        ("integer",),
+        None,
+        "checkpoint interval sized by the memory planner",
+        "save_interval_seconds",
+    ),
+    Hyperparameter("seed", Source.FIXED, ("integer",), 42, "random seed", "seed"),
+    # 3% linear warmup: the usual SFT recipe; it keeps the first full-rate steps from wrecking a pretrained model.
+    Hyperparameter("warmup_ratio", Source.FIXED, ("number",), 0.03, "share of steps warming up", "warmup_ratio"),
+    # One evaluation batch size for every approach, so inference seconds compare like for like.
+    Hyperparameter("eval_batch_size", Source.FIXED, ("integer",), 8, "generation batch size", "eval_batch_size"),
+    # Greedy decoding restricted to the label set: every output parses as exactly one label.
+    Hyperparameter(
+        "decoding",
+        Source.FIXED,
+        ("string",),
+        "constrained",
+        "decoding of the label",
+        "decoding",
+        choices=("constrained", "free"),
+    ),
+    Hyperparameter(
+        "checkpoint_dir",
+        Source.FIXED,
+        ("string",),
+        CHECKPOINT_LOCAL_PATH,
+        "where SageMaker syncs checkpoints from",
+        "checkpoint_dir",
+    ),
+    Hyperparameter(
+        "hf_token_secret_arn",
+        Source.DEPLOYMENT,
+        ("string",),
+        None,
+        "ARN of the Hugging Face token secret (never the token)",
+        "hf_token_secret_arn",
+    ),
+)
+_BY_NAME = {h.name: h for h in HYPERPARAMETERS}
+
+
+def hyperparameter(name: str) -> Hyperparameter:
+    """The table's entry for `name` (`KeyError` when there is none)."""
+    return _BY_NAME[name]
+
+
+def default(name: str) -> Any:
+    """The fixed default of a hyperparameter (not for BY_SIZE_CLASS ones: see `job_defaults`)."""
+    value = _BY_NAME[name].default
+    if value == BY_SIZE_CLASS:
+        raise ValueError(f"{name}'s default depends on the size class and approach: use job_defaults()")
+    return value
+
+
+# The JobSpec fields hashed into the job name, in table order.
+JOB_NAME_FIELDS: tuple[str, ...] = tuple(h.name for h in HYPERPARAMETERS if h.in_job_name)

@@ -34,7 +34,7 @@ class BudgetExceeded(WorkflowError):
 
 
 class QuotaExceeded(WorkflowError):
-    """An account quota is too low for the planned (Plan) or requested (Launch: ResourceLimitExceeded) instances."""
+    """An applied account quota is below what the planned run needs at once. Nothing was launched."""
 
 
 class Throttled(WorkflowError):
@@ -51,3 +51,32 @@ class TrainingJobNotFound(WorkflowError):
 
 class ConfigurationError(WorkflowError):
     """The function's environment is missing a variable or has an unusable value (a deployment bug)."""
+
+
+class InfeasibleJob(WorkflowError):
+    """A job's training or evaluation does not fit its instances' GPU or host memory, by the memory planner. The
+    message gives the numbers and the cheapest feasible alternative. Nothing was launched."""
+
+
+class ExecutionLimitExceeded(WorkflowError):
+    """The run could outlast the execution timeout or the 25,000-event history of one execution. Nothing was
+    launched."""
+
+
+class HfTokenMissing(WorkflowError):
+    """A gated model is requested and the Hugging Face token secret has no value. Nothing was launched."""
+
+
+class ResourceLimitReached(WorkflowError):
+    """CreateTrainingJob hit an account limit (ResourceLimitExceeded), possibly held by another run: the state machine
+    retries this after a long wait."""
+
+
+class JobNameConflict(WorkflowError):
+    """A training job with this name exists but was not created for this job spec (e.g. a reused execution name with
+    other input or code). Retrying cannot help."""
+
+
+class InvalidHyperparameter(LaunchRejected):
+    """A hyperparameter value contains whitespace or a shell metacharacter: older SageMaker training toolkits pass the
+    command line through a shell, where it would split or expand."""

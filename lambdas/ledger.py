@@ -14,6 +14,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from lambdas import cost
+from lambdas.job_spec import JobSpec
 
 SUMMARY_SK = "SUMMARY"
 _serializer = TypeSerializer()
@@ -54,7 +55,7 @@ def to_json_value(value: Any) -> Any:
     return value
 
 
-def job_row(job: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+def job_row(job: JobSpec, status: dict[str, Any]) -> dict[str, Any]:
     """The ledger row for a JobSpec and its final (normalised) status, with cost and spot savings."""
     billable = int(status.get("billable_seconds") or 0)
     training = int(status.get("training_seconds") or 0)

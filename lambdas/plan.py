@@ -1,8 +1,9 @@
 """Plan: turn an execution input into fully resolved job specs, or refuse with a typed error. Launches nothing.
 
-Order of checks, cheapest and most certain first: schema -> catalog semantics -> dataset exists -> prices and
-budget -> quotas. Each refusal names the field or resource and what would be accepted, because the person reading
-it is looking at a failed execution in the console, not at this code.
+Order of checks, cheapest and most certain first: schema -> catalog semantics -> memory fit -> dataset location and
+existence -> prices and budget -> execution limits -> the Hub token of gated models -> quotas. Each refusal names the
+field or resource and what would be accepted, because the person reading it is looking at a failed execution in the
+console, not at this code.
 """
 
 from __future__ import annotations
@@ -15,13 +16,24 @@ import math
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aws_lambda_powertools.utilities.validation import SchemaValidationError, validate
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lambdas import catalog, cost, naming
-from lambdas.errors import BudgetExceeded, DatasetNotFound, InvalidExecutionInput, QuotaExceeded
+from lambdas import catalog, cost, memory, naming
+from lambdas.errors import (
+    BudgetExceeded,
+    ConfigurationError,
+    DatasetNotFound,
+    ExecutionLimitExceeded,
+    HfTokenMissing,
+    InfeasibleJob,
+    InvalidExecutionInput,
+    QuotaExceeded,
+)
+from lambdas.job_spec import JobSpec, PlanOutput
+from lambdas.settings import PlanSettings
 
 logger = logging.getLogger(__name__)
 
@@ -29,20 +41,8 @@ SCHEMA_PATH = Path(__file__).parent / "schema" / "execution_input.v1.json"
 DEFAULT_DATASET: dict[str, str] = {"name": "banking77"}
 # SageMaker's ceiling for both MaxRuntimeInSeconds and MaxWaitTimeInSeconds.
 MAX_SECONDS = catalog.MAX_RUNTIME_HOURS_LIMIT * 3600
-_EXPERIMENT_FIELDS_FOR_NAME = (
-    "instance_type",
-    "instance_count",
-    "epochs",
-    "batch_size",
-    "learning_rate",
-    "lora_r",
-    "lora_alpha",
-    "lora_dropout",
-    "max_seq_length",
-    "merge_adapter",
-    "max_steps",
-    "max_runtime_seconds",
-)
+# The prefix of the data bucket that the SageMaker execution role may read (S3 layout contract).
+DATASETS_PREFIX = "datasets/"
 
 
 @functools.cache
@@ -105,14 +105,36 @@ def _models_allowed() -> str:
     return ", ".join(catalog.MODELS) + ", or a Hugging Face model id 'org/name'"
 
 
+def _resolve_settings(
+    experiment: dict[str, Any], doc: dict[str, Any], model: catalog.Model, defaults: catalog.JobDefaults
+) -> dict[str, Any]:
+    """Every hyperparameter of one job, from the catalog's table: the input's value, else its default (`defaults`,
+    the size class's, decide instance, batch size and learning rate). Planner-decided ones are filled in later."""
+    values: dict[str, Any] = {}
+    for hp in catalog.HYPERPARAMETERS:
+        if hp.source is catalog.Source.EXPERIMENT:
+            fallback = getattr(defaults, hp.name) if hp.default == catalog.BY_SIZE_CLASS else hp.default
+            # Present-and-null learning_rate means "auto" (the training code chooses): `get` keeps the None.
+            values[hp.name] = experiment.get(hp.name, fallback)
+        elif hp.source is catalog.Source.RUN:
+            values[hp.name] = doc.get(hp.name, hp.default)
+        elif hp.source is catalog.Source.FIXED:
+            values[hp.name] = hp.default
+    # The default count belongs to the default type (two p4ds for 20B full); any other type starts at one.
+    if values["instance_type"] != defaults.instance_type:
+        values["instance_count"] = experiment.get("instance_count", 1)
+    values["model_id"] = model.hf_id
+    return values
+
+
 def _resolve_experiment(
     index: int,
     experiment: dict[str, Any],
     doc: dict[str, Any],
     problems: list[tuple[str, str]],
     runtime_cap_hours: float | None,
-) -> dict[str, Any] | None:
-    """One experiment with every setting decided (catalog defaults filled in); None when it has problems."""
+) -> tuple[catalog.Model, dict[str, Any]] | None:
+    """The model and every setting of one experiment (fit not yet planned); None when it has problems."""
     path = f"experiments[{index}]"
     approach = experiment["approach"]
     try:
@@ -124,7 +146,7 @@ def _resolve_experiment(
         problems.append(
             (
                 f"{path}.params_billion",
-                f"only for Hugging Face ids; {model.key} is a catalog model of {model.params_billion}B",
+                f"only for Hugging Face ids; {model.key} is a catalog model of {model.params_billion:.2f}B",
             )
         )
         return None
@@ -148,42 +170,38 @@ def _resolve_experiment(
             )
         )
         return None
-    # The default count belongs to the default type (two p4ds for 20B full); any other type starts at one.
-    default_count = defaults.instance_count if instance_type == defaults.instance_type else 1
+    values = _resolve_settings(experiment, doc, model, defaults)
     # An explicit input value wins; otherwise the catalog's bound for this size/approach, capped by the deployment's.
     hours = doc.get("max_runtime_hours") or min(defaults.max_runtime_hours, runtime_cap_hours or math.inf)
-    runtime = min(max(1, round(hours * 3600)), MAX_SECONDS)
-    instance_count = experiment.get("instance_count", default_count)
-    return {
-        "model_key": model.key,
-        "model_id": model.hf_id,
-        "approach": approach,
-        "instance_type": instance_type,
-        "instance_count": instance_count,
-        "gpus_per_instance": instance.gpus,
-        "fsdp": catalog.needs_fsdp(model.params_billion, approach, instance_type, instance_count),
-        "epochs": experiment.get("epochs", catalog.DEFAULT_EPOCHS),
-        "batch_size": experiment.get("batch_size", defaults.batch_size),
-        # Present-and-null means "auto" (the training code chooses); absent means the catalog default.
-        "learning_rate": experiment.get("learning_rate", defaults.learning_rate),
-        "lora_r": experiment.get("lora_r", catalog.DEFAULT_LORA_R),
-        "lora_alpha": experiment.get("lora_alpha", catalog.DEFAULT_LORA_ALPHA),
-        "lora_dropout": experiment.get("lora_dropout", catalog.DEFAULT_LORA_DROPOUT),
-        "max_seq_length": experiment.get("max_seq_length", catalog.DEFAULT_MAX_SEQ_LENGTH),
-        "merge_adapter": experiment.get("merge_adapter", catalog.DEFAULT_MERGE_ADAPTER),
-        "max_steps": experiment.get("max_steps", catalog.DEFAULT_MAX_STEPS),
-        "max_runtime_seconds": runtime,
-    }
+    values["max_runtime_seconds"] = min(max(1, round(hours * 3600)), MAX_SECONDS)
+    values["model_key"] = model.key
+    values["gpus_per_instance"] = instance.gpus
+    return model, values
+
+
+def _plan_fit(model: catalog.Model, values: dict[str, Any]) -> memory.FitEstimate:
+    """The memory planner's strategy for one resolved experiment; `InfeasibleJob` when nothing fits its instances."""
+    workload = memory.Workload(
+        model=model,
+        approach=values["approach"],
+        batch_size=values["batch_size"],
+        seq_length=memory.planning_seq_length(values["max_seq_length"], values["prompt_style"]),
+        lora_r=values["lora_r"],
+        eval_batch_size=values["eval_batch_size"],
+    )
+    placement = memory.Placement(catalog.INSTANCES[values["instance_type"]], values["instance_count"])
+    return memory.plan_fit(workload, placement)
 
 
 def validate_execution_input(
     execution_input: Any, *, default_max_runtime_hours: float | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Schema + catalog checks without touching AWS (the CLI runs this before starting an execution).
+    """Schema, catalog and memory-fit checks without touching AWS (the CLI runs this before starting an execution).
 
     Returns the validated input (schema defaults filled in) and the resolved experiments (the study matrix when
-    `experiments` is omitted). `default_max_runtime_hours` is the deployment's cap on default runtime bounds.
-    Raises `InvalidExecutionInput` listing every problem found.
+    `experiments` is omitted), each with the planner's `fsdp` strategy and `save_interval_seconds`.
+    `default_max_runtime_hours` is the deployment's cap on default runtime bounds. Raises `InvalidExecutionInput`
+    listing every input problem, then `InfeasibleJob` listing every experiment that does not fit.
     """
     doc = validate_schema(execution_input)
     experiments = doc.get("experiments") or [
@@ -195,7 +213,21 @@ def validate_execution_input(
     ]
     if problems:
         raise InvalidExecutionInput(problems)
-    return doc, [r for r in resolved if r is not None]
+    planned: list[dict[str, Any]] = []
+    infeasible: list[str] = []
+    for index, item in enumerate(resolved):
+        assert item is not None  # no problems means every experiment resolved
+        model, values = item
+        try:
+            fit = _plan_fit(model, values)
+        except InfeasibleJob as exc:
+            infeasible.append(f"experiments[{index}]: {exc.message}")
+            continue
+        logger.info("memory plan for experiments[%d]: %s", index, fit.describe())
+        planned.append({**values, "fsdp": fit.strategy.fsdp_token, "save_interval_seconds": fit.save_interval_seconds})
+    if infeasible:
+        raise InfeasibleJob("\n".join(infeasible))
+    return doc, planned
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -209,6 +241,24 @@ def dataset_location(doc: dict[str, Any], bucket: str) -> tuple[str, str]:
     return dataset["train_s3_uri"], dataset["test_s3_uri"]
 
 
+def check_dataset_prefix(doc: dict[str, Any], bucket: str) -> None:
+    """`InvalidExecutionInput` for dataset URIs outside `s3://<bucket>/datasets/`: the only prefix the SageMaker role
+    may read, so a job pointed elsewhere would be billed for startup and then fail to download its channels."""
+    dataset = doc.get("dataset", DEFAULT_DATASET)
+    allowed = f"s3://{bucket}/{DATASETS_PREFIX}"
+    problems = [
+        (
+            f"dataset.{field}",
+            f"must be under {allowed} (the training role can read only that prefix); got {dataset[field]!r}. "
+            f"Copy the data there, e.g. `aws s3 sync <source> {allowed}<name>/`",
+        )
+        for field in ("train_s3_uri", "test_s3_uri")
+        if field in dataset and not dataset[field].startswith(allowed)
+    ]
+    if problems:
+        raise InvalidExecutionInput(problems)
+
+
 def catalog_price(instance_type: str) -> cost.Price:
     """The catalog's fallback price (offline estimates, e.g. the CLI without credentials)."""
     return cost.Price(cost.to_decimal(catalog.INSTANCES[instance_type].hourly_price_usd), cost.PRICE_SOURCE_CATALOG)
@@ -216,6 +266,10 @@ def catalog_price(instance_type: str) -> cost.Price:
 
 def _max_wait(runtime_seconds: int) -> int:
     return max(runtime_seconds, min(runtime_seconds * catalog.SPOT_MAX_WAIT_FACTOR, MAX_SECONDS))
+
+
+# Settings a job carries from its resolved experiment into its JobSpec: every hyperparameter but the deployment's.
+_SPEC_SETTINGS = tuple(hp.name for hp in catalog.HYPERPARAMETERS if hp.source is not catalog.Source.DEPLOYMENT)
 
 
 def build_jobs(
@@ -226,23 +280,21 @@ def build_jobs(
     bucket: str,
     job_name_prefix: str,
     price_of: Callable[[str], cost.Price],
-) -> list[dict[str, Any]]:
-    """JobSpecs (docs/architecture.md) for resolved experiments; `InvalidExecutionInput` on duplicate experiments."""
-    spot = doc.get("spot", catalog.DEFAULT_SPOT)
-    eval_samples = doc.get("eval_samples", catalog.DEFAULT_EVAL_SAMPLES)
+) -> list[JobSpec]:
+    """JobSpecs for resolved experiments; `InvalidExecutionInput` on duplicate experiments."""
     train_uri, test_uri = dataset_location(doc, bucket)
     prices: dict[str, cost.Price] = {}
-    jobs: list[dict[str, Any]] = []
+    jobs: list[JobSpec] = []
     first_index_of_name: dict[str, int] = {}
     problems: list[tuple[str, str]] = []
     for index, exp in enumerate(experiments):
-        # The name hashes everything that makes this job different, so two experiments that differ only in, say,
-        # learning rate get two names; two identical ones get one name, and are refused below.
+        # The name hashes everything that makes this job different (the table's job-name fields, the runtime bound
+        # and the data), so two experiments that differ only in, say, learning rate get two names; two identical ones
+        # get one name, and are refused below.
         variant = naming.variant_key(
             {
-                **{field: exp[field] for field in _EXPERIMENT_FIELDS_FOR_NAME},
-                "spot": spot,
-                "eval_samples": eval_samples,
+                **{field: exp[field] for field in catalog.JOB_NAME_FIELDS},
+                "max_runtime_seconds": exp["max_runtime_seconds"],
                 "train": train_uri,
                 "test": test_uri,
             }
@@ -263,26 +315,24 @@ def build_jobs(
         price = prices[exp["instance_type"]]
         runtime = exp["max_runtime_seconds"]
         estimate = cost.estimated_max_cost_usd(runtime, exp["instance_count"], price.hourly_usd)
-        jobs.append(
-            {
-                "run_id": run_id,
-                "job_name": job_name,
-                **{key: exp[key] for key in ("model_key", "model_id", "approach", "gpus_per_instance", "fsdp")},
-                # The fields that make this job different, as hashed into its name above.
-                **{field: exp[field] for field in _EXPERIMENT_FIELDS_FOR_NAME},
-                "spot": spot,
-                "eval_samples": eval_samples,
-                # Waiting for spot capacity is not billed, so allow it generously; SageMaker needs wait >= runtime.
-                "max_wait_seconds": _max_wait(runtime) if spot else None,
-                "hourly_price_usd": float(price.hourly_usd),
-                "price_source": price.source,
-                "estimated_max_cost_usd": float(estimate),
-                "train_s3_uri": train_uri,
-                "test_s3_uri": test_uri,
-                "checkpoint_s3_uri": naming.checkpoint_uri(bucket, run_id, job_name),
-                "output_s3_uri": naming.output_uri(bucket, exp["model_key"], exp["approach"]),
-            }
-        )
+        spec = {
+            "run_id": run_id,
+            "job_name": job_name,
+            "model_key": exp["model_key"],
+            "gpus_per_instance": exp["gpus_per_instance"],
+            **{name: exp[name] for name in _SPEC_SETTINGS},
+            "max_runtime_seconds": runtime,
+            # Waiting for spot capacity is not billed, so allow it generously; SageMaker needs wait >= runtime.
+            "max_wait_seconds": _max_wait(runtime) if exp["spot"] else None,
+            "hourly_price_usd": float(price.hourly_usd),
+            "price_source": price.source,
+            "estimated_max_cost_usd": float(estimate),
+            "train_s3_uri": train_uri,
+            "test_s3_uri": test_uri,
+            "checkpoint_s3_uri": naming.checkpoint_uri(bucket, run_id, job_name),
+            "output_s3_uri": naming.output_uri(bucket, exp["model_key"], exp["approach"]),
+        }
+        jobs.append(cast(JobSpec, spec))  # its keys are JobSpec's: tests/lambdas check them
     if problems:
         raise InvalidExecutionInput(problems)
     return jobs
@@ -324,7 +374,7 @@ def check_dataset(s3: Any, doc: dict[str, Any], train_uri: str, test_uri: str) -
     )
 
 
-def enforce_budget(jobs: list[dict[str, Any]], budget_usd: float) -> float:
+def enforce_budget(jobs: list[JobSpec], budget_usd: float) -> float:
     """Total estimated maximum cost; `BudgetExceeded` with a per-job breakdown when it is above the budget."""
     total = sum((cost.to_decimal(job["estimated_max_cost_usd"]) for job in jobs), cost.to_decimal(0))
     if total <= cost.to_decimal(budget_usd):
@@ -340,6 +390,94 @@ def enforce_budget(jobs: list[dict[str, Any]], budget_usd: float) -> float:
         "instances x hourly price):\n" + "\n".join(lines) + "\nRaise budget_usd, lower max_runtime_hours, or run "
         "fewer or smaller experiments."
     )
+
+
+# Step Functions Standard workflows keep at most 25,000 events in one execution's history.
+HISTORY_EVENT_LIMIT = 25_000
+# One Status poll is a Wait state and a Lambda task: ~9 history events (FIELD_NOTES, measured on this state machine's
+# Wait -> Status -> Choice loop).
+EVENTS_PER_POLL = 9
+# Per job besides its polls: the Map iteration, Launch and Record tasks (~5 events each) and room for ~5 retried
+# attempts (3 events each: a throttled Launch, a quota-bound Launch waiting for capacity).
+EVENTS_PER_JOB = 40
+# Per run: execution start and end, Plan, the Map state, Report and Notify.
+EVENTS_PER_RUN = 40
+# Per job besides its own bound: Launch, the last poll's delay and Record. Per run: Plan, Report, Notify.
+JOB_OVERHEAD_SECONDS = 10 * 60
+RUN_OVERHEAD_SECONDS = 15 * 60
+
+
+def check_execution_limits(
+    jobs: list[JobSpec], *, max_concurrency: int | None, execution_timeout_seconds: int, status_poll_seconds: int
+) -> None:
+    """`ExecutionLimitExceeded` when the run could outlast the execution's timeout or event-history limit.
+
+    The model: each job's worst case is its SageMaker bound (MaxWait for spot, which includes the runtime; MaxRuntime
+    on demand) plus one poll interval and its Launch/Record overhead. The Map runs at most `max_concurrency` jobs at
+    once and starts the next as soon as one ends (list scheduling), so the run ends by Graham's bound
+    sum(job worst cases) / max_concurrency + (1 - 1/max_concurrency) x the longest one - roughly ceil(jobs /
+    max_concurrency) waves of the longest job. Each job polls at most its bound / poll interval + 1 times.
+    """
+    if not jobs:
+        return
+    slots = min(max_concurrency or len(jobs), len(jobs))
+    bounds = [job["max_wait_seconds"] or job["max_runtime_seconds"] for job in jobs]
+    worst = [bound + status_poll_seconds + JOB_OVERHEAD_SECONDS for bound in bounds]
+    makespan = math.ceil(sum(worst) / slots + (1 - 1 / slots) * max(worst)) + RUN_OVERHEAD_SECONDS
+    polls = sum(bound // status_poll_seconds + 1 for bound in bounds)
+    events = EVENTS_PER_RUN + EVENTS_PER_JOB * len(jobs) + EVENTS_PER_POLL * polls
+    waves = math.ceil(len(jobs) / slots)
+    found = []
+    if makespan > execution_timeout_seconds:
+        found.append(
+            f"{len(jobs)} jobs in ~{waves} waves of at most {slots} (max_concurrency) could take "
+            f"{makespan / 3600:.1f} h (each job up to its spot MaxWait or MaxRuntime, up to "
+            f"{max(bounds) / 3600:g} h, plus polling and overhead), beyond the execution timeout of "
+            f"{execution_timeout_seconds / 3600:g} h"
+        )
+    if events > HISTORY_EVENT_LIMIT:
+        found.append(
+            f"polling {len(jobs)} jobs every {status_poll_seconds} s for up to their bounds makes ~{events:,} "
+            f"history events, beyond Step Functions' limit of {HISTORY_EVENT_LIMIT:,} per execution"
+        )
+    if found:
+        raise ExecutionLimitExceeded(
+            "; ".join(found) + ". Run fewer experiments per execution, raise max_concurrency (cdk.json "
+            "finetune.max_concurrency), lower max_runtime_hours, or poll less often (finetune.status_poll_seconds)."
+        )
+
+
+def check_hf_token(secretsmanager: Any, secret_arn: str, jobs: list[JobSpec]) -> None:
+    """`HfTokenMissing` when a gated model is planned and the token secret has no current value.
+
+    DescribeSecret only (never GetSecretValue: Plan has no business reading the token): a secret created without a
+    value has no version staged AWSCURRENT. A placeholder value cannot be told from a token this way; the training
+    code treats that as unset.
+    """
+    gated = sorted({job["model_id"] for job in jobs if _is_gated(job)})
+    if not gated:
+        return
+    try:
+        described = secretsmanager.describe_secret(SecretId=secret_arn)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code != "ResourceNotFoundException":
+            raise ConfigurationError(f"cannot describe the Hugging Face token secret {secret_arn} ({code})") from None
+        described = {}
+    stages = described.get("VersionIdsToStages") or {}
+    if any("AWSCURRENT" in labels for labels in stages.values()):
+        return
+    raise HfTokenMissing(
+        f"{', '.join(gated)} {'is' if len(gated) == 1 else 'are'} gated on the Hugging Face Hub and the token secret "
+        f"{secret_arn} has no value. Accept the model's license on huggingface.co, then store a read token: "
+        f"`aws secretsmanager put-secret-value --secret-id {secret_arn} --secret-string <hf_...>`, and start again."
+    )
+
+
+def _is_gated(job: JobSpec) -> bool:
+    # Hub ids are not known to be gated; a gated one fails at download, the training code naming the model.
+    model = catalog.MODELS.get(job["model_key"])
+    return model is not None and model.gated
 
 
 def _quota_values(quotas: Any) -> dict[str, float] | None:
@@ -360,7 +498,7 @@ def _quota_values(quotas: Any) -> dict[str, float] | None:
         return None
 
 
-def instances_needed(jobs: list[dict[str, Any]], max_concurrency: int | None) -> dict[str, int]:
+def instances_needed(jobs: list[JobSpec], max_concurrency: int | None) -> dict[str, int]:
     """Instances of each type the run holds at once: all its jobs, or the largest `max_concurrency` of them."""
     counts: dict[str, list[int]] = defaultdict(list)
     for job in jobs:
@@ -371,7 +509,7 @@ def instances_needed(jobs: list[dict[str, Any]], max_concurrency: int | None) ->
     }
 
 
-def check_quotas(quotas: Any, jobs: list[dict[str, Any]], *, spot: bool, max_concurrency: int | None) -> None:
+def check_quotas(quotas: Any, jobs: list[JobSpec], *, spot: bool, max_concurrency: int | None) -> None:
     """`QuotaExceeded` when an applied quota is below what the run's concurrent jobs need.
 
     Quotas are matched by name (never by code: codes differ per type and are not documented as stable). A quota
@@ -394,39 +532,46 @@ def check_quotas(quotas: Any, jobs: list[dict[str, Any]], *, spot: bool, max_con
     if shortfalls:
         raise QuotaExceeded(
             "SageMaker quota too low: " + "; ".join(shortfalls) + ". Request an increase in Service Quotas "
-            "(service code sagemaker), choose another instance_type, "
-            + ("or set spot to false if the on-demand quota is higher." if spot else "or run fewer jobs at once.")
+            "(service code sagemaker), choose another instance_type, lower max_concurrency (a deployment setting: "
+            "cdk.json finetune.max_concurrency) so fewer jobs hold instances at once"
+            + (", or set spot to false if the on-demand quota is higher." if spot else ", or run fewer jobs.")
         )
 
 
 def plan_run(
     execution_input: Any,
     execution_name: str,
+    config: PlanSettings,
     *,
-    bucket: str,
-    job_name_prefix: str,
-    region: str,
-    default_budget_usd: float,
-    max_concurrency: int | None = None,
-    default_max_runtime_hours: float | None = None,
     s3: Any,
     pricing: Any,
     quotas: Any,
-) -> dict[str, Any]:
+    secretsmanager: Any,
+) -> PlanOutput:
     """The Plan step: `{"run_id", "jobs", "total_estimated_max_cost_usd", "budget_usd"}` or a typed error."""
-    doc, experiments = validate_execution_input(execution_input, default_max_runtime_hours=default_max_runtime_hours)
+    doc, experiments = validate_execution_input(
+        execution_input, default_max_runtime_hours=config.default_max_runtime_hours
+    )
     run_id = naming.run_id_from_execution_name(execution_name)
-    train_uri, test_uri = dataset_location(doc, bucket)
+    check_dataset_prefix(doc, config.bucket_name)
+    train_uri, test_uri = dataset_location(doc, config.bucket_name)
     check_dataset(s3, doc, train_uri, test_uri)
     jobs = build_jobs(
         doc,
         experiments,
         run_id=run_id,
-        bucket=bucket,
-        job_name_prefix=job_name_prefix,
-        price_of=lambda instance_type: cost.lookup_hourly_price(pricing, instance_type, region),
+        bucket=config.bucket_name,
+        job_name_prefix=config.job_name_prefix,
+        price_of=lambda instance_type: cost.lookup_hourly_price(pricing, instance_type, config.region),
     )
-    budget = float(doc.get("budget_usd", default_budget_usd))
+    budget = float(doc.get("budget_usd", config.default_budget_usd))
     total = enforce_budget(jobs, budget)
-    check_quotas(quotas, jobs, spot=doc.get("spot", catalog.DEFAULT_SPOT), max_concurrency=max_concurrency)
+    check_execution_limits(
+        jobs,
+        max_concurrency=config.max_concurrency,
+        execution_timeout_seconds=config.execution_timeout_seconds,
+        status_poll_seconds=config.status_poll_seconds,
+    )
+    check_hf_token(secretsmanager, config.hf_token_secret_arn, jobs)
+    check_quotas(quotas, jobs, spot=doc.get("spot", catalog.default("spot")), max_concurrency=config.max_concurrency)
     return {"run_id": run_id, "jobs": jobs, "total_estimated_max_cost_usd": total, "budget_usd": budget}

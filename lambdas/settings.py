@@ -43,6 +43,13 @@ def _positive_number(env: Mapping[str, str], name: str) -> float:
     return value
 
 
+def _positive_int(env: Mapping[str, str], name: str) -> int:
+    raw = _require(env, name)
+    if not (raw.isdigit() and int(raw) > 0):
+        raise ConfigurationError(f"environment variable {name} must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
 def _s3_uri(env: Mapping[str, str], name: str) -> str:
     value = _require(env, name)
     if not value.startswith("s3://"):
@@ -63,13 +70,19 @@ def _job_name_prefix(env: Mapping[str, str]) -> str:
 
 @dataclass(frozen=True)
 class PlanSettings:
-    """What Plan needs: where datasets live, the default budget, the job-name prefix, the region for prices."""
+    """What Plan needs: where datasets live, the default budget, the job-name prefix, the region for prices, the token
+    secret (to refuse gated models without a token) and the execution's limits."""
 
     bucket_name: str
     default_budget_usd: float
     job_name_prefix: str
     region: str
-    # Optional: the Map's MaxConcurrency. Quota checks then count only that many jobs of a type at once.
+    hf_token_secret_arn: str
+    # The state machine's own TimeoutSeconds and its Status polling interval: the run must fit the first, and the polls
+    # of all its jobs the execution's event history.
+    execution_timeout_seconds: int
+    status_poll_seconds: int
+    # Optional: the Map's MaxConcurrency (None: every job at once). Quota and execution-limit checks use it.
     max_concurrency: int | None = None
     # Optional: the deployment's runtime bound; a job's default is the catalog's per-model/approach bound capped by it.
     default_max_runtime_hours: float | None = None
@@ -88,6 +101,9 @@ class PlanSettings:
             default_budget_usd=_positive_number(env, "DEFAULT_BUDGET_USD"),
             job_name_prefix=_job_name_prefix(env),
             region=_region(env),
+            hf_token_secret_arn=_require(env, "HF_TOKEN_SECRET_ARN"),
+            execution_timeout_seconds=_positive_int(env, "EXECUTION_TIMEOUT_SECONDS"),
+            status_poll_seconds=_positive_int(env, "STATUS_POLL_SECONDS"),
             max_concurrency=int(raw_concurrency) if raw_concurrency else None,
             default_max_runtime_hours=(
                 _positive_number(env, "DEFAULT_MAX_RUNTIME_HOURS") if env.get("DEFAULT_MAX_RUNTIME_HOURS") else None
@@ -105,6 +121,8 @@ class LaunchSettings:
     code_s3_uri: str
     region: str
     project_tag: str
+    # The data key: SageMaker encrypts model artifacts with it (without it, with the account's aws/s3 key).
+    data_key_arn: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LaunchSettings:
@@ -117,6 +135,7 @@ class LaunchSettings:
             code_s3_uri=_s3_uri(env, "CODE_S3_URI"),
             region=_region(env),
             project_tag=env.get("PROJECT_TAG", "").strip() or DEFAULT_PROJECT_TAG,
+            data_key_arn=_require(env, "DATA_KEY_ARN"),
         )
 
 

@@ -10,13 +10,22 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from lambdas import catalog
-from lambdas.errors import LaunchRejected, QuotaExceeded, Throttled, TrainingJobNotFound
+from lambdas.errors import (
+    InvalidHyperparameter,
+    JobNameConflict,
+    LaunchRejected,
+    ResourceLimitReached,
+    Throttled,
+    TrainingJobNotFound,
+)
+from lambdas.job_spec import JobSpec
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +33,10 @@ ENDED_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
 _THROTTLING_CODES = frozenset({"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"})
 FAILURE_REASON_MAX = 1024  # SageMaker's own limit; keeps ledger rows and SFN payloads small
 CONTAINER_LOG_LEVEL = 20  # logging.INFO, the SDK's default
+# What a hyperparameter value may contain once the toolkit has JSON-decoded it: toolkits before the exec-based launcher
+# join the command line through a shell (aws/sagemaker-training-toolkit#128), where whitespace splits a value and
+# quotes, `$`, `;`, `|`, `&`, globs and the like change it. Model ids, ARNs, S3 URIs and numbers need none of them.
+SAFE_HYPERPARAMETER_VALUE = re.compile(r"[A-Za-z0-9_.:/@+,=-]*")
 
 
 def _error_code(exc: ClientError) -> str:
@@ -42,51 +55,55 @@ def is_not_found(exc: ClientError) -> bool:
     )
 
 
-def uses_torch_distributed(job: dict[str, Any]) -> bool:
+def uses_torch_distributed(job: JobSpec) -> bool:
     """More than one GPU in total: the toolkit must launch torchrun, or all GPUs but one sit idle."""
     return job["gpus_per_instance"] > 1 or job["instance_count"] > 1
 
 
-def hyperparameters(job: dict[str, Any], *, hf_token_secret_arn: str, code_s3_uri: str, region: str) -> dict[str, str]:
-    """Training-code hyperparameters, each JSON-encoded as the SDK does (the DLC toolkit JSON-decodes them).
+def _as_argument(value: Any) -> str:
+    """The text the toolkit puts on the command line for a value (it JSON-decodes each hyperparameter first)."""
+    return value if isinstance(value, str) else json.dumps(value)
 
-    The HF token travels as its Secrets Manager ARN; the training code fetches the value itself with the training
-    role, so the token never appears in the job description, CloudTrail or the console.
+
+def hyperparameters(job: JobSpec, *, hf_token_secret_arn: str, code_s3_uri: str, region: str) -> dict[str, str]:
+    """Training-code hyperparameters from the catalog's table, each JSON-encoded as the SDK does (the DLC toolkit
+    JSON-decodes them); `InvalidHyperparameter` when a value could not pass a shell unchanged.
+
+    Unset values (None: e.g. an automatic learning rate; "": FSDP off) are left out, so the training code's own
+    default applies and no empty argument reaches the command line. The HF token travels as its Secrets Manager ARN;
+    the training code fetches the value itself with the training role, so the token never appears in the job
+    description, CloudTrail or the console.
     """
+    # The spec's hyperparameter fields, and the deployment's own (JobSpec's keys are the table's names).
+    settings: dict[str, Any] = {**job, "hf_token_secret_arn": hf_token_secret_arn}
     values: dict[str, Any] = {
-        "model_id": job["model_id"],
-        "approach": job["approach"],
-        "epochs": job["epochs"],
-        "per_device_batch_size": job["batch_size"],
-        "lora_r": job["lora_r"],
-        "lora_alpha": job["lora_alpha"],
-        "lora_dropout": job["lora_dropout"],
-        "max_seq_length": job["max_seq_length"],
-        "eval_samples": job["eval_samples"],
-        "seed": catalog.DEFAULT_SEED,
-        "merge_adapter": job["merge_adapter"],
-        "checkpoint_dir": catalog.CHECKPOINT_LOCAL_PATH,
-        "hf_token_secret_arn": hf_token_secret_arn,
-        "max_steps": job["max_steps"],
-        # What the toolkit needs to find and run the code (the SDK sets the same keys).
-        "sagemaker_program": catalog.TRAINING_ENTRY_POINT,
-        "sagemaker_submit_directory": code_s3_uri,
-        "sagemaker_region": region,
-        "sagemaker_container_log_level": CONTAINER_LOG_LEVEL,
-        "sagemaker_job_name": job["job_name"],
+        hp.training_name: settings[hp.name]
+        for hp in catalog.HYPERPARAMETERS
+        if hp.training_name is not None and settings[hp.name] not in (None, "")
     }
-    if job.get("learning_rate") is not None:  # absent = auto: the training code picks by approach
-        values["learning_rate"] = job["learning_rate"]
-    if job.get("fsdp"):
-        # The model does not fit one GPU per replica: shard it (training_code documents the FSDP setup).
-        values["fsdp"] = catalog.FSDP_MODE
+    # What the toolkit needs to find and run the code (the SDK sets the same keys).
+    values.update(
+        {
+            "sagemaker_program": catalog.TRAINING_ENTRY_POINT,
+            "sagemaker_submit_directory": code_s3_uri,
+            "sagemaker_region": region,
+            "sagemaker_container_log_level": CONTAINER_LOG_LEVEL,
+            "sagemaker_job_name": job["job_name"],
+        }
+    )
     if uses_torch_distributed(job):
         values["sagemaker_torch_distributed_enabled"] = True
         values["sagemaker_instance_type"] = job["instance_type"]
+    for key, value in values.items():
+        if not SAFE_HYPERPARAMETER_VALUE.fullmatch(_as_argument(value)):
+            raise InvalidHyperparameter(
+                f"hyperparameter {key}={_as_argument(value)!r} contains whitespace or a shell metacharacter; "
+                "SageMaker training toolkits may pass it through a shell. Allowed: letters, digits and _.:/@+,=-"
+            )
     return {key: json.dumps(value) for key, value in values.items()}
 
 
-def tags(job: dict[str, Any], project: str) -> list[dict[str, str]]:
+def tags(job: JobSpec, project: str) -> list[dict[str, str]]:
     """Tags for cost allocation and for finding a run's jobs in the console."""
     return [
         {"Key": "project", "Value": project},
@@ -108,12 +125,13 @@ def _channel(name: str, uri: str) -> dict[str, Any]:
 
 
 def create_training_job_request(
-    job: dict[str, Any],
+    job: JobSpec,
     *,
     role_arn: str,
     image_uri: str,
     code_s3_uri: str,
     hf_token_secret_arn: str,
+    data_key_arn: str,
     region: str,
     project: str,
 ) -> dict[str, Any]:
@@ -136,7 +154,9 @@ def create_training_job_request(
         },
         "RoleArn": role_arn,
         "InputDataConfig": [_channel("train", job["train_s3_uri"]), _channel("test", job["test_s3_uri"])],
-        "OutputDataConfig": {"S3OutputPath": job["output_s3_uri"]},
+        # Without KmsKeyId SageMaker encrypts the model with the account's aws/s3 key, not the bucket's: the data key
+        # keeps disabling it a way to cut access to everything the stack stores.
+        "OutputDataConfig": {"S3OutputPath": job["output_s3_uri"], "KmsKeyId": data_key_arn},
         "ResourceConfig": {
             "InstanceType": job["instance_type"],
             "InstanceCount": int(job["instance_count"]),
@@ -153,8 +173,11 @@ def create_training_job_request(
 def launch(sagemaker: Any, request: dict[str, Any]) -> dict[str, Any]:
     """Create the training job; `{job_name, training_job_arn, already_launched}`.
 
-    `ResourceInUse` means a previous attempt (a Lambda retry, a Step Functions retry) already created this
-    deterministic name: report it as launched instead of failing a job that is running fine.
+    `ResourceInUse` means a job of this deterministic name exists. If it was created from this very request (same
+    hyperparameters: model, settings, code, run) a previous attempt (a Lambda retry, a Step Functions retry) launched
+    it: report it as launched instead of failing a job that is running fine. Otherwise it belongs to something else,
+    e.g. an execution name reused with other input or after a redeploy, and adopting it would record someone else's
+    job: `JobNameConflict`.
     """
     name = request["TrainingJobName"]
     try:
@@ -163,14 +186,31 @@ def launch(sagemaker: Any, request: dict[str, Any]) -> dict[str, Any]:
     except ClientError as exc:
         code, message = _error_code(exc), _error_message(exc)
         if code == "ResourceInUse":
-            logger.info("training job %s already exists; treating it as launched", name)
-            described = sagemaker.describe_training_job(TrainingJobName=name)
-            return {"job_name": name, "training_job_arn": described["TrainingJobArn"], "already_launched": True}
+            return _adopt(sagemaker, request)
         if code == "ResourceLimitExceeded":
-            raise QuotaExceeded(f"{name}: {message}") from None
+            raise ResourceLimitReached(f"{name}: {message}") from None
         if code in _THROTTLING_CODES:
             raise Throttled(f"CreateTrainingJob {name} throttled: {message}") from None
         raise LaunchRejected(f"CreateTrainingJob {name} refused ({code}): {message}") from None
+
+
+def _adopt(sagemaker: Any, request: dict[str, Any]) -> dict[str, Any]:
+    name = request["TrainingJobName"]
+    described = sagemaker.describe_training_job(TrainingJobName=name)
+    existing = described.get("HyperParameters") or {}
+    differing = sorted(
+        key
+        for key in set(existing) | set(request["HyperParameters"])
+        if existing.get(key) != request["HyperParameters"].get(key)
+    )
+    if differing:
+        raise JobNameConflict(
+            f"training job {name} already exists ({described.get('TrainingJobStatus')}, created "
+            f"{_iso(described.get('CreationTime'))}) with other hyperparameters ({', '.join(differing)}): it was not "
+            "launched for this job spec. Start the execution under a new name."
+        )
+    logger.info("training job %s already exists with this spec; treating it as launched", name)
+    return {"job_name": name, "training_job_arn": described["TrainingJobArn"], "already_launched": True}
 
 
 def _iso(value: Any) -> str | None:

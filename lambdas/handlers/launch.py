@@ -1,16 +1,18 @@
 """Launch Lambda: a JobSpec -> CreateTrainingJob -> `{job_name, training_job_arn, already_launched}`.
 
-Errors: QuotaExceeded (ResourceLimitExceeded), Throttled (retry it), LaunchRejected, ConfigurationError.
+Errors: ResourceLimitReached (ResourceLimitExceeded: retry it later), Throttled (retry it), JobNameConflict,
+InvalidHyperparameter, LaunchRejected, ConfigurationError.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas import aws, settings, training_job
 from lambdas.handlers.observability import instrumented, logger
+from lambdas.job_spec import JobSpec
 
 
 @instrumented
@@ -18,11 +20,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Create the job's training job (idempotent: a retry of an existing name reports `already_launched`)."""
     config = settings.launch_settings()
     request = training_job.create_training_job_request(
-        event,
+        cast(JobSpec, event),
         role_arn=config.sagemaker_role_arn,
         image_uri=config.training_image_uri,
         code_s3_uri=config.code_s3_uri,
         hf_token_secret_arn=config.hf_token_secret_arn,
+        data_key_arn=config.data_key_arn,
         region=config.region,
         project=config.project_tag,
     )

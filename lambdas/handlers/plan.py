@@ -1,7 +1,7 @@
 """Plan Lambda: `{"input": <execution input v1>, "execution_name": "..."}` -> the run's JobSpecs, or a typed error.
 
-Errors (Step Functions error names): InvalidExecutionInput, DatasetNotFound, BudgetExceeded, QuotaExceeded,
-ConfigurationError. Nothing is launched here.
+Errors (Step Functions error names): InvalidExecutionInput, InfeasibleJob, DatasetNotFound, BudgetExceeded,
+ExecutionLimitExceeded, HfTokenMissing, QuotaExceeded, ConfigurationError. Nothing is launched here.
 """
 
 from __future__ import annotations
@@ -17,22 +17,19 @@ from lambdas.handlers.observability import instrumented, logger
 
 @instrumented
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Validate, expand, price and check the run; return `{run_id, jobs, total_estimated_max_cost_usd, budget_usd}`."""
+    """Validate, expand, fit, price and check the run; return `{run_id, jobs, total_estimated_max_cost_usd,
+    budget_usd}`."""
     if not event.get("execution_name"):
         raise ConfigurationError("Plan event needs execution_name (the state machine passes $$.Execution.Name)")
     config = settings.plan_settings()
     result = plan.plan_run(
         event.get("input") or {},
         event["execution_name"],
-        bucket=config.bucket_name,
-        job_name_prefix=config.job_name_prefix,
-        region=config.region,
-        default_budget_usd=config.default_budget_usd,
-        max_concurrency=config.max_concurrency,
-        default_max_runtime_hours=config.default_max_runtime_hours,
+        config,
         s3=aws.client("s3"),
         pricing=aws.pricing_client(config.region),
         quotas=aws.service_quotas_client(config.region),
+        secretsmanager=aws.client("secretsmanager"),
     )
     logger.info(
         "run planned",
@@ -42,4 +39,4 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             "total_estimated_max_cost_usd": result["total_estimated_max_cost_usd"],
         },
     )
-    return result
+    return dict(result)

@@ -6,19 +6,20 @@ lost it. The row is a pure function of job and final status, so retries rewrite 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas import aws, ledger, settings, training_job
 from lambdas.handlers.observability import instrumented, logger
+from lambdas.job_spec import JobSpec
 
 
 @instrumented
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Compute the job's cost and spot savings and write its ledger row."""
     config = settings.record_settings()
-    job = event["job"]
+    job = cast(JobSpec, event["job"])
     if event.get("status"):
         final = event["status"]
     else:

@@ -1,7 +1,8 @@
-"""Fixtures for the Lambda logic tests: moto AWS, the functions' environment, stubbed Pricing/Service Quotas.
+"""Fixtures for the Lambda logic tests: moto AWS, the functions' environment, stubbed Pricing/Service Quotas/Secrets.
 
 moto covers S3, DynamoDB and SageMaker; Pricing and Service Quotas are not in moto, so they get botocore Stubbers with
-real response shapes (a Stubber also validates every request against the service model).
+real response shapes (a Stubber also validates every request against the service model). Plan's DescribeSecret is
+stubbed too, to pin down exactly which call it makes (never GetSecretValue).
 """
 
 from __future__ import annotations
@@ -61,5 +62,6 @@ def moto_aws() -> Iterator[None]:
 def stubbed() -> Iterator[StubbedClients]:
     pricing = aws.pricing_client(REGION)
     quotas = aws.service_quotas_client(REGION)
-    with Stubber(pricing) as pricing_stub, Stubber(quotas) as quotas_stub:
-        yield StubbedClients(pricing, pricing_stub, quotas, quotas_stub)
+    secrets = aws.client("secretsmanager")
+    with Stubber(pricing) as pricing_stub, Stubber(quotas) as quotas_stub, Stubber(secrets) as secrets_stub:
+        yield StubbedClients(pricing, pricing_stub, quotas, quotas_stub, secrets, secrets_stub)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -10,6 +11,8 @@ from typing import Any
 from botocore.stub import Stubber
 
 from lambdas import plan
+from lambdas.job_spec import JobSpec
+from lambdas.settings import PlanSettings
 
 REGION = "us-east-1"
 BUCKET = "finetune-data-test"
@@ -23,6 +26,7 @@ IMAGE_URI = (
 )
 ARN = "arn:aws:sagemaker:us-east-1:123456789012:training-job/{}"
 CODE_URI = "s3://finetune-assets-test/code/sourcedir.tar.gz"
+DATA_KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 
 ENVIRONMENT = {
     "AWS_REGION": REGION,
@@ -35,6 +39,9 @@ ENVIRONMENT = {
     "CODE_S3_URI": CODE_URI,
     "DEFAULT_BUDGET_USD": "50",
     "JOB_NAME_PREFIX": PREFIX,
+    "DATA_KEY_ARN": DATA_KEY_ARN,
+    "EXECUTION_TIMEOUT_SECONDS": str(48 * 3600),
+    "STATUS_POLL_SECONDS": "300",
     "POWERTOOLS_SERVICE_NAME": "finetune-tests",
     "POWERTOOLS_TRACE_DISABLED": "true",
 }
@@ -103,14 +110,33 @@ def quota(name: str, value: float) -> dict[str, Any]:
     }
 
 
+def describe_secret_response(*, has_value: bool) -> dict[str, Any]:
+    """A DescribeSecret response for the token secret; one created without a value has no VersionIdsToStages."""
+    response: dict[str, Any] = {
+        "ARN": SECRET_ARN,
+        "Name": "finetune/hf-token",
+        "Description": "Hugging Face token for gated models",
+        "KmsKeyId": "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        "CreatedDate": datetime(2026, 11, 25, 12, 0, tzinfo=UTC),
+        "Tags": [{"Key": "project", "Value": "finetune"}],
+    }
+    if has_value:
+        response["LastChangedDate"] = datetime(2026, 11, 25, 12, 5, tzinfo=UTC)
+        response["VersionIdsToStages"] = {"c0ffee00-1111-2222-3333-444455556666": ["AWSCURRENT"]}
+    return response
+
+
 @dataclass
 class StubbedClients:
-    """Pricing and Service Quotas clients with active Stubbers (the handlers get the same cached clients)."""
+    """Pricing, Service Quotas and Secrets Manager clients with active Stubbers (the handlers get the same cached
+    clients)."""
 
     pricing: Any
     pricing_stub: Stubber
     quotas: Any
     quotas_stub: Stubber
+    secrets: Any
+    secrets_stub: Stubber
 
     def prices(self, prices: dict[str, str]) -> None:
         """Answer one get_products call per instance type, in the given order."""
@@ -123,8 +149,19 @@ class StubbedClients:
         """Answer one (single-page) ListServiceQuotas call."""
         self.quotas_stub.add_response("list_service_quotas", {"Quotas": [quota(n, v) for n, v in values.items()]})
 
+    def token_secret(self, *, has_value: bool) -> None:
+        """Answer one DescribeSecret call for the token secret (and fail the test if Plan asks anything else)."""
+        self.secrets_stub.add_response(
+            "describe_secret", describe_secret_response(has_value=has_value), {"SecretId": SECRET_ARN}
+        )
 
-def study_jobs(execution_input: dict[str, Any] | None = None, run_id: str = "run-1") -> list[dict[str, Any]]:
+
+def plan_settings(**overrides: Any) -> PlanSettings:
+    """Plan's settings from the test environment, with overrides."""
+    return dataclasses.replace(PlanSettings.from_env(ENVIRONMENT), **overrides)
+
+
+def study_jobs(execution_input: dict[str, Any] | None = None, run_id: str = "run-1") -> list[JobSpec]:
     """JobSpecs as Plan builds them, priced from the catalog (no AWS)."""
     doc, experiments = plan.validate_execution_input(execution_input or {})
     return plan.build_jobs(
@@ -132,7 +169,7 @@ def study_jobs(execution_input: dict[str, Any] | None = None, run_id: str = "run
     )
 
 
-def one_job(**experiment: Any) -> dict[str, Any]:
+def one_job(**experiment: Any) -> JobSpec:
     """A single JobSpec (default: mistral-7b LoRA on its catalog instance)."""
     spec = {"model": "mistral-7b", "approach": "lora", **experiment}
     return study_jobs({"experiments": [spec]})[0]

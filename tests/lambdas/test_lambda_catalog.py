@@ -24,7 +24,7 @@ def test_study_matrix_is_every_model_and_approach_except_neox_full() -> None:
     [
         ("llama2-7b", "qlora", "ml.g5.xlarge", 8),
         ("mistral-7b", "lora", "ml.g5.2xlarge", 8),
-        ("mistral-7b", "full", "ml.g5.12xlarge", 2),
+        ("mistral-7b", "full", "ml.g5.48xlarge", 1),
         ("gpt-neox-20b", "lora", "ml.p4d.24xlarge", 1),
         ("gpt-neox-20b", "qlora", "ml.g5.12xlarge", 2),
     ],
@@ -50,7 +50,63 @@ def test_hub_id_resolves_with_the_given_size_class() -> None:
     big = catalog.resolve_model("tiiuae/falcon-40b", params_billion=40)
     # Then it is its own model id, 7B by default, and the size picks the defaults bucket
     assert small.hf_id == "Qwen/Qwen2.5-1.5B" and small.params_billion == catalog.DEFAULT_PARAMS_BILLION
-    assert catalog.size_class(big.params_billion) == "20b"
+    assert catalog.size_class(big.params_billion) == "70b"
+
+
+@pytest.mark.parametrize(
+    ("params_billion", "size_class"),
+    [(0.1, "7b"), (8.5, "7b"), (8.6, "20b"), (30, "20b"), (30.1, "70b"), (72, "70b"), (405, "70b")],
+)
+def test_size_classes_cover_every_size_up_to_their_bounds(params_billion: float, size_class: str) -> None:
+    assert catalog.size_class(params_billion) == size_class
+
+
+@pytest.mark.parametrize(
+    ("model", "parameters", "lora_r16"),
+    [
+        # Published counts: the models' own parameter counts (GPT-NeoX-20B paper, Black et al. 2022: 20,554,567,680;
+        # Llama-2-7B and Mistral-7B as transformers counts them) and PEFT's print_trainable_parameters for r=16 on
+        # all linear layers ("trainable params: 39,976,960 || all params: 6,778,392,576" for Llama-2-7B;
+        # 41,943,040 for Mistral-7B's grouped-query shape).
+        ("llama2-7b", 6_738_415_616, 39_976_960),
+        ("mistral-7b", 7_241_732_096, 41_943_040),
+        ("gpt-neox-20b", 20_554_567_680, 69_206_016),
+    ],
+)
+def test_catalog_shapes_give_the_published_parameter_counts(model: str, parameters: int, lora_r16: int) -> None:
+    shape = catalog.MODELS[model].architecture
+    assert catalog.MODELS[model].parameters == shape.parameters() == parameters
+    assert shape.lora_parameters(16) == lora_r16
+
+
+def test_a_hub_model_gets_a_guessed_shape_of_its_size() -> None:
+    model = catalog.resolve_model("org/seventy", params_billion=70)
+    shape = model.architecture
+    assert model.parameters == 70_000_000_000
+    assert shape.parameters() == pytest.approx(70e9, rel=0.1)  # Llama-shaped, same order of size
+    assert shape.kv_heads == shape.heads  # no grouped-query saving assumed: the KV cache errs big
+    tiny = catalog.resolve_model("demo/tiny", params_billion=0.00025)
+    assert 0 < tiny.embedding_parameters <= tiny.parameters // 2
+
+
+def test_instances_know_their_host_memory_and_usable_gpu_memory() -> None:
+    expected_host = {"xlarge": 16, "2xlarge": 32, "4xlarge": 64, "8xlarge": 128, "12xlarge": 192, "16xlarge": 256}
+    expected_host |= {"24xlarge": 384, "48xlarge": 768}
+    for family in ("g5", "g6"):
+        for size, gib in expected_host.items():
+            name = f"ml.{family}.{size}"
+            if name in catalog.INSTANCES:
+                assert catalog.INSTANCES[name].host_memory_gib == gib, name
+    others = {"ml.p3.2xlarge": 61, "ml.p4d.24xlarge": 1152, "ml.p5.48xlarge": 2048, "ml.m5.xlarge": 16}
+    for name, gib in others.items():
+        assert catalog.INSTANCES[name].host_memory_gib == gib
+    # A10G: "24 GB" on the box, 23,028 MiB reported by the driver (ECC and driver reservations)
+    a10g = catalog.INSTANCES["ml.g5.xlarge"].gpu
+    assert a10g is not None and a10g.nominal_gb == 24 and round(a10g.usable_gib, 1) == 22.5
+    for instance in catalog.INSTANCES.values():
+        assert (instance.gpu is None) == (instance.gpus == 0)
+        # HBM ECC costs no capacity (A100: 40,960 MiB of "40GB"), GDDR ECC and the driver do (A10G, L4, V100)
+        assert instance.gpu is None or instance.gpu.usable_gib <= instance.gpu.nominal_gb
 
 
 def test_unknown_model_that_is_not_a_hub_id_is_refused() -> None:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from botocore.stub import Stubber
 
 from lambdas import aws, catalog, training_job
-from lambdas.errors import LaunchRejected, QuotaExceeded, Throttled
+from lambdas.errors import InvalidHyperparameter, JobNameConflict, LaunchRejected, ResourceLimitReached, Throttled
 from lambdas.handlers import launch as launch_handler
+from lambdas.job_spec import JobSpec
 from tests.lambdas.lambda_testkit import (
     ARN,
     CODE_URI,
+    DATA_KEY_ARN,
     IMAGE_URI,
     REGION,
     ROLE_ARN,
@@ -24,13 +26,14 @@ from tests.lambdas.lambda_testkit import (
 )
 
 
-def request_for(job: dict[str, Any]) -> dict[str, Any]:
+def request_for(job: JobSpec, code_uri: str = CODE_URI) -> dict[str, Any]:
     return training_job.create_training_job_request(
         job,
         role_arn=ROLE_ARN,
         image_uri=IMAGE_URI,
-        code_s3_uri=CODE_URI,
+        code_s3_uri=code_uri,
         hf_token_secret_arn=SECRET_ARN,
+        data_key_arn=DATA_KEY_ARN,
         region=REGION,
         project="finetune",
     )
@@ -65,7 +68,7 @@ def test_request_uses_managed_spot_checkpoints_and_the_contract_locations() -> N
     stopping = request["StoppingCondition"]
     assert stopping["MaxWaitTimeInSeconds"] >= stopping["MaxRuntimeInSeconds"] == job["max_runtime_seconds"]
     assert request["CheckpointConfig"] == {"S3Uri": job["checkpoint_s3_uri"], "LocalPath": "/opt/ml/checkpoints"}
-    assert request["OutputDataConfig"]["S3OutputPath"] == job["output_s3_uri"]
+    assert request["OutputDataConfig"] == {"S3OutputPath": job["output_s3_uri"], "KmsKeyId": DATA_KEY_ARN}
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"] for c in request["InputDataConfig"]}
     assert channels["train"] == {
         "S3DataType": "S3Prefix",
@@ -100,7 +103,19 @@ def test_hyperparameters_are_json_encoded_like_the_sdk() -> None:
     assert values["model_id"] == "mistralai/Mistral-7B-v0.1"
     assert values["per_device_batch_size"] == job["batch_size"] and values["checkpoint_dir"] == "/opt/ml/checkpoints"
     assert values["max_steps"] == -1 and values["eval_samples"] == 500 and values["sagemaker_region"] == REGION
-    assert {"epochs", "lora_r", "lora_alpha", "lora_dropout", "max_seq_length", "seed"} <= set(values)
+    assert {"epochs", "lora_r", "lora_alpha", "lora_dropout", "seed"} <= set(values)
+
+
+def test_defaults_reach_training_as_the_contract_names_them() -> None:
+    # Given a job with every default
+    values = decoded(request_for(one_job()))
+    # Then training gets auto length, compact prompts, constrained decoding, warmup, the fixed evaluation batch and
+    # the planner's checkpoint interval (CONTRACT.md)
+    assert values["max_seq_length"] == "auto" and values["prompt_style"] == "compact"
+    assert values["decoding"] == "constrained" and values["warmup_ratio"] == 0.03
+    assert values["eval_batch_size"] == 8 and values["save_interval_seconds"] >= 60
+    # And a job that does not shard sends no fsdp at all (an empty value would be an empty argv element)
+    assert "fsdp" not in values
 
 
 def test_hyperparameters_carry_the_token_secret_arn_never_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -118,23 +133,57 @@ def test_auto_learning_rate_is_omitted() -> None:
 
 
 def test_multi_gpu_jobs_launch_with_torchrun() -> None:
-    multi = decoded(request_for(one_job(approach="full")))  # ml.g5.12xlarge: 4 GPUs
+    multi = decoded(request_for(one_job(approach="full")))  # ml.g5.48xlarge: 8 GPUs
     multi_node = decoded(request_for(one_job(instance_type="ml.g5.2xlarge", instance_count=2)))
     single = decoded(request_for(one_job()))
-    assert multi["sagemaker_torch_distributed_enabled"] is True and multi["sagemaker_instance_type"] == "ml.g5.12xlarge"
+    assert multi["sagemaker_torch_distributed_enabled"] is True and multi["sagemaker_instance_type"] == "ml.g5.48xlarge"
     assert multi_node["sagemaker_torch_distributed_enabled"] is True
     assert "sagemaker_torch_distributed_enabled" not in single
 
 
+def test_every_study_hyperparameter_is_one_shell_safe_token() -> None:
+    # Given the study's jobs as Plan builds them (FSDP jobs included)
+    for job in study_jobs():
+        # When Launch builds their hyperparameters
+        values = decoded(request_for(job))
+        # Then each value reaches the command line as one token, even through an old toolkit's shell
+        for key, value in values.items():
+            text = value if isinstance(value, str) else json.dumps(value)
+            assert training_job.SAFE_HYPERPARAMETER_VALUE.fullmatch(text), (job["job_name"], key, text)
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"model_id": "org/model name"}, "model_id"),
+        ({"fsdp": "full_shard auto_wrap"}, "fsdp"),
+        ({"decoding": "constrained;reboot"}, "decoding"),
+    ],
+)
+def test_a_hyperparameter_with_whitespace_or_shell_characters_is_refused(change: dict[str, Any], key: str) -> None:
+    # Given a job whose value would split or expand in a shell
+    job = cast(JobSpec, {**one_job(), **change})
+    # When its request is built, Then it is refused before SageMaker sees it, naming the key
+    with pytest.raises(InvalidHyperparameter, match=rf"hyperparameter {key}="):
+        request_for(job)
+
+
+def test_a_code_location_with_shell_characters_is_refused() -> None:
+    with pytest.raises(InvalidHyperparameter, match="sagemaker_submit_directory"):
+        request_for(one_job(), code_uri="s3://bucket/$(whoami)/sourcedir.tar.gz")
+
+
 def test_retried_launch_of_an_existing_job_reports_it_as_already_launched() -> None:
-    # Given a job a previous attempt already created
+    # Given a job a previous attempt already created from the same request
     job = one_job()
     request = request_for(job)
     sagemaker = aws.client("sagemaker")
     with Stubber(sagemaker) as stub:
         stub.add_client_error("create_training_job", "ResourceInUse", "Training job names must be unique")
         stub.add_response(
-            "describe_training_job", describe_response(job["job_name"]), {"TrainingJobName": job["job_name"]}
+            "describe_training_job",
+            describe_response(job["job_name"], HyperParameters=request["HyperParameters"]),
+            {"TrainingJobName": job["job_name"]},
         )
         # When launched again
         result = training_job.launch(sagemaker, request)
@@ -146,12 +195,32 @@ def test_retried_launch_of_an_existing_job_reports_it_as_already_launched() -> N
     }
 
 
+def test_an_existing_job_from_another_spec_is_a_name_conflict_not_adopted() -> None:
+    # Given a job of this name created from other code (e.g. the execution name reused after a redeploy)
+    job = one_job()
+    request = request_for(job)
+    theirs = {**request["HyperParameters"], "sagemaker_submit_directory": json.dumps("s3://other/code.tar.gz")}
+    sagemaker = aws.client("sagemaker")
+    with Stubber(sagemaker) as stub:
+        stub.add_client_error("create_training_job", "ResourceInUse", "Training job names must be unique")
+        stub.add_response(
+            "describe_training_job",
+            describe_response(job["job_name"], HyperParameters=theirs),
+            {"TrainingJobName": job["job_name"]},
+        )
+        # When launched
+        with pytest.raises(JobNameConflict) as caught:
+            training_job.launch(sagemaker, request)
+    # Then it is refused, naming what differs, and nobody records someone else's job as ours
+    assert "sagemaker_submit_directory" in caught.value.message and job["job_name"] in caught.value.message
+
+
 @pytest.mark.parametrize(
     ("code", "error", "text"),
     [
         (
             "ResourceLimitExceeded",
-            QuotaExceeded,
+            ResourceLimitReached,
             "The account-level service limit 'ml.g5.2xlarge for spot training job usage' is 0 Instances",
         ),
         ("ThrottlingException", Throttled, "Rate exceeded"),

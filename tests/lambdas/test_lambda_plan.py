@@ -3,61 +3,41 @@
 from __future__ import annotations
 
 import json
+import typing
 from typing import Any
 
 import pytest
 
 from lambdas import aws, catalog, naming, plan, training_job
-from lambdas.errors import BudgetExceeded, DatasetNotFound, QuotaExceeded
+from lambdas.errors import BudgetExceeded, DatasetNotFound, InvalidExecutionInput, QuotaExceeded
 from lambdas.handlers import plan as plan_handler
-from tests.lambdas.lambda_testkit import BUCKET, PREFIX, REGION, StubbedClients, price_list_item, quota, study_jobs
+from lambdas.job_spec import JobSpec
+from tests.lambdas.lambda_testkit import (
+    BUCKET,
+    REGION,
+    StubbedClients,
+    plan_settings,
+    price_list_item,
+    quota,
+    study_jobs,
+)
 
-JOB_SPEC_FIELDS = {
-    "run_id",
-    "job_name",
-    "model_key",
-    "model_id",
-    "approach",
-    "instance_type",
-    "instance_count",
-    "gpus_per_instance",
-    "fsdp",
-    "spot",
-    "epochs",
-    "batch_size",
-    "learning_rate",
-    "lora_r",
-    "lora_alpha",
-    "lora_dropout",
-    "max_seq_length",
-    "eval_samples",
-    "merge_adapter",
-    "max_steps",
-    "max_runtime_seconds",
-    "max_wait_seconds",
-    "hourly_price_usd",
-    "price_source",
-    "estimated_max_cost_usd",
-    "train_s3_uri",
-    "test_s3_uri",
-    "checkpoint_s3_uri",
-    "output_s3_uri",
-}
+JOB_SPEC_FIELDS = set(typing.get_type_hints(JobSpec))
 SMALL_RUN = {"experiments": [{"model": "mistral-7b", "approach": "qlora"}, {"model": "llama2-7b", "approach": "lora"}]}
 
 
 def run_plan(execution_input: Any, stubbed: StubbedClients, **overrides: Any) -> dict[str, Any]:
-    arguments: dict[str, Any] = {
-        "bucket": BUCKET,
-        "job_name_prefix": PREFIX,
-        "region": REGION,
-        "default_budget_usd": 50.0,
-        "s3": aws.client("s3"),
-        "pricing": stubbed.pricing,
-        "quotas": stubbed.quotas,
-    }
-    arguments.update(overrides)
-    return plan.plan_run(execution_input, "study-1", **arguments)
+    return dict(
+        plan.plan_run(
+            execution_input,
+            "study-1",
+            plan_settings(**overrides),
+            s3=aws.client("s3"),
+            pricing=stubbed.pricing,
+            quotas=stubbed.quotas,
+            secretsmanager=stubbed.secrets,
+        )
+    )
 
 
 def test_study_matrix_expands_to_fully_resolved_job_specs() -> None:
@@ -75,7 +55,7 @@ def test_study_matrix_expands_to_fully_resolved_job_specs() -> None:
     assert qlora_7b["train_s3_uri"] == f"s3://{BUCKET}/datasets/banking77/train/"
     assert qlora_7b["checkpoint_s3_uri"] == f"s3://{BUCKET}/checkpoints/run-1/{qlora_7b['job_name']}/"
     assert qlora_7b["output_s3_uri"] == f"s3://{BUCKET}/models/llama2-7b-qlora/"
-    assert qlora_7b["max_wait_seconds"] >= qlora_7b["max_runtime_seconds"] == 3 * 3600
+    assert qlora_7b["max_wait_seconds"] >= qlora_7b["max_runtime_seconds"] == 2 * 3600
 
 
 def test_same_input_plans_the_same_job_names() -> None:
@@ -89,7 +69,7 @@ def test_explicit_settings_override_the_catalog() -> None:
                 {
                     "model": "mistral-7b",
                     "approach": "lora",
-                    "instance_type": "ml.g6.xlarge",
+                    "instance_type": "ml.g6.2xlarge",
                     "epochs": 2,
                     "batch_size": 4,
                     "learning_rate": 1e-4,
@@ -100,14 +80,17 @@ def test_explicit_settings_override_the_catalog() -> None:
             "spot": False,
             "max_runtime_hours": 1.5,
             "eval_samples": 100,
-            "dataset": {"train_s3_uri": "s3://other-bucket/x/train/", "test_s3_uri": "s3://other-bucket/x/test/"},
+            "dataset": {
+                "train_s3_uri": f"s3://{BUCKET}/datasets/x/train/",
+                "test_s3_uri": f"s3://{BUCKET}/datasets/x/test/",
+            },
         }
     )
-    assert (job["instance_type"], job["epochs"], job["batch_size"]) == ("ml.g6.xlarge", 2, 4)
+    assert (job["instance_type"], job["epochs"], job["batch_size"]) == ("ml.g6.2xlarge", 2, 4)
     assert job["learning_rate"] == 1e-4
     assert (job["lora_r"], job["max_steps"], job["eval_samples"]) == (8, 10, 100)
     assert job["spot"] is False and job["max_wait_seconds"] is None and job["max_runtime_seconds"] == 5400
-    assert job["train_s3_uri"] == "s3://other-bucket/x/train/"
+    assert job["train_s3_uri"] == f"s3://{BUCKET}/datasets/x/train/"
 
 
 def test_deployment_runtime_setting_caps_catalog_defaults() -> None:
@@ -126,15 +109,16 @@ def test_plan_prices_from_the_pricing_api_and_returns_the_run(moto_aws: None, st
             catalog.training_quota_name("ml.g5.2xlarge", spot=True): 4,
         }
     )
+    stubbed.token_secret(has_value=True)
     # When the run is planned
     result = run_plan(SMALL_RUN, stubbed)
     # Then every job carries the API price and its estimate, the total and the default budget
     assert result["run_id"] == "study-1" and result["budget_usd"] == 50.0
     qlora, lora = result["jobs"]
     assert (qlora["hourly_price_usd"], qlora["price_source"]) == (1.5, "pricing-api")
-    assert qlora["estimated_max_cost_usd"] == 4.5  # 3 h x 1 x $1.50
-    assert lora["estimated_max_cost_usd"] == 4.8
-    assert result["total_estimated_max_cost_usd"] == 9.3
+    assert qlora["estimated_max_cost_usd"] == 3.0  # 2 h x 1 x $1.50
+    assert lora["estimated_max_cost_usd"] == 3.2
+    assert result["total_estimated_max_cost_usd"] == 6.2
     stubbed.pricing_stub.assert_no_pending_responses()
 
 
@@ -166,7 +150,7 @@ def test_pricing_api_failure_falls_back_to_the_catalog_price(moto_aws: None, stu
 
 def test_over_budget_run_is_refused_with_a_per_job_breakdown(moto_aws: None, stubbed: StubbedClients) -> None:
     # Given the full study and the default $50 budget
-    for _ in range(4):  # one lookup per distinct instance type
+    for _ in range(5):  # one lookup per distinct instance type
         stubbed.pricing_stub.add_client_error("get_products", "ServiceUnavailableException", http_status_code=503)
     # When it is planned
     with pytest.raises(BudgetExceeded) as caught:
@@ -175,12 +159,13 @@ def test_over_budget_run_is_refused_with_a_per_job_breakdown(moto_aws: None, stu
     message = caught.value.message
     assert "exceeds the budget $50.00" in message
     assert message.count("\n- ") == 8
-    assert "3 h x 1 x ml.p4d.24xlarge at $37.688/h (catalog) = $113.07" in message
+    assert "2 h x 1 x ml.p4d.24xlarge at $37.688/h (catalog) = $75.38" in message
 
 
 def test_explicit_budget_allows_the_study(moto_aws: None, stubbed: StubbedClients) -> None:
-    for _ in range(4):
+    for _ in range(5):  # one lookup per distinct instance type
         stubbed.pricing_stub.add_client_error("get_products", "ServiceUnavailableException", http_status_code=503)
+    stubbed.token_secret(has_value=True)
     stubbed.quota_values({})
     result = run_plan({"budget_usd": 250}, stubbed)
     assert len(result["jobs"]) == 8 and result["total_estimated_max_cost_usd"] <= 250
@@ -193,31 +178,48 @@ def test_missing_dataset_is_refused_with_a_hint(moto_aws: None, stubbed: Stubbed
     assert "Upload JSON Lines" in caught.value.message
 
 
-def test_dataset_in_a_missing_bucket_is_refused(moto_aws: None, stubbed: StubbedClients) -> None:
-    with pytest.raises(DatasetNotFound):
-        run_plan(
-            {"dataset": {"train_s3_uri": "s3://no-such-bucket-x/train/", "test_s3_uri": "s3://no-such-bucket-x/test/"}},
-            stubbed,
-        )
+@pytest.mark.parametrize(
+    "location",
+    [
+        {"train_s3_uri": "s3://other-bucket/datasets/x/train/", "test_s3_uri": f"s3://{BUCKET}/datasets/x/test/"},
+        {"train_s3_uri": f"s3://{BUCKET}/datasets/x/train/", "test_s3_uri": f"s3://{BUCKET}/reports/x/test/"},
+    ],
+)
+def test_dataset_outside_the_datasets_prefix_is_refused_naming_the_field(
+    location: dict[str, str], moto_aws: None, stubbed: StubbedClients
+) -> None:
+    # Given a channel outside s3://<data bucket>/datasets/, which the SageMaker role cannot read
+    outside = next(field for field, uri in location.items() if not uri.startswith(f"s3://{BUCKET}/datasets/"))
+    # When planned
+    with pytest.raises(InvalidExecutionInput) as caught:
+        run_plan({"experiments": [{"model": "mistral-7b", "approach": "qlora"}], "dataset": location}, stubbed)
+    # Then nothing is launched and the refusal names the field and the readable prefix
+    assert f"dataset.{outside}: must be under s3://{BUCKET}/datasets/" in caught.value.message
+    assert len(caught.value.problems) == 1
 
 
 def test_quota_below_concurrent_need_is_refused(moto_aws: None, stubbed: StubbedClients) -> None:
     # Given two jobs on ml.g5.xlarge and a spot quota of one instance
     stubbed.prices({"ml.g5.xlarge": "1.408"})
     stubbed.quota_values({"ml.g5.xlarge for spot training job usage": 1.0})
+    stubbed.token_secret(has_value=True)  # llama2-7b is gated
     two = {"experiments": [{"model": "mistral-7b", "approach": "qlora"}, {"model": "llama2-7b", "approach": "qlora"}]}
     # When planned
     with pytest.raises(QuotaExceeded) as caught:
         run_plan(two, stubbed)
-    # Then the refusal names the type, the quota, its value and the need
+    # Then the refusal names the type, the quota, its value and the need, and the deployment's concurrency knob
     assert "ml.g5.xlarge: quota 'ml.g5.xlarge for spot training job usage' is 1 instances but this run needs 2" in (
         caught.value.message
+    )
+    assert (
+        "lower max_concurrency" in caught.value.message and "cdk.json finetune.max_concurrency" in caught.value.message
     )
 
 
 def test_concurrency_limit_lowers_the_quota_need(moto_aws: None, stubbed: StubbedClients) -> None:
     stubbed.prices({"ml.g5.xlarge": "1.408"})
     stubbed.quota_values({"ml.g5.xlarge for spot training job usage": 1.0})
+    stubbed.token_secret(has_value=True)  # llama2-7b is gated
     two = {"experiments": [{"model": "mistral-7b", "approach": "qlora"}, {"model": "llama2-7b", "approach": "qlora"}]}
     assert len(run_plan(two, stubbed, max_concurrency=1)["jobs"]) == 2
 
@@ -258,21 +260,29 @@ def test_plan_handler_returns_the_plan(moto_aws: None, stubbed: StubbedClients, 
     json.dumps(result)  # Step Functions needs plain JSON
 
 
-def test_jobs_that_do_not_fit_one_gpu_per_replica_are_sharded_with_fsdp() -> None:
+def test_the_memory_planner_decides_which_study_jobs_shard() -> None:
     # Given the study matrix on the catalog's instances
     jobs = {(j["model_key"], j["approach"]): j for j in study_jobs()}
-    # Then 7B full on 4x A10G (~112 GB of state) and 20B LoRA on A100 40 GB (~41 GB of weights) shard
-    assert jobs[("mistral-7b", "full")]["fsdp"] and jobs[("gpt-neox-20b", "lora")]["fsdp"]
+    # Then 7B full on 8x A10G and 20B LoRA on 8x A100 40GB shard their state (FSDP full shard)
+    assert jobs[("mistral-7b", "full")]["fsdp"] == jobs[("llama2-7b", "full")]["fsdp"] == "full_shard"
+    assert jobs[("gpt-neox-20b", "lora")]["fsdp"] == "full_shard"
     # And single-GPU and QLoRA jobs never do
     assert not any(jobs[(m, "qlora")]["fsdp"] for m in ("llama2-7b", "mistral-7b", "gpt-neox-20b"))
     assert not jobs[("mistral-7b", "lora")]["fsdp"]
 
 
-def test_a_sharded_job_tells_the_training_code_to_use_fsdp_under_torchrun() -> None:
+def test_a_sharded_job_tells_the_training_code_one_fsdp_token_under_torchrun() -> None:
     # Given the 7B full job
     spec = next(j for j in study_jobs() if (j["model_key"], j["approach"]) == ("mistral-7b", "full"))
     # When Launch builds its hyperparameters
     params = training_job.hyperparameters(spec, hf_token_secret_arn="arn:s", code_s3_uri="s3://b/k.gz", region=REGION)
-    # Then the training code shards and the toolkit launches torchrun
-    assert json.loads(params["fsdp"]) == catalog.FSDP_MODE
+    # Then the training code shards (one token: CONTRACT.md) and the toolkit launches torchrun
+    assert json.loads(params["fsdp"]) == "full_shard"
     assert json.loads(params["sagemaker_torch_distributed_enabled"]) is True
+
+
+def test_explicit_smaller_instance_for_7b_full_is_sharded_with_cpu_offload() -> None:
+    # Given 7B full on the study's 4x A10G (~27 GB of state per GPU: does not fit) with 192 GiB of host RAM
+    [job] = study_jobs({"experiments": [{"model": "llama2-7b", "approach": "full", "instance_type": "ml.g5.12xlarge"}]})
+    # Then the planner keeps the state in host memory
+    assert job["fsdp"] == "full_shard_offload"

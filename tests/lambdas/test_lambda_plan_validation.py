@@ -114,9 +114,10 @@ def test_duplicate_experiments_are_refused() -> None:
 
 def test_hub_model_with_size_gets_that_size_class_defaults() -> None:
     _, [experiment] = plan.validate_execution_input(
-        {"experiments": [{"model": "tiiuae/falcon-40b", "approach": "lora", "params_billion": 40}]}
+        {"experiments": [{"model": "EleutherAI/gpt-neox-20b", "approach": "lora", "params_billion": 20.6}]}
     )
-    assert experiment["instance_type"] == "ml.p4d.24xlarge" and experiment["model_id"] == "tiiuae/falcon-40b"
+    assert experiment["instance_type"] == "ml.p4d.24xlarge" and experiment["model_id"] == "EleutherAI/gpt-neox-20b"
+    assert experiment["fsdp"] == "full_shard"
 
 
 def test_null_learning_rate_means_auto() -> None:

@@ -18,7 +18,10 @@ def test_settings_parse_from_the_environment() -> None:
         "us-east-1",
     )
     assert plan.max_concurrency is None and plan.default_max_runtime_hours is None
-    assert LaunchSettings.from_env(ENVIRONMENT).code_s3_uri.startswith("s3://")
+    assert (plan.execution_timeout_seconds, plan.status_poll_seconds) == (48 * 3600, 300)
+    assert plan.hf_token_secret_arn == ENVIRONMENT["HF_TOKEN_SECRET_ARN"]
+    launch = LaunchSettings.from_env(ENVIRONMENT)
+    assert launch.code_s3_uri.startswith("s3://") and launch.data_key_arn == ENVIRONMENT["DATA_KEY_ARN"]
     assert RecordSettings.from_env(ENVIRONMENT).table_name == ReportSettings.from_env(ENVIRONMENT).table_name
 
 
@@ -27,8 +30,12 @@ def test_settings_parse_from_the_environment() -> None:
     [
         (PlanSettings, "BUCKET_NAME"),
         (PlanSettings, "DEFAULT_BUDGET_USD"),
+        (PlanSettings, "HF_TOKEN_SECRET_ARN"),
+        (PlanSettings, "EXECUTION_TIMEOUT_SECONDS"),
+        (PlanSettings, "STATUS_POLL_SECONDS"),
         (LaunchSettings, "SAGEMAKER_ROLE_ARN"),
         (LaunchSettings, "HF_TOKEN_SECRET_ARN"),
+        (LaunchSettings, "DATA_KEY_ARN"),
         (RecordSettings, "TABLE_NAME"),
         (ReportSettings, "BUCKET_NAME"),
     ],
@@ -47,6 +54,8 @@ def test_missing_variable_is_named(settings_class: type, variable: str) -> None:
         ("JOB_NAME_PREFIX", "bad_prefix!"),
         ("MAX_CONCURRENCY", "0"),
         ("DEFAULT_MAX_RUNTIME_HOURS", "x"),
+        ("EXECUTION_TIMEOUT_SECONDS", "48h"),
+        ("STATUS_POLL_SECONDS", "0"),
     ],
 )
 def test_malformed_plan_variable_is_named(variable: str, value: str) -> None:

@@ -1,0 +1,63 @@
+"""The job spec: one fully resolved training job, as Plan emits it and Launch, Record and Report consume it.
+
+A `TypedDict`, so it stays plain JSON on its way through Step Functions (the Map item) while the code that builds and
+reads it is type-checked. Its hyperparameter fields are exactly the catalog's `HYPERPARAMETERS` (less the deployment
+ones Launch adds); the rest is identity, placement, limits, price and S3 locations.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+
+class JobSpec(TypedDict):
+    """One training job (docs/architecture.md, "Plan output and the job spec")."""
+
+    run_id: str
+    job_name: str
+    model_key: str  # catalog key or Hub id
+    gpus_per_instance: int
+    # Hyperparameters (catalog.HYPERPARAMETERS; see there for defaults and meaning)
+    approach: str
+    model_id: str
+    instance_type: str
+    instance_count: int
+    epochs: float
+    batch_size: int
+    learning_rate: float | None  # None: the training code chooses
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    max_seq_length: int | str  # an int, or "auto"
+    prompt_style: str
+    merge_adapter: bool
+    max_steps: int
+    eval_samples: int
+    spot: bool
+    fsdp: str  # "" | "full_shard" | "full_shard_offload": the memory planner's strategy
+    save_interval_seconds: int
+    seed: int
+    warmup_ratio: float
+    eval_batch_size: int
+    decoding: str
+    checkpoint_dir: str
+    # Limits and money
+    max_runtime_seconds: int
+    max_wait_seconds: int | None  # None for on-demand jobs
+    hourly_price_usd: float
+    price_source: str
+    estimated_max_cost_usd: float
+    # S3 layout
+    train_s3_uri: str
+    test_s3_uri: str
+    checkpoint_s3_uri: str
+    output_s3_uri: str
+
+
+class PlanOutput(TypedDict):
+    """What the Plan step returns to the state machine."""
+
+    run_id: str
+    jobs: list[JobSpec]
+    total_estimated_max_cost_usd: float
+    budget_usd: float

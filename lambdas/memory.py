@@ -270,14 +270,18 @@ class FitEstimate:
         return save_interval_seconds(self.checkpoint_bytes)
 
     def describe(self) -> str:
-        """One line: strategy, per-GPU total and breakdown, host, evaluation, checkpoint size."""
+        """One line: strategy, precision and optimizer, per-GPU total and breakdown, host, evaluation, checkpoint."""
         parts = ", ".join(f"{name} {value}" for name, value in self.device.gib().items() if value)
-        where = "per GPU" if self.on_gpu else "in host RAM"
-        usable = f" of {_gib(self.placement.gpu_usable_bytes)}" if self.on_gpu else ""
+        if self.on_gpu:
+            training = f"{_gib(self.device.total)} GiB per GPU of {_gib(self.placement.gpu_usable_bytes)}"
+            evaluation = f"{_gib(self.evaluation_bytes)} GiB on {self.evaluation_gpus} GPU(s)"
+        else:
+            training = f"{_gib(self.device.total)} GiB in host RAM"
+            evaluation = f"{_gib(self.evaluation_bytes)} GiB in host RAM"
         return (
-            f"{self.strategy.value} on {self.placement.describe()}: {_gib(self.device.total)} GiB {where}{usable} "
-            f"({parts}); host {_gib(self.host.total)} of {_gib(self.placement.host_bytes)} GiB; evaluation "
-            f"{_gib(self.evaluation_bytes)} GiB on {self.evaluation_gpus} GPU(s); checkpoint "
+            f"{self.strategy.value} ({self.precision.value}, {self.workload.chosen_optimizer.value}) on "
+            f"{self.placement.describe()}: {training} ({parts}); host {_gib(self.host.total)} of "
+            f"{_gib(self.placement.host_bytes)} GiB; evaluation {evaluation}; checkpoint "
             f"{self.checkpoint_bytes / GB:.1f} GB"
         )
 

@@ -242,9 +242,9 @@ def test_infeasible_job_names_every_strategy_and_a_gpu_resident_single_instance_
         memory.plan_fit(Workload(LLAMA2_7B, "full", 2, 256), on("ml.g5.2xlarge"))
     message = caught.value.message
     assert "llama2-7b full (batch 2 per GPU, 256 tokens) does not fit 1 x ml.g5.2xlarge (1 A10G)" in message
-    assert "- ddp on" in message and "- full_shard_offload on" in message
+    assert "- ddp (bf16, adamw) on" in message and "- full_shard_offload (bf16, adamw) on" in message
     alternative = message.split("Cheapest feasible alternative: ")[1]
-    assert "instance_count 1" in alternative and alternative.split(": ", 1)[1].startswith("full_shard on")
+    assert "instance_count 1" in alternative and alternative.split(": ", 1)[1].startswith("full_shard (bf16, adamw) on")
 
 
 def test_qlora_on_a_cpu_instance_has_no_strategy() -> None:

@@ -150,7 +150,7 @@ def test_a_job_that_cannot_fit_its_instance_is_refused_with_the_numbers_and_an_a
     # Then the refusal names the experiment, every strategy's numbers and a feasible alternative
     message = caught.value.message
     assert message.startswith("experiments[1]: llama2-7b full")
-    assert "ddp on 1 x ml.g5.2xlarge (1 A10G): 51." in message and "per GPU of 22.5" in message
+    assert "ddp (bf16, adamw) on 1 x ml.g5.2xlarge (1 A10G): 51." in message and "per GPU of 22.5" in message
     assert "full_shard_offload" in message and "host memory needs" in message
     assert "Cheapest feasible alternative: instance_type ml.g" in message
     assert "experiments[0]" not in message

@@ -570,7 +570,10 @@ def plan_fit(workload: Workload, placement: Placement) -> FitEstimate:
         lines = [f"- {approach} cannot run on {placement.instance.name}"]
     alternative = cheapest_alternative(workload)
     if alternative is None:
-        advice = "No catalog instance type fits it (up to 4 instances): choose a smaller model or QLoRA."
+        advice = (
+            f"No catalog instance type fits it (up to {MAX_ALTERNATIVE_INSTANCES} instances): choose a smaller model, "
+            "QLoRA, or a smaller batch_size or max_seq_length."
+        )
     else:
         advice = (
             f"Cheapest feasible alternative: instance_type {alternative.placement.instance.name}, instance_count "

@@ -247,6 +247,13 @@ def test_infeasible_job_names_every_strategy_and_a_gpu_resident_single_instance_
     assert "instance_count 1" in alternative and alternative.split(": ", 1)[1].startswith("full_shard (bf16, adamw) on")
 
 
+def test_a_model_nothing_can_hold_is_refused_without_an_alternative() -> None:
+    # Given a 1T-parameter Hub model in 4 bits: ~480 GiB per replica, and QLoRA does not shard
+    workload = Workload(catalog.resolve_model("org/huge", 1000), "qlora", 1, 256)
+    with pytest.raises(InfeasibleJob, match="No catalog instance type fits it"):
+        memory.plan_fit(workload, on("ml.p5.48xlarge"))
+
+
 def test_qlora_on_a_cpu_instance_has_no_strategy() -> None:
     workload = Workload(MISTRAL_7B, "qlora", 8, 256)
     assert memory.strategies(workload, on("ml.m5.xlarge")) == ()

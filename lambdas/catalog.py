@@ -324,12 +324,13 @@ def training_quota_name(instance_type: str, spot: bool) -> str:
 # --------------------------------------------------------------------------------------------------------------------
 # (class, largest size in billions it covers). Every default below is feasible by the memory planner up to its class's
 # bound (tests/lambdas/test_lambda_memory.py checks it); a bigger model falls into the next class.
-SIZE_CLASSES: tuple[tuple[str, float], ...] = (("7b", 8.5), ("20b", 30.0), ("70b", 72.0))
+SIZE_CLASSES: tuple[tuple[str, float], ...] = (("2b", 2.0), ("7b", 8.5), ("20b", 30.0), ("70b", 72.0))
 
 
 def size_class(params_billion: float) -> str:
-    """The defaults bucket for a model size: the study's 7B and 20B classes, plus one above for bigger Hub models
-    (beyond the last bound the last class's defaults apply, and the planner refuses what they cannot fit)."""
+    """The defaults bucket for a model size: the study's 7B and 20B classes, one below for small Hub models (and the
+    offline demo's tiny ones) and one above for bigger Hub models (beyond the last bound the last class's defaults
+    apply, and the planner refuses what they cannot fit)."""
     return next((name for name, bound in SIZE_CLASSES if params_billion <= bound), SIZE_CLASSES[-1][0])
 
 
@@ -350,6 +351,11 @@ class JobDefaults:
 # expected wall time or more, which is mostly startup, model download and load, evaluation and the final save. Listed
 # prompts (~18x the tokens) may need a higher max_runtime_hours.
 DEFAULTS: dict[tuple[str, str], JobDefaults] = {
+    # Up to 2B (Hub models such as Qwen2.5-1.5B or Llama-3.2-1B): even full fine-tuning (8 bytes/parameter in pure bf16
+    # AdamW, ~15 GiB at 2B) fits one A10G at batch 8, so every approach runs on the cheapest GPU instance.
+    ("2b", "qlora"): JobDefaults("ml.g5.xlarge", 1, 8, 2e-4, 2),
+    ("2b", "lora"): JobDefaults("ml.g5.xlarge", 1, 8, 2e-4, 2),
+    ("2b", "full"): JobDefaults("ml.g5.xlarge", 1, 8, 2e-5, 2),
     # 7B QLoRA: 4-bit weights (~3.9 GB) + adapters + activations fit one 24 GB A10G at batch 8 (the study's choice).
     ("7b", "qlora"): JobDefaults("ml.g5.xlarge", 1, 8, 2e-4, 2),
     # 7B LoRA: bf16 weights (~13.5 GB) + activations with gradient checkpointing fit one A10G at batch 8; the

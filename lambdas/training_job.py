@@ -61,8 +61,9 @@ def uses_torch_distributed(job: JobSpec) -> bool:
 
 
 def _as_argument(value: Any) -> str:
-    """The text the toolkit puts on the command line for a value (it JSON-decodes each hyperparameter first)."""
-    return value if isinstance(value, str) else json.dumps(value)
+    """The text the toolkit puts on the command line for a value: it JSON-decodes each hyperparameter, then `str`s it
+    (sagemaker_training.mapping.to_cmd_args)."""
+    return str(value)
 
 
 def hyperparameters(job: JobSpec, *, hf_token_secret_arn: str, code_s3_uri: str, region: str) -> dict[str, str]:

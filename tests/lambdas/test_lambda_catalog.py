@@ -55,7 +55,7 @@ def test_hub_id_resolves_with_the_given_size_class() -> None:
 
 @pytest.mark.parametrize(
     ("params_billion", "size_class"),
-    [(0.1, "7b"), (8.5, "7b"), (8.6, "20b"), (30, "20b"), (30.1, "70b"), (72, "70b"), (405, "70b")],
+    [(0.1, "2b"), (2, "2b"), (2.1, "7b"), (8.5, "7b"), (8.6, "20b"), (30, "20b"), (30.1, "70b"), (405, "70b")],
 )
 def test_size_classes_cover_every_size_up_to_their_bounds(params_billion: float, size_class: str) -> None:
     assert catalog.size_class(params_billion) == size_class

@@ -133,7 +133,9 @@ def test_validation_does_not_modify_the_callers_input() -> None:
     assert execution_input == {"experiments": [{"model": "mistral-7b", "approach": "lora"}]}
 
 
-@pytest.mark.parametrize(("example", "jobs"), [("single-lora.json", 1), ("study-matrix.json", 8), ("smoke.json", 1)])
+@pytest.mark.parametrize(
+    ("example", "jobs"), [("single-lora.json", 1), ("study-matrix.json", 8), ("smoke.json", 1), ("demo.json", 3)]
+)
 def test_shipped_examples_are_valid_and_within_their_own_budget(example: str, jobs: int) -> None:
     execution_input = json.loads((Path(__file__).parents[2] / "examples" / example).read_text())
     planned = study_jobs(execution_input)

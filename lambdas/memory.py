@@ -334,7 +334,8 @@ def _optimizer_bytes_per_parameter(optimizer: Optimizer, parameter_bytes: int) -
     return ADAMW_8BIT_BYTES_PER_PARAMETER if optimizer is Optimizer.ADAMW_8BIT else 2 * parameter_bytes
 
 
-def _largest_layer_parameters(workload: Workload) -> int:
+def _decoder_layer_parameters(workload: Workload) -> int:
+    """One decoder layer with its adapters: FSDP's unit of gathering (every decoder layer is its own unit)."""
     arch = workload.model.architecture
     return arch.layer_parameters() + workload.adapter_parameters // arch.layers
 
@@ -360,7 +361,7 @@ def _full_state(workload: Workload, placement: Placement, strategy: Strategy) ->
     # FSDP: accelerate upcasts every trainable flat parameter to fp32; each GPU keeps 1/world of it, its gradient and
     # its optimizer state, and gathers whole layers in the compute dtype to run them (the root unit, embeddings and
     # output projection, stays gathered for the whole step).
-    working = a * (workload.model.embedding_parameters + FSDP_LIVE_LAYERS * _largest_layer_parameters(workload))
+    working = a * (workload.model.embedding_parameters + FSDP_LIVE_LAYERS * _decoder_layer_parameters(workload))
     if strategy is Strategy.FSDP_OFFLOAD:
         return DeviceMemory(working=working)
     world = placement.world_size
@@ -388,7 +389,7 @@ def _lora_state(workload: Workload, placement: Placement, strategy: Strategy) ->
     # FSDP with use_orig_params: each decoder layer's flat parameter holds its adapters, so accelerate upcasts the
     # whole layer to fp32 and FSDP keeps a gradient for all of it; only the frozen root unit stays in the compute dtype.
     layers = model.parameters - model.embedding_parameters + adapters
-    working = a * (model.embedding_parameters + FSDP_LIVE_LAYERS * _largest_layer_parameters(workload))
+    working = a * (model.embedding_parameters + FSDP_LIVE_LAYERS * _decoder_layer_parameters(workload))
     if strategy is Strategy.FSDP_OFFLOAD:
         return DeviceMemory(working=working)
     world = placement.world_size

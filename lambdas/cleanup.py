@@ -303,7 +303,7 @@ def write_partial_report(s3: Any, bucket: str, end: ExecutionEnd, rows: list[dic
 def notification(end: ExecutionEnd, stopped: list[str], recorded: list[dict[str, Any]], md_uri: str | None) -> str:
     """The message published to the run topic (at most report.MESSAGE_MAX_BYTES)."""
     total = sum(cost.to_decimal(row["cost_usd"]) for row in recorded)
-    parts = [f"Fine-tuning run {end.run_id} ended {end.status}. {end.reason}"]
+    parts = [f"Fine-tuning run {end.run_id} did not finish: {end.reason}"]
     parts.append(
         f"Cleanup stopped {len(stopped)} training job(s) and recorded {len(recorded)} job(s) with their cost so far "
         f"(${total:.4f})."

@@ -115,3 +115,15 @@ def test_a_launch_over_quota_waits_and_retries_until_the_quota_frees(account_wit
     assert result.status == "SUCCEEDED", result.cause
     assert len(attempts) == 2
     assert _job_rows(result)["lora"]["status"] == "Completed"
+
+
+def test_the_runner_gives_the_handlers_the_environment_the_stack_gives_them(account_with) -> None:
+    account = account_with(lambda _request: ScriptedOutcome())
+
+    env = account.environment
+    assert env["DATA_KEY_ARN"].startswith("arn:aws:kms:us-east-1:123456789012:key/")
+    assert env["EXECUTION_TIMEOUT_SECONDS"] == str(48 * 3600)
+    assert env["STATUS_POLL_SECONDS"] == "1"  # the runner's fast settings
+    assert env["TOPIC_ARN"] == account.topic_arn
+    assert env["JOB_NAME_PREFIX"].startswith("finetune-")
+    assert int(env["CLEANUP_STOP_WAIT_SECONDS"]) >= 0

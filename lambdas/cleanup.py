@@ -280,8 +280,8 @@ def _run_items(dynamodb: Any, table_name: str, run_id: str) -> list[dict[str, An
 def partial_banner(end: ExecutionEnd) -> str:
     """The first lines of a partial report.md."""
     return (
-        f"> **Partial report.** The execution `{end.name}` ended {end.status} before every job finished; jobs still "
-        f"running were stopped and are recorded with their cost so far. {end.reason}\n\n"
+        f"> **Partial report.** The execution `{end.name}` ended {end.status} before the workflow finished; any job "
+        f"still running was stopped and is recorded with its cost so far. {end.reason}\n\n"
     )
 
 

@@ -7,15 +7,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CDK := node_modules/.bin/cdk
 INPUT ?=
+# The deployed fine-tuning stack (config.stack_name: resource_prefix in CamelCase) and where its data bucket is.
+STACK ?= Finetune
+AWS ?= aws
+BUCKET ?= $(shell $(AWS) cloudformation describe-stacks --stack-name $(STACK) --query "Stacks[0].Outputs[?OutputKey=='BucketName'].OutputValue" --output text 2>/dev/null)
 
 export CDK_DISABLE_CLI_TELEMETRY := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help demo test synth lint deploy diff clean
+.PHONY: help demo test synth lint deploy diff destroy upload-mini upload-banking77 clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt training_code/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +49,18 @@ deploy: $(VENV)/.installed node_modules/.installed ## deploy both stacks to the 
 
 diff: $(VENV)/.installed node_modules/.installed ## show what a deploy would change
 	$(CDK) diff --all
+
+destroy: $(VENV)/.installed node_modules/.installed ## delete both stacks (retained data stays: README, Teardown)
+	$(CDK) destroy --all
+
+upload-mini: $(VENV)/.installed ## upload examples/datasets/banking77-mini (examples/smoke.json) to the deployed bucket
+	@test -n "$(BUCKET)" || { echo "no bucket: deploy first, or pass BUCKET=<BucketName output>"; exit 2; }
+	$(PY) training_code/prepare_data.py file --name banking77-mini --bucket $(BUCKET) --out-dir build/datasets/banking77-mini \
+		--train examples/datasets/banking77-mini/train.jsonl --test examples/datasets/banking77-mini/test.jsonl
+
+upload-banking77: $(VENV)/.installed ## download Banking77 from the Hugging Face Hub and upload it to the deployed bucket
+	@test -n "$(BUCKET)" || { echo "no bucket: deploy first, or pass BUCKET=<BucketName output>"; exit 2; }
+	$(PY) training_code/prepare_data.py banking77 --bucket $(BUCKET) --out-dir build/datasets/banking77
 
 clean: ## remove build outputs (keeps .venv and node_modules)
 	rm -rf cdk.out build demo-out .pytest_cache .ruff_cache

@@ -23,9 +23,10 @@ def build_app(app: App | None = None, context: Mapping[str, Any] | None = None) 
     image = training_image(config)
     # Region from config (the DLC image and quota names are regional); account from the CLI's credentials.
     env = Environment(region=config.region)
-    prefix = "".join(part.capitalize() for part in config.resource_prefix.split("-"))
-    FineTuneStack(app, prefix, config=config, image=image, env=env)
-    QuotaStack(app, f"{prefix}Quotas", config=config, env=env)
+    main = FineTuneStack(app, config.stack_name, config=config, image=image, env=env)
+    # The quota stack's log groups are encrypted with the data key too (a cross-stack reference: deploy order is
+    # Finetune, then FinetuneQuotas; `cdk deploy --all` and `cdk destroy --all` follow it).
+    QuotaStack(app, f"{config.stack_name}Quotas", config=config, log_key=main.data_key, env=env)
     Tags.of(app).add("project", config.resource_prefix)
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return app

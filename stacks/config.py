@@ -6,6 +6,7 @@ at synth with the key and the allowed values, before a single resource is define
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -45,6 +46,12 @@ LOG_RETENTION_DAYS = (
 # Managed spot: Plan sets MaxWaitTimeInSeconds to this factor x MaxRuntimeInSeconds.
 SPOT_WAIT_FACTOR = catalog.SPOT_MAX_WAIT_FACTOR
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
+# Regions outside the commercial `aws` partition (China, GovCloud, ISO). See `_require_commercial_region`.
+_OTHER_PARTITION_REGION = re.compile(r"^(cn-|[a-z]{2}-gov-|[a-z]{2}-iso[a-z]*-)")
+# Job-name prefix: the readable part (from resource_prefix) + "-" + a hash of the stack, at most 22 characters
+# so a 63-character job name keeps >= 25 characters for the run id and the model (lambdas/naming.py).
+JOB_PREFIX_READABLE_MAX = 15
+JOB_PREFIX_HASH_CHARS = 6
 _PREFIX = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 _VERSION = re.compile(r"^\d+(\.\d+){1,2}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -82,6 +89,13 @@ class RetryPolicy:
     max_delay_seconds: int = 60
 
 
+# Launch's `ResourceLimitReached` (CreateTrainingJob's ResourceLimitExceeded: the account's instance quota is in use,
+# e.g. by another run). Only waiting frees it, so: long intervals and no jitter (a jittered retry may come at once).
+# 300 s x 1.5^n capped at 1 h, 8 retries: 300, 450, 675, 1013, 1519, 2278, 3417, 3600 s = about 3.7 h of waiting
+# before the job is recorded Failed. Plan's execution-limit check must leave room for it.
+DEFAULT_QUOTA_RETRY = RetryPolicy(interval_seconds=300, max_attempts=8, backoff_rate=1.5, max_delay_seconds=3600)
+
+
 @dataclass(frozen=True)
 class Config:
     """All deploy-time settings of the app."""
@@ -95,6 +109,9 @@ class Config:
     # Checkpoints only matter while a job may resume; a month covers any max-wait window.
     checkpoint_expiry_days: int = 30
     noncurrent_version_expiry_days: int = 30
+    # SageMaker overwrites the same checkpoint keys at every save; a resume needs only the current version, and each
+    # overwritten one (~81 GB per 7B full-fine-tuning save) would otherwise be kept noncurrent_version_expiry_days.
+    checkpoint_noncurrent_version_expiry_days: int = 1
     access_log_expiry_days: int = 365
     log_retention_days: int = 365
     retain_data: bool = True
@@ -108,6 +125,10 @@ class Config:
     max_concurrency: int = 3
     status_poll_seconds: int = 300
     lambda_retry: RetryPolicy = field(default_factory=RetryPolicy)
+    quota_retry: RetryPolicy = DEFAULT_QUOTA_RETRY
+    # How long Cleanup waits for the jobs it stopped to reach Stopped (then it records SageMaker's billable time;
+    # past it, the cost so far is estimated from the elapsed training time). SageMaker gives a stopped script 120 s.
+    cleanup_stop_wait_seconds: int = 300
     max_runtime_hours: float = 8.0
     # The execution must outlive the longest job: max runtime + max spot wait + reporting.
     execution_timeout_hours: int = 48
@@ -115,9 +136,21 @@ class Config:
     powertools_layer_version: int = 27
 
     @property
+    def stack_name(self) -> str:
+        """Name of the fine-tuning stack: the resource prefix in CamelCase (`finetune` -> `Finetune`)."""
+        return "".join(part.capitalize() for part in self.resource_prefix.split("-"))
+
+    @property
     def job_name_prefix(self) -> str:
-        """Prefix of every training job this app launches."""
-        return self.resource_prefix
+        """Prefix of every training job this deployment launches, e.g. `finetune-3f9c2a`.
+
+        `training-job/finetune*` would also match other projects' jobs (and another deployment's), so IAM patterns,
+        Cleanup's search and the job names use the resource prefix plus a stable hash of this deployment's stack
+        name and region, computed at synth (so redeploys keep it, and running jobs stay in scope).
+        """
+        digest = hashlib.sha256(f"{self.stack_name}/{self.region}".encode()).hexdigest()[:JOB_PREFIX_HASH_CHARS]
+        readable = self.resource_prefix[:JOB_PREFIX_READABLE_MAX].rstrip("-")
+        return f"{readable}-{digest}"
 
 
 def _fail(key: str, value: Any, allowed: str) -> ConfigError:
@@ -176,7 +209,7 @@ def _parse_quota_requests(value: Any) -> tuple[QuotaRequest, ...]:
     return tuple(parsed)
 
 
-def _parse_nested(key: str, cls: type, value: Any) -> Any:
+def _parse_nested(key: str, cls: type, value: Any, default: Any = None) -> Any:
     if not isinstance(value, Mapping):
         raise _fail(key, value, "an object with keys " + ", ".join(f.name for f in fields(cls)))
     unknown = set(value) - {f.name for f in fields(cls)}
@@ -184,7 +217,35 @@ def _parse_nested(key: str, cls: type, value: Any) -> Any:
         raise _fail(
             f"{key}.{sorted(unknown)[0]}", value[sorted(unknown)[0]], "keys " + ", ".join(f.name for f in fields(cls))
         )
-    return cls(**{**cls().__dict__, **value})
+    return cls(**{**(default if default is not None else cls()).__dict__, **value})
+
+
+def _parse_retry(key: str, value: Any, default: RetryPolicy) -> RetryPolicy:
+    retry = _parse_nested(key, RetryPolicy, value, default) if isinstance(value, Mapping) else value
+    if not isinstance(retry, RetryPolicy):
+        raise _fail(key, value, "an object with keys " + ", ".join(f.name for f in fields(RetryPolicy)))
+    _require_int(f"{key}.interval_seconds", retry.interval_seconds, 1)
+    _require_int(f"{key}.max_attempts", retry.max_attempts, 0)
+    _require_number(f"{key}.backoff_rate", retry.backoff_rate, 0.99)
+    _require_int(f"{key}.max_delay_seconds", retry.max_delay_seconds, 1)
+    return retry
+
+
+def _require_commercial_region(key: str, region: str) -> str:
+    """Refuse regions outside the `aws` partition, with the reason.
+
+    The Lambdas use the public Powertools layer (account 017000801446), which AWS publishes in the commercial regions
+    only; China and GovCloud get other accounts, other version numbers and not every runtime, and the Price List API
+    and the Hugging Face DLC registries differ there too. Refusing at synth beats a deploy that fails on a layer ARN.
+    """
+    if _OTHER_PARTITION_REGION.match(region):
+        raise _fail(
+            key,
+            region,
+            "a region of the commercial aws partition (aws-cn, aws-us-gov and ISO regions are not supported: the "
+            "public Powertools layer, the Price List API and the DLC images this app uses are commercial-only)",
+        )
+    return region
 
 
 def load_config(context: Mapping[str, Any] | None) -> Config:
@@ -203,13 +264,8 @@ def load_config(context: Mapping[str, Any] | None) -> Config:
     _require_match("dlc.pytorch_version", dlc.pytorch_version, _VERSION, "a version like 2.9.0")
     _require_match("dlc.python_version", dlc.python_version, re.compile(r"^py3\d{1,2}$"), "like py312")
 
-    retry = merged["lambda_retry"]
-    if isinstance(retry, Mapping):
-        retry = _parse_nested("lambda_retry", RetryPolicy, retry)
-    _require_int("lambda_retry.interval_seconds", retry.interval_seconds, 1)
-    _require_int("lambda_retry.max_attempts", retry.max_attempts, 0)
-    _require_number("lambda_retry.backoff_rate", retry.backoff_rate, 0.99)
-    _require_int("lambda_retry.max_delay_seconds", retry.max_delay_seconds, 1)
+    retry = _parse_retry("lambda_retry", merged["lambda_retry"], RetryPolicy())
+    quota_retry = _parse_retry("quota_retry", merged["quota_retry"], DEFAULT_QUOTA_RETRY)
 
     quota_requests = merged["quota_requests"]
     if not isinstance(quota_requests, tuple):
@@ -239,8 +295,9 @@ def load_config(context: Mapping[str, Any] | None) -> Config:
             f"more than {SPOT_WAIT_FACTOR} x max_runtime_hours ({SPOT_WAIT_FACTOR * max_runtime_hours:g})",
         )
 
+    region = _require_match("region", merged["region"], _REGION, "an AWS region name like us-east-1")
     return Config(
-        region=_require_match("region", merged["region"], _REGION, "an AWS region name like us-east-1"),
+        region=_require_commercial_region("region", region),
         resource_prefix=_require_match(
             "resource_prefix", merged["resource_prefix"], _PREFIX, "1-20 chars [a-z0-9-], starting with a letter"
         ),
@@ -249,6 +306,9 @@ def load_config(context: Mapping[str, Any] | None) -> Config:
         checkpoint_expiry_days=_require_int("checkpoint_expiry_days", merged["checkpoint_expiry_days"], 1),
         noncurrent_version_expiry_days=_require_int(
             "noncurrent_version_expiry_days", merged["noncurrent_version_expiry_days"], 1
+        ),
+        checkpoint_noncurrent_version_expiry_days=_require_int(
+            "checkpoint_noncurrent_version_expiry_days", merged["checkpoint_noncurrent_version_expiry_days"], 1
         ),
         access_log_expiry_days=_require_int("access_log_expiry_days", merged["access_log_expiry_days"], 1),
         log_retention_days=retention,
@@ -259,6 +319,8 @@ def load_config(context: Mapping[str, Any] | None) -> Config:
         max_concurrency=_require_int("max_concurrency", merged["max_concurrency"], 1),
         status_poll_seconds=_require_int("status_poll_seconds", merged["status_poll_seconds"], 1),
         lambda_retry=retry,
+        quota_retry=quota_retry,
+        cleanup_stop_wait_seconds=_require_int("cleanup_stop_wait_seconds", merged["cleanup_stop_wait_seconds"], 0),
         max_runtime_hours=max_runtime_hours,
         execution_timeout_hours=execution_timeout_hours,
         notification_emails=tuple(emails),

@@ -27,6 +27,7 @@ class FineTuneStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, *, config: Config, image: TrainingImage, **kwargs) -> None:
         super().__init__(scope, construct_id, **kwargs)
         key = DataKey(self, "DataKey", config=config).key
+        self.data_key = key
         data = DataBucket(self, "Data", config=config, key=key)
         ledger = Ledger(self, "Ledger", config=config, key=key)
         hf_token = HfTokenSecret(self, "HfToken", config=config, key=key)

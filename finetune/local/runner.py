@@ -3,6 +3,10 @@ in-process with the environment the stack gives them, and training jobs on a loc
 
 Used by `make demo` (subprocess training with `training_code/train.py`) and by the workflow tests (a scripted
 backend), so both exercise exactly the path an execution takes in AWS.
+
+When an execution ends, the runner does what EventBridge does in AWS: it builds the "Step Functions Execution
+Status Change" event exactly as AWS shapes it, matches it against every `AWS::Events::Rule` of the template (moto's
+own event-pattern matcher) and invokes each matching rule's Lambda targets with it (the lifecycle's Cleanup).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -35,7 +40,11 @@ TABLE_NAME = "finetune-local-ledger"
 FAST_SETTINGS = {
     "status_poll_seconds": 1,
     "lambda_retry": {"interval_seconds": 1, "max_attempts": 2, "backoff_rate": 1.0, "max_delay_seconds": 1},
+    "quota_retry": {"interval_seconds": 1, "max_attempts": 2, "backoff_rate": 1.0, "max_delay_seconds": 1},
+    "cleanup_stop_wait_seconds": 5,
 }
+# Execution statuses after which EventBridge emits a status change (RUNNING is emitted too, but at the start).
+ENDED_STATUSES = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,10 @@ class ExecutionResult:
     reports: dict[str, bytes]
     create_training_job_calls: list[str]
     notifications: list[str] = field(default_factory=list)
+    # What EventBridge delivered when the execution ended: one entry per invoked rule target
+    # ({"function", "event", "result"} or {"function", "event", "error"}).
+    lifecycle: list[dict[str, Any]] = field(default_factory=list)
+    stop_training_job_calls: list[str] = field(default_factory=list)
 
     @property
     def run_id(self) -> str | None:
@@ -95,7 +108,7 @@ def _only(
 class _Context:
     """The parts of a Lambda context object that Powertools and the handlers read."""
 
-    def __init__(self, function_name: str) -> None:
+    def __init__(self, function_name: str, timeout_seconds: int = 120) -> None:
         self.function_name = function_name
         self.function_version = "$LATEST"
         self.memory_limit_in_mb = 512
@@ -103,7 +116,7 @@ class _Context:
         self.aws_request_id = str(uuid.uuid4())
         self.log_group_name = f"/aws/lambda/{function_name}"
         self.log_stream_name = "local"
-        self._deadline = time.monotonic() + 120
+        self._deadline = time.monotonic() + timeout_seconds
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
@@ -116,9 +129,13 @@ class LocalAccount:
         self.workflow = workflow
         self.services = LocalServices(backend, ACCOUNT_ID, REGION)
         self.handlers: dict[str, str] = {}
+        self.timeouts: dict[str, int] = {}
         self.environment: dict[str, str] = {}
         self.state_machine_arn = ""
         self.topic_arn = ""
+        self._stop_reasons: dict[str, dict[str, str]] = {}
+        # (event pattern, Lambda target logical ids) of every EventBridge rule in the template, resolved.
+        self.rules: list[tuple[dict[str, Any], list[str]]] = []
 
     @contextmanager
     def running(self) -> Iterator[LocalAccount]:
@@ -132,6 +149,7 @@ class LocalAccount:
             mock_aws(config=config),
             local_services(self.services),
             mock.patch.object(LambdaSimpleBackend, "invoke", self._invoke_patch()),
+            _stopped_executions_stay_aborted(),
         ):
             self._create_resources()
             # Handlers read settings at cold start and cache clients: start them cold against this account.
@@ -156,7 +174,7 @@ class LocalAccount:
         handler = getattr(importlib.import_module(module_name), attribute)
         event = json.loads(body) if body else {}
         try:
-            result = handler(event, _Context(name))
+            result = handler(event, _Context(name, self.timeouts.get(name, 120)))
         except Exception as error:
             response_headers["x-amz-function-error"] = "Unhandled"
             return json.dumps({"errorType": type(error).__name__, "errorMessage": str(error)}).encode()
@@ -187,10 +205,18 @@ class LocalAccount:
         resolver.refs[table] = TABLE_NAME
         resolver.attributes[(table, "Arn")] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{TABLE_NAME}"
 
+        # As the template creates it: without a value (GetSecretValue answers ResourceNotFoundException) until the
+        # user puts the token in; `put_hf_token` does that here.
         secret = _only(template, "AWS::SecretsManager::Secret")
-        resolver.refs[secret] = boto3.client("secretsmanager", region_name=REGION).create_secret(
-            Name="local-hf-token", SecretString="placeholder-not-a-token"
+        self.hf_token_secret_arn = boto3.client("secretsmanager", region_name=REGION).create_secret(
+            Name="local-hf-token"
         )["ARN"]
+        resolver.refs[secret] = self.hf_token_secret_arn
+
+        key = _only(template, "AWS::KMS::Key")
+        key_arn = boto3.client("kms", region_name=REGION).create_key(Description="local data key")["KeyMetadata"]["Arn"]
+        resolver.refs[key] = key_arn.rsplit("/", 1)[-1]
+        resolver.attributes[(key, "Arn")] = key_arn
 
         topic = _only(template, "AWS::SNS::Topic")
         self.topic_arn = boto3.client("sns", region_name=REGION).create_topic(Name="local-notifications")["TopicArn"]
@@ -213,9 +239,11 @@ class LocalAccount:
         for logical_id, function in functions.items():
             props = function["Properties"]
             environment = resolver.resolve(props.get("Environment", {}).get("Variables", {}))
-            # One environment for all: the stack gives every workflow function the same variables.
+            # One process, one environment: the union of every function's variables (none sets a variable to a
+            # value another function reads differently).
             self.environment.update(environment)
             self.handlers[logical_id] = props["Handler"]
+            self.timeouts[logical_id] = int(props.get("Timeout", 60))
             lambda_client.create_function(
                 FunctionName=logical_id,
                 Runtime=props["Runtime"],
@@ -236,12 +264,41 @@ class LocalAccount:
         self.state_machine_arn = boto3.client("stepfunctions", region_name=REGION).create_state_machine(
             name="finetune-local", definition=definition, roleArn=role_arn
         )["stateMachineArn"]
+        resolver.refs[state_machine] = self.state_machine_arn
+
+        for rule in _resources(template, "AWS::Events::Rule").values():
+            props = rule["Properties"]
+            lambda_targets = [
+                target["Arn"]["Fn::GetAtt"][0]
+                for target in props.get("Targets", [])
+                if isinstance(target.get("Arn"), dict) and target["Arn"].get("Fn::GetAtt", [None])[0] in functions
+            ]
+            self.rules.append((resolver.resolve(props["EventPattern"]), lambda_targets))
 
     def upload_dataset(self, name: str, train: Path, test: Path) -> None:
         """Put a dataset where the S3 layout contract says Plan and training find it."""
         s3 = boto3.client("s3", region_name=REGION)
         for split, path in (("train", train), ("test", test)):
             s3.put_object(Bucket=DATA_BUCKET, Key=f"datasets/{name}/{split}/{path.name}", Body=path.read_bytes())
+
+    def put_hf_token(self, token: str) -> None:
+        """`aws secretsmanager put-secret-value` on the token secret, as a user does after deploying."""
+        boto3.client("secretsmanager", region_name=REGION).put_secret_value(
+            SecretId=self.hf_token_secret_arn, SecretString=token
+        )
+
+    def start(self, execution_input: dict[str, Any], name: str) -> str:
+        """StartExecution; the execution ARN."""
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        return sfn.start_execution(
+            stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(execution_input)
+        )["executionArn"]
+
+    def stop_execution(self, execution_arn: str, error: str | None = None, cause: str | None = None) -> None:
+        """StopExecution (the execution ends ABORTED; `wait` then delivers its status change)."""
+        arguments = {k: v for k, v in {"error": error, "cause": cause}.items() if v is not None}
+        boto3.client("stepfunctions", region_name=REGION).stop_execution(executionArn=execution_arn, **arguments)
+        self._stop_reasons[execution_arn] = arguments
 
     def execute(
         self,
@@ -251,18 +308,26 @@ class LocalAccount:
         timeout_seconds: float = 1800,
     ) -> ExecutionResult:
         """Start an execution, wait for it to end (calling `on_poll` about once a second), collect results."""
+        return self.wait(self.start(execution_input, name), on_poll=on_poll, timeout_seconds=timeout_seconds)
+
+    def wait(
+        self, arn: str, on_poll: Callable[[], None] | None = None, timeout_seconds: float = 1800
+    ) -> ExecutionResult:
+        """Wait for the execution to end (calling `on_poll` about once a second), deliver its status change to the
+        template's EventBridge rules, and collect the results."""
         sfn = boto3.client("stepfunctions", region_name=REGION)
-        arn = sfn.start_execution(stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(execution_input))[
-            "executionArn"
-        ]
         deadline = time.monotonic() + timeout_seconds
         while (description := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
             if time.monotonic() > deadline:
                 sfn.stop_execution(executionArn=arn, error="LocalTimeout")
-                raise TimeoutError(f"execution {name} still running after {timeout_seconds:g} s")
+                raise TimeoutError(f"execution {arn} still running after {timeout_seconds:g} s")
             if on_poll:
                 on_poll()
             time.sleep(0.5)
+        if description["status"] == "ABORTED":
+            # AWS's event carries the error and cause given to StopExecution; moto drops them, the runner kept them.
+            description = {**description, **self._stop_reasons.get(arn, {})}
+        lifecycle = self.deliver_status_change(description)
         return ExecutionResult(
             status=description["status"],
             output=json.loads(description["output"]) if description.get("output") else None,
@@ -273,7 +338,26 @@ class LocalAccount:
             reports=self.reports(),
             create_training_job_calls=list(self.services.create_calls),
             notifications=self.notifications(),
+            lifecycle=lifecycle,
+            stop_training_job_calls=list(self.services.stop_calls),
         )
+
+    def deliver_status_change(self, description: dict[str, Any]) -> list[dict[str, Any]]:
+        """What EventBridge does when an execution ends: the status-change event, matched against every rule of the
+        template; each matching rule's Lambda targets are invoked with it (in AWS: asynchronously, right away)."""
+        from moto.events.models import EventPattern
+
+        event = execution_status_change_event(description, ACCOUNT_ID, REGION)
+        delivered = []
+        for pattern, functions in self.rules:
+            if not EventPattern.load(json.dumps(pattern)).matches_event(event):
+                continue
+            for function in functions:
+                response_headers: dict[str, str] = {}
+                body = json.loads(self.dispatch(function, json.dumps(event), response_headers))
+                outcome = "error" if response_headers.get("x-amz-function-error") else "result"
+                delivered.append({"function": function, "event": event, outcome: body})
+        return delivered
 
     def notifications(self) -> list[str]:
         """Messages the Notify step published to the run topic (moto keeps them on the topic)."""
@@ -299,6 +383,58 @@ class LocalAccount:
             o["Key"]: s3.get_object(Bucket=DATA_BUCKET, Key=o["Key"])["Body"].read()
             for o in listing.get("Contents", [])
         }
+
+
+@contextmanager
+def _stopped_executions_stay_aborted() -> Iterator[None]:
+    """moto 5.2.5 bug: StopExecution while a Map iterates makes the Map raise (MapIterationAborted, then an
+    AttributeError), and that error overwrites the stopped program state, so the execution reads FAILED with a
+    States.Runtime cause. In AWS it is ABORTED with the StopExecution's error and cause: keep a stopped one stopped."""
+    from moto.stepfunctions.parser.asl.eval.environment import Environment
+    from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
+
+    set_error = Environment.set_error
+
+    def set_error_unless_stopped(env: Any, error: Any) -> None:
+        if not isinstance(env._program_state, ProgramStopped):
+            set_error(env, error)
+
+    with mock.patch.object(Environment, "set_error", set_error_unless_stopped):
+        yield
+
+
+def _epoch_millis(value: Any) -> int | None:
+    return int(value.timestamp() * 1000) if isinstance(value, datetime) else None
+
+
+def execution_status_change_event(description: dict[str, Any], account_id: str, region: str) -> dict[str, Any]:
+    """The EventBridge event AWS emits when an execution changes status, from its DescribeExecution: source
+    `aws.states`, detail-type "Step Functions Execution Status Change", times in epoch milliseconds, input/output
+    as JSON strings (output null unless it succeeded), error/cause null unless set."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Step Functions Execution Status Change",
+        "source": "aws.states",
+        "account": account_id,
+        "time": (description.get("stopDate") or datetime.now()).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": [description["executionArn"]],
+        "detail": {
+            "executionArn": description["executionArn"],
+            "stateMachineArn": description["stateMachineArn"],
+            "name": description["name"],
+            "status": description["status"],
+            "startDate": _epoch_millis(description.get("startDate")),
+            "stopDate": _epoch_millis(description.get("stopDate")),
+            "input": description.get("input"),
+            "output": description.get("output"),
+            "inputDetails": {"included": True},
+            "outputDetails": {"included": True} if description.get("output") is not None else None,
+            "error": description.get("error"),
+            "cause": description.get("cause"),
+        },
+    }
 
 
 def _number(value: Any) -> Any:

@@ -1,5 +1,5 @@
 """Local stand-ins for the AWS APIs moto lacks or fakes too thinly for this app:
-SageMaker training jobs (Create/Describe/Stop), Service Quotas lookups and the Price List API.
+SageMaker training jobs (Create/Describe/Stop, and Search by tag), Service Quotas lookups and the Price List API.
 
 They plug into botocore exactly where `botocore.stub.Stubber` does (the `before-call` event), so every request is
 first validated against the real service model, and callers get real `ClientError`s. Everything else still goes
@@ -61,11 +61,13 @@ class LocalServices:
         self.quota_value = quota_value
         self.training_jobs: dict[str, dict[str, Any]] = {}
         self.create_calls: list[str] = []
+        self.stop_calls: list[str] = []
         self._lock = threading.Lock()
         self._operations: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, Any]]] = {
             ("sagemaker", "CreateTrainingJob"): self._create_training_job,
             ("sagemaker", "DescribeTrainingJob"): self._describe_training_job,
             ("sagemaker", "StopTrainingJob"): self._stop_training_job,
+            ("sagemaker", "Search"): self._search,
             ("service-quotas", "ListServiceQuotas"): self._list_quotas,
             ("service-quotas", "ListAWSDefaultServiceQuotas"): self._list_quotas,
             ("pricing", "GetProducts"): lambda _params: {"PriceList": [], "FormatVersion": "aws_v1"},
@@ -116,8 +118,45 @@ class LocalServices:
         }
 
     def _stop_training_job(self, params: dict[str, Any]) -> dict[str, Any]:
-        self.backend.stop(params["TrainingJobName"])
+        # As SageMaker: only an InProgress job can be stopped; any other status is a ValidationException naming it.
+        name = params["TrainingJobName"]
+        status = self._describe_training_job({"TrainingJobName": name})["TrainingJobStatus"]
+        if status != "InProgress":
+            raise ServiceError(
+                "ValidationException", f"The request was rejected because the training job is in status {status}."
+            )
+        self.backend.stop(name)
+        with self._lock:
+            self.stop_calls.append(name)
         return {}
+
+    def _search(self, params: dict[str, Any]) -> dict[str, Any]:
+        """SageMaker Search over training jobs: `Filters` (ANDed) with Equals/NotEquals/Contains/Exists on
+        `TrainingJobName`, `TrainingJobStatus` and `Tags.<key>`; pages of `MaxResults` (default 10) with NextToken.
+        Like the real index, it returns each job's full description with its Tags."""
+        if params.get("Resource") != "TrainingJob":
+            raise ServiceError("ValidationException", f"local Search supports Resource=TrainingJob only: {params}")
+        expression = params.get("SearchExpression", {})
+        if set(expression) - {"Filters"}:
+            raise ServiceError("ValidationException", "local Search supports SearchExpression.Filters only")
+        matches = []
+        for name in sorted(self.training_jobs):
+            job = {**self._describe_training_job({"TrainingJobName": name}), "Tags": self._tags(name)}
+            if all(_filter_matches(job, f) for f in expression.get("Filters", [])):
+                matches.append(job)
+        start = int(params.get("NextToken") or 0)
+        size = int(params.get("MaxResults") or 10)
+        page = matches[start : start + size]
+        response: dict[str, Any] = {
+            "Results": [{"TrainingJob": job} for job in page],
+            "TotalHits": {"Value": len(matches), "Relation": "Equal"},
+        }
+        if start + size < len(matches):
+            response["NextToken"] = str(start + size)
+        return response
+
+    def _tags(self, name: str) -> list[dict[str, str]]:
+        return list(self.training_jobs[name]["request"].get("Tags", []))
 
     def _list_quotas(self, params: dict[str, Any]) -> dict[str, Any]:
         from lambdas.catalog import INSTANCES
@@ -137,6 +176,31 @@ class LocalServices:
                     }
                 )
         return {"Quotas": quotas}
+
+
+def _filter_matches(job: dict[str, Any], search_filter: dict[str, str]) -> bool:
+    name, operator, expected = (
+        search_filter["Name"],
+        search_filter.get("Operator", "Equals"),
+        search_filter.get("Value"),
+    )
+    if name.startswith("Tags."):
+        value = {t["Key"]: t["Value"] for t in job.get("Tags", [])}.get(name.removeprefix("Tags."))
+    elif name in ("TrainingJobName", "TrainingJobStatus"):
+        value = job.get(name)
+    else:
+        raise ServiceError("ValidationException", f"local Search does not support the property {name}")
+    if operator == "Equals":
+        return value == expected
+    if operator == "NotEquals":
+        return value != expected
+    if operator == "Contains":
+        return value is not None and str(expected) in str(value)
+    if operator == "Exists":
+        return value is not None
+    if operator == "NotExists":
+        return value is None
+    raise ServiceError("ValidationException", f"local Search does not support the operator {operator}")
 
 
 _active: LocalServices | None = None

@@ -66,6 +66,16 @@ class DataBucket(Construct):
                     prefix=CHECKPOINTS_PREFIX,
                     expiration=Duration.days(config.checkpoint_expiry_days),
                 ),
+                # SageMaker re-uploads the same checkpoint keys at every save, so versioning would keep every
+                # overwritten save (~81 GB each for 7B full fine-tuning) for the bucket-wide 30 days. A resume only
+                # ever reads the current version: drop the others after 1 day (the shortest S3 allows; where two
+                # rules overlap, S3 applies the shorter expiration), and the delete markers left once expired.
+                s3.LifecycleRule(
+                    id="expire-noncurrent-checkpoints",
+                    prefix=CHECKPOINTS_PREFIX,
+                    noncurrent_version_expiration=Duration.days(config.checkpoint_noncurrent_version_expiry_days),
+                    expired_object_delete_marker=True,
+                ),
             ],
             removal_policy=removal,
         )

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from aws_cdk import Aws, Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
@@ -16,22 +17,61 @@ from stacks.config import Config, RetryPolicy
 from stacks.nag import acknowledge
 from stacks.packaging import stage_lambda_package
 
-# The newest Lambda Python runtime; the Powertools layer below must exist for it.
+# The newest Lambda Python runtime; the Powertools layer below must exist for it. The layer is published in the
+# commercial partition only, which is why config refuses aws-cn / aws-us-gov regions (stacks/config.py).
 RUNTIME = lambda_.Runtime.PYTHON_3_14
-_POWERTOOLS_LAYER = (
-    "arn:{partition}:lambda:{region}:017000801446:layer:AWSLambdaPowertoolsPythonV3-python314-x86_64:{v}"
-)
+_POWERTOOLS_LAYER = "arn:aws:lambda:{region}:017000801446:layer:AWSLambdaPowertoolsPythonV3-python314-x86_64:{v}"
 
-DEFAULT_TIMEOUT = Duration.seconds(60)
-
-# Lambda service faults that are always safe to retry, plus our own typed throttling error.
+# Lambda service faults that are always safe to retry, our own typed throttling error, and the two ways a function
+# timeout surfaces in Step Functions (`Sandbox.Timedout`: the function hit its timeout; ClientExecutionTimeout: the
+# invoke itself timed out). Retrying a timeout is safe because every handler is idempotent (deterministic job
+# names, rows that are pure functions of their inputs, reports that overwrite).
 RETRYABLE_ERRORS = (
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
     "Lambda.TooManyRequestsException",
+    "Lambda.ClientExecutionTimeoutException",
+    "Sandbox.Timedout",
     "Throttled",
 )
+
+# botocore's standard retry mode sleeps up to min(20 s, 2^(attempt-1)) s (full jitter) between attempts.
+_BOTOCORE_MAX_BACKOFF_SECONDS = 20
+
+
+def botocore_call_budget_seconds(max_attempts: int, connect_timeout: float, read_timeout: float) -> float:
+    """The longest one AWS call of a Lambda can take before botocore gives up: every attempt hangs for the connect
+    and read timeouts, and every retry sleeps its longest backoff. With lambdas/aws.py's defaults (5 attempts,
+    5 s connect, 30 s read): 5 x 35 s + (1 + 2 + 4 + 8) s = 190 s."""
+    backoff = sum(min(_BOTOCORE_MAX_BACKOFF_SECONDS, 2 ** (attempt - 1)) for attempt in range(1, max_attempts))
+    return max_attempts * (connect_timeout + read_timeout) + backoff
+
+
+def default_call_budget_seconds() -> float:
+    """`botocore_call_budget_seconds` for the client configuration every Lambda of this app uses (lambdas/aws.py)."""
+    from lambdas import aws
+
+    return botocore_call_budget_seconds(aws.DEFAULT_MAX_ATTEMPTS, aws.DEFAULT_CONNECT_TIMEOUT, aws.DEFAULT_READ_TIMEOUT)
+
+
+# A function's own work on top of its slowest AWS call (cold start with Powertools, JSON, the other fast calls).
+FUNCTION_MARGIN_SECONDS = 50
+
+
+LAMBDA_MAX_TIMEOUT_MINUTES = 15
+
+
+def lambda_timeout(calls_at_worst: int = 1) -> Duration:
+    """A Lambda timeout above the worst-case budget of `calls_at_worst` sequential AWS calls (each may exhaust all
+    but its last attempt and still succeed) plus the function's own work, rounded up to a minute, at most Lambda's
+    15 minutes. A timeout below one call's budget (Status had 120 s against 190 s) turns a slow-but-recovering API
+    into `Sandbox.Timedout`; past 15 minutes the state machine retries the timeout (idempotent handlers)."""
+    seconds = calls_at_worst * default_call_budget_seconds() + FUNCTION_MARGIN_SECONDS
+    return Duration.minutes(min(LAMBDA_MAX_TIMEOUT_MINUTES, -(-int(seconds) // 60)))
+
+
+DEFAULT_TIMEOUT = lambda_timeout(1)
 
 
 def lambda_code() -> lambda_.Code:
@@ -51,11 +91,12 @@ class HardenedFunction(lambda_.Function):
         config: Config,
         handler: str,
         description: str,
+        log_key: kms.IKey,
         environment: Mapping[str, str] | None = None,
         timeout: Duration = DEFAULT_TIMEOUT,
         memory_size: int = 512,
     ) -> None:
-        log_group = retained_log_group(scope, f"{construct_id}Logs", config)
+        log_group = retained_log_group(scope, f"{construct_id}Logs", config, log_key)
         role = iam.Role(
             scope,
             f"{construct_id}Role",
@@ -73,7 +114,7 @@ class HardenedFunction(lambda_.Function):
         layer = lambda_.LayerVersion.from_layer_version_arn(
             scope,
             f"{construct_id}Powertools",
-            _POWERTOOLS_LAYER.format(partition=Aws.PARTITION, region=stack.region, v=config.powertools_layer_version),
+            _POWERTOOLS_LAYER.format(region=stack.region, v=config.powertools_layer_version),
         )
         super().__init__(
             scope,
@@ -113,8 +154,9 @@ class HardenedStateMachine(sfn.StateMachine):
         config: Config,
         definition_body: sfn.DefinitionBody,
         timeout: Duration,
+        log_key: kms.IKey,
     ) -> None:
-        log_group = retained_log_group(scope, f"{construct_id}Logs", config)
+        log_group = retained_log_group(scope, f"{construct_id}Logs", config, log_key)
         super().__init__(
             scope,
             construct_id,
@@ -171,11 +213,14 @@ _RETENTION_BY_DAYS = {
 }
 
 
-def retained_log_group(scope: Construct, construct_id: str, config: Config) -> logs.LogGroup:
-    """A log group with the configured retention, kept on stack deletion when data is retained."""
+def retained_log_group(scope: Construct, construct_id: str, config: Config, key: kms.IKey) -> logs.LogGroup:
+    """A log group with the configured retention, encrypted with the data key (whose policy lets CloudWatch Logs
+    of this account and region use it: stacks/constructs/data_key.py), kept on stack deletion when data is retained.
+    Logs carry execution inputs and outputs (ALL-level state machine logging): the same data the key protects."""
     return logs.LogGroup(
         scope,
         construct_id,
         retention=_RETENTION_BY_DAYS[config.log_retention_days],
+        encryption_key=key,
         removal_policy=RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY,
     )

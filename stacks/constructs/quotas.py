@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aws_cdk import Aws, CustomResource, Duration
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
@@ -19,12 +20,13 @@ class QuotaRequests(Construct):
     `Summary` attribute feeds a stack output.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: Config) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, config: Config, log_key: kms.IKey) -> None:
         super().__init__(scope, construct_id)
         self.function = HardenedFunction(
             self,
             "Handler",
             config=config,
+            log_key=log_key,
             handler="lambdas.handlers.quota_requests.handler",
             description="Requests SageMaker training quota increases",
             timeout=Duration.minutes(2),
@@ -52,7 +54,7 @@ class QuotaRequests(Construct):
             self,
             "Provider",
             on_event_handler=self.function,
-            log_group=retained_log_group(self, "ProviderLogs", config),
+            log_group=retained_log_group(self, "ProviderLogs", config, log_key),
         )
         acknowledge(
             self.function.role,

@@ -26,10 +26,15 @@ class HfTokenSecret(Construct):
             "Secret",
             description="Hugging Face access token for gated models; put the token here, never in job inputs",
             encryption_key=key,
-            # No value in the template: the token must never pass through CloudFormation. AWS fills a random
-            # placeholder that the user overwrites with `aws secretsmanager put-secret-value` (README).
             removal_policy=RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY,
         )
+        # No value at all: the token must never pass through CloudFormation, and the L2's default
+        # GenerateSecretString would store a random password that training would send to the Hub as a token (401).
+        # Without SecretString and GenerateSecretString, CloudFormation creates an empty secret (no AWSCURRENT
+        # version: GetSecretValue answers ResourceNotFoundException) until the user runs put-secret-value (README).
+        cfn_secret = secret.node.default_child
+        assert isinstance(cfn_secret, secretsmanager.CfnSecret)
+        cfn_secret.add_property_deletion_override("GenerateSecretString")
         acknowledge(
             secret,
             "SMG4",

@@ -2,7 +2,9 @@
 
 Plan → Map(jobs) [Launch → Wait → Status → Choice(ended?) → Record] → Report → Notify.
 A failed Launch/Status is caught per item and still recorded (the job may exist and be billed), so one job's
-failure never sinks the others. Every task retries Lambda faults with backoff and full jitter and has a timeout.
+failure never sinks the others. Every task retries Lambda faults (function timeouts included) with backoff and full
+jitter and has a timeout; Launch also waits out a full instance quota (`ResourceLimitReached`). An execution that
+ends FAILED, TIMED_OUT or ABORTED is cleaned up by the Lifecycle construct (stacks/constructs/lifecycle.py).
 """
 
 from __future__ import annotations
@@ -21,10 +23,22 @@ from constructs import Construct
 
 from stacks.config import Config
 from stacks.constructs.bucket import DATASETS_PREFIX, REPORTS_PREFIX
-from stacks.constructs.hardened import HardenedFunction, HardenedStateMachine, add_lambda_retry
+from stacks.constructs.hardened import HardenedFunction, HardenedStateMachine, add_lambda_retry, lambda_timeout
+from stacks.constructs.lifecycle import Lifecycle
 from stacks.nag import acknowledge, arn_ref
 
-TASK_TIMEOUT = Duration.minutes(5)
+# Each function's timeout covers its sequential AWS calls at their worst-case botocore retry budget (190 s each with
+# lambdas/aws.py's client config: see hardened.lambda_timeout), at most Lambda's 15 minutes.
+CALLS_AT_WORST = {
+    "Plan": 4,  # datasets' ListObjectsV2 x2, the token secret, plus Pricing/Service Quotas on their own short clients
+    "Launch": 2,  # CreateTrainingJob, then DescribeTrainingJob when the name already exists
+    "Status": 1,  # DescribeTrainingJob
+    "Record": 2,  # DescribeTrainingJob (after a Catch), PutItem
+    "Report": 5,  # Query, 3 x PutObject, PutItem (capped at 15 minutes)
+}
+# The Task waits a minute longer than the function may run, so a function timeout surfaces as the retryable
+# `Sandbox.Timedout` rather than the Task's own, unretried `States.Timeout`.
+TASK_TIMEOUT_MARGIN = Duration.minutes(1)
 
 
 class Workflow(Construct):
@@ -45,6 +59,8 @@ class Workflow(Construct):
         code_s3_uri: str,
     ) -> None:
         super().__init__(scope, construct_id)
+        # Encrypted with the data key: every publisher (the state machine role's Notify, Cleanup) needs
+        # kms:GenerateDataKey* and kms:Decrypt on it besides sns:Publish, or SNS refuses the message.
         self.topic = sns.Topic(self, "Notifications", master_key=key, enforce_ssl=True, display_name="Fine-tuning runs")
         for email in config.notification_emails:
             self.topic.add_subscription(subscriptions.EmailSubscription(email))
@@ -63,15 +79,27 @@ class Workflow(Construct):
             "MAX_CONCURRENCY": str(config.max_concurrency),
         }
 
+        # Variables only one function reads (CONTRACT.md), on top of the shared ones.
+        extra_environment = {
+            # Launch: OutputDataConfig.KmsKeyId, so models are encrypted with the data key, not the account's aws/s3.
+            "Launch": {"DATA_KEY_ARN": key.key_arn},
+            # Plan: refuses runs whose waves of jobs and status polls cannot finish within the execution timeout.
+            "Plan": {
+                "EXECUTION_TIMEOUT_SECONDS": str(config.execution_timeout_hours * 3600),
+                "STATUS_POLL_SECONDS": str(config.status_poll_seconds),
+            },
+        }
+
         def function(name: str, description: str) -> HardenedFunction:
             return HardenedFunction(
                 self,
                 f"{name}Function",
                 config=config,
+                log_key=key,
                 handler=f"lambdas.handlers.{name.lower()}.handler",
                 description=description,
-                environment=environment,
-                timeout=Duration.minutes(2),
+                environment={**environment, **extra_environment.get(name, {})},
+                timeout=lambda_timeout(CALLS_AT_WORST[name]),
             )
 
         training_jobs_arn = (
@@ -154,6 +182,7 @@ class Workflow(Construct):
             config=config,
             definition_body=sfn.DefinitionBody.from_chainable(self._definition(config)),
             timeout=Duration.hours(config.execution_timeout_hours),
+            log_key=key,
         )
         for invoked in (self.plan, self.launch, self.status, self.record, self.report):
             acknowledge(
@@ -161,6 +190,66 @@ class Workflow(Construct):
                 f"IAM5[Resource::{arn_ref(invoked)}:*]",
                 "CDK's LambdaInvoke grant covers this one function and its versions/aliases (ARN:*), nothing else.",
             )
+
+        self.lifecycle = Lifecycle(
+            self,
+            "Lifecycle",
+            config=config,
+            state_machine=self.state_machine,
+            log_key=key,
+            environment={
+                "TABLE_NAME": table.table_name,
+                "BUCKET_NAME": bucket.bucket_name,
+                "TOPIC_ARN": self.topic.topic_arn,
+                "JOB_NAME_PREFIX": config.job_name_prefix,
+                "CLEANUP_STOP_WAIT_SECONDS": str(config.cleanup_stop_wait_seconds),
+            },
+        )
+        self.cleanup = self.lifecycle.function
+        self._grant_cleanup(config, bucket=bucket, table=table, key=key, training_jobs_arn=training_jobs_arn)
+
+    def _grant_cleanup(
+        self, config: Config, *, bucket: s3.IBucket, table: dynamodb.ITable, key: kms.IKey, training_jobs_arn: str
+    ) -> None:
+        """Everything Cleanup's handler calls (lambdas/cleanup.py), in one place.
+        IAM helper: move these into the grants table; nothing else grants Cleanup anything."""
+        # Search has no resource-level permissions; it only returns what the tag filter matches.
+        self.cleanup.add_to_role_policy(iam.PolicyStatement(actions=["sagemaker:Search"], resources=["*"]))
+        self.cleanup.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:StopTrainingJob", "sagemaker:DescribeTrainingJob"], resources=[training_jobs_arn]
+            )
+        )
+        table.grant(self.cleanup, "dynamodb:Query", "dynamodb:PutItem")
+        self.cleanup.add_to_role_policy(
+            iam.PolicyStatement(actions=["s3:PutObject"], resources=[bucket.arn_for_objects(f"{REPORTS_PREFIX}*")])
+        )
+        # sns:Publish, plus kms:Decrypt and kms:GenerateDataKey* on the topic's key (CDK adds them for an encrypted
+        # topic: SNS refuses a publisher that cannot use the key).
+        self.topic.grant_publish(self.cleanup)
+        key.grant(self.cleanup, "kms:Decrypt", "kms:GenerateDataKey")  # ledger rows and report objects
+        acknowledge(
+            self.cleanup.role,
+            "IAM5[Action::kms:GenerateDataKey*]",
+            "Publishing to a topic encrypted with a customer-managed key needs kms:GenerateDataKey* on that one key "
+            "(CDK's grant_publish for an encrypted topic; the resource is the data key only).",
+        )
+        acknowledge(
+            self.cleanup.role,
+            "IAM5[Resource::*]",
+            "sagemaker:Search and X-Ray tracing support no resource-level permissions; Search only reads.",
+        )
+        acknowledge(
+            self.cleanup.role,
+            f"IAM5[Resource::{arn_ref(bucket)}/{REPORTS_PREFIX}*]",
+            "Report keys are per run (reports/<run id>/...); the grant is limited to the reports/ prefix.",
+        )
+        acknowledge(
+            self.cleanup.role,
+            "IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:training-job/"
+            f"{config.job_name_prefix}*]",
+            "Cleanup stops the run's jobs, whose names are generated per run; all start with this deployment's prefix.",
+        )
 
     def _invoke(
         self,
@@ -181,7 +270,7 @@ class Workflow(Construct):
             # Retries come from add_lambda_retry, with jitter; the built-in one has none.
             retry_on_service_exceptions=False,
             result_path=result_path if result_path is not None else sfn.JsonPath.DISCARD,
-            task_timeout=sfn.Timeout.duration(TASK_TIMEOUT),
+            task_timeout=sfn.Timeout.duration(function.timeout.plus(TASK_TIMEOUT_MARGIN)),
         )
 
     def _definition(self, config: Config) -> sfn.IChainable:
@@ -215,7 +304,17 @@ class Workflow(Construct):
             subject="Fine-tuning run finished",
             message=sfn.TaskInput.from_json_path_at("$.report.message"),
             result_path=sfn.JsonPath.DISCARD,
-            task_timeout=sfn.Timeout.duration(TASK_TIMEOUT),
+            task_timeout=sfn.Timeout.duration(Duration.minutes(5)),
+        )
+        # CreateTrainingJob's ResourceLimitExceeded: the instance quota is in use (another run, another job of this
+        # one). Only waiting frees it, so a long, config-driven interval (quota_retry), before the Catch records it.
+        quota = config.quota_retry
+        launch.add_retry(
+            errors=["ResourceLimitReached"],
+            interval=Duration.seconds(quota.interval_seconds),
+            max_attempts=quota.max_attempts,
+            backoff_rate=quota.backoff_rate,
+            max_delay=Duration.seconds(quota.max_delay_seconds),
         )
         add_lambda_retry([plan, launch, status, record, record_failure, report], config.lambda_retry)
         notify.add_retry(

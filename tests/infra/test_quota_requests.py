@@ -193,8 +193,10 @@ def test_stack_passes_configured_targets_to_the_custom_resource(synthesized) -> 
         "Custom::SageMakerQuotaRequests",
         {
             "QuotaRequests": [
-                {"InstanceType": "ml.g5.xlarge", "Usage": "spot training job", "DesiredValue": "1"},
-                {"InstanceType": "ml.g5.2xlarge", "Usage": "spot training job", "DesiredValue": "1"},
+                {"InstanceType": "ml.g5.xlarge", "Usage": "spot training job", "DesiredValue": "2"},
+                {"InstanceType": "ml.g5.2xlarge", "Usage": "spot training job", "DesiredValue": "2"},
+                {"InstanceType": "ml.g5.12xlarge", "Usage": "spot training job", "DesiredValue": "3"},
+                {"InstanceType": "ml.p4d.24xlarge", "Usage": "spot training job", "DesiredValue": "1"},
             ]
         },
     )

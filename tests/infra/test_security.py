@@ -75,6 +75,16 @@ def test_data_bucket_lifecycle_aborts_uploads_expires_old_versions_and_checkpoin
     assert rules["expire-checkpoints"]["ExpirationInDays"] == 30
 
 
+def test_overwritten_checkpoint_versions_are_dropped_after_one_day_not_thirty(synthesized) -> None:
+    # Every checkpoint save overwrites the same keys (~81 GB for 7B full): versioning must not keep them a month.
+    _, bucket = _data_bucket(synthesized)
+    rules = {rule["Id"]: rule for rule in bucket["Properties"]["LifecycleConfiguration"]["Rules"]}
+    rule = rules["expire-noncurrent-checkpoints"]
+    assert rule["Prefix"] == "checkpoints/" and rule["Status"] == "Enabled"
+    assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
+    assert rule["ExpiredObjectDeleteMarker"] is True
+
+
 def test_every_bucket_policy_denies_plain_http(synthesized) -> None:
     policies = _resources(synthesized.main_json, "AWS::S3::BucketPolicy")
     assert len(policies) == 2
@@ -130,12 +140,14 @@ def test_ledger_is_on_demand_recoverable_encrypted_and_protected(synthesized) ->
     )
 
 
-def test_token_secret_carries_no_value_in_the_template_and_uses_the_data_key(synthesized) -> None:
+def test_token_secret_is_created_empty_and_uses_the_data_key(synthesized) -> None:
     secrets = _resources(synthesized.main_json, "AWS::SecretsManager::Secret")
     assert len(secrets) == 1
     props = next(iter(secrets.values()))["Properties"]
-    # A random placeholder is generated in AWS; the user overwrites it with the token (README).
+    # Neither a value nor a generated random one (which training would send to the Hub as a token: 401).
+    # Without both, CloudFormation creates an empty secret; the user puts the token in it (README).
     assert "SecretString" not in props
+    assert "GenerateSecretString" not in props
     assert "KmsKeyId" in props
 
 
@@ -184,18 +196,25 @@ def test_launch_may_pass_only_the_sagemaker_role_only_to_sagemaker(synthesized) 
     assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
     assert "SageMakerRole" in json.dumps(pass_role["Resource"])
     create = next(s for s in statements if "sagemaker:CreateTrainingJob" in _as_list(s["Action"]))
-    assert "training-job/finetune*" in json.dumps(create["Resource"])
+    assert f"training-job/{_job_name_prefix()}*" in json.dumps(create["Resource"])
+
+
+def _job_name_prefix() -> str:
+    from stacks.app_builder import cdk_json_context
+    from stacks.config import load_config
+
+    return load_config(cdk_json_context()["finetune"]).job_name_prefix
 
 
 def test_every_lambda_is_current_traced_bounded_and_logs_to_its_own_retained_group(synthesized) -> None:
     functions = _resources(synthesized.main_json, "AWS::Lambda::Function")
     ours = {k: v for k, v in functions.items() if v["Properties"].get("Handler", "").startswith("lambdas.")}
-    assert len(ours) == 5
+    assert len(ours) == 6  # Plan, Launch, Status, Record, Report, Cleanup
     for function in ours.values():
         props = function["Properties"]
         assert props["Runtime"] == "python3.14"
         assert props["TracingConfig"] == {"Mode": "Active"}
-        assert props["Timeout"] <= 120
+        assert props["Timeout"] <= 900
         assert "LogGroup" in json.dumps(props["LoggingConfig"])
         assert "AWSLambdaPowertoolsPythonV3-python314-x86_64" in json.dumps(props["Layers"])
 

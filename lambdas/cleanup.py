@@ -1,0 +1,382 @@
+"""Cleanup after an execution that ended FAILED, TIMED_OUT or ABORTED (EventBridge delivers its status change).
+
+The Map's own Record/Report/Notify never run for such an execution, while its training jobs run on (and bill) until
+their MaxRuntime. So, for the run of that execution:
+1. find its training jobs by their `run_id` tag (SageMaker Search; only this deployment's job-name prefix);
+2. stop those still running (an already ended or stopping job is fine);
+3. wait a bounded time for them to reach Stopped, then record every job the ledger does not hold yet, with its cost
+   so far (SageMaker's billable seconds once ended; the elapsed training time, an upper bound, if still stopping);
+4. write a partial report (lambdas/report.py, marked `partial`) and a SUMMARY row, unless Report already ran;
+5. publish the execution's cause to the run topic.
+
+Every step is idempotent (stop tolerates ended jobs, recorded jobs are skipped, the report is overwritten), so
+Lambda's async retries and a re-delivered event are safe. Pure logic: clients are parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer
+from botocore.exceptions import ClientError
+
+from lambdas import catalog, cost, ledger, naming, report, training_job
+from lambdas.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+# The execution statuses the EventBridge rule forwards (stacks/constructs/lifecycle.py); anything else is ignored.
+LIFECYCLE_STATUSES = ("FAILED", "TIMED_OUT", "ABORTED")
+EVENT_SOURCE = "aws.states"
+EVENT_DETAIL_TYPE = "Step Functions Execution Status Change"
+# Jobs SageMaker may still be billing. `Stopping` needs no StopTrainingJob, but it is waited for like the others.
+RUNNING_STATUSES = frozenset({"InProgress", "Stopping"})
+SEARCH_PAGE_SIZE = 100  # SageMaker Search's maximum
+STOP_POLL_SECONDS = 10
+SUBJECT_MAX = 100  # SNS subject limit
+PRICE_TAG = "hourly_price_usd"  # optional job tags; without them the catalog price applies
+PRICE_SOURCE_TAG = "price_source"
+_deserializer = TypeDeserializer()
+
+
+@dataclass(frozen=True)
+class CleanupSettings:
+    """Cleanup's environment (the Workflow construct sets it)."""
+
+    table_name: str
+    bucket_name: str
+    topic_arn: str
+    job_name_prefix: str
+    stop_wait_seconds: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> CleanupSettings:
+        """Parse from `env` (default: `os.environ`); a missing variable raises ConfigurationError naming it."""
+        env = os.environ if env is None else env
+
+        def require(name: str) -> str:
+            value = env.get(name, "").strip()
+            if not value:
+                raise ConfigurationError(f"environment variable {name} is missing or empty")
+            return value
+
+        raw_wait = require("CLEANUP_STOP_WAIT_SECONDS")
+        if not raw_wait.isdigit():
+            raise ConfigurationError(
+                f"environment variable CLEANUP_STOP_WAIT_SECONDS must be an integer >= 0, got {raw_wait!r}"
+            )
+        return cls(
+            table_name=require("TABLE_NAME"),
+            bucket_name=require("BUCKET_NAME"),
+            topic_arn=require("TOPIC_ARN"),
+            job_name_prefix=require("JOB_NAME_PREFIX"),
+            stop_wait_seconds=int(raw_wait),
+        )
+
+
+@dataclass(frozen=True)
+class ExecutionEnd:
+    """The parts of an EventBridge "Step Functions Execution Status Change" event that Cleanup uses."""
+
+    execution_arn: str
+    name: str
+    status: str
+    error: str | None
+    cause: str | None
+
+    @classmethod
+    def from_event(cls, event: Mapping[str, Any]) -> ExecutionEnd:
+        """Parse the event as EventBridge delivers it; ValueError when it is not an execution status change."""
+        if event.get("source") != EVENT_SOURCE or event.get("detail-type") != EVENT_DETAIL_TYPE:
+            raise ValueError(f"not a Step Functions execution status change: {event.get('detail-type')!r}")
+        detail = event.get("detail") or {}
+        return cls(
+            execution_arn=str(detail.get("executionArn", "")),
+            name=str(detail["name"]),
+            status=str(detail["status"]),
+            error=detail.get("error") or None,
+            cause=detail.get("cause") or None,
+        )
+
+    @property
+    def run_id(self) -> str:
+        """The run id Plan derived from the same execution name."""
+        return naming.run_id_from_execution_name(self.name)
+
+    @property
+    def reason(self) -> str:
+        """Why the run ended early, for ledger rows and the notification (at most FAILURE_REASON_MAX)."""
+        if self.status == "TIMED_OUT" and not (self.error or self.cause):
+            text = "execution TIMED_OUT: it ran past the state machine's timeout (execution_timeout_hours)"
+        elif self.status == "ABORTED" and not (self.error or self.cause):
+            text = "execution ABORTED: stopped (StopExecution) without an error or cause"
+        else:
+            detail = training_job.workflow_error_text({"Error": self.error or "", "Cause": self.cause or ""})
+            text = f"execution {self.status}: {detail}"
+        return text[: training_job.FAILURE_REASON_MAX]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Finding and stopping the run's jobs
+# --------------------------------------------------------------------------------------------------------------------
+def find_run_jobs(sagemaker: Any, run_id: str, job_name_prefix: str, page_size: int = SEARCH_PAGE_SIZE) -> list[dict]:
+    """Every training job tagged `run_id` = `run_id` whose name carries this deployment's prefix, by name.
+
+    The prefix check keeps another deployment's run of the same execution name (same run id) out of reach.
+    """
+    jobs: dict[str, dict[str, Any]] = {}
+    pages = sagemaker.get_paginator("search").paginate(
+        Resource="TrainingJob",
+        SearchExpression={"Filters": [{"Name": "Tags.run_id", "Operator": "Equals", "Value": run_id}]},
+        PaginationConfig={"PageSize": page_size},
+    )
+    for page in pages:
+        for result in page.get("Results", []):
+            job = result.get("TrainingJob") or {}
+            name = job.get("TrainingJobName", "")
+            if name.startswith(f"{job_name_prefix}-") and _tags(job).get("run_id") == run_id:
+                jobs[name] = job
+    return [jobs[name] for name in sorted(jobs)]
+
+
+def _tags(job: Mapping[str, Any]) -> dict[str, str]:
+    return {tag["Key"]: tag["Value"] for tag in job.get("Tags", []) if "Key" in tag and "Value" in tag}
+
+
+def _already_ended(exc: ClientError) -> bool:
+    # StopTrainingJob on a job that is Completed/Failed/Stopped(/Stopping): ValidationException naming its status.
+    error = exc.response.get("Error", {})
+    return error.get("Code") == "ValidationException" and "status" in str(error.get("Message", "")).lower()
+
+
+def stop_running_jobs(sagemaker: Any, jobs: list[dict[str, Any]]) -> list[str]:
+    """StopTrainingJob for every job still InProgress; the names actually stopped. Ended jobs are left alone."""
+    stopped = []
+    for job in jobs:
+        name = job["TrainingJobName"]
+        if job.get("TrainingJobStatus") != "InProgress":
+            continue
+        try:
+            sagemaker.stop_training_job(TrainingJobName=name)
+            stopped.append(name)
+        except ClientError as exc:
+            if not _already_ended(exc):
+                raise
+            logger.info("training job %s had already ended: %s", name, exc)
+    return stopped
+
+
+def wait_until_ended(
+    sagemaker: Any,
+    names: list[str],
+    wait_seconds: float,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    poll_seconds: float = STOP_POLL_SECONDS,
+) -> dict[str, dict[str, Any]]:
+    """Describe each job until it has ended or `wait_seconds` have passed; the last raw description of each."""
+    deadline = clock() + wait_seconds
+    described: dict[str, dict[str, Any]] = {}
+    pending = list(names)
+    while True:
+        for name in pending:
+            described[name] = sagemaker.describe_training_job(TrainingJobName=name)
+        pending = [n for n in pending if described[n].get("TrainingJobStatus") in RUNNING_STATUSES]
+        if not pending or clock() >= deadline:
+            return described
+        sleep(min(poll_seconds, max(0.0, deadline - clock())))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Ledger rows
+# --------------------------------------------------------------------------------------------------------------------
+def job_spec(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The JobSpec fields `ledger.job_row` needs, rebuilt from the training job itself (request, tags).
+
+    Plan's price is not stored on the job unless it carries `hourly_price_usd`/`price_source` tags; otherwise the
+    catalog's on-demand price applies (price_source `catalog`), which is what Plan falls back to as well.
+    """
+    tags = _tags(job)
+    resources = job.get("ResourceConfig") or {}
+    instance_type = resources.get("InstanceType", "")
+    count = int(resources.get("InstanceCount") or 1)
+    if PRICE_TAG in tags:
+        price, source = cost.to_decimal(tags[PRICE_TAG]), tags.get(PRICE_SOURCE_TAG, cost.PRICE_SOURCE_API)
+    elif instance_type in catalog.INSTANCES:
+        price, source = cost.to_decimal(catalog.INSTANCES[instance_type].hourly_price_usd), cost.PRICE_SOURCE_CATALOG
+    else:
+        price, source = cost.to_decimal(0), "unknown"
+    hyperparameters = job.get("HyperParameters") or {}
+    try:
+        model_id = json.loads(hyperparameters.get("model_id", '""'))
+    except ValueError:
+        model_id = hyperparameters.get("model_id", "")
+    runtime = int((job.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds") or 0)
+    return {
+        "run_id": tags.get("run_id", ""),
+        "job_name": job["TrainingJobName"],
+        "model_key": tags.get("model", model_id),
+        "model_id": model_id,
+        "approach": tags.get("approach", ""),
+        "instance_type": instance_type,
+        "instance_count": count,
+        "spot": bool(job.get("EnableManagedSpotTraining")),
+        "hourly_price_usd": price,
+        "price_source": source,
+        "estimated_max_cost_usd": cost.estimated_max_cost_usd(runtime, count, price),
+    }
+
+
+def status_so_far(description: Mapping[str, Any], reason: str, stopped_by_cleanup: bool, now: datetime) -> dict:
+    """The status to record for a job: SageMaker's own once it has ended; the cost so far if it is still stopping.
+
+    A job Cleanup stopped is recorded `Stopped` with the execution's reason. One still `Stopping` at the deadline
+    has no billable time yet: the elapsed training time stands in for it (billable <= training, so never less than
+    the bill), and the reason says so.
+    """
+    status = training_job.normalise_description(dict(description))
+    if status["ended"]:
+        if stopped_by_cleanup:
+            status["failure_reason"] = reason
+        return status
+    started = description.get("TrainingStartTime")
+    elapsed = max(0, int((now - started).total_seconds())) if isinstance(started, datetime) else 0
+    note = f"{reason} (still {status['status']} when recorded: cost so far estimated from {elapsed} s of training)"
+    return {
+        **status,
+        "status": "Stopped",
+        "ended": True,
+        "training_seconds": elapsed,
+        "billable_seconds": elapsed,
+        "failure_reason": note[: training_job.FAILURE_REASON_MAX],
+        "end_time": now.isoformat(),
+    }
+
+
+def _run_items(dynamodb: Any, table_name: str, run_id: str) -> list[dict[str, Any]]:
+    """Every item of the run (job rows and SUMMARY), strongly consistent."""
+    items: list[dict[str, Any]] = []
+    for page in dynamodb.get_paginator("query").paginate(
+        TableName=table_name,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": ledger.run_pk(run_id)}},
+        ConsistentRead=True,
+    ):
+        items += [{k: _deserializer.deserialize(v) for k, v in item.items()} for item in page.get("Items", [])]
+    return items
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Report and notification
+# --------------------------------------------------------------------------------------------------------------------
+def partial_banner(end: ExecutionEnd) -> str:
+    """The first lines of a partial report.md."""
+    return (
+        f"> **Partial report.** The execution `{end.name}` ended {end.status} before the workflow finished; any job "
+        f"still running was stopped and is recorded with its cost so far. {end.reason}\n\n"
+    )
+
+
+def write_partial_report(s3: Any, bucket: str, end: ExecutionEnd, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """report.json (with `partial`), report.md (with a banner) and chart.svg; the document and its URIs."""
+    document = report.build_report(end.run_id, rows)
+    document.update({"partial": True, "execution_status": end.status, "partial_reason": end.reason})
+    json_uri, md_uri = report.write_report(s3, bucket, document)
+    _, md_key = naming.report_keys(end.run_id)
+    s3.put_object(
+        Bucket=bucket,
+        Key=md_key,
+        Body=(partial_banner(end) + report.render_markdown(document)).encode(),
+        ContentType="text/markdown; charset=utf-8",
+    )
+    return {"document": document, "report_json_uri": json_uri, "report_md_uri": md_uri}
+
+
+def notification(end: ExecutionEnd, stopped: list[str], recorded: list[dict[str, Any]], md_uri: str | None) -> str:
+    """The message published to the run topic (at most report.MESSAGE_MAX_BYTES)."""
+    total = sum(cost.to_decimal(row["cost_usd"]) for row in recorded)
+    parts = [f"Fine-tuning run {end.run_id} did not finish: {end.reason}"]
+    parts.append(
+        f"Cleanup stopped {len(stopped)} training job(s) and recorded {len(recorded)} job(s) with their cost so far "
+        f"(${total:.4f})."
+    )
+    if stopped:
+        parts.append("Stopped: " + ", ".join(stopped) + ".")
+    if md_uri:
+        parts.append(f"Partial report: {md_uri}")
+    message = "\n".join(parts).encode()
+    if len(message) <= report.MESSAGE_MAX_BYTES:
+        return message.decode()
+    return message[: report.MESSAGE_MAX_BYTES - 3].decode(errors="ignore") + "..."
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The whole cleanup
+# --------------------------------------------------------------------------------------------------------------------
+def cleanup_run(
+    end: ExecutionEnd,
+    config: CleanupSettings,
+    *,
+    sagemaker: Any,
+    dynamodb: Any,
+    s3: Any,
+    sns: Any,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """Stop, record, report and notify for one ended execution; a JSON summary of what was done."""
+    run_id = end.run_id
+    jobs = find_run_jobs(sagemaker, run_id, config.job_name_prefix)
+    stopped = stop_running_jobs(sagemaker, jobs)
+
+    items = _run_items(dynamodb, config.table_name, run_id)
+    recorded_names = {item.get("job_name") for item in items if str(item.get("sk", "")).startswith("JOB#")}
+    summary_exists = any(item.get("sk") == ledger.SUMMARY_SK and not item.get("partial") for item in items)
+    unrecorded = [job for job in jobs if job["TrainingJobName"] not in recorded_names]
+    described = wait_until_ended(
+        sagemaker,
+        [job["TrainingJobName"] for job in unrecorded],
+        config.stop_wait_seconds,
+        sleep=sleep,
+        clock=clock,
+    )
+    recorded = []
+    for job in unrecorded:
+        name = job["TrainingJobName"]
+        status = status_so_far(described.get(name, job), end.reason, name in stopped, now())
+        row = ledger.job_row(job_spec(job), status)
+        ledger.put_row(dynamodb, config.table_name, row)
+        recorded.append(ledger.to_json_value(row))
+        logger.info("job recorded by cleanup", extra={"job_name": name, "status": row["status"]})
+
+    md_uri = None
+    if jobs and not summary_exists:
+        rows = ledger.run_rows(dynamodb, config.table_name, run_id)
+        written = write_partial_report(s3, config.bucket_name, end, rows)
+        md_uri = written["report_md_uri"]
+        fields = report.summary_fields(written["document"], written["report_json_uri"], md_uri)
+        fields.update({"partial": True, "execution_status": end.status, "partial_reason": end.reason})
+        ledger.put_row(dynamodb, config.table_name, ledger.summary_row(run_id, fields))
+
+    message = notification(end, stopped, recorded, md_uri)
+    subject = f"Fine-tuning run {end.status}: {run_id}"[:SUBJECT_MAX]
+    sns.publish(TopicArn=config.topic_arn, Subject=subject, Message=message)
+    return {
+        "run_id": run_id,
+        "execution_status": end.status,
+        "reason": end.reason,
+        "jobs_found": [job["TrainingJobName"] for job in jobs],
+        "stopped": stopped,
+        "recorded": [row["job_name"] for row in recorded],
+        "report_md_uri": md_uri,
+        "message": message,
+    }

@@ -1,0 +1,38 @@
+"""Cleanup Lambda: an EventBridge "Step Functions Execution Status Change" (FAILED, TIMED_OUT, ABORTED) -> the run's
+training jobs stopped, recorded with their cost so far, a partial report, and the cause published to the topic.
+
+Output (for logs and the async invocation record): `{run_id, execution_status, reason, jobs_found, stopped, recorded,
+report_md_uri, message}`; `{"ignored": ...}` for any other status.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from lambdas import aws, cleanup
+from lambdas.handlers.observability import instrumented, logger
+
+# Parsed once per container, like lambdas/settings.py's: a missing variable fails the first invocation loudly.
+settings = functools.cache(cleanup.CleanupSettings.from_env)
+
+
+@instrumented
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Clean up after the execution the event is about."""
+    end = cleanup.ExecutionEnd.from_event(event)
+    if end.status not in cleanup.LIFECYCLE_STATUSES:
+        logger.info("execution status needs no cleanup", extra={"execution": end.name, "status": end.status})
+        return {"ignored": end.status, "execution": end.name}
+    result = cleanup.cleanup_run(
+        end,
+        settings(),
+        sagemaker=aws.client("sagemaker"),
+        dynamodb=aws.client("dynamodb"),
+        s3=aws.client("s3"),
+        sns=aws.client("sns"),
+    )
+    logger.info("run cleaned up", extra={k: result[k] for k in ("run_id", "execution_status", "stopped", "recorded")})
+    return result

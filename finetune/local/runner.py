@@ -24,6 +24,7 @@ from unittest import mock
 
 import boto3
 
+from finetune.local.calls import CallLog, attributed_to, recording
 from finetune.local.cfn import Resolver
 from finetune.local.services import LocalServices, TrainingBackend, local_services
 
@@ -119,6 +120,10 @@ class LocalAccount:
         self.environment: dict[str, str] = {}
         self.state_machine_arn = ""
         self.topic_arn = ""
+        # Local physical values of the template's resources (the IAM gate resolves the policies with them too).
+        self.resolver = Resolver(account_id=ACCOUNT_ID, region=REGION)
+        # Every AWS call the handlers make, by function (the IAM gate checks each against its role's policy).
+        self.calls = CallLog()
 
     @contextmanager
     def running(self) -> Iterator[LocalAccount]:
@@ -131,6 +136,7 @@ class LocalAccount:
             mock.patch.dict(os.environ, {"AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}),
             mock_aws(config=config),
             local_services(self.services),
+            recording(self.calls),
             mock.patch.object(LambdaSimpleBackend, "invoke", self._invoke_patch()),
         ):
             self._create_resources()
@@ -156,7 +162,8 @@ class LocalAccount:
         handler = getattr(importlib.import_module(module_name), attribute)
         event = json.loads(body) if body else {}
         try:
-            result = handler(event, _Context(name))
+            with attributed_to(name):
+                result = handler(event, _Context(name))
         except Exception as error:
             response_headers["x-amz-function-error"] = "Unhandled"
             return json.dumps({"errorType": type(error).__name__, "errorMessage": str(error)}).encode()
@@ -164,7 +171,7 @@ class LocalAccount:
 
     def _create_resources(self) -> None:
         template = self.workflow.template
-        resolver = Resolver(account_id=ACCOUNT_ID, region=REGION)
+        resolver = self.resolver
         s3 = boto3.client("s3", region_name=REGION)
         iam = boto3.client("iam", region_name=REGION)
 

@@ -29,7 +29,7 @@ import re
 import sys
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from policyuniverse.arn import ARN
@@ -65,7 +65,7 @@ class Need:
     role: str  # logical id of the role in the template
     action: str
     resource: str
-    reason: str  # what needs it, for the failure message
+    reason: str = field(compare=False)  # what needs it (the first call that did), for the failure message
     context: tuple[tuple[str, str], ...] = ()
 
     def __str__(self) -> str:
@@ -80,7 +80,7 @@ class Mutation:
     policy: str  # logical id of the AWS::IAM::Policy
     role: str
     statement: int
-    field: str  # "Action" or "Resource"
+    element: str  # the policy element it is removed from: "Action" or "Resource"
     removed: Any  # the action, or the (unresolved) resource
 
     def apply(self, template: Mapping[str, Any]) -> dict[str, Any]:
@@ -88,9 +88,9 @@ class Mutation:
         mutated = copy.deepcopy(dict(template))
         statements = mutated["Resources"][self.policy]["Properties"]["PolicyDocument"]["Statement"]
         statement = statements[self.statement]
-        remaining = [value for value in _as_list(statement[self.field]) if value != self.removed]
+        remaining = [value for value in _as_list(statement[self.element]) if value != self.removed]
         if remaining:
-            statement[self.field] = remaining
+            statement[self.element] = remaining
         else:
             del statements[self.statement]
         return mutated
@@ -567,9 +567,9 @@ def lint_policies(template: Mapping[str, Any], resolver: Resolver) -> list[LintF
     resolver = _with_local_values(template, resolver)
     findings: dict[LintFinding, None] = {}
     for logical_id, resource in template["Resources"].items():
-        if (field := _POLICY_DOCUMENTS.get(resource["Type"])) is None:
+        if (property_name := _POLICY_DOCUMENTS.get(resource["Type"])) is None:
             continue
-        document = _strings(resolver.resolve(resource["Properties"][field]))
+        document = _strings(resolver.resolve(resource["Properties"][property_name]))
         for finding in parliament.analyze_policy_string(json.dumps(document)).findings:
             findings.setdefault(LintFinding(resource["Type"], logical_id, finding.issue, str(finding.detail)))
     return list(findings)

@@ -92,7 +92,7 @@ def test_removing_any_grant_fails_the_gate_naming_what_is_missing(recorded) -> N
     for mutation in gate.mutations():
         needs = [need for need in recorded.needs if need.role == mutation.role]
         denied = gate.denied(needs, mutation.apply(gate.template))
-        if mutation.field == "Action":
+        if mutation.element == "Action":
             caught = any(action_matches(mutation.removed, need.action) for need in denied)
         else:
             caught = bool(denied)

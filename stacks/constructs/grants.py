@@ -139,7 +139,7 @@ def secret_policy_arn(secret: secretsmanager.ISecret) -> str:
     return secret.secret_full_arn or f"{secret.secret_arn}-??????"
 
 
-def resource_arn(grant: Grant, targets: GrantTargets) -> str:
+def _resource_arn(grant: Grant, targets: GrantTargets) -> str:
     """The ARN (or pattern) `grant` acts on."""
     if grant.target is Target.ANY:
         return "*"
@@ -150,8 +150,10 @@ def resource_arn(grant: Grant, targets: GrantTargets) -> str:
 
 def apply_grants(principal: str, role: iam.IRole, targets: GrantTargets) -> None:
     """Add `principal`'s rows of the table to `role`, acknowledging each wildcard with the row's reason."""
+    if principal not in GRANTS:
+        raise ValueError(f"{principal} has no row in the grants table (stacks/constructs/grants.py): add what it calls")
     for grant in GRANTS[principal]:
-        resource = resource_arn(grant, targets)
+        resource = _resource_arn(grant, targets)
         role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=list(grant.actions),

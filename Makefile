@@ -5,6 +5,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# checkov's dependencies conflict with the pinned test packages: it lives in a venv of its own.
+CHECKOV_VENV := .venv-checkov
 CDK := node_modules/.bin/cdk
 INPUT ?=
 # The deployed fine-tuning stack (config.stack_name: resource_prefix in CamelCase) and where its data bucket is.
@@ -26,6 +28,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt training_code/requirem
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	touch $@
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -39,10 +46,14 @@ test: $(VENV)/.installed node_modules/.installed lint ## the whole suite: lint, 
 synth: $(VENV)/.installed node_modules/.installed ## synthesize nag-checked templates into cdk.out/
 	$(CDK) synth --quiet
 
-lint: $(VENV)/.installed node_modules/.installed synth ## ruff on the code, cfn-lint on the synthesized templates
+lint: $(VENV)/.installed node_modules/.installed $(CHECKOV_VENV)/.installed synth ## ruff; cfn-lint and checkov on the templates (skips: lint-skips.toml)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(VENV)/bin/cfn-lint --ignore-checks W3005 -- cdk.out/*.template.json
+	$(VENV)/bin/cfn-lint --format json --non-zero-exit-code none -- cdk.out/*.template.json > cdk.out/cfn-lint.json
+	$(PY) .ci/lint_skips.py cfn-lint cdk.out/cfn-lint.json
+	$(CHECKOV_VENV)/bin/checkov --skip-download --framework cloudformation --soft-fail --quiet -o json \
+		-d cdk.out > cdk.out/checkov.json
+	$(PY) .ci/lint_skips.py checkov cdk.out/checkov.json
 
 deploy: $(VENV)/.installed node_modules/.installed ## deploy both stacks to the account of your AWS credentials
 	$(CDK) deploy --all

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from stacks.config import Config
 from stacks.constructs.bucket import REPORTS_PREFIX, DataBucket
 from stacks.constructs.data_key import DataKey
+from stacks.constructs.grants import secret_policy_arn
 from stacks.constructs.ledger import Ledger
 from stacks.constructs.roles import SageMakerExecutionRole
 from stacks.constructs.secret import HfTokenSecret
@@ -36,7 +38,13 @@ class FineTuneStack(Stack):
 
         data.grant_training_access(sagemaker.role)
         training_code.grant_read(sagemaker.role)
-        hf_token.secret.grant_read(sagemaker.role)
+        # The job reads the token's value and nothing else (training_code/hf_token.py): not CDK's grant_read,
+        # which adds DescribeSecret.
+        sagemaker.role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["secretsmanager:GetSecretValue"], resources=[secret_policy_arn(hf_token.secret)]
+            )
+        )
         # Datasets are read, and checkpoints and models written, under the data key.
         key.grant(sagemaker.role, "kms:Decrypt", "kms:GenerateDataKey")
 

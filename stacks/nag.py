@@ -6,6 +6,9 @@ so each acknowledgement covers one rule on one resource pattern on one construct
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from aws_cdk import Acknowledgment, Stack, Validations
 from constructs import IConstruct
 
@@ -19,3 +22,25 @@ def arn_ref(resource: IConstruct) -> str:
     """How cdk-nag writes the `Fn::GetAtt <resource>.Arn` of a same-stack resource in a finding id."""
     default_child = resource.node.default_child or resource
     return f"<{Stack.of(resource).get_logical_id(default_child)}.Arn>"
+
+
+def nag_resource(scope: IConstruct, value: str) -> str:
+    """How cdk-nag writes `value` (a string that may hold tokens) in a finding id such as `IAM5[Resource::...]`:
+    the resolved CloudFormation value flattened the way cdk-nag's `flattenCfnReference` does."""
+    return _flatten(Stack.of(scope).resolve(value))
+
+
+def _flatten(node: Any) -> str:
+    if isinstance(node, str):
+        return node.replace("${", "<").replace("}", ">")
+    if "Fn::Join" in node:
+        delimiter, items = node["Fn::Join"]
+        return delimiter.join(_flatten(item) for item in items)
+    if "Fn::Sub" in node:
+        return _flatten(node["Fn::Sub"])
+    if "Fn::GetAtt" in node:
+        logical_id, attribute = node["Fn::GetAtt"]
+        return f"<{_flatten(logical_id)}.{_flatten(attribute)}>"
+    if "Ref" in node:
+        return f"<{_flatten(node['Ref'])}>"
+    return json.dumps(node, separators=(",", ":"))  # JSON.stringify, as cdk-nag falls back to

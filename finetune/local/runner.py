@@ -29,6 +29,7 @@ from unittest import mock
 
 import boto3
 
+from finetune.local.calls import CallLog, attributed_to, recording
 from finetune.local.cfn import Resolver
 from finetune.local.services import LocalServices, TrainingBackend, local_services
 
@@ -92,6 +93,14 @@ def synthesize(overrides: Mapping[str, Any] | None = None) -> SynthesizedWorkflo
     )
 
 
+def _deployed_status_poll_seconds() -> int:
+    """The status poll interval of cdk.json's settings, as a deployment has it (FAST_SETTINGS shortens it locally)."""
+    from stacks.app_builder import cdk_json_context
+    from stacks.config import CONTEXT_KEY, load_config
+
+    return load_config(cdk_json_context()[CONTEXT_KEY]).status_poll_seconds
+
+
 def _resources(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in template["Resources"].items() if v["Type"] == resource_type}
 
@@ -136,6 +145,10 @@ class LocalAccount:
         self._stop_reasons: dict[str, dict[str, str]] = {}
         # (event pattern, Lambda target logical ids) of every EventBridge rule in the template, resolved.
         self.rules: list[tuple[dict[str, Any], list[str]]] = []
+        # Local physical values of the template's resources (the IAM gate resolves the policies with them too).
+        self.resolver = Resolver(account_id=ACCOUNT_ID, region=REGION)
+        # Every AWS call the handlers make, by function (the IAM gate checks each against its role's policy).
+        self.calls = CallLog()
 
     @contextmanager
     def running(self) -> Iterator[LocalAccount]:
@@ -148,6 +161,7 @@ class LocalAccount:
             mock.patch.dict(os.environ, {"AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}),
             mock_aws(config=config),
             local_services(self.services),
+            recording(self.calls),
             mock.patch.object(LambdaSimpleBackend, "invoke", self._invoke_patch()),
             _stopped_executions_stay_aborted(),
         ):
@@ -174,7 +188,8 @@ class LocalAccount:
         handler = getattr(importlib.import_module(module_name), attribute)
         event = json.loads(body) if body else {}
         try:
-            result = handler(event, _Context(name, self.timeouts.get(name, 120)))
+            with attributed_to(name):
+                result = handler(event, _Context(name, self.timeouts.get(name, 120)))
         except Exception as error:
             response_headers["x-amz-function-error"] = "Unhandled"
             return json.dumps({"errorType": type(error).__name__, "errorMessage": str(error)}).encode()
@@ -182,7 +197,7 @@ class LocalAccount:
 
     def _create_resources(self) -> None:
         template = self.workflow.template
-        resolver = Resolver(account_id=ACCOUNT_ID, region=REGION)
+        resolver = self.resolver
         s3 = boto3.client("s3", region_name=REGION)
         iam = boto3.client("iam", region_name=REGION)
 
@@ -258,6 +273,10 @@ class LocalAccount:
         s3.put_object(Bucket=bucket, Key=key, Body=self.workflow.training_code_tarball.read_bytes())
         # Quieter handler logs on the terminal; everything else is exactly the stack's environment.
         self.environment["POWERTOOLS_LOG_LEVEL"] = os.environ.get("FINETUNE_LOCAL_LOG_LEVEL", "ERROR")
+        # Local time runs fast: jobs take seconds and the Wait state polls every second. Plan's execution-limit check
+        # judges the run as it would be deployed, so it gets the deployed poll interval, not the accelerated one
+        # (with a 1 s poll every hour-long runtime bound would count as hundreds of thousands of history events).
+        self.environment["STATUS_POLL_SECONDS"] = str(_deployed_status_poll_seconds())
 
         state_machine = _only(template, "AWS::StepFunctions::StateMachine")
         definition = resolver.resolve(template["Resources"][state_machine]["Properties"]["DefinitionString"])

@@ -8,7 +8,7 @@ from constructs import Construct
 
 from stacks.config import Config
 from stacks.images import TrainingImage
-from stacks.nag import acknowledge
+from stacks.nag import acknowledge, nag_resource
 
 
 class SageMakerExecutionRole(Construct):
@@ -40,14 +40,20 @@ class SageMakerExecutionRole(Construct):
                 resources=["*"],
             )
         )
+        log_group = f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:/aws/sagemaker/TrainingJobs"
         self.role.add_to_policy(
             iam.PolicyStatement(
-                sid="TrainingJobLogs",
-                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                resources=[
-                    f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:/aws/sagemaker/TrainingJobs",
-                    f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:/aws/sagemaker/TrainingJobs:log-stream:{config.job_name_prefix}*",
-                ],
+                sid="TrainingJobLogGroup",
+                actions=["logs:CreateLogGroup", "logs:DescribeLogStreams"],
+                # Log-group actions are authorized against `log-group:NAME:*`; the bare group ARN matches none.
+                resources=[f"{log_group}:*"],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="TrainingJobLogStreams",
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[f"{log_group}:log-stream:{config.job_name_prefix}*"],
             )
         )
         self.role.add_to_policy(
@@ -67,7 +73,12 @@ class SageMakerExecutionRole(Construct):
         )
         acknowledge(
             self.role,
-            "IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:/aws/sagemaker/"
-            f"TrainingJobs:log-stream:{config.job_name_prefix}*]",
+            f"IAM5[Resource::{nag_resource(self.role, log_group)}:*]",
+            "The `:*` form is how CloudWatch Logs names a log group for CreateLogGroup and DescribeLogStreams; "
+            "only those two group-level actions are granted on it, on SageMaker's one training log group.",
+        )
+        acknowledge(
+            self.role,
+            f"IAM5[Resource::{nag_resource(self.role, log_group)}:log-stream:{config.job_name_prefix}*]",
             "SageMaker names each log stream after its training job; this app's jobs all start with the prefix.",
         )

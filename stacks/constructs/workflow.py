@@ -22,7 +22,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from stacks.config import Config
-from stacks.constructs.bucket import DATASETS_PREFIX, REPORTS_PREFIX
+from stacks.constructs.grants import GrantTargets, Target, apply_grants, secret_policy_arn
 from stacks.constructs.hardened import HardenedFunction, HardenedStateMachine, add_lambda_retry, lambda_timeout
 from stacks.constructs.lifecycle import Lifecycle
 from stacks.nag import acknowledge, arn_ref
@@ -90,8 +90,20 @@ class Workflow(Construct):
             },
         }
 
+        grant_targets: GrantTargets = {
+            Target.BUCKET: bucket.bucket_arn,
+            Target.LEDGER: table.table_arn,
+            Target.DATA_KEY: key.key_arn,
+            Target.TOPIC: self.topic.topic_arn,
+            Target.TOKEN_SECRET: secret_policy_arn(hf_token_secret),
+            Target.SAGEMAKER_ROLE: sagemaker_role.role_arn,
+            Target.TRAINING_JOBS: (
+                f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:training-job/{config.job_name_prefix}*"
+            ),
+        }
+
         def function(name: str, description: str) -> HardenedFunction:
-            return HardenedFunction(
+            created = HardenedFunction(
                 self,
                 f"{name}Function",
                 config=config,
@@ -101,80 +113,15 @@ class Workflow(Construct):
                 environment={**environment, **extra_environment.get(name, {})},
                 timeout=lambda_timeout(CALLS_AT_WORST[name]),
             )
-
-        training_jobs_arn = (
-            f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:training-job/{config.job_name_prefix}*"
-        )
-        describe_jobs = iam.PolicyStatement(actions=["sagemaker:DescribeTrainingJob"], resources=[training_jobs_arn])
+            # Its grants come with it, from its row of the table (a function without a row fails the synth).
+            apply_grants(name, created.role, grant_targets)
+            return created
 
         self.plan = function("Plan", "Validates the execution input, expands the matrix, prices and checks quotas")
-        self.plan.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["s3:ListBucket"],
-                resources=[bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{DATASETS_PREFIX}*"]}},
-            )
-        )
-        self.plan.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "pricing:GetProducts",
-                    "servicequotas:ListServiceQuotas",
-                    "servicequotas:ListAWSDefaultServiceQuotas",
-                ],
-                resources=["*"],
-            )
-        )
-        acknowledge(
-            self.plan.role,
-            "IAM5[Resource::*]",
-            "pricing:GetProducts, servicequotas:List* and X-Ray tracing support no resource-level permissions; "
-            "all are read-only.",
-        )
-
         self.launch = function("Launch", "Creates one managed-spot, checkpointed training job")
-        self.launch.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["sagemaker:CreateTrainingJob", "sagemaker:AddTags", "sagemaker:DescribeTrainingJob"],
-                resources=[training_jobs_arn],
-            )
-        )
-        self.launch.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["iam:PassRole"],
-                resources=[sagemaker_role.role_arn],
-                conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
-            )
-        )
-
         self.status = function("Status", "Describes one training job, normalised")
-        self.status.add_to_role_policy(describe_jobs)
-
         self.record = function("Record", "Writes one job's cost, savings and metrics to the ledger")
-        self.record.add_to_role_policy(describe_jobs)
-        table.grant(self.record, "dynamodb:PutItem")
-
         self.report = function("Report", "Ranks the run's jobs by cost per accuracy point and writes the report")
-        table.grant(self.report, "dynamodb:Query", "dynamodb:PutItem")
-        self.report.add_to_role_policy(
-            iam.PolicyStatement(actions=["s3:PutObject"], resources=[bucket.arn_for_objects(f"{REPORTS_PREFIX}*")])
-        )
-        acknowledge(
-            self.report.role,
-            f"IAM5[Resource::{arn_ref(bucket)}/{REPORTS_PREFIX}*]",
-            "Report keys are per run (reports/<run id>/...); the grant is limited to the reports/ prefix.",
-        )
-        # Ledger rows and reports are encrypted with the data key.
-        for writer in (self.record, self.report):
-            key.grant(writer, "kms:Decrypt", "kms:GenerateDataKey")
-
-        for reader in (self.launch, self.status, self.record):
-            acknowledge(
-                reader.role,
-                "IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:training-job/"
-                f"{config.job_name_prefix}*]",
-                "Training-job names are generated per run; every job this app creates starts with the prefix.",
-            )
 
         self.state_machine = HardenedStateMachine(
             self,
@@ -184,6 +131,7 @@ class Workflow(Construct):
             timeout=Duration.hours(config.execution_timeout_hours),
             log_key=key,
         )
+        apply_grants("StateMachine", self.state_machine.role, grant_targets)
         for invoked in (self.plan, self.launch, self.status, self.record, self.report):
             acknowledge(
                 self.state_machine.role,
@@ -206,50 +154,8 @@ class Workflow(Construct):
             },
         )
         self.cleanup = self.lifecycle.function
-        self._grant_cleanup(config, bucket=bucket, table=table, key=key, training_jobs_arn=training_jobs_arn)
-
-    def _grant_cleanup(
-        self, config: Config, *, bucket: s3.IBucket, table: dynamodb.ITable, key: kms.IKey, training_jobs_arn: str
-    ) -> None:
-        """Everything Cleanup's handler calls (lambdas/cleanup.py), in one place.
-        IAM helper: move these into the grants table; nothing else grants Cleanup anything."""
-        # Search has no resource-level permissions; it only returns what the tag filter matches.
-        self.cleanup.add_to_role_policy(iam.PolicyStatement(actions=["sagemaker:Search"], resources=["*"]))
-        self.cleanup.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["sagemaker:StopTrainingJob", "sagemaker:DescribeTrainingJob"], resources=[training_jobs_arn]
-            )
-        )
-        table.grant(self.cleanup, "dynamodb:Query", "dynamodb:PutItem")
-        self.cleanup.add_to_role_policy(
-            iam.PolicyStatement(actions=["s3:PutObject"], resources=[bucket.arn_for_objects(f"{REPORTS_PREFIX}*")])
-        )
-        # sns:Publish, plus kms:Decrypt and kms:GenerateDataKey* on the topic's key (CDK adds them for an encrypted
-        # topic: SNS refuses a publisher that cannot use the key).
-        self.topic.grant_publish(self.cleanup)
-        key.grant(self.cleanup, "kms:Decrypt", "kms:GenerateDataKey")  # ledger rows and report objects
-        acknowledge(
-            self.cleanup.role,
-            "IAM5[Action::kms:GenerateDataKey*]",
-            "Publishing to a topic encrypted with a customer-managed key needs kms:GenerateDataKey* on that one key "
-            "(CDK's grant_publish for an encrypted topic; the resource is the data key only).",
-        )
-        acknowledge(
-            self.cleanup.role,
-            "IAM5[Resource::*]",
-            "sagemaker:Search and X-Ray tracing support no resource-level permissions; Search only reads.",
-        )
-        acknowledge(
-            self.cleanup.role,
-            f"IAM5[Resource::{arn_ref(bucket)}/{REPORTS_PREFIX}*]",
-            "Report keys are per run (reports/<run id>/...); the grant is limited to the reports/ prefix.",
-        )
-        acknowledge(
-            self.cleanup.role,
-            "IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:training-job/"
-            f"{config.job_name_prefix}*]",
-            "Cleanup stops the run's jobs, whose names are generated per run; all start with this deployment's prefix.",
-        )
+        # Cleanup is created by the Lifecycle construct; its grants come from its row of the table like the others'.
+        apply_grants("Cleanup", self.cleanup.role, grant_targets)
 
     def _invoke(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +21,22 @@ def workflow() -> SynthesizedWorkflow:
     return synthesize()
 
 
+@contextmanager
+def running_account(
+    workflow: SynthesizedWorkflow, outcome_for: Callable[[dict[str, Any]], ScriptedOutcome]
+) -> Iterator[LocalAccount]:
+    """An emulated account whose training jobs end as scripted, with the banking77 dataset uploaded."""
+    account = LocalAccount(workflow, ScriptedTrainingBackend(outcome_for))
+    with account.running():
+        account.upload_dataset("banking77", DATASET / "train.jsonl", DATASET / "test.jsonl")
+        yield account
+
+
 @pytest.fixture
 def account_with(workflow: SynthesizedWorkflow) -> Iterator[Callable[..., LocalAccount]]:
     """`account_with(outcome_for)` → a running emulated account whose training jobs end as scripted."""
-    stack = []
-
-    def start(outcome_for: Callable[[dict[str, Any]], ScriptedOutcome]) -> LocalAccount:
-        account = LocalAccount(workflow, ScriptedTrainingBackend(outcome_for))
-        context = account.running()
-        context.__enter__()
-        stack.append(context)
-        account.upload_dataset("banking77", DATASET / "train.jsonl", DATASET / "test.jsonl")
-        return account
-
-    yield start
-    for context in reversed(stack):
-        context.__exit__(None, None, None)
+    with ExitStack() as accounts:
+        yield lambda outcome_for: accounts.enter_context(running_account(workflow, outcome_for))
 
 
 def approach_of(request: dict[str, Any]) -> str:

@@ -45,8 +45,9 @@ class FineTuneStack(Stack):
                 actions=["secretsmanager:GetSecretValue"], resources=[secret_policy_arn(hf_token.secret)]
             )
         )
-        # Datasets are read, and checkpoints and models written, under the data key.
-        key.grant(sagemaker.role, "kms:Decrypt", "kms:GenerateDataKey")
+        # Datasets are read, and checkpoints and models written, under the data key; Launch names the key as the
+        # job's OutputDataConfig.KmsKeyId, for which SageMaker requires kms:Encrypt on the execution role.
+        key.grant(sagemaker.role, "kms:Decrypt", "kms:GenerateDataKey", "kms:Encrypt")
 
         self.workflow = Workflow(
             self,

@@ -171,6 +171,7 @@ _LOCAL_VALUES: dict[str, tuple[str, str]] = {  # resource type -> (Ref, Arn)
     "AWS::Lambda::Function": ("{name}", "arn:aws:lambda:{region}:{account}:function:{name}"),
     "AWS::StepFunctions::StateMachine": ("arn:aws:states:{region}:{account}:stateMachine:{name}", ""),
     "AWS::Events::Rule": ("{name}", "arn:aws:events:{region}:{account}:rule/{name}"),
+    "AWS::SQS::Queue": ("https://sqs.{region}.amazonaws.com/{account}/{name}", "arn:aws:sqs:{region}:{account}:{name}"),
 }
 
 
@@ -355,7 +356,9 @@ class Gate:
         for action in ("s3:PutObject", "s3:AbortMultipartUpload"):
             yield from need(action, model)
         if output_key := request["OutputDataConfig"].get("KmsKeyId"):
-            for action in ("kms:GenerateDataKey", "kms:Decrypt"):
+            # CreateTrainingJob's OutputDataConfig: with a KmsKeyId "the execution role must include permissions to
+            # call kms:Encrypt"; the SSE-KMS upload itself needs GenerateDataKey (and Decrypt for its multipart parts).
+            for action in ("kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt"):
                 yield from need(action, _require_arn(output_key))
         if checkpoints := request.get("CheckpointConfig", {}).get("S3Uri"):
             # Resume reads them back; SageMaker keeps the S3 prefix in sync with the local folder, deletions included.
@@ -381,6 +384,16 @@ class Gate:
                 yield Need(role, action, stream, reason)
             if props.get("TracingConfig", {}).get("Mode") == "Active":
                 yield from (Need(role, action, "*", reason) for action in _LAMBDA_TRACING)
+        for logical_id, config in self._resources("AWS::Lambda::EventInvokeConfig").items():
+            # Lambda delivers a failed (or succeeded) asynchronous invocation to its destination as the function's
+            # execution role (Cleanup's undeliverable events go to the Unhandled queue).
+            function = self.resolver.resolve(config["Properties"]["FunctionName"])
+            role = self.role_of_arn(self.resolver.resolve(self._function_role(function)))
+            for outcome, destination in config["Properties"].get("DestinationConfig", {}).items():
+                arn = _require_arn(self.resolver.resolve(destination["Destination"]))
+                if not arn.startswith("arn:aws:sqs:"):
+                    raise UnknownToGate(f"{logical_id}: what does a {outcome} destination {arn} need? Teach the gate")
+                yield Need(role, "sqs:SendMessage", arn, f"Lambda delivers {function}'s {outcome} invocations")
         for logical_id, machine in self._resources("AWS::StepFunctions::StateMachine").items():
             props = machine["Properties"]
             role = self.role_of_arn(self.resolver.resolve(props["RoleArn"]))
@@ -391,6 +404,13 @@ class Gate:
                 yield from (Need(role, a, "*", f"{logical_id} logs") for a in _STATE_MACHINE_LOG_DELIVERY)
             if props.get("TracingConfiguration", {}).get("Enabled"):
                 yield from (Need(role, a, "*", f"{logical_id} traces") for a in _STATE_MACHINE_TRACING)
+
+    def _function_role(self, function_name: str) -> Any:
+        """The Role property of the function the offline account named `function_name` (its logical id)."""
+        for logical_id, function in self._resources("AWS::Lambda::Function").items():
+            if self.resolver.resolve({"Ref": logical_id}) == function_name:
+                return function["Properties"]["Role"]
+        raise UnknownToGate(f"no function named {function_name} in the template")
 
     def _integration_needs(self, role: str, reason: str, state: Mapping[str, Any]) -> Iterator[Need]:
         parameters = state.get("Parameters", {})

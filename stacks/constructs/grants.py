@@ -86,7 +86,7 @@ GRANTS: Mapping[str, tuple[Grant, ...]] = {
     ),
     "Launch": (
         Grant(
-            ("sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:ListTags"),
+            ("sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob"),
             Target.TRAINING_JOBS,
             wildcard_reason=_JOB_NAMES_REASON,
         ),
@@ -118,7 +118,6 @@ GRANTS: Mapping[str, tuple[Grant, ...]] = {
         Grant(
             (
                 "sagemaker:DescribeTrainingJob",
-                "sagemaker:ListTags",
                 "sagemaker:StopTrainingJob",
             ),
             Target.TRAINING_JOBS,

@@ -94,7 +94,14 @@ def test_job_name_prefix_is_specific_to_this_deployment_and_stable() -> None:
     assert load_config({"region": "eu-west-1"}).job_name_prefix != default.job_name_prefix
     assert load_config({"resource_prefix": "finetune-b"}).job_name_prefix != default.job_name_prefix
     # The Lambdas accept it (JOB_NAME_PREFIX: at most 24 characters).
-    env = {"BUCKET_NAME": "b", "DEFAULT_BUDGET_USD": "1", "AWS_REGION": "us-east-1"}
+    env = {
+        "BUCKET_NAME": "b",
+        "DEFAULT_BUDGET_USD": "1",
+        "AWS_REGION": "us-east-1",
+        "HF_TOKEN_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:hf-AbCdEf",
+        "EXECUTION_TIMEOUT_SECONDS": "172800",
+        "STATUS_POLL_SECONDS": "300",
+    }
     longest = load_config({"resource_prefix": "a" * 20})
     for config in (default, longest):
         assert PlanSettings.from_env({**env, "JOB_NAME_PREFIX": config.job_name_prefix}).job_name_prefix

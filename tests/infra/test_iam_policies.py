@@ -17,6 +17,8 @@ from stacks.packaging import REPO_ROOT
 
 LOGS = f"arn:aws:logs:{REGION}:{ACCOUNT_ID}:log-group:{TRAINING_LOG_GROUP}"
 TRAINING_JOBS = f"arn:aws:sagemaker:{REGION}:{ACCOUNT_ID}:training-job"
+# This deployment's job-name prefix (resource prefix + a hash of the stack), as the synthesized policies use it.
+PREFIX = load_config(cdk_json_context()[CONTEXT_KEY]).job_name_prefix
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,7 @@ def test_training_jobs_may_create_and_describe_their_log_group_in_the_form_logs_
     # Log-group actions are authorized against `log-group:NAME:*`; the bare group ARN matches none of them.
     for action in ("logs:CreateLogGroup", "logs:DescribeLogStreams"):
         assert _allowed(gate, "TrainingJob", action, f"{LOGS}:*")
-    assert _allowed(gate, "TrainingJob", "logs:PutLogEvents", f"{LOGS}:log-stream:finetune-run-job/algo-1-1")
+    assert _allowed(gate, "TrainingJob", "logs:PutLogEvents", f"{LOGS}:log-stream:{PREFIX}-run-job/algo-1-1")
     assert not _allowed(gate, "TrainingJob", "logs:PutLogEvents", f"{LOGS}:log-stream:other-project-job/algo-1")
     assert not _allowed(gate, "TrainingJob", "logs:PutLogEvents", f"{LOGS}-other:log-stream:finetune-job/algo-1")
 
@@ -71,17 +73,15 @@ def test_training_jobs_read_the_token_value_only(gate) -> None:
 
 
 def test_launch_may_tag_a_training_job_only_while_creating_it(gate) -> None:
-    job = f"{TRAINING_JOBS}/finetune-run-mistral-7b-lora"
+    job = f"{TRAINING_JOBS}/{PREFIX}-run-mistral-7b-lora"
 
     assert _allowed(gate, "Launch", "sagemaker:AddTags", job, **{"sagemaker:TaggingAction": "CreateTrainingJob"})
     assert not _allowed(gate, "Launch", "sagemaker:AddTags", job)
 
 
 def test_training_job_grants_cover_this_deployments_job_name_prefix_only(gate) -> None:
-    prefix = load_config(cdk_json_context()[CONTEXT_KEY]).job_name_prefix
-
     for principal, action in (("Launch", "sagemaker:CreateTrainingJob"), ("Status", "sagemaker:DescribeTrainingJob")):
-        assert _allowed(gate, principal, action, f"{TRAINING_JOBS}/{prefix}-run-mistral-7b-lora")
+        assert _allowed(gate, principal, action, f"{TRAINING_JOBS}/{PREFIX}-run-mistral-7b-lora")
         assert not _allowed(gate, principal, action, f"{TRAINING_JOBS}/another-project-run")
 
 

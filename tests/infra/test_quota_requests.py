@@ -195,7 +195,8 @@ def test_stack_passes_configured_targets_to_the_custom_resource(synthesized) -> 
             "QuotaRequests": [
                 {"InstanceType": "ml.g5.xlarge", "Usage": "spot training job", "DesiredValue": "2"},
                 {"InstanceType": "ml.g5.2xlarge", "Usage": "spot training job", "DesiredValue": "2"},
-                {"InstanceType": "ml.g5.12xlarge", "Usage": "spot training job", "DesiredValue": "3"},
+                {"InstanceType": "ml.g5.12xlarge", "Usage": "spot training job", "DesiredValue": "1"},
+                {"InstanceType": "ml.g5.48xlarge", "Usage": "spot training job", "DesiredValue": "2"},
                 {"InstanceType": "ml.p4d.24xlarge", "Usage": "spot training job", "DesiredValue": "1"},
             ]
         },

@@ -13,10 +13,12 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-# Total attempts, the first call included (botocore's `total_max_attempts`).
-DEFAULT_MAX_ATTEMPTS = 5
+# Total attempts, the first call included (botocore's `total_max_attempts`). With 5 s connect and 20 s read timeouts one
+# call gives up after at most 4 x 25 s + 1 + 2 + 4 s of backoff = 107 s, so even Report's five sequential calls fit a
+# 10-minute Lambda (stacks/constructs/hardened.py sizes every timeout from these three numbers).
+DEFAULT_MAX_ATTEMPTS = 4
 DEFAULT_CONNECT_TIMEOUT = 5
-DEFAULT_READ_TIMEOUT = 30
+DEFAULT_READ_TIMEOUT = 20
 USER_AGENT_EXTRA = "finetune-workflow"
 
 # The Price List API answers only in these regions; any of them returns every region's prices.

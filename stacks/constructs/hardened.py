@@ -42,8 +42,8 @@ _BOTOCORE_MAX_BACKOFF_SECONDS = 20
 
 def botocore_call_budget_seconds(max_attempts: int, connect_timeout: float, read_timeout: float) -> float:
     """The longest one AWS call of a Lambda can take before botocore gives up: every attempt hangs for the connect
-    and read timeouts, and every retry sleeps its longest backoff. With lambdas/aws.py's defaults (5 attempts,
-    5 s connect, 30 s read): 5 x 35 s + (1 + 2 + 4 + 8) s = 190 s."""
+    and read timeouts, and every retry sleeps its longest backoff. With lambdas/aws.py's defaults (4 attempts,
+    5 s connect, 20 s read): 4 x 25 s + (1 + 2 + 4) s = 107 s."""
     backoff = sum(min(_BOTOCORE_MAX_BACKOFF_SECONDS, 2 ** (attempt - 1)) for attempt in range(1, max_attempts))
     return max_attempts * (connect_timeout + read_timeout) + backoff
 
@@ -65,7 +65,7 @@ LAMBDA_MAX_TIMEOUT_MINUTES = 15
 def lambda_timeout(calls_at_worst: int = 1) -> Duration:
     """A Lambda timeout above the worst-case budget of `calls_at_worst` sequential AWS calls (each may exhaust all
     but its last attempt and still succeed) plus the function's own work, rounded up to a minute, at most Lambda's
-    15 minutes. A timeout below one call's budget (Status had 120 s against 190 s) turns a slow-but-recovering API
+    15 minutes. A timeout below one call's budget (Status had 120 s against a 190 s budget) turns a slow-but-recovering API
     into `Sandbox.Timedout`; past 15 minutes the state machine retries the timeout (idempotent handlers)."""
     seconds = calls_at_worst * default_call_budget_seconds() + FUNCTION_MARGIN_SECONDS
     return Duration.minutes(min(LAMBDA_MAX_TIMEOUT_MINUTES, -(-int(seconds) // 60)))

@@ -27,14 +27,14 @@ from stacks.constructs.hardened import HardenedFunction, HardenedStateMachine, a
 from stacks.constructs.lifecycle import Lifecycle
 from stacks.nag import acknowledge, arn_ref
 
-# Each function's timeout covers its sequential AWS calls at their worst-case botocore retry budget (190 s each with
+# Each function's timeout covers its sequential AWS calls at their worst-case botocore retry budget (107 s each with
 # lambdas/aws.py's client config: see hardened.lambda_timeout), at most Lambda's 15 minutes.
 CALLS_AT_WORST = {
     "Plan": 4,  # datasets' ListObjectsV2 x2, the token secret, plus Pricing/Service Quotas on their own short clients
     "Launch": 2,  # CreateTrainingJob, then DescribeTrainingJob when the name already exists
     "Status": 1,  # DescribeTrainingJob
     "Record": 2,  # DescribeTrainingJob (after a Catch), PutItem
-    "Report": 5,  # Query, 3 x PutObject, PutItem (capped at 15 minutes)
+    "Report": 5,  # Query, 3 x PutObject, PutItem
 }
 # The Task waits a minute longer than the function may run, so a function timeout surfaces as the retryable
 # `Sandbox.Timedout` rather than the Task's own, unretried `States.Timeout`.

@@ -41,8 +41,6 @@ RUNNING_STATUSES = frozenset({"InProgress", "Stopping"})
 SEARCH_PAGE_SIZE = 100  # SageMaker Search's maximum
 STOP_POLL_SECONDS = 10
 SUBJECT_MAX = 100  # SNS subject limit
-PRICE_TAG = "hourly_price_usd"  # optional job tags; without them the catalog price applies
-PRICE_SOURCE_TAG = "price_source"
 _deserializer = TypeDeserializer()
 
 
@@ -201,15 +199,16 @@ def wait_until_ended(
 def job_spec(job: Mapping[str, Any]) -> dict[str, Any]:
     """The JobSpec fields `ledger.job_row` needs, rebuilt from the training job itself (request, tags).
 
-    Plan's price is not stored on the job unless it carries `hourly_price_usd`/`price_source` tags; otherwise the
-    catalog's on-demand price applies (price_source `catalog`), which is what Plan falls back to as well.
+    Launch tags each job with Plan's price (`hourly_price_usd`/`price_source`); a job without those tags gets the
+    catalog's on-demand price (price_source `catalog`), which is what Plan falls back to as well.
     """
     tags = _tags(job)
     resources = job.get("ResourceConfig") or {}
     instance_type = resources.get("InstanceType", "")
     count = int(resources.get("InstanceCount") or 1)
-    if PRICE_TAG in tags:
-        price, source = cost.to_decimal(tags[PRICE_TAG]), tags.get(PRICE_SOURCE_TAG, cost.PRICE_SOURCE_API)
+    if training_job.PRICE_TAG in tags:
+        price = cost.to_decimal(tags[training_job.PRICE_TAG])
+        source = tags.get(training_job.PRICE_SOURCE_TAG, cost.PRICE_SOURCE_API)
     elif instance_type in catalog.INSTANCES:
         price, source = cost.to_decimal(catalog.INSTANCES[instance_type].hourly_price_usd), cost.PRICE_SOURCE_CATALOG
     else:

@@ -104,13 +104,21 @@ def hyperparameters(job: JobSpec, *, hf_token_secret_arn: str, code_s3_uri: str,
     return {key: json.dumps(value) for key, value in values.items()}
 
 
+# Tags that carry Plan's price on the job itself (Cleanup prices jobs the workflow never recorded with them).
+PRICE_TAG = "hourly_price_usd"
+PRICE_SOURCE_TAG = "price_source"
+
+
 def tags(job: JobSpec, project: str) -> list[dict[str, str]]:
-    """Tags for cost allocation and for finding a run's jobs in the console."""
+    """Tags for cost allocation, for finding a run's jobs (Cleanup searches by `run_id`) and for pricing them: Cleanup
+    records a job that the workflow never reached with the hourly price Plan used, carried by these tags."""
     return [
         {"Key": "project", "Value": project},
         {"Key": "run_id", "Value": job["run_id"]},
         {"Key": "model", "Value": job["model_key"]},
         {"Key": "approach", "Value": job["approach"]},
+        {"Key": PRICE_TAG, "Value": f"{job['hourly_price_usd']:g}"},
+        {"Key": PRICE_SOURCE_TAG, "Value": job["price_source"]},
     ]
 
 

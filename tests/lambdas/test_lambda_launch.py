@@ -84,6 +84,9 @@ def test_request_uses_managed_spot_checkpoints_and_the_contract_locations() -> N
         "run_id": "run-1",
         "model": "mistral-7b",
         "approach": "lora",
+        # Plan's price travels with the job, so Cleanup prices a job the workflow never recorded as Plan did.
+        "hourly_price_usd": f"{job['hourly_price_usd']:g}",
+        "price_source": job["price_source"],
     }
 
 

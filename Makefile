@@ -7,15 +7,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CDK := node_modules/.bin/cdk
 INPUT ?=
+# The Hugging Face PyTorch training DLC's Python, for `make check-dlc`.
+DLC_PYTHON ?= python3.12
 
 export CDK_DISABLE_CLI_TELEMETRY := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help demo test synth lint deploy diff clean
+.PHONY: help demo test synth lint deploy diff clean check-dlc
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt training_code/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +47,9 @@ deploy: $(VENV)/.installed node_modules/.installed ## deploy both stacks to the 
 
 diff: $(VENV)/.installed node_modules/.installed ## show what a deploy would change
 	$(CDK) diff --all
+
+check-dlc: $(VENV)/.installed ## after editing training_code/requirements.txt: prove it installs on the DLC, commit the record
+	$(PY) -m finetune.dlc_requirements --python $(DLC_PYTHON)
 
 clean: ## remove build outputs (keeps .venv and node_modules)
 	rm -rf cdk.out build demo-out .pytest_cache .ruff_cache

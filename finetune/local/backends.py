@@ -241,12 +241,12 @@ class SubprocessTrainingBackend:
             if job.state in ENDED or job.stop_requested:
                 return
             job.stop_requested = True
-            if job.process is None:
+            if job.state == "Starting":
                 return  # still queued: it never starts (see _run)
             job.state = "Stopping"
-            killer = threading.Timer(self.stop_grace_seconds, self._kill, args=(job,))
-            killer.daemon = True
-            killer.start()
+            if job.process is not None:
+                self._start_grace_period(job)
+            # else _run is starting the container right now and starts the grace period once it exists.
 
     # -- progress for the terminal --------------------------------------------------------------------------------
     def progress(self) -> list[tuple[str, str, int | None, float | None]]:
@@ -362,6 +362,8 @@ class SubprocessTrainingBackend:
             )
             with self._lock:
                 job.process = process
+                if job.stop_requested:
+                    self._start_grace_period(job)
             assert process.stdout is not None
             for line in process.stdout:
                 log_file.write(line)
@@ -376,6 +378,11 @@ class SubprocessTrainingBackend:
             else:
                 job.state = "Failed"
                 job.failure_reason = _failure_reason(job, return_code)
+
+    def _start_grace_period(self, job: _LocalJob) -> None:
+        killer = threading.Timer(self.stop_grace_seconds, self._kill, args=(job,))
+        killer.daemon = True
+        killer.start()
 
     def _kill(self, job: _LocalJob) -> None:
         """The end of the stop grace period: the container and everything in it is killed."""

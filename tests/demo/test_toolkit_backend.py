@@ -225,7 +225,9 @@ def test_requirements_the_environment_lacks_fail_the_job_without_installing_anyt
     assert not (backend.jobs[request["TrainingJobName"]].directory / "output" / "data" / "invocation.json").exists()
 
 
-def test_stop_kills_the_job_after_the_grace_period_without_signalling_the_script(account, tmp_path) -> None:
+def test_stop_kills_a_running_job_after_the_grace_period_without_signalling_it_and_cancels_a_queued_one(
+    account, tmp_path
+) -> None:
     account({"train.py": FAKE_TRAIN_PY})
     backend, request = _run(tmp_path, "wait_for_stop", stop_grace_seconds=1.0)
     name = request["TrainingJobName"]
@@ -235,10 +237,17 @@ def test_stop_kills_the_job_after_the_grace_period_without_signalling_the_script
         assert time.monotonic() < deadline, "the stand-in script never started"
         time.sleep(0.2)
 
+    queued = _launch_request("queued")
+    queued["HyperParameters"]["behaviour"] = json.dumps("succeed")
+    backend.create(queued)  # waits for the one local instance
+
     backend.stop(name)
+    backend.stop(queued["TrainingJobName"])
     assert backend.describe(name)["TrainingJobStatus"] == "Stopping"
     backend.wait_idle()
 
     assert backend.describe(name)["TrainingJobStatus"] == "Stopped"
     # On SageMaker the SIGTERM goes to the container's first process and never reaches the script.
     assert not (data_dir / "sigterm_received").exists()
+    assert backend.describe(queued["TrainingJobName"])["TrainingJobStatus"] == "Stopped"
+    assert not (backend.jobs[queued["TrainingJobName"]].directory / "output" / "data" / "invocation.json").exists()

@@ -178,10 +178,11 @@ class SubprocessTrainingBackend:
       resolve in DNS; there is no container network here.
     - The instance is this CPU: `resourceconfig.json` lists one host whatever the InstanceCount, and the toolkit
       finds no GPU, so it launches one process (torchrun with one process when distribution is enabled).
-    - Stopping: SageMaker signals the container's first process, a bash script that neither the toolkit nor the
-      script hear from (toolkit issues #125, #173; aws/deep-learning-containers#632), and kills the container 120 s
-      later. So `stop` sends no SIGTERM: the job is Stopping for `stop_grace_seconds`, then its whole process group
-      is killed. A script that relies on a SIGTERM save loses its progress here as on SageMaker.
+    - Stopping: SageMaker sends SIGTERM to the container's first process, the image's bash entry script
+      (`start_with_right_hostname.sh`), which passes it on to neither the toolkit nor the script (toolkit issues
+      #125, #173; aws/deep-learning-containers#632), and kills the container 120 s later. So `stop` sends no
+      SIGTERM: the job is Stopping for `stop_grace_seconds`, then its whole process group is killed. A script
+      that relies on a SIGTERM save loses its progress here as on SageMaker.
     """
 
     def __init__(

@@ -13,12 +13,14 @@ INPUT ?=
 STACK ?= Finetune
 AWS ?= aws
 BUCKET ?= $(shell $(AWS) cloudformation describe-stacks --stack-name $(STACK) --query "Stacks[0].Outputs[?OutputKey=='BucketName'].OutputValue" --output text 2>/dev/null)
+# The Hugging Face PyTorch training DLC's Python, for `make check-dlc`.
+DLC_PYTHON ?= python3.12
 
 export CDK_DISABLE_CLI_TELEMETRY := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help demo test synth lint deploy diff destroy upload-mini upload-banking77 clean
+.PHONY: help demo test synth lint deploy diff destroy upload-mini upload-banking77 clean check-dlc
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -72,6 +74,9 @@ upload-mini: $(VENV)/.installed ## upload examples/datasets/banking77-mini (exam
 upload-banking77: $(VENV)/.installed ## download Banking77 from the Hugging Face Hub and upload it to the deployed bucket
 	@test -n "$(BUCKET)" || { echo "no bucket: deploy first, or pass BUCKET=<BucketName output>"; exit 2; }
 	$(PY) training_code/prepare_data.py banking77 --bucket $(BUCKET) --out-dir build/datasets/banking77
+
+check-dlc: $(VENV)/.installed ## after editing training_code/requirements.txt: prove it installs on the DLC, commit the record
+	$(PY) -m finetune.dlc_requirements --python $(DLC_PYTHON)
 
 clean: ## remove build outputs (keeps .venv and node_modules)
 	rm -rf cdk.out build demo-out .pytest_cache .ruff_cache

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
 import os
 import queue
@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import tarfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -126,8 +125,8 @@ class ScriptedTrainingBackend:
 @dataclass
 class _LocalJob:
     request: dict[str, Any]
-    directory: Path
-    state: str = "Starting"  # Starting (queued for the one local "instance") → Training → ended status
+    directory: Path  # the job's SAGEMAKER_BASE_DIR: what /opt/ml is inside the training container
+    state: str = "Starting"  # Starting (queued for the one local "instance") → Training → (Stopping) → ended status
     started: Any = None
     ended: Any = None
     step: int | None = None
@@ -139,15 +138,51 @@ class _LocalJob:
     process: subprocess.Popen | None = None
 
 
-class SubprocessTrainingBackend:
-    """Runs each job's `train.py` as a subprocess with SageMaker's contract, one job at a time (one local
-    "instance": later jobs wait in Starting, as spot jobs wait for capacity).
+# What the Hugging Face PyTorch training DLC sets in its image (aws/deep-learning-containers,
+# pytorch/training/docker/2.9/py3/cu130/Dockerfile.gpu, stage `sagemaker`): the toolkit's `train` command hands the
+# job to this framework module, which picks the launcher (plain process, or torchrun when
+# `sagemaker_torch_distributed_enabled` is set) and runs the user script.
+SAGEMAKER_TRAINING_MODULE = "sagemaker_pytorch_container.training:main"
+# SageMaker names the containers of a job algo-1 … algo-N; the local backend is one instance.
+LOCAL_HOST = "algo-1"
+# StopTrainingJob (and a spot reclaim) leaves the container 120 s before it is killed.
+SAGEMAKER_STOP_GRACE_SECONDS = 120.0
 
-    As in the DLC: the code tar.gz named by `sagemaker_submit_directory` is downloaded and extracted, channels are
-    downloaded to `input/data/<channel>`, hyperparameters are JSON-decoded and passed as `--name value`, and
-    `SM_*` variables point at the job's folders; `CheckpointConfig.LocalPath` maps to the job's checkpoint folder.
-    `model_paths` plays the Hub: model ids resolve to local folders. `extra_hyperparameters` are added to every
-    job (the BERTScore encoder's local path, since the Hub's default encoder cannot be downloaded here).
+
+class SubprocessTrainingBackend:
+    """Runs each job through the SageMaker training toolkit (`sagemaker-training`) exactly as the Hugging Face
+    PyTorch DLC does, one job at a time (one local "instance": later jobs wait in Starting, as spot jobs wait for
+    capacity).
+
+    For each job the backend writes what SageMaker writes into the container's `/opt/ml` — here a per-job folder
+    named by `SAGEMAKER_BASE_DIR` —: `input/config/hyperparameters.json` (the request's HyperParameters, still
+    JSON-encoded strings), `inputdataconfig.json`, `resourceconfig.json`, the channels under `input/data/<channel>`,
+    and the `CheckpointConfig.LocalPath` folder. Then it starts the DLC's entry point, the toolkit's `train` command
+    (`python -m sagemaker_training.cli.train`) with `SAGEMAKER_TRAINING_MODULE` as the image sets it. The toolkit
+    itself extracts the code, checks `requirements.txt`, JSON-decodes the hyperparameters, builds the script's argv
+    and `SM_*` environment and launches `train.py`; so what the container does with our hyperparameters is what
+    this backend does.
+
+    Deviations from SageMaker, each because the toolkit runs in its own process on this machine:
+    - `sagemaker_submit_directory` is rewritten to a local copy of the code tar.gz (downloaded here from the
+      in-process moto S3, which the toolkit's own boto3 cannot see). The toolkit accepts local tarballs
+      (`files.download_and_extract`), so only that one value, and the script's `SM_MODULE_DIR`, differ.
+    - `model_paths` plays the Hub: `model_id` values resolve to local folders. `extra_hyperparameters` are added to
+      every job (the BERTScore encoder's local path, since the default encoder cannot be downloaded here). A
+      hyperparameter equal to `CheckpointConfig.LocalPath` is mapped to the job's checkpoint folder, which is not
+      synced to `CheckpointConfig.S3Uri`.
+    - The toolkit installs `requirements.txt` with pip; here pip runs with `PIP_NO_INDEX` and `PIP_DRY_RUN`, so it
+      verifies that the local environment already satisfies the requirements (the job fails with the toolkit's
+      `InstallRequirementsError` when it does not) and never changes that environment.
+    - `SM_STUDIO_LOCAL_MODE=true` (the toolkits' own switch for local runs) skips their wait for `algo-1` to
+      resolve in DNS; there is no container network here.
+    - The instance is this CPU: `resourceconfig.json` lists one host whatever the InstanceCount, and the toolkit
+      finds no GPU, so it launches one process (torchrun with one process when distribution is enabled).
+    - Stopping: SageMaker sends SIGTERM to the container's first process, the image's bash entry script
+      (`start_with_right_hostname.sh`), which passes it on to neither the toolkit nor the script (toolkit issues
+      #125, #173; aws/deep-learning-containers#632), and kills the container 120 s later. So `stop` sends no
+      SIGTERM: the job is Stopping for `stop_grace_seconds`, then its whole process group is killed. A script
+      that relies on a SIGTERM save loses its progress here as on SageMaker.
     """
 
     def __init__(
@@ -157,11 +192,13 @@ class SubprocessTrainingBackend:
         model_paths: dict[str, str],
         extra_hyperparameters: dict[str, str] | None = None,
         python: str = sys.executable,
+        stop_grace_seconds: float = SAGEMAKER_STOP_GRACE_SECONDS,
     ) -> None:
         self.work_dir = work_dir
         self.model_paths = model_paths
         self.extra_hyperparameters = dict(extra_hyperparameters or {})
         self.python = python
+        self.stop_grace_seconds = stop_grace_seconds
         self.jobs: dict[str, _LocalJob] = {}
         self._queue: queue.Queue[str] = queue.Queue()
         self._lock = threading.Lock()
@@ -184,12 +221,11 @@ class SubprocessTrainingBackend:
                 return None
             ended = job.state in ENDED
             seconds = round((job.ended - job.started).total_seconds()) if ended and job.started else 0
-            status = job.state if ended else "InProgress"
-            secondary = {"Stopped": "Stopped", "Failed": "Failed", "Completed": "Completed"}.get(job.state, job.state)
+            status = job.state if ended or job.state == "Stopping" else "InProgress"
             metrics = parse_metric_lines("\n".join(job.log)) if ended else {}
             return describe_fields(
                 status,
-                secondary,
+                job.state,
                 started=job.started or utcnow(),
                 ended=job.ended if ended else None,
                 # No spot discount locally: billable = training time. The cost is an estimate for the catalog
@@ -203,10 +239,15 @@ class SubprocessTrainingBackend:
     def stop(self, job_name: str) -> None:
         with self._lock:
             job = self.jobs[job_name]
+            if job.state in ENDED or job.stop_requested:
+                return
             job.stop_requested = True
+            if job.state == "Starting":
+                return  # still queued: it never starts (see _run)
+            job.state = "Stopping"
             if job.process is not None:
-                # SageMaker sends SIGTERM and gives the script 120 s to checkpoint.
-                job.process.send_signal(signal.SIGTERM)
+                self._start_grace_period(job)
+            # else _run is starting the container right now and starts the grace period once it exists.
 
     # -- progress for the terminal --------------------------------------------------------------------------------
     def progress(self) -> list[tuple[str, str, int | None, float | None]]:
@@ -220,15 +261,18 @@ class SubprocessTrainingBackend:
 
     # -- internals ------------------------------------------------------------------------------------------------
     def _prepare(self, request: dict[str, Any], directory: Path) -> None:
+        """Write the job's /opt/ml tree as SageMaker does before it starts the container."""
         import boto3
 
         s3 = boto3.client("s3")
-        hyperparameters = {k: json.loads(v) for k, v in request.get("HyperParameters", {}).items()}
-        code_dir = directory / "code"
-        code_dir.mkdir(parents=True, exist_ok=True)
-        bucket, key = _split_s3(hyperparameters["sagemaker_submit_directory"])
-        with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()), mode="r:gz") as tar:
-            tar.extractall(code_dir, filter="data")
+        config_dir = directory / "input" / "config"
+        config_dir.mkdir(parents=True, exist_ok=True)
+        submit_directory = json.loads(request["HyperParameters"]["sagemaker_submit_directory"])
+        local_code = self._local_copy(s3, submit_directory)
+        hyperparameters = self._hyperparameters(request, directory, local_code)
+        (config_dir / "hyperparameters.json").write_text(json.dumps(hyperparameters, indent=2))
+        (config_dir / "inputdataconfig.json").write_text(json.dumps(_input_data_config(request), indent=2))
+        (config_dir / "resourceconfig.json").write_text(json.dumps(_resource_config(request), indent=2))
         for channel in request["InputDataConfig"]:
             target = directory / "input" / "data" / channel["ChannelName"]
             target.mkdir(parents=True, exist_ok=True)
@@ -240,34 +284,53 @@ class SubprocessTrainingBackend:
         for folder in ("model", "output/data", "checkpoints"):
             (directory / folder).mkdir(parents=True, exist_ok=True)
 
-    def _command(self, job: _LocalJob) -> tuple[list[str], dict[str, str]]:
-        request = job.request
-        hyperparameters = {k: json.loads(v) for k, v in request.get("HyperParameters", {}).items()}
-        program = hyperparameters.get("sagemaker_program", "train.py")
+    def _local_copy(self, s3: Any, uri: str) -> Path:
+        """The object at `uri`, downloaded once under work_dir/s3/<bucket>/<key> (jobs share the code tarball)."""
+        bucket, key = _split_s3(uri)
+        target = self.work_dir / "s3" / bucket / key
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".partial")
+            partial.write_bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+            partial.replace(target)
+        return target
+
+    def _hyperparameters(self, request: dict[str, Any], directory: Path, local_code: Path) -> dict[str, str]:
+        """The request's HyperParameters with the local substitutions, still JSON-encoded as SageMaker writes them."""
         checkpoint_local = request.get("CheckpointConfig", {}).get("LocalPath", "/opt/ml/checkpoints")
-        arguments: list[str] = []
-        for name, value in {**hyperparameters, **self.extra_hyperparameters}.items():
-            if name.startswith("sagemaker_"):
-                continue
-            if name == "model_id":
+        encoded = {
+            **request.get("HyperParameters", {}),
+            **{k: json.dumps(v) for k, v in self.extra_hyperparameters.items()},
+        }
+        written: dict[str, str] = {}
+        for name, text in encoded.items():
+            value = json.loads(text)
+            if name == "sagemaker_submit_directory":
+                value = str(local_code)
+            elif name == "model_id":
                 value = self.model_paths.get(value, value)
-            if value == checkpoint_local:
-                value = str(job.directory / "checkpoints")
-            arguments += [f"--{name}", value if isinstance(value, str) else json.dumps(value)]
+            elif value == checkpoint_local:
+                value = str(directory / "checkpoints")
+            written[name] = json.dumps(value)
+        return written
+
+    def _command(self, job: _LocalJob) -> tuple[list[str], dict[str, str]]:
+        """The DLC's entry point (the toolkit's `train`) and the container environment it runs in."""
         environment = {
             **os.environ,
-            "SM_CHANNEL_TRAIN": str(job.directory / "input" / "data" / "train"),
-            "SM_CHANNEL_TEST": str(job.directory / "input" / "data" / "test"),
-            "SM_MODEL_DIR": str(job.directory / "model"),
-            "SM_OUTPUT_DATA_DIR": str(job.directory / "output" / "data"),
-            "SM_OUTPUT_DIR": str(job.directory / "output"),
-            "SM_NUM_GPUS": "0",
-            "SM_CURRENT_HOST": "algo-1",
+            "SAGEMAKER_BASE_DIR": str(job.directory),
+            "SAGEMAKER_TRAINING_MODULE": SAGEMAKER_TRAINING_MODULE,
+            "TRAINING_JOB_NAME": job.request["TrainingJobName"],
+            "SM_STUDIO_LOCAL_MODE": "true",
+            # The toolkit runs `torchrun` and `python -m pip` by name / from its own interpreter, as in the image.
+            "PATH": os.pathsep.join([str(Path(self.python).parent), os.environ.get("PATH", "")]),
+            "PIP_NO_INDEX": "1",
+            "PIP_DRY_RUN": "1",
+            "PYTHONUNBUFFERED": "1",  # set by the DLC image
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
-            "PYTHONUNBUFFERED": "1",
         }
-        return [self.python, str(job.directory / "code" / program), *arguments], environment
+        return [self.python, "-m", "sagemaker_training.cli.train"], environment
 
     def _run_queue(self) -> None:
         while True:
@@ -288,15 +351,20 @@ class SubprocessTrainingBackend:
         with log_path.open("w") as log_file:
             process = subprocess.Popen(
                 command,
-                cwd=job.directory / "code",
+                cwd=job.directory,
                 env=environment,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
                 bufsize=1,
+                # Its own process group, so that a stop can kill the toolkit and the script together, as the end
+                # of a container does.
+                start_new_session=True,
             )
             with self._lock:
                 job.process = process
+                if job.stop_requested:
+                    self._start_grace_period(job)
             assert process.stdout is not None
             for line in process.stdout:
                 log_file.write(line)
@@ -311,6 +379,18 @@ class SubprocessTrainingBackend:
             else:
                 job.state = "Failed"
                 job.failure_reason = _failure_reason(job, return_code)
+
+    def _start_grace_period(self, job: _LocalJob) -> None:
+        killer = threading.Timer(self.stop_grace_seconds, self._kill, args=(job,))
+        killer.daemon = True
+        killer.start()
+
+    def _kill(self, job: _LocalJob) -> None:
+        """The end of the stop grace period: the container and everything in it is killed."""
+        with self._lock:
+            if job.process is not None:
+                with contextlib.suppress(ProcessLookupError):  # it ended by itself in the meantime
+                    os.killpg(job.process.pid, signal.SIGKILL)
 
     def _observe(self, job: _LocalJob, line: str) -> None:
         progress = _PROGRESS.search(line)
@@ -328,11 +408,47 @@ def _split_s3(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+def _input_data_config(request: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """inputdataconfig.json: one entry per channel, in the shape SageMaker documents for the container."""
+    default_mode = request["AlgorithmSpecification"].get("TrainingInputMode", "File")
+    config = {}
+    for channel in request["InputDataConfig"]:
+        entry = {
+            "TrainingInputMode": channel.get("InputMode", default_mode),
+            "S3DistributionType": channel["DataSource"]["S3DataSource"].get(
+                "S3DataDistributionType", "FullyReplicated"
+            ),
+            "RecordWrapperType": channel.get("RecordWrapperType", "None"),
+        }
+        if "ContentType" in channel:
+            entry["ContentType"] = channel["ContentType"]
+        config[channel["ChannelName"]] = entry
+    return config
+
+
+def _resource_config(request: dict[str, Any]) -> dict[str, Any]:
+    """resourceconfig.json of the one local instance, in the shape SageMaker writes it."""
+    instance_type = request["ResourceConfig"]["InstanceType"]
+    return {
+        "current_host": LOCAL_HOST,
+        "current_instance_type": instance_type,
+        "current_group_name": "homogeneousCluster",
+        "hosts": [LOCAL_HOST],
+        "instance_groups": [
+            {"instance_group_name": "homogeneousCluster", "instance_type": instance_type, "hosts": [LOCAL_HOST]}
+        ],
+        "network_interface_name": "eth0",
+    }
+
+
 def _failure_reason(job: _LocalJob, return_code: int) -> str:
-    """As SageMaker: the script's own `failure` file if it wrote one, else the exit code and the log's tail."""
+    """As SageMaker: `AlgorithmError: ` and the container's /opt/ml/output/failure file. The script writes it when
+    it knows why it failed; otherwise the toolkit writes its own (e.g. `ExecuteUserScriptError:` with the exit
+    code and the script's stderr), since it never overwrites one that exists."""
     failure_file = job.directory / "output" / "failure"
     if failure_file.is_file() and failure_file.read_text().strip():
         message = failure_file.read_text().strip()
     else:
-        message = "\n".join(job.log[-5:])
-    return f'AlgorithmError: ExecuteUserScriptError:\nExitCode {return_code}\nErrorMessage "{message}"'[:1024]
+        tail = "\n".join(job.log[-5:])
+        message = f"the container exited with code {return_code} without writing a failure file:\n{tail}"
+    return f"AlgorithmError: {message}"[:1024]

@@ -1,5 +1,6 @@
 """`make demo`: the whole pipeline offline — the synthesized state machine in moto's ASL interpreter, the real
-handlers, real training of a tiny model on the CPU — ending with the cost/quality report.
+handlers, real training of a tiny model on the CPU, each job launched through the SageMaker training toolkit as the
+DLC launches it — ending with the cost/quality report.
 
     python -m finetune.local.demo [--input examples/demo.json] [--out demo-out]
 

@@ -82,6 +82,23 @@ def test_each_job_leaves_its_model_and_metrics(default_demo) -> None:
         assert (model_dir / expected).is_file(), sorted(p.name for p in model_dir.iterdir())
 
 
+def test_each_job_ran_train_py_through_the_sagemaker_training_toolkit(default_demo) -> None:
+    result, _ = default_demo
+    for row in result.execution.ledger_rows:
+        if not row["sk"].startswith("JOB#"):
+            continue
+        job_dir = result.out_dir / "jobs" / row["job_name"]
+        hyperparameters = json.loads((job_dir / "input" / "config" / "hyperparameters.json").read_text())
+        assert json.loads(hyperparameters["approach"]) == row["approach"]  # JSON-encoded, as SageMaker writes them
+        log = (job_dir / "training.log").read_text()
+        assert "Imported framework sagemaker_pytorch_container.training" in log
+        assert "Reporting training SUCCESS" in log
+        assert (job_dir / "output" / "success").is_file()
+        # Multi-GPU instance types set sagemaker_torch_distributed_enabled: the toolkit launches torchrun.
+        multi_gpu = "sagemaker_torch_distributed_enabled" in hyperparameters
+        assert ("torchrun --nnodes 1 --nproc_per_node 1 train.py" in log) == multi_gpu
+
+
 @pytest.mark.parametrize(
     ("execution_input", "error"),
     [

@@ -19,6 +19,17 @@ APPROACHES = ("full", "lora", "qlora")
 GRADIENT_CHECKPOINTING = ("auto", "true", "false")
 BATCHING = ("auto", "padding_free", "length_grouped")
 DECODING = ("free", "constrained")
+PROMPT_STYLES = ("compact", "listed")
+# The fsdp hyperparameter is one token (no value sent through the toolkit may contain a space: toolkits before the
+# exec-based launcher joined the command line through a shell, aws/sagemaker-training-toolkit#128); the Trainer's
+# space-separated option string is built from it here.
+FSDP_MODES = {
+    "full_shard": "full_shard auto_wrap",
+    "full_shard_offload": "full_shard auto_wrap offload",  # params, grads and optimizer state on the CPU
+}
+_FSDP_OFF = {"", "false", "0", "no", "off", "none", "null"}
+# Shorter intervals would spend more time writing and uploading checkpoints than they could save (contract minimum).
+MIN_SAVE_INTERVAL_SECONDS = 60
 # Values that mean "not set" for optional string hyperparameters (the toolkit JSON-decodes null to None → "None").
 _UNSET = {"", "none", "null", "auto"}
 _TRUE = {"true", "1", "yes", "y", "on"}
@@ -52,8 +63,12 @@ class TrainConfig:
     """Comma-separated module names, or all-linear (works for Llama, Mistral and GPT-NeoX alike)."""
     lora_modules_to_save: str = ""
     """Comma-separated modules trained in full next to the adapter, e.g. lm_head for randomly initialised models."""
-    max_seq_length: int = 1024
-    """The 77-label prompt is ~600 Llama tokens; an example that does not fit is an error, never silently cut."""
+    max_seq_length: int | None = None
+    """None (`auto`): the longest training or evaluation sequence of this job, rounded up to a multiple of 16; an
+    explicit value that does not fit every sequence is an error naming the value needed (nothing is ever cut)."""
+    prompt_style: str = "compact"
+    """compact: the prompt does not list the labels, the model learns them (Banking77 with Mistral-7B's tokenizer:
+    31 tokens per example instead of 613); listed: every prompt lists the labels (zero-shot baselines)."""
     eval_samples: int = 500
     """The study's evaluation size (±2.2 points 95% CI at 93% accuracy); 0 skips evaluation."""
     seed: int = 42
@@ -62,22 +77,32 @@ class TrainConfig:
     hf_token_secret_arn: str | None = None
     max_steps: int = -1
     """-1: epochs decide."""
-    save_steps: int = 50
-    """A checkpoint every 50 steps loses at most a few minutes of a 7B run to a spot interruption."""
+    save_interval_seconds: int = 1800
+    """Seconds of training between checkpoints (plus one at the end). A time, not a step count, because what a spot
+    interruption loses is time; Launch sends the memory planner's value, sized so that saving takes < ~10% of the
+    wall time. 30 minutes when nobody says otherwise."""
     save_total_limit: int = 2
-    """Two, so that a checkpoint being written never leaves us without a complete one."""
+    """At least two: the newest checkpoint may still be uploading to S3 when the instance is reclaimed."""
     gradient_accumulation_steps: int = 1
     gradient_checkpointing: str = "auto"
     """auto: on for QLoRA and for models of 1B+ parameters on a GPU, off otherwise."""
     batching: str = "auto"
     """padding_free | length_grouped | auto (padding-free with FlashAttention, length-grouped batches otherwise)."""
     logging_steps: int = 10
+    warmup_ratio: float = 0.03
+    """Share of the optimizer steps with a linear learning-rate warmup: 3% is the common LoRA/QLoRA recipe's value,
+    and keeps the first large updates of a fresh adapter (or of Adam's unwarmed moments) from overshooting."""
+    eval_batch_size: int = 8
+    """Prompts generated together at evaluation, on one GPU, for every approach: inference seconds compare like
+    for like across approaches and instance types."""
     bertscore_model: str = "roberta-large"
     """bert-score's default English encoder; a local path works offline; `none` skips BERTScore (logged)."""
-    decoding: str = "free"
-    """free: plain greedy generation (the study's parse rate); constrained: greedy restricted to known labels."""
+    decoding: str = "constrained"
+    """constrained: greedy generation restricted to the label set, so every answer parses (needed with compact
+    prompts, where the labels are not in the prompt to copy from); free: plain greedy generation."""
     fsdp: str = ""
-    """Off by default. `true` = "full_shard auto_wrap" (full fine-tuning of models too large for one GPU)."""
+    """Empty (off), full_shard, or full_shard_offload (FSDP with params, grads and optimizer state offloaded to
+    the CPU). Legacy `true` = full_shard. Used for models whose training state does not fit one GPU."""
 
     @property
     def is_peft(self) -> bool:
@@ -199,20 +224,29 @@ def parse_hyperparameters(argv: list[str]) -> TrainConfig:
         raise ConfigError("hyperparameter model_id is required (a Hub id or a local model directory)")
     if values.get("fsdp") is not None:
         values["fsdp"] = _normalise_fsdp(values["fsdp"])
-    for name in ("approach", "gradient_checkpointing", "batching", "decoding"):
+    for name in ("approach", "gradient_checkpointing", "batching", "decoding", "prompt_style"):
         if name in values:
             values[name] = values[name].lower()
     return TrainConfig(**values)
 
 
 def _normalise_fsdp(value: str) -> str:
-    """`true`/`1` → the documented default FSDP mode; `false`/`0`/empty → off; anything else is passed through."""
+    """The fsdp token: `full_shard` or `full_shard_offload`; legacy `true` → full_shard; false/empty → off."""
     lowered = value.strip().lower()
     if lowered in _TRUE:
-        return "full_shard auto_wrap"
-    if lowered in _FALSE or lowered in _UNSET:
+        return "full_shard"
+    if lowered in _FSDP_OFF:
         return ""
-    return value.strip()
+    if lowered in FSDP_MODES:
+        return lowered
+    raise ConfigError(
+        f"hyperparameter fsdp={value!r} is not one of: {', '.join(FSDP_MODES)} (or empty to turn FSDP off)"
+    )
+
+
+def trainer_fsdp_option(fsdp: str) -> str:
+    """The Trainer's FSDP option string for the fsdp token (empty when off)."""
+    return FSDP_MODES.get(fsdp, "")
 
 
 def qlora_support_problem() -> str | None:
@@ -248,18 +282,30 @@ def validate(config: TrainConfig, env: SageMakerEnv) -> None:
     _choice("gradient_checkpointing", config.gradient_checkpointing, GRADIENT_CHECKPOINTING)
     _choice("batching", config.batching, BATCHING)
     _choice("decoding", config.decoding, DECODING)
+    _choice("prompt_style", config.prompt_style, PROMPT_STYLES)
     positive = {
         "per_device_batch_size": config.per_device_batch_size,
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
         "lora_r": config.lora_r,
         "lora_alpha": config.lora_alpha,
-        "save_steps": config.save_steps,
-        "save_total_limit": config.save_total_limit,
         "logging_steps": config.logging_steps,
+        "eval_batch_size": config.eval_batch_size,
     }
     for name, value in positive.items():
         if value < 1:
             raise ConfigError(f"hyperparameter {name}={value} must be >= 1")
+    if config.save_interval_seconds < MIN_SAVE_INTERVAL_SECONDS:
+        raise ConfigError(
+            f"hyperparameter save_interval_seconds={config.save_interval_seconds} must be >= "
+            f"{MIN_SAVE_INTERVAL_SECONDS}: a checkpoint must finish uploading before the next one replaces it"
+        )
+    if config.save_total_limit < 2:
+        raise ConfigError(
+            f"hyperparameter save_total_limit={config.save_total_limit} must be >= 2: the newest checkpoint may "
+            "still be uploading to S3 when the instance is reclaimed, so the one before it must survive"
+        )
+    if not 0 <= config.warmup_ratio < 0.5:
+        raise ConfigError(f"hyperparameter warmup_ratio={config.warmup_ratio} must be in [0, 0.5)")
     if config.max_steps == 0 or config.max_steps < -1:
         raise ConfigError(f"hyperparameter max_steps={config.max_steps} must be -1 (epochs decide) or >= 1")
     if config.max_steps == -1 and config.epochs <= 0:
@@ -268,8 +314,8 @@ def validate(config: TrainConfig, env: SageMakerEnv) -> None:
         raise ConfigError(f"hyperparameter learning_rate={config.learning_rate} must be in (0, 1), or auto")
     if not 0 <= config.lora_dropout < 1:
         raise ConfigError(f"hyperparameter lora_dropout={config.lora_dropout} must be in [0, 1)")
-    if config.max_seq_length < 16:
-        raise ConfigError(f"hyperparameter max_seq_length={config.max_seq_length} must be >= 16")
+    if config.max_seq_length is not None and config.max_seq_length < 16:
+        raise ConfigError(f"hyperparameter max_seq_length={config.max_seq_length} must be >= 16, or auto")
     if config.eval_samples < 0:
         raise ConfigError(f"hyperparameter eval_samples={config.eval_samples} must be >= 0 (0 skips evaluation)")
     if config.approach == "qlora":
@@ -331,6 +377,7 @@ def as_dict(config: TrainConfig) -> dict[str, typing.Any]:
 
 __all__ = [
     "APPROACHES",
+    "FSDP_MODES",
     "ConfigError",
     "SageMakerEnv",
     "TrainConfig",
@@ -338,5 +385,6 @@ __all__ = [
     "parse_hyperparameters",
     "qlora_support_problem",
     "resolve_learning_rate",
+    "trainer_fsdp_option",
     "validate",
 ]

@@ -2,8 +2,11 @@
 
 Predictions come from batched greedy generation with left padding that stops at EOS (the way the model would be
 served). A prediction parses when the stripped output is exactly one known label; accuracy counts unparsed outputs
-as wrong. Optional constrained decoding restricts each generated token to continuations of some label, so every
+as wrong. Constrained decoding (the default) restricts each generated token to continuations of some label, so every
 output parses and accuracy measures the model's choice among labels only.
+
+A metric never sinks a trained job: the BERTScore encoder is fetched and loaded before training (`prepare_bertscore`
+fails fast), and a metric that still cannot be computed is reported as missing with its reason.
 """
 
 from __future__ import annotations
@@ -11,10 +14,39 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 LOG = logging.getLogger(__name__)
+
+# Every metric an evaluation pass reports (what is missing when generation itself fails).
+EVAL_METRICS = (
+    "eval_intent_accuracy",
+    "eval_parse_rate",
+    "eval_rouge1",
+    "eval_rouge2",
+    "eval_rougeL",
+    "eval_bertscore_f1",
+    "eval_inference_seconds",
+    "eval_seconds_per_sample",
+    "eval_samples",
+)
+# Inference time of the adapter merged into the base (merge_adapter), next to the unmerged time above.
+MERGED_METRICS = ("eval_inference_seconds_merged", "eval_seconds_per_sample_merged")
+
+
+class EvaluationSetupError(RuntimeError):
+    """An evaluation dependency (the BERTScore encoder) cannot be fetched or loaded; raised before training."""
+
+
+@dataclass(frozen=True)
+class BertScoreEncoder:
+    """A BERTScore encoder available locally: its configured name, local directory and the layer to use."""
+
+    name: str
+    path: str
+    num_layers: int
 
 
 def intent_metrics(predictions: Sequence[str], references: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
@@ -46,18 +78,44 @@ def rouge_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict
     return {f"eval_{key}": value / count for key, value in totals.items()}
 
 
-def bertscore_f1(predictions: Sequence[str], references: Sequence[str], model: str, device: str) -> float:
-    """Mean BERTScore F1 with `model` (a bert-score model name or a local encoder directory, for offline use)."""
+def prepare_bertscore(model: str, token: str | None) -> BertScoreEncoder | None:
+    """Fetch and load the BERTScore encoder once, before training; None when `model` is `none` (skipped).
+
+    A Hub name (bert-score's default `roberta-large`) is downloaded now and then used from its local directory, so
+    scoring after training needs no Hub access; a local directory is loaded to check it. Anything that fails here
+    raises `EvaluationSetupError` before a GPU hour is spent on training.
+    """
+    if model.strip().lower() == "none":
+        return None
+    try:
+        from bert_score.utils import model2layers
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers.utils import cached_file
+
+        local = Path(model).expanduser()
+        # Loading once downloads exactly the files bert-score will load (the weights in one format, the tokenizer)
+        # and proves they load with this transformers version.
+        AutoTokenizer.from_pretrained(str(local) if local.is_dir() else model, token=token)
+        encoder = AutoModel.from_pretrained(str(local) if local.is_dir() else model, token=token)
+        del encoder
+        path = str(local) if local.is_dir() else str(Path(cached_file(model, "config.json", token=token)).parent)
+        # bert-score's tuned layer for known names; the last hidden layer for a local or unlisted encoder.
+        num_layers = model2layers.get(model) or AutoConfig.from_pretrained(path).num_hidden_layers
+    except Exception as exc:
+        raise EvaluationSetupError(
+            f"bertscore_model={model!r} cannot be fetched or loaded ({type(exc).__name__}: {exc}); pass a local "
+            "encoder directory, or none to skip BERTScore"
+        ) from exc
+    LOG.info("BERTScore encoder %s ready in %s (layer %d)", model, path, num_layers)
+    return BertScoreEncoder(name=model, path=path, num_layers=num_layers)
+
+
+def bertscore_f1(
+    predictions: Sequence[str], references: Sequence[str], encoder: BertScoreEncoder, device: str
+) -> float:
+    """Mean BERTScore F1 with a prepared encoder (see `prepare_bertscore`)."""
     import bert_score
-    from bert_score.utils import model2layers
 
-    if model in model2layers:
-        num_layers = model2layers[model]
-    else:
-        from transformers import AutoConfig
-
-        # A local or unlisted encoder: bert-score cannot look its layer up, use the last hidden layer.
-        num_layers = AutoConfig.from_pretrained(model).num_hidden_layers
     # An empty output scores 0 (it says nothing). bert-score itself cannot encode an empty string with
     # transformers 5 tokenizers (it calls the removed build_inputs_with_special_tokens), so it never sees one.
     scored = [i for i, prediction in enumerate(predictions) if prediction.strip()]
@@ -66,8 +124,8 @@ def bertscore_f1(predictions: Sequence[str], references: Sequence[str], model: s
     _, _, f1 = bert_score.score(
         [predictions[i].strip() for i in scored],
         [references[i] for i in scored],
-        model_type=model,
-        num_layers=num_layers,
+        model_type=encoder.path,
+        num_layers=encoder.num_layers,
         device=device,
         verbose=False,
     )
@@ -121,6 +179,13 @@ class Generations:
     seconds: float
 
 
+def _synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
 def generate(
     model: Any,
     tokenizer: Any,
@@ -129,16 +194,20 @@ def generate(
     max_new_tokens: int,
     device: str,
     trie: LabelTrie | None = None,
+    warmup: bool = False,
 ) -> Generations:
-    """Batched greedy generation, left-padded, stopping at EOS; returns the decoded new tokens and wall seconds."""
+    """Batched greedy generation, left-padded, stopping at EOS; returns the decoded new tokens and wall seconds.
+
+    With `warmup`, one untimed batch runs first (CUDA kernels, allocator, caches), so that the timed seconds of
+    two models (e.g. adapter and merged) compare like for like, whichever runs first.
+    """
     import torch
 
     model.eval()
     tokenizer.padding_side = "left"  # so every prompt ends at the same position and generation starts together
-    outputs: list[str] = []
-    started = time.perf_counter()
-    for start in range(0, len(prompts), batch_size):
-        batch = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True).to(device)
+
+    def run_batch(batch_prompts: Sequence[str], new_tokens: int) -> list[str]:
+        batch = tokenizer(list(batch_prompts), return_tensors="pt", padding=True).to(device)
         prompt_length = batch["input_ids"].shape[1]
         kwargs: dict[str, Any] = {}
         if trie is not None:
@@ -146,7 +215,7 @@ def generate(
         with torch.inference_mode():
             generated = model.generate(
                 **batch,
-                max_new_tokens=max_new_tokens,
+                max_new_tokens=new_tokens,
                 do_sample=False,
                 num_beams=1,
                 eos_token_id=tokenizer.eos_token_id,
@@ -154,10 +223,30 @@ def generate(
                 use_cache=True,
                 **kwargs,
             )
-        outputs.extend(tokenizer.batch_decode(generated[:, prompt_length:], skip_special_tokens=True))
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+        return tokenizer.batch_decode(generated[:, prompt_length:], skip_special_tokens=True)
+
+    if warmup and prompts:
+        run_batch(prompts[:batch_size], max_new_tokens)
+        _synchronize(device)
+    outputs: list[str] = []
+    started = time.perf_counter()
+    for start in range(0, len(prompts), batch_size):
+        outputs.extend(run_batch(prompts[start : start + batch_size], max_new_tokens))
+    _synchronize(device)
     return Generations(outputs=outputs, seconds=time.perf_counter() - started)
+
+
+@dataclass
+class Scores:
+    """Metrics computed, and metrics that could not be computed with the reason why."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A one-line reason for a metric that could not be computed."""
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
 
 
 def score(
@@ -165,18 +254,27 @@ def score(
     references: Sequence[str],
     labels: Sequence[str],
     inference_seconds: float,
-    bertscore_model: str,
+    bertscore: BertScoreEncoder | None,
     device: str,
-) -> dict[str, float]:
-    """Every evaluation metric of the catalog for these predictions."""
-    metrics: dict[str, float] = {}
-    metrics.update(intent_metrics(predictions, references, labels))
-    metrics.update(rouge_metrics(predictions, references))
-    if bertscore_model.strip().lower() == "none":
+) -> Scores:
+    """Every evaluation metric of the catalog for these predictions; a metric that fails is recorded as missing."""
+    scores = Scores()
+    scores.metrics.update(intent_metrics(predictions, references, labels))
+    try:
+        scores.metrics.update(rouge_metrics(predictions, references))
+    except Exception as exc:
+        LOG.exception("ROUGE could not be computed")
+        scores.missing.update(dict.fromkeys(("eval_rouge1", "eval_rouge2", "eval_rougeL"), failure_reason(exc)))
+    if bertscore is None:
         LOG.warning("bertscore_model=none: BERTScore skipped, eval_bertscore_f1 is not reported")
+        scores.missing["eval_bertscore_f1"] = "skipped: bertscore_model=none"
     else:
-        metrics["eval_bertscore_f1"] = bertscore_f1(predictions, references, bertscore_model, device)
-    metrics["eval_inference_seconds"] = inference_seconds
-    metrics["eval_seconds_per_sample"] = inference_seconds / max(len(predictions), 1)
-    metrics["eval_samples"] = len(predictions)
-    return metrics
+        try:
+            scores.metrics["eval_bertscore_f1"] = bertscore_f1(predictions, references, bertscore, device)
+        except Exception as exc:
+            LOG.exception("BERTScore could not be computed")
+            scores.missing["eval_bertscore_f1"] = failure_reason(exc)
+    scores.metrics["eval_inference_seconds"] = inference_seconds
+    scores.metrics["eval_seconds_per_sample"] = inference_seconds / max(len(predictions), 1)
+    scores.metrics["eval_samples"] = len(predictions)
+    return scores

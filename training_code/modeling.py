@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,12 @@ LOG = logging.getLogger(__name__)
 
 # Above this size activations dominate GPU memory at batch 8 x ~600 tokens, so recomputing them pays off.
 GRADIENT_CHECKPOINTING_MIN_PARAMETERS = 1_000_000_000
+# FlashAttention 2 kernels need an Ampere or newer GPU (A100, A10G, L4, H100: 8.0+); T4 (7.5) and V100 (7.0) get
+# SDPA, which the flash_attn package would refuse at the first forward pass.
+FLASH_ATTENTION_MIN_CAPABILITY = (8, 0)
+# Left free on every GPU when a model is dispatched for evaluation, beyond the KV cache: the CUDA context,
+# allocator fragmentation and the last-token logits.
+INFERENCE_HEADROOM_BYTES = 2 * 2**30
 
 
 @dataclass(frozen=True)
@@ -37,14 +44,23 @@ class Runtime:
         return self.attn_implementation == "flash_attention_2"
 
 
+def choose_attention(capability: tuple[int, int] | None, flash_attn_installed: bool) -> str:
+    """FlashAttention 2 on a GPU of compute capability 8.0+ with flash_attn installed; SDPA everywhere else."""
+    if capability is not None and capability >= FLASH_ATTENTION_MIN_CAPABILITY and flash_attn_installed:
+        return "flash_attention_2"
+    return "sdpa"
+
+
 def detect_runtime(local_rank: int) -> Runtime:
-    """CUDA with bf16 where the GPU has it (fp16 on older GPUs), fp32 on CPU; FlashAttention 2 when installed."""
+    """CUDA with bf16 where the GPU has it (fp16 on older GPUs), fp32 on CPU; FlashAttention 2 where it runs."""
     import torch
 
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
         bf16 = torch.cuda.is_bf16_supported()
-        attn = "flash_attention_2" if importlib.util.find_spec("flash_attn") is not None else "sdpa"
+        attn = choose_attention(
+            torch.cuda.get_device_capability(local_rank), importlib.util.find_spec("flash_attn") is not None
+        )
         return Runtime(
             use_cuda=True,
             device=f"cuda:{local_rank}",
@@ -79,19 +95,28 @@ class ModelInfo:
     num_parameters: int
     layer_classes: list[str]
     """Decoder-layer class names (`_no_split_modules`): the units FSDP wraps."""
+    max_positions: int | None = None
+    """The longest sequence the model's position embeddings cover (None: not stated by its config)."""
+    kv_values_per_token: int = 0
+    """Keys and values cached per token over all layers (2 x layers x key/value heads x head size)."""
 
 
 def inspect_model(model_id: str, token: str | None) -> ModelInfo:
-    """Parameter count and layer classes, from the model instantiated on the meta device (no weights read)."""
+    """Parameter count, layer classes and shape, from the model instantiated on the meta device (no weights read)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     model_config = AutoConfig.from_pretrained(model_id, token=token)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(model_config)
+    heads = model_config.num_attention_heads
+    kv_heads = getattr(model_config, "num_key_value_heads", None) or heads
+    head_dim = getattr(model_config, "head_dim", None) or model_config.hidden_size // heads
     return ModelInfo(
         num_parameters=sum(parameter.numel() for parameter in model.parameters()),
         layer_classes=list(getattr(model, "_no_split_modules", None) or []),
+        max_positions=getattr(model_config, "max_position_embeddings", None),
+        kv_values_per_token=2 * model_config.num_hidden_layers * kv_heads * head_dim,
     )
 
 
@@ -152,29 +177,114 @@ def load_model(config: TrainConfig, runtime: Runtime, token: str | None, local_r
     return model
 
 
-def load_for_inference(model_dir: Path, runtime: Runtime):  # -> PreTrainedModel
-    """A saved full model, loaded on this rank's device for generation."""
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """Which rank generates the evaluation answers, and whether it reloads the model it generates with."""
+
+    evaluates: bool
+    """Only global rank 0 generates: inference time is measured on one GPU for every approach."""
+    reload: bool
+    """Load the saved model (or base + adapter) instead of using the trained one in memory: after FSDP the trained
+    weights are sharded over the ranks and freed, so rank 0 reloads what `save_model` gathered, dispatched over
+    the node's GPUs (see `dispatch`)."""
+
+    @property
+    def keeps_trained_model(self) -> bool:
+        """Whether this rank keeps the trained model in memory after training (to evaluate it in place)."""
+        return self.evaluates and not self.reload
+
+
+def dispatch(free_gpu_bytes: Sequence[int], reserve_bytes: int) -> tuple[str, dict[int | str, int]]:
+    """A device map for a model that may not fit one GPU: fill GPU 0 first, then the next ones.
+
+    `sequential` rather than `auto` (= balanced): a model that fits one GPU stays on GPU 0, so inference time is
+    the time of one GPU, as for every other approach. `reserve_bytes` stay free on each GPU for the KV cache.
+    """
+    max_memory: dict[int | str, int] = {
+        index: max(free - reserve_bytes, 0) for index, free in enumerate(free_gpu_bytes)
+    }
+    return "sequential", max_memory
+
+
+def plan_evaluation(*, rank: int, fsdp: bool) -> EvaluationPlan:
+    """Decide who evaluates and whether the trained model is evaluated in memory or reloaded.
+
+    * Ranks other than 0 do not evaluate: they free their training state and leave.
+    * Without FSDP, rank 0 holds the whole trained model (DDP replicas are whole): it evaluates it in place.
+    * After FSDP, rank 0 reloads the saved model dispatched over the node's GPUs (whose memory the other ranks have
+      freed), instead of every rank loading a full copy (20B in bf16 = 38 GiB per rank: more than a 40 GB A100).
+    """
+    return EvaluationPlan(evaluates=rank == 0, reload=rank == 0 and fsdp)
+
+
+def inference_reserve_bytes(info: ModelInfo, batch_size: int, max_seq_length: int, dtype_bytes: int) -> int:
+    """GPU memory to leave free per GPU for generation: a full KV cache of one batch plus fixed headroom."""
+    return info.kv_values_per_token * batch_size * max_seq_length * dtype_bytes + INFERENCE_HEADROOM_BYTES
+
+
+def free_gpu_bytes() -> list[int]:
+    """Free memory of every visible GPU, in bytes (empty on a machine without CUDA)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    return [torch.cuda.mem_get_info(index)[0] for index in range(torch.cuda.device_count())]
+
+
+def _placement_kwargs(device_map: Any, max_memory: dict[int | str, int] | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    if max_memory is not None:
+        kwargs["max_memory"] = max_memory
+    return kwargs
+
+
+def load_for_inference(
+    config: TrainConfig,
+    model_dir: Path,
+    runtime: Runtime,
+    token: str | None,
+    device_map: Any = None,
+    max_memory: dict[int | str, int] | None = None,
+):  # -> PreTrainedModel | PeftModel
+    """The trained model from `model_dir`: the full model, or the base (with the Hub token) plus the adapter.
+
+    The base is loaded by its model id with `token`, not through the adapter's config: a gated base needs the token
+    at this load too. Without a device map the model goes to this rank's device.
+    """
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=runtime.dtype)
-    return model.to(runtime.device)
+    kwargs = {"dtype": runtime.dtype, "attn_implementation": runtime.attn_implementation}
+    kwargs.update(_placement_kwargs(device_map, max_memory))
+    if config.is_peft:
+        from peft import PeftModel
+
+        base = AutoModelForCausalLM.from_pretrained(config.model_id, token=token, **kwargs)
+        model = PeftModel.from_pretrained(base, str(model_dir))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    return model if device_map is not None else model.to(runtime.device)
 
 
-def merge_adapter(
-    model_id: str, adapter_dir: Path, out_dir: Path, runtime: Runtime, token: str | None, tokenizer: Any
-) -> Path:
-    """Merge a LoRA/QLoRA adapter into a bf16 (GPU) or fp32 (CPU) reload of the base and save it to `out_dir`.
+def load_merged(
+    config: TrainConfig,
+    adapter_dir: Path,
+    runtime: Runtime,
+    token: str | None,
+    device_map: Any = None,
+    max_memory: dict[int | str, int] | None = None,
+):  # -> PreTrainedModel
+    """The adapter merged into a bf16 (GPU) or fp32 (CPU) reload of the base.
 
     Never merged into 4-bit weights: rounding the merged weights back to NF4 would lose most of the adapter.
     """
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    return load_for_inference(config, adapter_dir, runtime, token, device_map, max_memory).merge_and_unload()
 
-    base = AutoModelForCausalLM.from_pretrained(
-        model_id, dtype=runtime.dtype, token=token, device_map="auto" if runtime.use_cuda else None
-    )
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+
+def save_merged(model: Any, tokenizer: Any, out_dir: Path) -> Path:
+    """Save a merged model and its tokenizer to `out_dir`; return it."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(out_dir)
+    model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir

@@ -32,6 +32,8 @@ FINAL_METRICS = (
     "eval_inference_seconds",
     "eval_seconds_per_sample",
     "eval_samples",
+    "eval_inference_seconds_merged",
+    "eval_seconds_per_sample_merged",
 )
 
 
@@ -61,9 +63,11 @@ def print_final_metrics(metrics: dict[str, float | int], stream: TextIO | None =
             print(metric_line({name: metrics[name]}), file=out, flush=True)
 
 
-def write_metrics_json(metrics: dict[str, float | int], *directories: Path) -> None:
-    """metrics.json (same keys as the stdout lines) into each directory."""
-    ordered = {name: metrics[name] for name in FINAL_METRICS if name in metrics}
+def write_metrics_json(metrics: dict[str, float | int], missing: dict[str, str], *directories: Path) -> None:
+    """metrics.json into each directory: the printed metrics, and `missing: {name: reason}` for those not computed."""
+    ordered: dict[str, object] = {name: metrics[name] for name in FINAL_METRICS if name in metrics}
+    if missing:
+        ordered["missing"] = dict(sorted(missing.items()))
     for directory in directories:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "metrics.json").write_text(json.dumps(ordered, indent=2) + "\n")

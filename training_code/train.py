@@ -7,8 +7,9 @@ train.py ...` when distributed training is enabled), or locally on CPU with the 
     SM_OUTPUT_DIR=out python training_code/train.py --model_id ./tiny-llama --approach lora --max_steps 30 \
         --checkpoint_dir out/checkpoints --bertscore_model <local encoder dir>
 
-Read top to bottom, `run` is the whole job: validate → read data → tokenizer and length checks (all before any
-model is loaded) → model → train (resuming from the latest complete checkpoint) → save → evaluate → report → merge.
+Read top to bottom, `run` is the whole job: validate → read data → tokenizer, sequence lengths and the BERTScore
+encoder (all before any model is loaded) → model → train (resuming from the newest verified checkpoint, saving on a
+time interval) → save → evaluate on rank 0 → report → merge and time the merged model.
 Exit status: 0 done, 1 failed (reason in $SM_OUTPUT_DIR/failure), 143 stopped by SIGTERM after a checkpoint.
 """
 
@@ -34,8 +35,11 @@ import gc
 import json
 import logging
 import os
+import shutil
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from training_code import checkpoints, data, evaluation, modeling, telemetry
@@ -46,14 +50,17 @@ from training_code.config import (
     as_dict,
     parse_hyperparameters,
     resolve_learning_rate,
+    trainer_fsdp_option,
     validate,
 )
-from training_code.hf_token import read_hf_token
+from training_code.hf_token import TokenError, read_hf_token
 
 LOG = logging.getLogger("train")
 
 EXIT_OK, EXIT_FAILED, EXIT_STOPPED = 0, 1, 143  # 143 = 128 + SIGTERM, as a shell reports a terminated process
 FAILURE_REASON_LIMIT = 1024  # SageMaker's FailureReason length
+# Next to the model: the label set and prompt format a server needs to prompt the model and parse its answers.
+LABELS_FILE = "labels.json"
 
 
 def setup_logging(env: SageMakerEnv) -> None:
@@ -103,15 +110,31 @@ def _reduce(values: list[float], op: str, device: Any) -> list[float]:
     return tensor.tolist()
 
 
-def _release_training_state(trainer: Any, runtime: modeling.Runtime) -> None:
-    """Drop the trainer's model, optimizer and accelerator references so their (GPU) memory can be reused."""
-    trainer.accelerator.free_memory()
-    trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = None
+def _free_memory(runtime: modeling.Runtime) -> None:
     gc.collect()
     if runtime.use_cuda:
         import torch
 
         torch.cuda.empty_cache()
+
+
+def _release_training_state(trainer: Any, runtime: modeling.Runtime, keep_model: bool) -> None:
+    """Drop the optimizer, scheduler, gradients and wrappers (and the model unless `keep_model`) to free memory.
+
+    Every holder is cleared: the trainer, its accelerator and its callback handler (which keeps its own references
+    to the model, optimizer, scheduler and data loader); one left behind would keep its GPU memory alive.
+    """
+    model = trainer.model
+    trainer.accelerator.free_memory()
+    handler = trainer.callback_handler
+    trainer.optimizer = trainer.lr_scheduler = trainer.model_wrapped = None
+    handler.optimizer = handler.lr_scheduler = handler.train_dataloader = None
+    if keep_model:
+        model.zero_grad(set_to_none=True)  # gradients take as much memory as the trainable weights
+    else:
+        trainer.model = handler.model = None
+    del model
+    _free_memory(runtime)
 
 
 def _leave_process_group() -> None:
@@ -132,14 +155,15 @@ def build_sft_config(
     batching: str,
     layer_classes: list[str],
 ):  # -> trl.SFTConfig
-    """TRL/Trainer arguments: checkpoints every save_steps into checkpoint_dir, no Trainer-side rotation."""
+    """TRL/Trainer arguments. Checkpoints go to checkpoint_dir, but the Trainer decides none of them: saving on a
+    time interval, at the end and on SIGTERM, and rotation, are the checkpoint callback's (see checkpoints.py)."""
     from trl import SFTConfig
 
     fsdp_kwargs: dict[str, Any] = {}
     if config.fsdp:
         # FSDP wraps each decoder layer; FSDP does its own activation checkpointing (the Trainer's would clash).
         fsdp_kwargs = {
-            "fsdp": config.fsdp,
+            "fsdp": trainer_fsdp_option(config.fsdp),
             "fsdp_config": {
                 "transformer_layer_cls_to_wrap": layer_classes,
                 "activation_checkpointing": gradient_checkpointing,
@@ -157,12 +181,13 @@ def build_sft_config(
         per_device_train_batch_size=config.per_device_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         learning_rate=learning_rate,
+        # A float below 1 is a share of the total steps (transformers >= 5 replaced warmup_ratio by this).
+        warmup_steps=config.warmup_ratio,
         seed=config.seed,
         logging_steps=config.logging_steps,
         logging_first_step=True,  # the first loss shows at once that the run is alive and where it starts
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=None,  # rotation is ours: by step among complete checkpoints (see checkpoints.py)
+        save_strategy="no",  # the checkpoint callback sets should_save itself
+        save_total_limit=None,  # rotation is ours: by step among verified checkpoints
         bf16=runtime.bf16,
         fp16=runtime.fp16,
         use_cpu=not runtime.use_cuda,
@@ -184,52 +209,137 @@ def build_sft_config(
     )
 
 
-def evaluate_model(
-    model: Any,
-    tokenizer: Any,
-    config: TrainConfig,
-    env: SageMakerEnv,
-    runtime: modeling.Runtime,
-    examples: list[data.Example],
-    labels: list[str],
-) -> dict[str, float]:
-    """Generate on this rank's shard of the eval examples, gather on rank 0, score there."""
-    prompts = [data.build_prompt(example.text, labels) for example in examples]
-    sequences = evaluation.label_token_sequences(tokenizer, prompts[0], labels, tokenizer.eos_token)
-    max_new_tokens = max(len(sequence) for sequence in sequences) + 2  # room for a wrong, longer answer
-    trie = evaluation.LabelTrie(sequences, tokenizer.eos_token_id) if config.decoding == "constrained" else None
-    indices = list(range(env.rank, len(prompts), env.world_size))
-    local = evaluation.generate(
-        model,
-        tokenizer,
-        [prompts[i] for i in indices],
-        batch_size=config.per_device_batch_size,
-        max_new_tokens=max_new_tokens,
-        device=runtime.device,
-        trie=trie,
-    )
-    shards = [(indices, local.outputs, local.seconds)]
-    if _distributed():
-        import torch.distributed as dist
+@dataclass(frozen=True)
+class EvalSetup:
+    """Everything generation needs, fixed before training: prompts, references, decoding and placement limits."""
 
-        shards = [None] * env.world_size
-        dist.all_gather_object(shards, (indices, local.outputs, local.seconds))
-    if not env.is_main:
+    examples: list[data.Example]
+    prompts: list[str]
+    labels: list[str]
+    trie: evaluation.LabelTrie | None
+    max_new_tokens: int
+    bertscore: evaluation.BertScoreEncoder | None
+    reserve_bytes: int
+    """GPU memory left free per GPU when a model is dispatched for inference (KV cache + headroom)."""
+
+
+def _placement(runtime: modeling.Runtime, setup: EvalSetup) -> dict[str, Any]:
+    """Where an inference load goes: dispatched over this node's GPUs (GPU 0 first), or this process's device."""
+    if not runtime.use_cuda:
         return {}
-    outputs = [""] * len(prompts)
-    for shard_indices, shard_outputs, _ in shards:
-        for index, output in zip(shard_indices, shard_outputs, strict=True):
-            outputs[index] = output
-    seconds = max(shard[2] for shard in shards)  # the ranks generate in parallel: wall time is the slowest shard
-    for example, output in list(zip(examples, outputs, strict=True))[:3]:
+    device_map, max_memory = modeling.dispatch(modeling.free_gpu_bytes(), setup.reserve_bytes)
+    return {"device_map": device_map, "max_memory": max_memory}
+
+
+def evaluate_trained(
+    trainer: Any,
+    plan: modeling.EvaluationPlan,
+    config: TrainConfig,
+    runtime: modeling.Runtime,
+    token: str | None,
+    tokenizer: Any,
+    setup: EvalSetup,
+    model_dir: Path,
+) -> evaluation.Scores:
+    """Rank 0: generate with the trained model (in memory, or reloaded after FSDP) and score the answers.
+
+    Never raises: the model is already saved, so a failure (an OOM, a broken metric) is recorded as missing
+    metrics with its reason, and the job still ends with its artifacts.
+    """
+    model = None
+    try:
+        if plan.reload:
+            model = modeling.load_for_inference(config, model_dir, runtime, token, **_placement(runtime, setup))
+        else:
+            # Take the only reference left, so that the model is freed when evaluation is done.
+            model, trainer.model, trainer.callback_handler.model = trainer.model, None, None
+        generations = evaluation.generate(
+            model,
+            tokenizer,
+            setup.prompts,
+            batch_size=config.eval_batch_size,
+            max_new_tokens=setup.max_new_tokens,
+            device=str(model.device),
+            trie=setup.trie,
+            warmup=True,
+        )
+    except Exception as exc:
+        LOG.exception("evaluation failed: the trained model is saved, its evaluation metrics are missing")
+        return evaluation.Scores(missing=dict.fromkeys(evaluation.EVAL_METRICS, evaluation.failure_reason(exc)))
+    finally:
+        del model
+        _free_memory(runtime)  # BERTScore and the merge need the GPU next
+    for example, output in list(zip(setup.examples, generations.outputs, strict=True))[:3]:
         LOG.info("sample prediction: %r → %r (reference %r)", example.text, output.strip(), example.label)
+    references = [example.label for example in setup.examples]
     return evaluation.score(
-        outputs, [example.label for example in examples], labels, seconds, config.bertscore_model, runtime.device
+        generations.outputs, references, setup.labels, generations.seconds, setup.bertscore, runtime.device
     )
 
 
-def run(argv: list[str], env: SageMakerEnv) -> int:
-    """The whole job; returns the exit status (exceptions are handled by `main`)."""
+def merge_and_time(
+    config: TrainConfig,
+    runtime: modeling.Runtime,
+    token: str | None,
+    tokenizer: Any,
+    setup: EvalSetup | None,
+    model_dir: Path,
+    model_card: dict[str, Any],
+) -> evaluation.Scores:
+    """Rank 0: merge the adapter into the base, save it to `model_dir/merged`, and time inference with it.
+
+    A failed merge leaves the adapter (already saved) as the job's result and is recorded as missing merged metrics:
+    the adapter can be merged offline, while a failed job would upload nothing.
+    """
+    scores = evaluation.Scores()
+    merged = None
+    out_dir = model_dir / "merged"
+    try:
+        placement = _placement(runtime, setup) if setup is not None else {}
+        merged = modeling.load_merged(config, model_dir, runtime, token, **placement)
+        modeling.save_merged(merged, tokenizer, out_dir)
+        (out_dir / LABELS_FILE).write_text(json.dumps(model_card, indent=2) + "\n")
+        LOG.info("merged adapter into %s", out_dir)
+    except Exception as exc:
+        LOG.exception("merging the adapter failed: the adapter is saved and can be merged offline")
+        shutil.rmtree(out_dir, ignore_errors=True)  # never ship a half-written merged model
+        del merged
+        _free_memory(runtime)
+        reason = f"merge failed: {evaluation.failure_reason(exc)}"
+        return evaluation.Scores(missing=dict.fromkeys(evaluation.MERGED_METRICS, reason))
+    try:
+        if setup is not None:
+            generations = evaluation.generate(
+                merged,
+                tokenizer,
+                setup.prompts,
+                batch_size=config.eval_batch_size,
+                max_new_tokens=setup.max_new_tokens,
+                device=str(merged.device),
+                trie=setup.trie,
+                warmup=True,
+            )
+            scores.metrics["eval_inference_seconds_merged"] = generations.seconds
+            scores.metrics["eval_seconds_per_sample_merged"] = generations.seconds / max(len(setup.prompts), 1)
+    except Exception as exc:
+        LOG.exception("timing the merged model failed: it is saved, its inference time is missing")
+        scores.missing.update(dict.fromkeys(evaluation.MERGED_METRICS, evaluation.failure_reason(exc)))
+    finally:
+        del merged
+        _free_memory(runtime)
+    return scores
+
+
+def report(new: evaluation.Scores, everything: evaluation.Scores, env: SageMakerEnv, model_dir: Path) -> None:
+    """Print the metric lines of `new` (SageMaker parses them) and write metrics.json with `everything` (rank 0)."""
+    telemetry.print_final_metrics(new.metrics)
+    for name, reason in new.missing.items():
+        LOG.warning("metric %s is missing: %s", name, reason)
+    telemetry.write_metrics_json(everything.metrics, everything.missing, env.output_data_dir, model_dir)
+
+
+def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.monotonic) -> int:
+    """The whole job; returns the exit status (exceptions are handled by `main`). `clock` times checkpoint saves."""
     config = parse_hyperparameters(argv)
     validate(config, env)
     hyperparameters = as_dict(config)
@@ -249,17 +359,24 @@ def run(argv: list[str], env: SageMakerEnv) -> int:
             LOG.warning("test labels never seen in train count as errors: %s", ", ".join(unseen))
         eval_examples = data.select_eval_examples(test_examples, config.eval_samples, config.seed)
     LOG.info("%d train examples, %d labels, %d eval examples", len(train_examples), len(labels), len(eval_examples))
+    fmt = data.prompt_format(config.prompt_style, labels)
 
     token = None
     if config.hf_token_secret_arn and Path(config.model_id).expanduser().is_dir():
         LOG.info("model_id is a local directory: the Hugging Face token is not needed and not read")
     elif config.hf_token_secret_arn:
-        token = read_hf_token(config.hf_token_secret_arn)  # never logged
+        token = read_hf_token(config.hf_token_secret_arn)  # never logged; None when the secret holds no token
     runtime = modeling.detect_runtime(env.local_rank)
     tokenizer = modeling.load_tokenizer(config.model_id, token)
-    train_dataset = data.to_prompt_completion(train_examples, labels, tokenizer.eos_token)
-    lengths = data.check_sequence_lengths(tokenizer, train_dataset, config.max_seq_length)
+    eos = tokenizer.eos_token
+    train_dataset = data.to_prompt_completion(train_examples, fmt, eos)
+    eval_prompts = [fmt.prompt(example.text) for example in eval_examples]
+    # Every label's tokens as generated after a prompt: the generation room and the constrained-decoding trie.
+    label_sequences = evaluation.label_token_sequences(tokenizer, train_dataset["prompt"][0], labels, eos)
+    max_new_tokens = max(len(sequence) for sequence in label_sequences) + data.FREE_ANSWER_SLACK_TOKENS
+    lengths = data.measure_lengths(tokenizer, train_dataset, eval_prompts, max_new_tokens)
     info = modeling.inspect_model(config.model_id, token)
+    max_seq_length = data.resolve_max_seq_length(config.max_seq_length, lengths, info.max_positions)
     learning_rate = resolve_learning_rate(config, info.num_parameters)
     gradient_checkpointing = modeling.use_gradient_checkpointing(config, runtime, info.num_parameters)
     batching = config.batching
@@ -273,40 +390,61 @@ def run(argv: list[str], env: SageMakerEnv) -> int:
         "attn_implementation": runtime.attn_implementation,
         "dtype": str(runtime.dtype).removeprefix("torch."),
         "world_size": env.world_size,
+        "max_seq_length": max_seq_length,
         "longest_sequence": lengths.longest,
-        "mean_sequence": round(lengths.mean, 1),
+        "mean_sequence": round(lengths.mean_train, 1),
+        "eval_max_new_tokens": max_new_tokens,
     }
     LOG.info("resolved: %s", json.dumps(resolved, sort_keys=True))
-
-    checkpoint_dir = Path(config.checkpoint_dir)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    if env.is_main:
-        for path in checkpoints.remove_incomplete(checkpoint_dir):
-            LOG.warning("removed incomplete checkpoint %s (killed while saving)", path.name)
-    resume_from = checkpoints.latest_complete_checkpoint(checkpoint_dir)
-    if resume_from is not None:
-        checkpoints.check_resumable(resume_from, hyperparameters)
-        LOG.info("resuming from %s", resume_from)
+    setup = None
+    constrained = config.decoding == "constrained"
+    if eval_examples:
+        setup = EvalSetup(
+            examples=eval_examples,
+            prompts=eval_prompts,
+            labels=labels,
+            trie=evaluation.LabelTrie(label_sequences, tokenizer.eos_token_id) if constrained else None,
+            max_new_tokens=max_new_tokens,
+            # Fetched now, before training: a missing encoder fails the job before GPU hours are spent on it.
+            bertscore=evaluation.prepare_bertscore(config.bertscore_model, token) if env.is_main else None,
+            reserve_bytes=modeling.inference_reserve_bytes(
+                info, config.eval_batch_size, max_seq_length, runtime.dtype.itemsize
+            ),
+        )
 
     # Creating the trainer arguments sets up torch.distributed under torchrun (before the model is loaded).
     from transformers import PrinterCallback, TrainerState
     from trl import SFTTrainer
 
     args = build_sft_config(config, env, runtime, learning_rate, gradient_checkpointing, batching, info.layer_classes)
+    _ = args.device  # initialises the process group now: resuming is agreed between ranks
+    checkpoint_dir = Path(config.checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    resume = checkpoints.plan_resume(checkpoint_dir, config.save_total_limit, is_local_main=env.local_rank == 0)
+    resume_from = resume.resume_from
+    if resume_from is not None:
+        checkpoints.check_resumable(resume_from, hyperparameters)
+        LOG.info("resuming from %s", resume_from)
+
     model = modeling.load_model(config, runtime, token, env.local_rank)
     stop = checkpoints.StopRequest()
+    checkpoint_callback = checkpoints.make_checkpoint_callback(
+        checkpoint_dir,
+        config.save_total_limit,
+        resume.kept_steps,
+        hyperparameters,
+        stop,
+        checkpoints.SaveSchedule(config.save_interval_seconds, clock),
+        is_main=env.is_main,
+        is_local_main=env.local_rank == 0,
+    )
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
         processing_class=tokenizer,
         peft_config=modeling.lora_config(config) if config.is_peft else None,
-        callbacks=[
-            checkpoints.make_checkpoint_callback(
-                checkpoint_dir, config.save_total_limit, hyperparameters, stop, env.is_main
-            ),
-            telemetry.make_progress_callback(env.is_main),
-        ],
+        callbacks=[checkpoint_callback, telemetry.make_progress_callback(env.is_main)],
     )
     del model  # the trainer holds it (wrapped with the adapter); releasing it later must not leave a reference here
     trainer.remove_callback(PrinterCallback)  # our progress callback prints the catalog lines instead
@@ -346,45 +484,50 @@ def run(argv: list[str], env: SageMakerEnv) -> int:
     if real > 0:  # a restart after the last step trains nothing: no throughput to report
         metrics["train_tokens_per_second"] = real / train_seconds
         metrics["train_padding_fraction"] = 1.0 - real / padded
-    global_step = trainer.state.global_step
-    if eval_examples:
-        if trainer.is_fsdp_enabled:
-            # Generation through FSDP shards is impractical: free them, every rank reloads the saved full model.
-            _release_training_state(trainer, runtime)
-            eval_model = modeling.load_for_inference(model_dir, runtime)
-        else:
-            eval_model = trainer.model
-        metrics.update(evaluate_model(eval_model, tokenizer, config, env, runtime, eval_examples, labels))
-        del eval_model
-    _leave_process_group()  # the last collective is behind us; rank 0 finishes alone (report, merge)
+    model_card = fmt.describe(eos)
+    if env.is_main:
+        # Written before evaluation: whatever happens next, the artifact says how to prompt the model.
+        (model_dir / LABELS_FILE).write_text(json.dumps(model_card, indent=2) + "\n")
+        saves = checkpoint_callback.stats
+        training_config = {
+            "hyperparameters": hyperparameters,
+            "resolved": resolved,
+            **model_card,
+            "global_step": trainer.state.global_step,
+            "checkpoints": {"saves": saves.saves, "steps": saves.steps, "seconds": round(saves.seconds, 1)},
+        }
+        (model_dir / "training_config.json").write_text(json.dumps(training_config, indent=2) + "\n")
 
+    # Evaluation runs on rank 0 alone, with one GPU's worth of timing for every approach; the other ranks free
+    # their memory first (after FSDP, rank 0 spreads the reloaded model over the node's GPUs) and leave.
+    plan = modeling.plan_evaluation(rank=env.rank, fsdp=trainer.is_fsdp_enabled)
+    _release_training_state(trainer, runtime, keep_model=plan.keeps_trained_model and setup is not None)
+    _leave_process_group()
     if not env.is_main:
         return EXIT_OK
-    telemetry.print_final_metrics(metrics)
-    telemetry.write_metrics_json(metrics, env.output_data_dir, model_dir)
-    training_config = {
-        "hyperparameters": hyperparameters,
-        "resolved": resolved,
-        "labels": labels,
-        "prompt_template": data.PROMPT_TEMPLATE,
-        "global_step": global_step,
-    }
-    (model_dir / "training_config.json").write_text(json.dumps(training_config, indent=2) + "\n")
+
+    results = evaluation.Scores(metrics=metrics)
+    if setup is not None:
+        scores = evaluate_trained(trainer, plan, config, runtime, token, tokenizer, setup, model_dir)
+        results.metrics.update(scores.metrics)
+        results.missing.update(scores.missing)
+    report(results, results, env, model_dir)
     if config.is_peft and config.merge_adapter:
-        _release_training_state(trainer, runtime)  # room for the full-precision base on the GPU
-        merged = modeling.merge_adapter(config.model_id, model_dir, model_dir / "merged", runtime, token, tokenizer)
-        LOG.info("merged adapter into %s", merged)
+        merged = merge_and_time(config, runtime, token, tokenizer, setup, model_dir, model_card)
+        results.metrics.update(merged.metrics)
+        results.missing.update(merged.missing)
+        report(merged, results, env, model_dir)
     LOG.info("done: artifacts in %s", model_dir)
     return EXIT_OK
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, clock: Callable[[], float] = time.monotonic) -> int:
     """Entry point: run the job, turn any exception into $SM_OUTPUT_DIR/failure and a non-zero exit status."""
     env = SageMakerEnv.from_environ()
     setup_logging(env)
     try:
-        return run(list(sys.argv[1:] if argv is None else argv), env)
-    except (ConfigError, data.DataError) as exc:
+        return run(list(sys.argv[1:] if argv is None else argv), env, clock)
+    except (ConfigError, data.DataError, evaluation.EvaluationSetupError, TokenError) as exc:
         LOG.error("%s", exc)
         write_failure(env, f"{type(exc).__name__}: {exc}")
     except Exception as exc:

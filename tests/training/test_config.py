@@ -9,7 +9,39 @@ import pytest
 from tests.training.conftest import REPO_ROOT, run_main
 from training_code import config as config_module
 from training_code import modeling
-from training_code.config import ConfigError, SageMakerEnv, TrainConfig, parse_hyperparameters, resolve_learning_rate
+from training_code.config import (
+    ConfigError,
+    SageMakerEnv,
+    TrainConfig,
+    parse_hyperparameters,
+    resolve_learning_rate,
+    trainer_fsdp_option,
+)
+
+# The hyperparameter names Launch sends (the wave-2 contract between Launch and train.py).
+CONTRACT_HYPERPARAMETERS = (
+    "model_id",
+    "approach",
+    "epochs",
+    "per_device_batch_size",
+    "learning_rate",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "max_seq_length",
+    "eval_samples",
+    "seed",
+    "merge_adapter",
+    "checkpoint_dir",
+    "hf_token_secret_arn",
+    "max_steps",
+    "prompt_style",
+    "decoding",
+    "fsdp",
+    "save_interval_seconds",
+    "warmup_ratio",
+    "eval_batch_size",
+)
 
 
 def test_toolkit_style_values_are_decoded() -> None:
@@ -36,7 +68,84 @@ def test_toolkit_style_values_are_decoded() -> None:
     assert config.per_device_batch_size == 4
     assert config.max_steps == 100
     assert config.hf_token_secret_arn is None
-    assert config.fsdp == "full_shard auto_wrap"
+    assert config.fsdp == "full_shard"  # legacy `true`
+
+
+def test_every_hyperparameter_launch_sends_is_a_train_config_field() -> None:
+    import dataclasses
+
+    assert set(CONTRACT_HYPERPARAMETERS) <= {field.name for field in dataclasses.fields(TrainConfig)}
+
+
+def test_defaults_are_compact_prompts_auto_length_constrained_decoding_and_time_based_saves() -> None:
+    config = parse_hyperparameters(["--model_id", "m"])
+
+    assert config.prompt_style == "compact"
+    assert config.max_seq_length is None  # auto
+    assert config.decoding == "constrained"
+    assert config.save_interval_seconds == 1800
+    assert config.warmup_ratio == 0.03
+    assert config.eval_batch_size == 8
+    assert config.fsdp == ""
+
+
+@pytest.mark.parametrize(("text", "expected"), [("auto", None), ("AUTO", None), ("512", 512), ("1e3", 1000)])
+def test_max_seq_length_is_auto_or_a_number(text: str, expected: int | None) -> None:
+    assert parse_hyperparameters(["--model_id", "m", "--max_seq_length", text]).max_seq_length == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "token", "trainer_option"),
+    [
+        ("full_shard", "full_shard", "full_shard auto_wrap"),
+        ("full_shard_offload", "full_shard_offload", "full_shard auto_wrap offload"),
+        ("true", "full_shard", "full_shard auto_wrap"),
+        ("", "", ""),
+        ("false", "", ""),
+    ],
+)
+def test_fsdp_is_one_token_that_maps_to_the_trainers_option_string(text: str, token: str, trainer_option: str) -> None:
+    config = parse_hyperparameters(["--model_id", "m", "--fsdp", text] if text else ["--model_id", "m"])
+
+    assert config.fsdp == token
+    assert " " not in config.fsdp
+    assert trainer_fsdp_option(config.fsdp) == trainer_option
+
+
+def test_an_fsdp_option_string_with_spaces_is_refused() -> None:
+    with pytest.raises(ConfigError, match="fsdp='full_shard auto_wrap' is not one of: full_shard, full_shard_offload"):
+        parse_hyperparameters(["--model_id", "m", "--fsdp", "full_shard auto_wrap"])
+
+
+@pytest.mark.parametrize(
+    ("capability", "flash_installed", "expected"),
+    [
+        ((8, 0), True, "flash_attention_2"),  # A100
+        ((8, 6), True, "flash_attention_2"),  # A10G
+        ((9, 0), True, "flash_attention_2"),  # H100
+        ((7, 5), True, "sdpa"),  # T4: flash_attn installed but its kernels need sm80+
+        ((8, 0), False, "sdpa"),
+        (None, True, "sdpa"),  # CPU
+    ],
+)
+def test_flash_attention_only_where_the_gpu_supports_it(
+    capability: tuple[int, int] | None, flash_installed: bool, expected: str
+) -> None:
+    assert modeling.choose_attention(capability, flash_installed) == expected
+
+
+def test_trainer_arguments_warm_up_the_learning_rate_and_leave_saving_to_the_checkpoint_callback(
+    tmp_path: Path,
+) -> None:
+    from training_code.train import build_sft_config
+
+    config = TrainConfig("m", checkpoint_dir=str(tmp_path), warmup_ratio=0.05)
+    env = SageMakerEnv.from_environ({})
+    args = build_sft_config(config, env, modeling.detect_runtime(0), 2e-4, False, "length_grouped", [])
+
+    assert args.warmup_steps == 0.05  # below 1: a share of the total steps
+    assert args.get_warmup_steps(1000) == 50
+    assert args.save_strategy == "no"
 
 
 @pytest.mark.parametrize("text", ["true", "1", "True", "yes"])
@@ -93,7 +202,13 @@ def refuse_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"lora_dropout": "1.5"}, "lora_dropout=1.5 must be in [0, 1)"),
         ({"max_steps": "0"}, "max_steps=0 must be -1 (epochs decide) or >= 1"),
         ({"decoding": "beam"}, "decoding='beam' is not one of: free, constrained"),
-        ({"fsdp": "full_shard auto_wrap"}, "fsdp='full_shard auto_wrap' needs CUDA GPUs"),
+        ({"fsdp": "full_shard"}, "fsdp='full_shard' needs CUDA GPUs"),
+        ({"prompt_style": "verbose"}, "prompt_style='verbose' is not one of: compact, listed"),
+        ({"max_seq_length": "8"}, "max_seq_length=8 must be >= 16, or auto"),
+        ({"save_interval_seconds": "30"}, "save_interval_seconds=30 must be >= 60"),
+        ({"save_total_limit": "1"}, "save_total_limit=1 must be >= 2"),
+        ({"warmup_ratio": "0.5"}, "warmup_ratio=0.5 must be in [0, 0.5)"),
+        ({"eval_batch_size": "0"}, "eval_batch_size=0 must be >= 1"),
     ],
 )
 def test_bad_hyperparameters_fail_with_a_clear_reason_before_any_model_loads(

@@ -32,20 +32,51 @@ def test_rouge_scores_equal_hand_computed_values() -> None:
 
 
 def test_bertscore_runs_offline_with_a_local_encoder(bertscore_model: str) -> None:
-    same = evaluation.bertscore_f1(REFERENCES, REFERENCES, bertscore_model, "cpu")
-    different = evaluation.bertscore_f1(["", "pin_blocked", "x", "card_arrival"], REFERENCES, bertscore_model, "cpu")
+    encoder = evaluation.prepare_bertscore(bertscore_model, token=None)
 
+    same = evaluation.bertscore_f1(REFERENCES, REFERENCES, encoder, "cpu")
+    different = evaluation.bertscore_f1(["", "pin_blocked", "x", "card_arrival"], REFERENCES, encoder, "cpu")
+
+    assert encoder.num_layers == 6  # the local MiniLM's last layer
     assert same == pytest.approx(1.0, abs=1e-4)
     assert different < same
 
 
-def test_score_reports_every_eval_metric_and_skips_bertscore_only_when_told() -> None:
-    metrics = evaluation.score(PREDICTIONS, REFERENCES, LABELS, 2.0, bertscore_model="none", device="cpu")
+def test_an_encoder_that_cannot_be_fetched_fails_before_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
 
-    assert metrics["eval_inference_seconds"] == 2.0
-    assert metrics["eval_seconds_per_sample"] == 0.5
-    assert metrics["eval_samples"] == 4
-    assert "eval_bertscore_f1" not in metrics
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as a job without Hub access
+
+    with pytest.raises(evaluation.EvaluationSetupError, match=r"bertscore_model='roberta-large' cannot be fetched"):
+        evaluation.prepare_bertscore("roberta-large", token=None)
+
+
+def test_bertscore_none_is_skipped_and_recorded_as_missing() -> None:
+    assert evaluation.prepare_bertscore("none", token=None) is None
+
+    scores = evaluation.score(PREDICTIONS, REFERENCES, LABELS, 2.0, bertscore=None, device="cpu")
+
+    assert scores.metrics["eval_inference_seconds"] == 2.0
+    assert scores.metrics["eval_seconds_per_sample"] == 0.5
+    assert scores.metrics["eval_samples"] == 4
+    assert scores.metrics["eval_intent_accuracy"] == 0.25
+    assert "eval_bertscore_f1" not in scores.metrics
+    assert scores.missing == {"eval_bertscore_f1": "skipped: bertscore_model=none"}
+
+
+def test_a_metric_that_fails_is_recorded_as_missing_with_its_reason(
+    monkeypatch: pytest.MonkeyPatch, bertscore_model: str
+) -> None:
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+
+    monkeypatch.setattr(evaluation, "bertscore_f1", out_of_memory)
+    encoder = evaluation.BertScoreEncoder(name="roberta-large", path=bertscore_model, num_layers=6)
+
+    scores = evaluation.score(PREDICTIONS, REFERENCES, LABELS, 2.0, bertscore=encoder, device="cpu")
+
+    assert scores.missing == {"eval_bertscore_f1": "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"}
+    assert scores.metrics["eval_rouge1"] > 0  # the other metrics are still there
 
 
 def test_metric_lines_parse_with_the_catalog_regexes() -> None:
@@ -64,6 +95,8 @@ def test_metric_lines_parse_with_the_catalog_regexes() -> None:
         "eval_inference_seconds": 120.0,
         "eval_seconds_per_sample": 0.24,
         "eval_samples": 500,
+        "eval_inference_seconds_merged": 80.0,
+        "eval_seconds_per_sample_merged": 0.16,
     }
     out = io.StringIO()
 
@@ -77,6 +110,19 @@ def test_metric_lines_parse_with_the_catalog_regexes() -> None:
     assert parsed["eval_samples"] == 500
     assert out.getvalue().splitlines()[0] == "train_loss=1e-05;"
     assert "eval_rouge2=nan;" in out.getvalue()
+    assert "eval_inference_seconds_merged=80;" in out.getvalue().splitlines()
+    assert "eval_seconds_per_sample_merged=0.16;" in out.getvalue().splitlines()
+
+
+def test_metrics_json_lists_missing_metrics_with_their_reasons(tmp_path) -> None:
+    import json
+
+    telemetry.write_metrics_json({"train_loss": 0.5}, {"eval_bertscore_f1": "RuntimeError: boom"}, tmp_path)
+
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {
+        "train_loss": 0.5,
+        "missing": {"eval_bertscore_f1": "RuntimeError: boom"},
+    }
 
 
 def test_label_trie_allows_only_label_continuations_then_eos() -> None:

@@ -44,6 +44,8 @@ METRICS: tuple[MetricDefinition, ...] = (
     MetricDefinition("eval_bertscore_f1", "BERTScore F1"),
     MetricDefinition("eval_inference_seconds", "total generation seconds over the evaluated samples"),
     MetricDefinition("eval_seconds_per_sample", "generation seconds per evaluated sample"),
+    MetricDefinition("eval_inference_seconds_merged", "the same generation with the adapter merged (merge_adapter)"),
+    MetricDefinition("eval_seconds_per_sample_merged", "generation seconds per sample with the adapter merged"),
     MetricDefinition("eval_samples", "number of test samples evaluated"),
 )
 

@@ -65,8 +65,8 @@ LAMBDA_MAX_TIMEOUT_MINUTES = 15
 def lambda_timeout(calls_at_worst: int = 1) -> Duration:
     """A Lambda timeout above the worst-case budget of `calls_at_worst` sequential AWS calls (each may exhaust all
     but its last attempt and still succeed) plus the function's own work, rounded up to a minute, at most Lambda's
-    15 minutes. A timeout below one call's budget (Status had 120 s against a 190 s budget) turns a slow-but-recovering API
-    into `Sandbox.Timedout`; past 15 minutes the state machine retries the timeout (idempotent handlers)."""
+    15 minutes. A timeout below one call's budget (Status once had 120 s against 190 s) turns a slow-but-recovering
+    API into `Sandbox.Timedout`; past 15 minutes the state machine retries the timeout (idempotent handlers)."""
     seconds = calls_at_worst * default_call_budget_seconds() + FUNCTION_MARGIN_SECONDS
     return Duration.minutes(min(LAMBDA_MAX_TIMEOUT_MINUTES, -(-int(seconds) // 60)))
 

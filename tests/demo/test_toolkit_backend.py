@@ -87,6 +87,7 @@ def _launch_request(job_name_prefix: str) -> dict[str, Any]:
         hf_token_secret_arn="arn:aws:secretsmanager:us-east-1:123456789012:secret:hf-token",
         region=REGION,
         project="finetune",
+        data_key_arn="arn:aws:kms:us-east-1:123456789012:key/local-data-key",
     )
 
 

@@ -14,27 +14,19 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from training_code.evaluation import EVAL_METRICS, MERGED_METRICS
+
 LOG = logging.getLogger(__name__)
 
-# The order in which final metrics are printed (the catalog's order).
-FINAL_METRICS = (
+# The order in which final metrics are printed (the catalog's order): training's, then the evaluation's.
+TRAINING_METRICS = (
     "train_loss",
     "train_tokens_per_second",
     "train_padding_fraction",
     "train_runtime_seconds",
     "peak_memory_gb",
-    "eval_intent_accuracy",
-    "eval_parse_rate",
-    "eval_rouge1",
-    "eval_rouge2",
-    "eval_rougeL",
-    "eval_bertscore_f1",
-    "eval_inference_seconds",
-    "eval_seconds_per_sample",
-    "eval_samples",
-    "eval_inference_seconds_merged",
-    "eval_seconds_per_sample_merged",
 )
+FINAL_METRICS = TRAINING_METRICS + EVAL_METRICS + MERGED_METRICS
 
 
 def format_value(value: float | int) -> str:

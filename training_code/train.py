@@ -231,6 +231,21 @@ def _placement(runtime: modeling.Runtime, setup: EvalSetup) -> dict[str, Any]:
     return {"device_map": device_map, "max_memory": max_memory}
 
 
+def _generate(model: Any, tokenizer: Any, setup: EvalSetup, config: TrainConfig) -> evaluation.Generations:
+    """Timed generation for the evaluation prompts: a fixed batch size on the model's (first) device, after an
+    untimed warm-up batch, so the inference seconds of every approach compare like for like."""
+    return evaluation.generate(
+        model,
+        tokenizer,
+        setup.prompts,
+        batch_size=config.eval_batch_size,
+        max_new_tokens=setup.max_new_tokens,
+        device=str(model.device),
+        trie=setup.trie,
+        warmup=True,
+    )
+
+
 def evaluate_trained(
     trainer: Any,
     plan: modeling.EvaluationPlan,
@@ -253,16 +268,7 @@ def evaluate_trained(
         else:
             # Take the only reference left, so that the model is freed when evaluation is done.
             model, trainer.model, trainer.callback_handler.model = trainer.model, None, None
-        generations = evaluation.generate(
-            model,
-            tokenizer,
-            setup.prompts,
-            batch_size=config.eval_batch_size,
-            max_new_tokens=setup.max_new_tokens,
-            device=str(model.device),
-            trie=setup.trie,
-            warmup=True,
-        )
+        generations = _generate(model, tokenizer, setup, config)
     except Exception as exc:
         LOG.exception("evaluation failed: the trained model is saved, its evaluation metrics are missing")
         return evaluation.Scores(missing=dict.fromkeys(evaluation.EVAL_METRICS, evaluation.failure_reason(exc)))
@@ -309,16 +315,7 @@ def merge_and_time(
         return evaluation.Scores(missing=dict.fromkeys(evaluation.MERGED_METRICS, reason))
     try:
         if setup is not None:
-            generations = evaluation.generate(
-                merged,
-                tokenizer,
-                setup.prompts,
-                batch_size=config.eval_batch_size,
-                max_new_tokens=setup.max_new_tokens,
-                device=str(merged.device),
-                trie=setup.trie,
-                warmup=True,
-            )
+            generations = _generate(merged, tokenizer, setup, config)
             scores.metrics["eval_inference_seconds_merged"] = generations.seconds
             scores.metrics["eval_seconds_per_sample_merged"] = generations.seconds / max(len(setup.prompts), 1)
     except Exception as exc:

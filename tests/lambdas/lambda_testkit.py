@@ -10,7 +10,7 @@ from typing import Any
 
 from botocore.stub import Stubber
 
-from lambdas import plan
+from lambdas import aws, plan
 from lambdas.job_spec import JobSpec
 from lambdas.settings import PlanSettings
 
@@ -159,6 +159,21 @@ class StubbedClients:
 def plan_settings(**overrides: Any) -> PlanSettings:
     """Plan's settings from the test environment, with overrides."""
     return dataclasses.replace(PlanSettings.from_env(ENVIRONMENT), **overrides)
+
+
+def run_plan(execution_input: Any, stubbed: StubbedClients, **overrides: Any) -> dict[str, Any]:
+    """Plan's whole step (`plan.plan_run`) for execution "study-1": moto S3, stubbed Pricing, quotas and secrets."""
+    return dict(
+        plan.plan_run(
+            execution_input,
+            "study-1",
+            plan_settings(**overrides),
+            s3=aws.client("s3"),
+            pricing=stubbed.pricing,
+            quotas=stubbed.quotas,
+            secretsmanager=stubbed.secrets,
+        )
+    )
 
 
 def study_jobs(execution_input: dict[str, Any] | None = None, run_id: str = "run-1") -> list[JobSpec]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lambdas import aws, catalog, naming, plan, training_job
+from lambdas import catalog, naming, plan, training_job
 from lambdas.errors import BudgetExceeded, DatasetNotFound, InvalidExecutionInput, QuotaExceeded
 from lambdas.handlers import plan as plan_handler
 from lambdas.job_spec import JobSpec
@@ -16,28 +16,14 @@ from tests.lambdas.lambda_testkit import (
     BUCKET,
     REGION,
     StubbedClients,
-    plan_settings,
     price_list_item,
     quota,
+    run_plan,
     study_jobs,
 )
 
 JOB_SPEC_FIELDS = set(typing.get_type_hints(JobSpec))
 SMALL_RUN = {"experiments": [{"model": "mistral-7b", "approach": "qlora"}, {"model": "llama2-7b", "approach": "lora"}]}
-
-
-def run_plan(execution_input: Any, stubbed: StubbedClients, **overrides: Any) -> dict[str, Any]:
-    return dict(
-        plan.plan_run(
-            execution_input,
-            "study-1",
-            plan_settings(**overrides),
-            s3=aws.client("s3"),
-            pricing=stubbed.pricing,
-            quotas=stubbed.quotas,
-            secretsmanager=stubbed.secrets,
-        )
-    )
 
 
 def test_study_matrix_expands_to_fully_resolved_job_specs() -> None:

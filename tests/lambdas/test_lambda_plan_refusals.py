@@ -3,30 +3,14 @@ without a token."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from lambdas import aws, plan
+from lambdas import plan
 from lambdas.errors import ConfigurationError, ExecutionLimitExceeded, HfTokenMissing, InfeasibleJob
-from tests.lambdas.lambda_testkit import SECRET_ARN, StubbedClients, plan_settings, study_jobs
+from tests.lambdas.lambda_testkit import SECRET_ARN, StubbedClients, run_plan, study_jobs
 
 MISTRAL_QLORA = {"model": "mistral-7b", "approach": "qlora"}
 LLAMA_QLORA = {"model": "llama2-7b", "approach": "qlora"}
-
-
-def run_plan(execution_input: Any, stubbed: StubbedClients, **overrides: Any) -> dict[str, Any]:
-    return dict(
-        plan.plan_run(
-            execution_input,
-            "study-1",
-            plan_settings(**overrides),
-            s3=aws.client("s3"),
-            pricing=stubbed.pricing,
-            quotas=stubbed.quotas,
-            secretsmanager=stubbed.secrets,
-        )
-    )
 
 
 def catalog_prices(stubbed: StubbedClients, lookups: int = 1) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,8 +26,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
-from lambdas import catalog, cost, ledger, naming, report, training_job
-from lambdas.errors import ConfigurationError
+from lambdas import catalog, cost, ledger, naming, report, settings, training_job
 
 logger = logging.getLogger(__name__)
 
@@ -42,41 +40,6 @@ SEARCH_PAGE_SIZE = 100  # SageMaker Search's maximum
 STOP_POLL_SECONDS = 10
 SUBJECT_MAX = 100  # SNS subject limit
 _deserializer = TypeDeserializer()
-
-
-@dataclass(frozen=True)
-class CleanupSettings:
-    """Cleanup's environment (the Workflow construct sets it)."""
-
-    table_name: str
-    bucket_name: str
-    topic_arn: str
-    job_name_prefix: str
-    stop_wait_seconds: int
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> CleanupSettings:
-        """Parse from `env` (default: `os.environ`); a missing variable raises ConfigurationError naming it."""
-        env = os.environ if env is None else env
-
-        def require(name: str) -> str:
-            value = env.get(name, "").strip()
-            if not value:
-                raise ConfigurationError(f"environment variable {name} is missing or empty")
-            return value
-
-        raw_wait = require("CLEANUP_STOP_WAIT_SECONDS")
-        if not raw_wait.isdigit():
-            raise ConfigurationError(
-                f"environment variable CLEANUP_STOP_WAIT_SECONDS must be an integer >= 0, got {raw_wait!r}"
-            )
-        return cls(
-            table_name=require("TABLE_NAME"),
-            bucket_name=require("BUCKET_NAME"),
-            topic_arn=require("TOPIC_ARN"),
-            job_name_prefix=require("JOB_NAME_PREFIX"),
-            stop_wait_seconds=int(raw_wait),
-        )
 
 
 @dataclass(frozen=True)
@@ -322,7 +285,7 @@ def notification(end: ExecutionEnd, stopped: list[str], recorded: list[dict[str,
 # --------------------------------------------------------------------------------------------------------------------
 def cleanup_run(
     end: ExecutionEnd,
-    config: CleanupSettings,
+    config: settings.CleanupSettings,
     *,
     sagemaker: Any,
     dynamodb: Any,

@@ -166,14 +166,44 @@ class ReportSettings:
         return cls(table_name=_require(env, "TABLE_NAME"), bucket_name=_require(env, "BUCKET_NAME"))
 
 
+@dataclass(frozen=True)
+class CleanupSettings:
+    """What Cleanup needs: the ledger, the bucket for the partial report, the topic, whose jobs are this deployment's,
+    and how long to wait for stopped jobs to reach Stopped (their billable time is final only then)."""
+
+    table_name: str
+    bucket_name: str
+    topic_arn: str
+    job_name_prefix: str
+    stop_wait_seconds: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> CleanupSettings:
+        """Parse from `env` (default: `os.environ`)."""
+        env = os.environ if env is None else env
+        raw_wait = _require(env, "CLEANUP_STOP_WAIT_SECONDS")
+        if not raw_wait.isdigit():
+            raise ConfigurationError(
+                f"environment variable CLEANUP_STOP_WAIT_SECONDS must be an integer >= 0, got {raw_wait!r}"
+            )
+        return cls(
+            table_name=_require(env, "TABLE_NAME"),
+            bucket_name=_require(env, "BUCKET_NAME"),
+            topic_arn=_require(env, "TOPIC_ARN"),
+            job_name_prefix=_job_name_prefix(env),
+            stop_wait_seconds=int(raw_wait),
+        )
+
+
 # Cached per container: the first invocation parses, later ones reuse. Tests call `clear_cache()`.
 plan_settings = functools.cache(PlanSettings.from_env)
 launch_settings = functools.cache(LaunchSettings.from_env)
 record_settings = functools.cache(RecordSettings.from_env)
 report_settings = functools.cache(ReportSettings.from_env)
+cleanup_settings = functools.cache(CleanupSettings.from_env)
 
 
 def clear_cache() -> None:
     """Forget parsed settings (tests, or an in-process runner that changes the environment)."""
-    for cached in (plan_settings, launch_settings, record_settings, report_settings):
+    for cached in (plan_settings, launch_settings, record_settings, report_settings, cleanup_settings):
         cached.cache_clear()

@@ -7,16 +7,12 @@ report_md_uri, message}`; `{"ignored": ...}` for any other status.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lambdas import aws, cleanup
+from lambdas import aws, cleanup, settings
 from lambdas.handlers.observability import instrumented, logger
-
-# Parsed once per container, like lambdas/settings.py's: a missing variable fails the first invocation loudly.
-settings = functools.cache(cleanup.CleanupSettings.from_env)
 
 
 @instrumented
@@ -28,7 +24,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         return {"ignored": end.status, "execution": end.name}
     result = cleanup.cleanup_run(
         end,
-        settings(),
+        settings.cleanup_settings(),
         sagemaker=aws.client("sagemaker"),
         dynamodb=aws.client("dynamodb"),
         s3=aws.client("s3"),

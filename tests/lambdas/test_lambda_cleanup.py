@@ -11,7 +11,7 @@ import pytest
 
 from finetune.local.backends import describe_fields
 from finetune.local.services import LocalServices, local_services
-from lambdas import aws, catalog, cleanup, ledger
+from lambdas import aws, catalog, cleanup, ledger, settings
 from lambdas.errors import ConfigurationError
 from tests.lambdas.lambda_testkit import BUCKET, ROLE_ARN, TABLE
 
@@ -60,8 +60,8 @@ def topic_arn(moto_aws) -> str:
     return aws.client("sns").create_topic(Name="runs")["TopicArn"]
 
 
-def _settings(topic_arn: str, wait: int = 0) -> cleanup.CleanupSettings:
-    return cleanup.CleanupSettings(
+def _settings(topic_arn: str, wait: int = 0) -> settings.CleanupSettings:
+    return settings.CleanupSettings(
         table_name=TABLE, bucket_name=BUCKET, topic_arn=topic_arn, job_name_prefix=PREFIX, stop_wait_seconds=wait
     )
 
@@ -247,5 +247,5 @@ def test_an_event_that_is_not_an_execution_status_change_is_refused() -> None:
 def test_a_missing_environment_variable_is_named() -> None:
     env = {"TABLE_NAME": "t", "BUCKET_NAME": "b", "JOB_NAME_PREFIX": "p", "CLEANUP_STOP_WAIT_SECONDS": "300"}
     with pytest.raises(ConfigurationError, match="TOPIC_ARN"):
-        cleanup.CleanupSettings.from_env(env)
-    assert cleanup.CleanupSettings.from_env({**env, "TOPIC_ARN": "arn"}).stop_wait_seconds == 300
+        settings.CleanupSettings.from_env(env)
+    assert settings.CleanupSettings.from_env({**env, "TOPIC_ARN": "arn"}).stop_wait_seconds == 300

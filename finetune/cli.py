@@ -48,8 +48,9 @@ OFFLINE_BUCKET = "offline-estimate"
 ENDED = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, rich_markup_mode=None)
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# soft_wrap: ARNs, console URLs and error causes stay on one line (copyable); tables still fit the terminal.
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class Matrix(StrEnum):
@@ -335,10 +336,10 @@ def start(
     """Validate locally, then start an execution; print its ARN and console URL."""
     session: Session = ctx.obj
     doc = execution_input(input_file, matrix, model, approach, budget)
-    estimate = estimate_input(doc, session.config)
+    name = name or datetime.now(UTC).strftime("run-%Y%m%d-%H%M%S")
+    estimate = estimate_input(doc, session.config, run_id=run_id_of(name))
     # Plan prices with the Price List API; the catalog's prices refuse an over-budget input before anything starts.
     plan.enforce_budget(estimate.jobs, estimate.budget_usd)
-    name = name or datetime.now(UTC).strftime("run-%Y%m%d-%H%M%S")
     arn = session.client("stepfunctions").start_execution(
         stateMachineArn=session.outputs.state_machine_arn, name=name, input=json.dumps(doc)
     )["executionArn"]
@@ -427,6 +428,8 @@ def print_report_table(document: dict[str, Any]) -> None:
             _money(job["cost_per_accuracy_point"]),
         )
     out.print(table)
+    if document.get("partial"):
+        out.print(f"partial report: the execution ended {document.get('execution_status')}")
     totals = document["totals"]
     out.print(
         f"{totals['jobs']} jobs: {totals['completed']} completed, {totals['failed']} failed, "

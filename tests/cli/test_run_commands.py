@@ -111,6 +111,10 @@ def test_stop_says_which_jobs_cleanup_stops_and_watch_then_reports_the_abort(acc
     assert watched.exit_code == 1 and "execution ABORTED" in watched.stdout
     again = finetune(account, "stop", "cli-stop")
     assert again.exit_code == 0 and "already ended: ABORTED" in again.stdout
+    # And Cleanup's partial report says so
+    partial = finetune(account, "report", "cli-stop")
+    assert partial.exit_code == 0 and "partial report: the execution ended ABORTED" in partial.stdout
+    assert "0 completed, 0 failed, 1 stopped" in partial.stdout
 
 
 def test_data_uploads_the_bundled_sample_and_refuses_a_malformed_row_by_its_line(account_with, tmp_path) -> None:

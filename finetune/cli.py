@@ -1,8 +1,9 @@
 """`finetune`: run, follow, stop and read fine-tuning studies on the deployed stack from a terminal or from CI.
 
-    finetune estimate --matrix study          # offline: what the study costs at most, and how each job fits
-    finetune start --matrix study --wait      # validate locally, start the execution, follow it to the end
-    finetune report <execution ARN or run id> # the ranked report from the ledger and S3
+\b
+    finetune estimate --matrix study                   # offline: the study's maximum cost, each job's fit
+    finetune start --matrix study --budget 250 --wait  # validate locally, start, follow it to the end
+    finetune report <run id, execution name or ARN>   # the ranked report from S3 and the ledger
 
 `validate` and `estimate` never call AWS. Every other command finds the stack by name (cdk.json's stack name unless
 --stack) with CloudFormation DescribeStacks in --region (cdk.json's region unless given), with --profile's

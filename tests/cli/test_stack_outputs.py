@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+import tomllib
+from pathlib import Path
+
 import boto3
 import pytest
 from botocore.stub import Stubber
@@ -79,3 +83,10 @@ def test_without_credentials_an_aws_command_says_how_to_get_them() -> None:
 
     assert result.exit_code == 1
     assert "no AWS credentials: run `aws configure` or `aws sso login`, or pass --profile" in result.stderr
+
+
+def test_the_console_command_is_the_typer_app_declared_as_the_package_entry_point() -> None:
+    scripts = tomllib.loads(Path("pyproject.toml").read_text())["project"]["scripts"]
+    module, _, attribute = scripts["finetune"].partition(":")
+
+    assert getattr(importlib.import_module(module), attribute) is app

@@ -108,6 +108,20 @@ def run_rows(dynamodb: Any, table_name: str, run_id: str) -> list[dict[str, Any]
     return rows
 
 
+def summary_rows(dynamodb: Any, table_name: str) -> list[dict[str, Any]]:
+    """Every run's SUMMARY item, by run id (a filtered scan: the ledger has no index by time, and `finetune runs`
+    reads it rarely)."""
+    rows: list[dict[str, Any]] = []
+    for page in dynamodb.get_paginator("scan").paginate(
+        TableName=table_name,
+        FilterExpression="sk = :summary",
+        ExpressionAttributeValues={":summary": {"S": SUMMARY_SK}},
+    ):
+        for item in page.get("Items", []):
+            rows.append({key: _deserializer.deserialize(value) for key, value in item.items()})
+    return sorted(rows, key=lambda row: row["run_id"])
+
+
 def summary_row(run_id: str, summary: dict[str, Any]) -> dict[str, Any]:
     """The run's SUMMARY item: the report's totals and bests, plus where the report lives."""
     return {"pk": run_pk(run_id), "sk": SUMMARY_SK, "run_id": run_id, **summary}

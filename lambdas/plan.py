@@ -179,8 +179,9 @@ def _resolve_experiment(
     return model, values
 
 
-def _plan_fit(model: catalog.Model, values: dict[str, Any]) -> memory.FitEstimate:
-    """The memory planner's strategy for one resolved experiment; `InfeasibleJob` when nothing fits its instances."""
+def plan_fit(model: catalog.Model, values: dict[str, Any]) -> memory.FitEstimate:
+    """The memory planner's strategy for one resolved experiment; `InfeasibleJob` when nothing fits its instances.
+    (The CLI's estimate shows it per job.)"""
     workload = memory.Workload(
         model=model,
         approach=values["approach"],
@@ -191,6 +192,13 @@ def _plan_fit(model: catalog.Model, values: dict[str, Any]) -> memory.FitEstimat
     )
     placement = memory.Placement(catalog.INSTANCES[values["instance_type"]], values["instance_count"])
     return memory.plan_fit(workload, placement)
+
+
+def requested_experiments(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The experiments a validated input asks for: its own, or the study matrix when `experiments` is omitted."""
+    return doc.get("experiments") or [
+        {"model": model, "approach": approach} for model, approach in catalog.STUDY_MATRIX
+    ]
 
 
 def validate_execution_input(
@@ -204,9 +212,7 @@ def validate_execution_input(
     listing every input problem, then `InfeasibleJob` listing every experiment that does not fit.
     """
     doc = validate_schema(execution_input)
-    experiments = doc.get("experiments") or [
-        {"model": model, "approach": approach} for model, approach in catalog.STUDY_MATRIX
-    ]
+    experiments = requested_experiments(doc)
     problems: list[tuple[str, str]] = []
     resolved = [
         _resolve_experiment(i, exp, doc, problems, default_max_runtime_hours) for i, exp in enumerate(experiments)
@@ -219,7 +225,7 @@ def validate_execution_input(
         assert item is not None  # no problems means every experiment resolved
         model, values = item
         try:
-            fit = _plan_fit(model, values)
+            fit = plan_fit(model, values)
         except InfeasibleJob as exc:
             infeasible.append(f"experiments[{index}]: {exc.message}")
             continue
@@ -480,8 +486,9 @@ def _is_gated(job: JobSpec) -> bool:
     return model is not None and model.gated
 
 
-def _quota_values(quotas: Any) -> dict[str, float] | None:
-    """Applied SageMaker quota values by name; None when the Service Quotas API cannot be read."""
+def quota_values(quotas: Any) -> dict[str, float] | None:
+    """Applied SageMaker quota values by name; None when the Service Quotas API cannot be read (`finetune quotas`
+    shows them too)."""
     try:
         values: dict[str, float] = {}
         for page in quotas.get_paginator("list_service_quotas").paginate(ServiceCode="sagemaker"):
@@ -516,7 +523,7 @@ def check_quotas(quotas: Any, jobs: list[JobSpec], *, spot: bool, max_concurrenc
     the API does not list, or an API error, counts as unknown: warn and go on.
     """
     needed = instances_needed(jobs, max_concurrency)
-    values = _quota_values(quotas)
+    values = quota_values(quotas)
     if values is None:
         return
     shortfalls = []

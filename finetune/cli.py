@@ -1,0 +1,552 @@
+"""`finetune`: run, follow, stop and read fine-tuning studies on the deployed stack from a terminal or from CI.
+
+\b
+    finetune estimate --matrix study                   # offline: the study's maximum cost, each job's fit
+    finetune start --matrix study --budget 250 --wait  # validate locally, start, follow it to the end
+    finetune report <run id, execution name or ARN>   # the ranked report from S3 and the ledger
+
+`validate` and `estimate` never call AWS. Every other command finds the stack by name (cdk.json's stack name unless
+--stack) with CloudFormation DescribeStacks in --region (cdk.json's region unless given), with --profile's
+credentials. Exit status: 0 success, 1 an AWS or run failure, 2 invalid input (nothing was started).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import boto3
+import typer
+from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
+from rich.console import Console
+from rich.table import Table
+
+from finetune.deployment import (
+    OutputsResolver,
+    StackNotFound,
+    StackOutputs,
+    deployment_config,
+    resolve_from_cloudformation,
+)
+from lambdas import catalog, cleanup, ledger, memory, naming, plan, report
+from lambdas.errors import BudgetExceeded, InfeasibleJob, InvalidExecutionInput
+from lambdas.job_spec import JobSpec
+from stacks.config import Config
+
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+MINI_DATASET = Path(__file__).resolve().parents[1] / "examples" / "datasets" / "banking77-mini"
+# Stand-in bucket for offline estimates: build_jobs puts it in URIs only, and the estimate shows none of them.
+OFFLINE_BUCKET = "offline-estimate"
+ENDED = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, rich_markup_mode=None)
+# soft_wrap: ARNs, console URLs and error causes stay on one line (copyable); tables still fit the terminal.
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Matrix(StrEnum):
+    """Named experiment matrices (the execution input with `experiments` omitted)."""
+
+    STUDY = "study"
+
+
+class ReportFormat(StrEnum):
+    """How `finetune report` prints."""
+
+    TABLE = "table"
+    MD = "md"
+    JSON = "json"
+
+
+@dataclass
+class Session:
+    """Where the CLI acts: AWS session options, the deployment's settings, and how stack outputs are found.
+
+    Tests pass one as Click's `obj` with `resolve_outputs` answering from an emulated account."""
+
+    region: str | None = None
+    profile: str | None = None
+    stack_name: str | None = None
+    resolve_outputs: OutputsResolver = resolve_from_cloudformation
+    poll_seconds: float = 15.0
+    config: Config = field(default_factory=deployment_config)
+
+    @functools.cached_property
+    def boto(self) -> boto3.Session:
+        """The boto3 session; the stack lives in cdk.json's region unless --region says otherwise."""
+        return boto3.Session(profile_name=self.profile, region_name=self.region or self.config.region)
+
+    def client(self, service: str) -> Any:
+        """A client of the session."""
+        return self.boto.client(service)
+
+    @functools.cached_property
+    def outputs(self) -> StackOutputs:
+        """The deployed stack's outputs (DescribeStacks by default); `StackNotFound` says which stack, where."""
+        name = self.stack_name or self.config.stack_name
+        try:
+            return self.resolve_outputs(self.boto, name)
+        except StackNotFound as exc:
+            raise StackNotFound(
+                f"stack {name} is not deployed in {self.boto.region_name} ({exc}): deploy it (`make deploy`) or "
+                "pass --stack / --region"
+            ) from None
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    region: Annotated[str | None, typer.Option(help="AWS region of the stack (default: cdk.json's)")] = None,
+    profile: Annotated[str | None, typer.Option(help="AWS named profile, as for the AWS CLI")] = None,
+    stack: Annotated[str | None, typer.Option(help="stack name (default: cdk.json's, e.g. Finetune)")] = None,
+) -> None:
+    """Operate the fine-tuning stack."""
+    session = ctx.obj if isinstance(ctx.obj, Session) else Session()
+    session.region = region or session.region
+    session.profile = profile or session.profile
+    session.stack_name = stack or session.stack_name
+    ctx.obj = session
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def translated_errors(command: F) -> F:
+    """Turn the errors users hit into one readable line and an exit status, instead of a traceback."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except InvalidExecutionInput as exc:
+            err.print("invalid input (nothing was started):")
+            for path, why in exc.problems:
+                err.print(f"  {path}: {why}")
+            raise typer.Exit(EXIT_INVALID) from None
+        except (InfeasibleJob, BudgetExceeded) as exc:
+            err.print(f"{type(exc).__name__} (nothing was started): {exc.message}")
+            raise typer.Exit(EXIT_INVALID) from None
+        except NoCredentialsError:
+            err.print("no AWS credentials: run `aws configure` or `aws sso login`, or pass --profile")
+            raise typer.Exit(EXIT_FAILED) from None
+        except NoRegionError:
+            err.print("no AWS region: pass --region")
+            raise typer.Exit(EXIT_FAILED) from None
+        except StackNotFound as exc:
+            err.print(str(exc))
+            raise typer.Exit(EXIT_FAILED) from None
+        except ClientError as exc:
+            error = exc.response["Error"]
+            err.print(f"AWS refused {exc.operation_name}: {error.get('Code')}: {error.get('Message')}")
+            raise typer.Exit(EXIT_FAILED) from None
+
+    return run  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Execution input
+# ---------------------------------------------------------------------------------------------------------------------
+def execution_input(
+    file: Path | None,
+    matrix: Matrix | None,
+    model: str | None = None,
+    approach: str | None = None,
+    budget: float | None = None,
+) -> dict[str, Any]:
+    """The execution input from a file, the named matrix, or one --model/--approach experiment."""
+    sources = [s for s in (file, matrix, model or approach) if s]
+    if len(sources) != 1:
+        raise typer.BadParameter("give exactly one of FILE/--input, --matrix study, or --model with --approach")
+    if file is not None:
+        try:
+            doc = json.loads(file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InvalidExecutionInput([(str(file), f"cannot read it as JSON: {exc}")]) from None
+    elif matrix is not None:
+        doc = {}  # experiments omitted: Plan expands the study matrix
+    else:
+        if not (model and approach):
+            raise typer.BadParameter("--model and --approach go together")
+        doc = {"experiments": [{"model": model, "approach": approach}]}
+    if budget is not None and isinstance(doc, dict):
+        doc["budget_usd"] = budget
+    return doc
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The validated input, its job specs at catalog prices, and the planner's fit of each job."""
+
+    doc: dict[str, Any]
+    jobs: list[JobSpec]
+    fits: list[memory.FitEstimate]
+    budget_usd: float
+
+    @property
+    def total_usd(self) -> float:
+        """Total estimated maximum cost."""
+        return sum(job["estimated_max_cost_usd"] for job in self.jobs)
+
+
+def estimate_input(doc: Any, config: Config, run_id: str = "estimate") -> Estimate:
+    """Plan's own checks and job specs, offline: schema, catalog, memory fit, catalog prices (no AWS call)."""
+    validated, experiments = plan.validate_execution_input(doc, default_max_runtime_hours=config.max_runtime_hours)
+    jobs = plan.build_jobs(
+        validated,
+        experiments,
+        run_id=run_id,
+        bucket=OFFLINE_BUCKET,
+        job_name_prefix=config.job_name_prefix,
+        price_of=plan.catalog_price,
+    )
+    requested = plan.requested_experiments(validated)
+    fits = [
+        plan.plan_fit(catalog.resolve_model(asked["model"], asked.get("params_billion")), values)
+        for asked, values in zip(requested, experiments, strict=True)
+    ]
+    return Estimate(validated, jobs, fits, float(validated.get("budget_usd", config.default_budget_usd)))
+
+
+def _gib(value: float) -> str:
+    return f"{value / memory.GIB:.1f}"
+
+
+def print_estimate(estimate: Estimate) -> None:
+    """Per job: instance, runtime bound, price and its source, maximum cost, the planner's fit; then the total."""
+    table = Table(title="Estimated maximum cost (max runtime x instances x hourly price)")
+    for column in ("model", "approach", "instance", "max h", "$/h (source)", "max $", "fit", "GiB/GPU"):
+        table.add_column(column, justify="right" if column in ("max h", "max $", "GiB/GPU") else "left")
+    for job, fit in zip(estimate.jobs, estimate.fits, strict=True):
+        usable = fit.placement.gpu_usable_bytes
+        table.add_row(
+            job["model_key"],
+            job["approach"],
+            f"{job['instance_count']} x {job['instance_type']}" + (" spot" if job["spot"] else ""),
+            f"{job['max_runtime_seconds'] / 3600:g}",
+            f"{job['hourly_price_usd']:.3f} ({job['price_source']})",
+            f"{job['estimated_max_cost_usd']:.2f}",
+            fit.strategy.value,
+            f"{_gib(fit.device.total)} of {_gib(usable)}" if usable else "host RAM",
+        )
+    out.print(table)
+    verdict = "within" if estimate.total_usd <= estimate.budget_usd else "OVER"
+    out.print(
+        f"total: ${estimate.total_usd:.2f} maximum for {len(estimate.jobs)} jobs; budget ${estimate.budget_usd:.2f} "
+        f"({verdict}). Spot jobs are billed for the seconds they train, usually far below the maximum."
+    )
+
+
+InputFile = Annotated[Path | None, typer.Argument(help="execution input JSON (contract v1)", show_default=False)]
+MatrixOption = Annotated[Matrix | None, typer.Option(help="a named matrix instead of a file")]
+
+
+@app.command()
+@translated_errors
+def validate(ctx: typer.Context, file: InputFile = None, matrix: MatrixOption = None) -> None:
+    """Check an execution input as Plan does (schema, catalog, memory fit), offline; exit 2 naming each bad field."""
+    estimate = estimate_input(execution_input(file, matrix), ctx.obj.config)
+    out.print(f"valid: {len(estimate.jobs)} job(s)")
+
+
+@app.command()
+@translated_errors
+def estimate(ctx: typer.Context, file: InputFile = None, matrix: MatrixOption = None) -> None:
+    """Each job's maximum cost at catalog prices and the memory planner's fit, offline."""
+    print_estimate(estimate_input(execution_input(file, matrix), ctx.obj.config))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Executions
+# ---------------------------------------------------------------------------------------------------------------------
+def console_url(execution_arn: str) -> str:
+    """The Step Functions console page of an execution."""
+    region = execution_arn.split(":")[3]
+    return f"https://{region}.console.aws.amazon.com/states/home?region={region}#/v2/executions/details/{execution_arn}"
+
+
+def execution_arn(session: Session, execution: str) -> str:
+    """An execution ARN from an ARN or an execution name of the stack's state machine."""
+    if execution.startswith("arn:"):
+        return execution
+    machine = session.outputs.state_machine_arn
+    return machine.replace(":stateMachine:", ":execution:") + f":{execution}"
+
+
+def run_id_of(execution: str) -> str:
+    """The run id of an execution ARN or name (a plain run id stays as it is)."""
+    return naming.run_id_from_execution_name(execution.rsplit(":", 1)[-1])
+
+
+def _job_states(session: Session, run_id: str) -> Iterator[tuple[str, str]]:
+    """(job name, "Status/SecondaryStatus") of the run's training jobs, found by their run_id tag."""
+    for job in cleanup.find_run_jobs(session.client("sagemaker"), run_id, session.config.job_name_prefix):
+        yield job["TrainingJobName"], f"{job.get('TrainingJobStatus')}/{job.get('SecondaryStatus')}"
+
+
+def follow(session: Session, arn: str) -> int:
+    """Print each job's status changes and each recorded job until the execution ends; the exit status."""
+    sfn = session.client("stepfunctions")
+    dynamodb = session.client("dynamodb")
+    seen: dict[str, str] = {}
+    recorded: set[str] = set()
+    while True:
+        description = sfn.describe_execution(executionArn=arn)
+        run_id = run_id_of(description["name"])
+        for job_name, state in _job_states(session, run_id):
+            if seen.get(job_name) != state:
+                seen[job_name] = state
+                out.print(f"  {job_name}: {state}")
+        for row in ledger.run_rows(dynamodb, session.outputs.ledger_table_name, run_id):
+            if row["job_name"] not in recorded:
+                recorded.add(row["job_name"])
+                out.print(f"  recorded {row['job_name']}: {row['status']}, ${float(row['cost_usd']):.4f}")
+        if description["status"] in ENDED:
+            break
+        time.sleep(session.poll_seconds)
+    status = description["status"]
+    out.print(f"execution {status}: run {run_id}")
+    if status != "SUCCEEDED":
+        err.print(f"{description.get('error') or status}: {description.get('cause') or ''}".rstrip(": "))
+        return EXIT_FAILED
+    out.print(f"report: finetune report {run_id}")
+    return 0
+
+
+@app.command()
+@translated_errors
+def start(
+    ctx: typer.Context,
+    input_file: Annotated[Path | None, typer.Option("--input", help="execution input JSON")] = None,
+    matrix: MatrixOption = None,
+    model: Annotated[str | None, typer.Option(help="one experiment: catalog model or Hub id")] = None,
+    approach: Annotated[str | None, typer.Option(help="one experiment: full, lora or qlora")] = None,
+    budget: Annotated[float | None, typer.Option(help="budget_usd (default: the deployment's)")] = None,
+    name: Annotated[str | None, typer.Option(help="execution name (the run id derives from it)")] = None,
+    wait: Annotated[bool, typer.Option(help="follow the execution; exit 1 unless it SUCCEEDED")] = False,
+) -> None:
+    """Validate locally, then start an execution; print its ARN and console URL."""
+    session: Session = ctx.obj
+    doc = execution_input(input_file, matrix, model, approach, budget)
+    name = name or datetime.now(UTC).strftime("run-%Y%m%d-%H%M%S")
+    estimate = estimate_input(doc, session.config, run_id=run_id_of(name))
+    # Plan prices with the Price List API; the catalog's prices refuse an over-budget input before anything starts.
+    plan.enforce_budget(estimate.jobs, estimate.budget_usd)
+    arn = session.client("stepfunctions").start_execution(
+        stateMachineArn=session.outputs.state_machine_arn, name=name, input=json.dumps(doc)
+    )["executionArn"]
+    out.print(f"started {arn}")
+    out.print(f"run id: {run_id_of(name)}; {len(estimate.jobs)} job(s), at most ${estimate.total_usd:.2f}")
+    out.print(f"console: {console_url(arn)}")
+    if wait:
+        raise typer.Exit(follow(session, arn))
+
+
+Execution = Annotated[str, typer.Argument(help="execution ARN or name")]
+
+
+@app.command()
+@translated_errors
+def watch(ctx: typer.Context, execution: Execution) -> None:
+    """Follow an execution's jobs until it ends; exit 1 unless it SUCCEEDED."""
+    raise typer.Exit(follow(ctx.obj, execution_arn(ctx.obj, execution)))
+
+
+@app.command()
+@translated_errors
+def stop(ctx: typer.Context, execution: Execution) -> None:
+    """Stop an execution; the stack's Cleanup Lambda then stops its training jobs and records them."""
+    session: Session = ctx.obj
+    arn = execution_arn(session, execution)
+    sfn = session.client("stepfunctions")
+    status = sfn.describe_execution(executionArn=arn)["status"]
+    if status != "RUNNING":
+        out.print(f"execution already ended: {status}")
+        return
+    sfn.stop_execution(executionArn=arn, error="StoppedByOperator", cause="finetune stop")
+    out.print(f"stopped execution {arn}")
+    running = [(job, state) for job, state in _job_states(session, run_id_of(arn)) if state.startswith("InProgress")]
+    if not running:
+        out.print("no training job of the run was in progress")
+        return
+    out.print("the stack's Cleanup Lambda stops these training jobs and records their cost:")
+    for job, state in running:
+        out.print(f"  {job}: {state}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reports and runs
+# ---------------------------------------------------------------------------------------------------------------------
+def load_report(session: Session, run_id: str) -> dict[str, Any]:
+    """The run's report.json from S3; built from the ledger when the run has none yet (still running)."""
+    json_key, _ = naming.report_keys(run_id)
+    try:
+        body = session.client("s3").get_object(Bucket=session.outputs.bucket_name, Key=json_key)["Body"].read()
+        return json.loads(body)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("NoSuchKey", "404"):
+            raise
+    rows = ledger.run_rows(session.client("dynamodb"), session.outputs.ledger_table_name, run_id)
+    if not rows:
+        err.print(f"no run {run_id}: no report in S3 and no job in the ledger")
+        raise typer.Exit(EXIT_FAILED)
+    err.print(f"no report in S3 for {run_id} yet: built from the ledger's {len(rows)} job row(s)")
+    return report.build_report(run_id, rows)
+
+
+def _money(value: Any) -> str:
+    return "" if value is None else f"{float(value):.4f}"
+
+
+def _ratio(value: Any) -> str:
+    return "" if value is None else f"{float(value):.3f}"
+
+
+def print_report_table(document: dict[str, Any]) -> None:
+    """The ranked jobs as a table, then totals."""
+    table = Table(title=f"run {document['run_id']}: ranked by cost per accuracy point")
+    for column in ("#", "model", "approach", "instance", "status", "accuracy", "parse", "cost $", "$/point"):
+        table.add_column(column)
+    for job in document["jobs"]:
+        table.add_row(
+            str(job["rank"]),
+            job["model"],
+            job["approach"],
+            f"{job['instance_count']} x {job['instance_type']}",
+            job["status"],
+            _ratio(job["accuracy"]),
+            _ratio(job["parse_rate"]),
+            _money(job["cost_usd"]),
+            _money(job["cost_per_accuracy_point"]),
+        )
+    out.print(table)
+    if document.get("partial"):
+        out.print(f"partial report: the execution ended {document.get('execution_status')}")
+    totals = document["totals"]
+    out.print(
+        f"{totals['jobs']} jobs: {totals['completed']} completed, {totals['failed']} failed, "
+        f"{totals['stopped']} stopped; total ${totals['cost_usd']:.4f}"
+    )
+
+
+@app.command(name="report")
+@translated_errors
+def report_command(
+    ctx: typer.Context,
+    run: Annotated[str, typer.Argument(help="run id, execution name or execution ARN")],
+    format: Annotated[ReportFormat, typer.Option("--format", help="table, md or json")] = ReportFormat.TABLE,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="also write report.json, report.md, chart.svg")] = None,
+) -> None:
+    """A run's report: ranked jobs, bests and totals (from S3, or from the ledger while it runs)."""
+    document = load_report(ctx.obj, run_id_of(run))
+    if format is ReportFormat.JSON:
+        out.print_json(json.dumps(document))
+    elif format is ReportFormat.MD:
+        out.print(report.render_markdown(document), markup=False)
+    else:
+        print_report_table(document)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "report.json").write_text(json.dumps(document, indent=2, sort_keys=True))
+        (out_dir / "report.md").write_text(report.render_markdown(document))
+        (out_dir / report.CHART_NAME).write_text(report.render_chart_svg(document))
+        err.print(f"wrote report.json, report.md and {report.CHART_NAME} to {out_dir}")
+
+
+@app.command()
+@translated_errors
+def runs(ctx: typer.Context) -> None:
+    """Every run with a report: its SUMMARY row from the ledger."""
+    session: Session = ctx.obj
+    rows = ledger.summary_rows(session.client("dynamodb"), session.outputs.ledger_table_name)
+    table = Table(title="runs (ledger SUMMARY rows)")
+    for column in ("run", "jobs", "completed", "failed", "stopped", "cost $", "best $/point"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["run_id"],
+            *(str(row.get(key, "")) for key in ("jobs", "completed", "failed", "stopped")),
+            _money(row.get("cost_usd")),
+            str(row.get("best_cost_per_point_job") or ""),
+        )
+    out.print(table)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Data and quotas
+# ---------------------------------------------------------------------------------------------------------------------
+@app.command()
+@translated_errors
+def data(
+    ctx: typer.Context,
+    source: Annotated[str | None, typer.Argument(help="banking77-mini (the bundled sample)")] = None,
+    train: Annotated[Path | None, typer.Option(help="CSV or JSONL training rows")] = None,
+    test: Annotated[Path | None, typer.Option(help="CSV or JSONL test rows")] = None,
+    name: Annotated[str | None, typer.Option(help="dataset name: datasets/<name>/ in the bucket")] = None,
+    text_column: Annotated[str, typer.Option(help="column holding the message")] = "text",
+    label_column: Annotated[str, typer.Option(help="column holding the intent")] = "label",
+) -> None:
+    """Check rows ({"text", "label"}; a malformed one is refused with its line) and upload them to the bucket's
+    datasets/<name>/{train,test}/, where an execution input names them as dataset.name."""
+    from training_code import prepare_data
+
+    if source == "banking77-mini":
+        train, test, name = MINI_DATASET / "train.jsonl", MINI_DATASET / "test.jsonl", name or source
+    elif source is not None:
+        raise typer.BadParameter(f"unknown dataset {source!r}: banking77-mini, or --train/--test/--name")
+    if not (train and test and name):
+        raise typer.BadParameter("give banking77-mini, or --train, --test and --name")
+    session: Session = ctx.obj
+    with tempfile.TemporaryDirectory() as work:
+        status = prepare_data.main(
+            [
+                "file",
+                *("--train", str(train), "--test", str(test), "--name", name, "--out-dir", work),
+                *("--text-column", text_column, "--label-column", label_column),
+                *("--bucket", session.outputs.bucket_name),
+            ],
+            s3_client=session.client("s3"),
+        )
+    if status:
+        raise typer.Exit(EXIT_INVALID)
+    out.print(f'start it with an input holding "dataset": {{"name": "{name}"}}')
+
+
+@app.command()
+@translated_errors
+def quotas(ctx: typer.Context, file: InputFile = None, matrix: MatrixOption = None) -> None:
+    """Applied SageMaker quotas vs the instances the input holds at once at the deployment's max_concurrency;
+    exit 1 when one is short."""
+    session: Session = ctx.obj
+    estimate = estimate_input(execution_input(file, matrix or (None if file else Matrix.STUDY)), session.config)
+    spot = estimate.doc.get("spot", catalog.default("spot"))
+    needed = plan.instances_needed(estimate.jobs, session.config.max_concurrency)
+    values = plan.quota_values(session.client("service-quotas"))
+    if values is None:
+        err.print("cannot read SageMaker quotas from Service Quotas")
+        raise typer.Exit(EXIT_FAILED)
+    table = Table(title=f"instances held at once (max_concurrency {session.config.max_concurrency})")
+    for column in ("instance", "quota", "needs", "applied", "ok"):
+        table.add_column(column)
+    short = False
+    for instance_type, count in sorted(needed.items()):
+        quota = catalog.training_quota_name(instance_type, spot)
+        value = values.get(quota)
+        ok = value is not None and value >= count
+        short = short or not ok
+        table.add_row(
+            instance_type, quota, str(count), "not listed" if value is None else f"{value:g}", "yes" if ok else "NO"
+        )
+    out.print(table)
+    if short:
+        err.print("request increases in Service Quotas (service code sagemaker), or lower max_concurrency in cdk.json")
+        raise typer.Exit(EXIT_FAILED)

@@ -1,0 +1,44 @@
+"""CLI fixtures: the `finetune` app against an emulated account (the real stack in moto, scripted training jobs)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from finetune.cli import Session, app
+from finetune.deployment import StackOutputs
+from finetune.local.runner import DATA_BUCKET, TABLE_NAME, LocalAccount
+
+# The workflow tests' fixtures: the app synthesized once, `account_with(outcome_for)` for an emulated account.
+from tests.workflow.conftest import account_with, workflow  # noqa: F401
+
+# Wide enough that Rich never folds a job name or an ARN across lines in what the tests read.
+TERMINAL = {"COLUMNS": "250"}
+
+
+def outputs_of(account: LocalAccount) -> StackOutputs:
+    """What DescribeStacks would answer for the emulated stack."""
+    return StackOutputs(
+        bucket_name=DATA_BUCKET, ledger_table_name=TABLE_NAME, state_machine_arn=account.state_machine_arn
+    )
+
+
+def finetune(account: LocalAccount | None, *args: str) -> Result:
+    """Run `finetune ARGS` as a user would, its AWS calls going to the emulated account."""
+    session = Session(poll_seconds=0.2)
+    if account is not None:
+        session.resolve_outputs = lambda _session, _stack: outputs_of(account)
+    return CliRunner().invoke(app, list(args), obj=session, env=TERMINAL)
+
+
+@pytest.fixture
+def no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """No AWS credentials anywhere: no environment variables, no config files, no instance metadata."""
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")

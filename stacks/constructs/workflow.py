@@ -79,7 +79,7 @@ class Workflow(Construct):
             "MAX_CONCURRENCY": str(config.max_concurrency),
         }
 
-        # Variables only one function reads (CONTRACT.md), on top of the shared ones.
+        # Variables only one function reads (docs/architecture.md, Lambda environment), on top of the shared ones.
         extra_environment = {
             # Launch: OutputDataConfig.KmsKeyId, so models are encrypted with the data key, not the account's aws/s3.
             "Launch": {"DATA_KEY_ARN": key.key_arn},

@@ -113,7 +113,7 @@ def test_defaults_reach_training_as_the_contract_names_them() -> None:
     # Given a job with every default
     values = decoded(request_for(one_job()))
     # Then training gets auto length, compact prompts, constrained decoding, warmup, the fixed evaluation batch and
-    # the planner's checkpoint interval (CONTRACT.md)
+    # the planner's checkpoint interval (catalog.HYPERPARAMETERS)
     assert values["max_seq_length"] == "auto" and values["prompt_style"] == "compact"
     assert values["decoding"] == "constrained" and values["warmup_ratio"] == 0.03
     assert values["eval_batch_size"] == 8 and values["save_interval_seconds"] >= 60

@@ -262,7 +262,7 @@ def test_a_sharded_job_tells_the_training_code_one_fsdp_token_under_torchrun() -
     spec = next(j for j in study_jobs() if (j["model_key"], j["approach"]) == ("mistral-7b", "full"))
     # When Launch builds its hyperparameters
     params = training_job.hyperparameters(spec, hf_token_secret_arn="arn:s", code_s3_uri="s3://b/k.gz", region=REGION)
-    # Then the training code shards (one token: CONTRACT.md) and the toolkit launches torchrun
+    # Then the training code shards (one token: memory.Strategy.fsdp_token) and the toolkit launches torchrun
     assert json.loads(params["fsdp"]) == "full_shard"
     assert json.loads(params["sagemaker_torch_distributed_enabled"]) is True
 

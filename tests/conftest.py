@@ -48,3 +48,12 @@ def synthesized() -> SynthesizedApp:
     app.synth()
     main = assertions.Template.from_stack(main_stack)
     return SynthesizedApp(main=main, quotas=assertions.Template.from_stack(quota_stack), main_json=main.to_json())
+
+
+@pytest.fixture(scope="session")
+def workflow() -> Any:
+    """The app synthesized once for offline runs (fast poll and retry settings): shared by every test directory that
+    runs the workflow (workflow, CLI), so it is synthesized once per session, not once per importing conftest."""
+    from finetune.local.runner import synthesize
+
+    return synthesize()

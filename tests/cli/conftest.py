@@ -12,8 +12,8 @@ from finetune.cli import Session, app
 from finetune.deployment import StackOutputs
 from finetune.local.runner import DATA_BUCKET, TABLE_NAME, LocalAccount
 
-# The workflow tests' fixtures: the app synthesized once, `account_with(outcome_for)` for an emulated account.
-from tests.workflow.conftest import account_with, workflow  # noqa: F401
+# The workflow tests' `account_with(outcome_for)` for an emulated account (over the session's one `workflow`).
+from tests.workflow.conftest import account_with  # noqa: F401
 
 # Wide enough that Rich never folds a job name or an ARN across lines in what the tests read.
 TERMINAL = {"COLUMNS": "250"}

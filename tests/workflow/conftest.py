@@ -10,15 +10,10 @@ from typing import Any
 import pytest
 
 from finetune.local.backends import ScriptedOutcome, ScriptedTrainingBackend
-from finetune.local.runner import LocalAccount, SynthesizedWorkflow, synthesize
+from finetune.local.runner import LocalAccount, SynthesizedWorkflow
 
 DATASET = Path(__file__).resolve().parents[2] / "examples" / "datasets" / "banking77-mini"
 GOOD_METRICS = {"eval_intent_accuracy": 0.9, "eval_parse_rate": 1.0, "eval_rougeL": 0.92, "eval_bertscore_f1": 0.95}
-
-
-@pytest.fixture(scope="session")
-def workflow() -> SynthesizedWorkflow:
-    return synthesize()
 
 
 @contextmanager

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
 from lambdas import catalog, cost, ledger, naming, report, settings, training_job
@@ -39,7 +38,6 @@ RUNNING_STATUSES = frozenset({"InProgress", "Stopping"})
 SEARCH_PAGE_SIZE = 100  # SageMaker Search's maximum
 STOP_POLL_SECONDS = 10
 SUBJECT_MAX = 100  # SNS subject limit
-_deserializer = TypeDeserializer()
 
 
 @dataclass(frozen=True)
@@ -223,42 +221,17 @@ def status_so_far(description: Mapping[str, Any], reason: str, stopped_by_cleanu
     }
 
 
-def _run_items(dynamodb: Any, table_name: str, run_id: str) -> list[dict[str, Any]]:
-    """Every item of the run (job rows and SUMMARY), strongly consistent."""
-    items: list[dict[str, Any]] = []
-    for page in dynamodb.get_paginator("query").paginate(
-        TableName=table_name,
-        KeyConditionExpression="pk = :pk",
-        ExpressionAttributeValues={":pk": {"S": ledger.run_pk(run_id)}},
-        ConsistentRead=True,
-    ):
-        items += [{k: _deserializer.deserialize(v) for k, v in item.items()} for item in page.get("Items", [])]
-    return items
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Report and notification
 # --------------------------------------------------------------------------------------------------------------------
-def partial_banner(end: ExecutionEnd) -> str:
-    """The first lines of a partial report.md."""
-    return (
-        f"> **Partial report.** The execution `{end.name}` ended {end.status} before the workflow finished; any job "
-        f"still running was stopped and is recorded with its cost so far. {end.reason}\n\n"
-    )
-
-
 def write_partial_report(s3: Any, bucket: str, end: ExecutionEnd, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """report.json (with `partial`), report.md (with a banner) and chart.svg; the document and its URIs."""
+    """report.json, report.md and chart.svg, marked partial (report.md opens with the banner that says why); the
+    document and its URIs."""
     document = report.build_report(end.run_id, rows)
-    document.update({"partial": True, "execution_status": end.status, "partial_reason": end.reason})
-    json_uri, md_uri = report.write_report(s3, bucket, document)
-    _, md_key = naming.report_keys(end.run_id)
-    s3.put_object(
-        Bucket=bucket,
-        Key=md_key,
-        Body=(partial_banner(end) + report.render_markdown(document)).encode(),
-        ContentType="text/markdown; charset=utf-8",
+    document.update(
+        {"partial": True, "execution_name": end.name, "execution_status": end.status, "partial_reason": end.reason}
     )
+    json_uri, md_uri = report.write_report(s3, bucket, document)
     return {"document": document, "report_json_uri": json_uri, "report_md_uri": md_uri}
 
 
@@ -300,7 +273,7 @@ def cleanup_run(
     jobs = find_run_jobs(sagemaker, run_id, config.job_name_prefix)
     stopped = stop_running_jobs(sagemaker, jobs)
 
-    items = _run_items(dynamodb, config.table_name, run_id)
+    items = ledger.run_items(dynamodb, config.table_name, run_id)
     recorded_names = {item.get("job_name") for item in items if str(item.get("sk", "")).startswith("JOB#")}
     summary_exists = any(item.get("sk") == ledger.SUMMARY_SK and not item.get("partial") for item in items)
     unrecorded = [job for job in jobs if job["TrainingJobName"] not in recorded_names]

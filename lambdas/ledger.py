@@ -95,13 +95,19 @@ def put_row(dynamodb: Any, table_name: str, row: dict[str, Any]) -> None:
 
 def run_rows(dynamodb: Any, table_name: str, run_id: str) -> list[dict[str, Any]]:
     """Every job row of a run, sorted by job name. Strongly consistent: Record wrote the last one moments ago."""
+    return run_items(dynamodb, table_name, run_id, sk_prefix=job_sk(""))
+
+
+def run_items(dynamodb: Any, table_name: str, run_id: str, *, sk_prefix: str = "") -> list[dict[str, Any]]:
+    """Every item of a run whose sort key starts with `sk_prefix` (all of them, SUMMARY included, by default),
+    sorted by sort key; strongly consistent."""
+    condition, values = "pk = :pk", {":pk": {"S": run_pk(run_id)}}
+    if sk_prefix:
+        condition, values = f"{condition} AND begins_with(sk, :sk)", {**values, ":sk": {"S": sk_prefix}}
     rows: list[dict[str, Any]] = []
     paginator = dynamodb.get_paginator("query")
     for page in paginator.paginate(
-        TableName=table_name,
-        KeyConditionExpression="pk = :pk AND begins_with(sk, :job)",
-        ExpressionAttributeValues={":pk": {"S": run_pk(run_id)}, ":job": {"S": job_sk("")}},
-        ConsistentRead=True,
+        TableName=table_name, KeyConditionExpression=condition, ExpressionAttributeValues=values, ConsistentRead=True
     ):
         for item in page.get("Items", []):
             rows.append({key: _deserializer.deserialize(value) for key, value in item.items()})

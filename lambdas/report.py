@@ -127,10 +127,20 @@ def _best_line(label: str, best: dict[str, Any] | None, fmt: Any) -> str:
     return f"- **{label}**: {best['model']} {best['approach']} ({fmt(best['value'])}) - `{best['job_name']}`"
 
 
+def _partial_banner(report: dict[str, Any]) -> str:
+    return (
+        f"> **Partial report.** The execution `{report['execution_name']}` ended {report['execution_status']} before "
+        "the workflow finished; any job still running was stopped and is recorded with its cost so far. "
+        f"{report['partial_reason']}\n"
+    )
+
+
 def render_markdown(report: dict[str, Any]) -> str:
-    """The report as a Markdown page: one ranked table, the winners, the totals."""
+    """The report as a Markdown page: one ranked table, the winners, the totals; a partial report (written by
+    Cleanup for an execution that ended early) opens with a banner that says so and why."""
     totals = report["totals"]
-    lines = [
+    lines = [_partial_banner(report)] if report.get("partial") else []
+    lines += [
         f"# Fine-tuning run `{report['run_id']}`",
         "",
         f"{totals['jobs']} jobs: {totals['completed']} completed, {totals['failed']} failed, {totals['stopped']} "

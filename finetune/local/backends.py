@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.local.services import ServiceError, utcnow
+from lambdas import naming
 from lambdas.catalog import parse_metric_lines
 
 ENDED = {"Completed", "Failed", "Stopped"}
@@ -276,7 +277,7 @@ class SubprocessTrainingBackend:
         for channel in request["InputDataConfig"]:
             target = directory / "input" / "data" / channel["ChannelName"]
             target.mkdir(parents=True, exist_ok=True)
-            bucket, prefix = _split_s3(channel["DataSource"]["S3DataSource"]["S3Uri"])
+            bucket, prefix = naming.split_s3_uri(channel["DataSource"]["S3DataSource"]["S3Uri"])
             for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
                 relative = item["Key"][len(prefix) :].lstrip("/") or Path(item["Key"]).name
                 (target / relative).parent.mkdir(parents=True, exist_ok=True)
@@ -286,7 +287,7 @@ class SubprocessTrainingBackend:
 
     def _local_copy(self, s3: Any, uri: str) -> Path:
         """The object at `uri`, downloaded once under work_dir/s3/<bucket>/<key> (jobs share the code tarball)."""
-        bucket, key = _split_s3(uri)
+        bucket, key = naming.split_s3_uri(uri)
         target = self.work_dir / "s3" / bucket / key
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -401,11 +402,6 @@ class SubprocessTrainingBackend:
 
 
 _PROGRESS = re.compile(r"\btrain_step=(\d+);\s*train_loss=([-+0-9.eE]+|nan|inf);")
-
-
-def _split_s3(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
 
 
 def _input_data_config(request: dict[str, Any]) -> dict[str, dict[str, str]]:

@@ -37,6 +37,7 @@ from policyuniverse.expander_minimizer import get_actions_from_statement
 
 from finetune.local.calls import AwsCall
 from finetune.local.cfn import Resolver
+from lambdas import naming
 
 
 def _import_parliament() -> types.ModuleType:
@@ -331,7 +332,7 @@ class Gate:
             yield from self._with_kms(Need(role, action, resource, reason, tuple(sorted(context.items()))))
 
         def prefix_access(uri: str, actions: Iterable[str]) -> Iterator[Need]:
-            bucket, prefix = _s3_location(uri)
+            bucket, prefix = naming.split_s3_uri(uri)
             yield from need("s3:ListBucket", f"arn:aws:s3:::{bucket}", **{"s3:prefix": prefix})
             for action in actions:
                 yield from need(action, f"arn:aws:s3:::{bucket}/{prefix}{_ANY_OBJECT}")
@@ -345,12 +346,11 @@ class Gate:
         for channel in request.get("InputDataConfig", []):
             yield from prefix_access(channel["DataSource"]["S3DataSource"]["S3Uri"], ["s3:GetObject"])
         hyperparameters = {k: json.loads(v) for k, v in request.get("HyperParameters", {}).items()}
-        yield from need(
-            "s3:GetObject", "arn:aws:s3:::" + "/".join(_s3_location(hyperparameters["sagemaker_submit_directory"]))
-        )
+        code_bucket, code_key = naming.split_s3_uri(hyperparameters["sagemaker_submit_directory"])
+        yield from need("s3:GetObject", f"arn:aws:s3:::{code_bucket}/{code_key}")
         if secret := hyperparameters.get("hf_token_secret_arn"):
             yield from need("secretsmanager:GetSecretValue", secret)
-        output_bucket, output_prefix = _s3_location(request["OutputDataConfig"]["S3OutputPath"])
+        output_bucket, output_prefix = naming.split_s3_uri(request["OutputDataConfig"]["S3OutputPath"])
         model = f"arn:aws:s3:::{output_bucket}/{output_prefix.rstrip('/')}/{job}/output/model.tar.gz"
         # model.tar.gz is uploaded in parts; a failed upload is aborted.
         for action in ("s3:PutObject", "s3:AbortMultipartUpload"):
@@ -542,12 +542,6 @@ def _with_local_values(template: Mapping[str, Any], resolver: Resolver) -> Resol
         if arn:
             complete.attributes.setdefault((logical_id, "Arn"), arn.format(**values))
     return complete
-
-
-def _s3_location(uri: str) -> tuple[str, str]:
-    """(bucket, key or prefix) of an s3:// URI."""
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
 
 
 def _require_arn(value: str) -> str:

@@ -32,6 +32,7 @@ import boto3
 from finetune.local.calls import CallLog, attributed_to, recording
 from finetune.local.cfn import Resolver
 from finetune.local.services import LocalServices, TrainingBackend, local_services
+from lambdas import naming
 
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
@@ -269,7 +270,7 @@ class LocalAccount:
                 Timeout=props.get("Timeout", 60),
             )
         code_uri = self.environment["CODE_S3_URI"]
-        bucket, _, key = code_uri.removeprefix("s3://").partition("/")
+        bucket, key = naming.split_s3_uri(code_uri)
         s3.put_object(Bucket=bucket, Key=key, Body=self.workflow.training_code_tarball.read_bytes())
         # Quieter handler logs on the terminal; everything else is exactly the stack's environment.
         self.environment["POWERTOOLS_LOG_LEVEL"] = os.environ.get("FINETUNE_LOCAL_LOG_LEVEL", "ERROR")

@@ -69,9 +69,10 @@ def job_hyperparameters(job: JobSpec) -> dict[str, Any]:
 
 
 def job_dataset(job: JobSpec, metrics: dict[str, Any]) -> dict[str, Any]:
-    """The dataset's name (from the S3 layout) and its row counts, when the training code reported them."""
+    """The dataset's name (from the S3 layout) and its row counts, when the training code reported them (a job
+    Cleanup rebuilt from SageMaker has no train URI: no name)."""
     return {
-        "name": naming.dataset_name(job["train_s3_uri"]),
+        "name": naming.dataset_name(job.get("train_s3_uri") or ""),
         "train_rows": _optional_int(metrics.get("train_rows")),
         "test_rows": _optional_int(metrics.get("test_rows")),
     }

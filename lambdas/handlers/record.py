@@ -11,6 +11,7 @@ import time
 from typing import Any, cast
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
 
 from lambdas import aws, job_resources, ledger, run_metrics, settings, training_job
 from lambdas.handlers.observability import instrumented, logger
@@ -18,16 +19,30 @@ from lambdas.job_spec import JobSpec
 
 
 def resources_used(job: JobSpec, final: dict[str, Any]) -> dict[str, Any]:
-    """GPU utilisation of the job's hosts (CloudWatch) and its model artifact's size (S3)."""
-    used = job_resources.gpu_utilization(
-        aws.client("cloudwatch"),
-        job["job_name"],
-        instance_count=int(job["instance_count"]),
-        gpus_per_instance=int(job["gpus_per_instance"]),
-        started=final.get("creation_time"),
-        ended=final.get("end_time"),
-    )
-    return {**used, "artifact_bytes": job_resources.artifact_bytes(aws.client("s3"), final.get("artifact_uri"))}
+    """GPU utilisation of the job's hosts (CloudWatch) and its model artifact's size (S3).
+
+    These figures describe the job; its cost row must not depend on them. A lookup that still fails after botocore's
+    retries is logged and recorded as None, so the row (what the job cost) is written all the same.
+    """
+    used: dict[str, Any] = {"gpu_utilization_pct": None, "gpu_memory_utilization_pct": None, "artifact_bytes": None}
+    try:
+        used.update(
+            job_resources.gpu_utilization(
+                aws.client("cloudwatch"),
+                job["job_name"],
+                instance_count=int(job["instance_count"]),
+                gpus_per_instance=int(job.get("gpus_per_instance") or 1),
+                started=final.get("creation_time"),
+                ended=final.get("end_time"),
+            )
+        )
+    except (BotoCoreError, ClientError) as exc:
+        logger.warning("GPU utilisation not recorded", extra={"job_name": job["job_name"], "error": str(exc)})
+    try:
+        used["artifact_bytes"] = job_resources.artifact_bytes(aws.client("s3"), final.get("artifact_uri"))
+    except (BotoCoreError, ClientError) as exc:
+        logger.warning("artifact size not recorded", extra={"job_name": job["job_name"], "error": str(exc)})
+    return used
 
 
 @instrumented

@@ -333,3 +333,15 @@ def test_rows_of_specs_and_statuses_from_before_these_fields_still_build() -> No
     assert row["time_split_seconds"] is None and row["interruptions"] == 0
     assert row["artifact_uri"] is None and row["artifact_bytes"] is None
     assert row["estimated_cost_usd"] is None and row["dataset"]["train_rows"] is None
+
+
+def test_a_failing_metrics_lookup_still_records_the_jobs_cost(moto_aws: None, lambda_context: Any) -> None:
+    # Given CloudWatch refuses GetMetricData (after botocore's own retries)
+    cloudwatch = aws.client("cloudwatch")
+    final = {**status(training=3600, billable=3600), "artifact_uri": None}
+    with Stubber(cloudwatch) as stub:
+        stub.add_client_error("get_metric_data", "ThrottlingException", "Rate exceeded", 400)
+        row = record_handler.handler({"job": priced_job(hourly=1.5, count=1), "status": final}, lambda_context)
+    # Then the row is written with its cost, and no GPU figures
+    assert row["cost_usd"] == 1.5 and row["gpu_utilization_pct"] is None
+    assert len(stored_items()) == 1

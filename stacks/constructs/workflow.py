@@ -33,7 +33,7 @@ CALLS_AT_WORST = {
     "Plan": 4,  # datasets' ListObjectsV2 x2, the token secret, plus Pricing/Service Quotas on their own short clients
     "Launch": 2,  # CreateTrainingJob, then DescribeTrainingJob when the name already exists
     "Status": 1,  # DescribeTrainingJob
-    "Record": 2,  # DescribeTrainingJob (after a Catch), PutItem
+    "Record": 4,  # DescribeTrainingJob (after a Catch), GetMetricData, HeadObject, PutItem
     "Report": 5,  # Query, 3 x PutObject, PutItem
 }
 # The Task waits a minute longer than the function may run, so a function timeout surfaces as the retryable

@@ -371,10 +371,13 @@ def follow(session: Session, arn: str) -> int:
         view.close()
     status = description["status"]
     out.print(f"execution {status}: run {run_id}")
+    cause = description.get("cause") or ""
     if status != "SUCCEEDED":
-        cause = description.get("cause") or ""
         err.print(f"{description.get('error') or status}: {cause}".rstrip(": "))
-        print_quota_requests(session, cause)
+    # Plan's QuotaExceeded is the execution's cause; a job that kept hitting ResourceLimitExceeded at launch is
+    # recorded Failed with SageMaker's message as its reason.
+    print_quota_requests(session, "\n".join([cause, *(str(r.get("failure_reason") or "") for r in recorded.values())]))
+    if status != "SUCCEEDED":
         return EXIT_FAILED
     out.print(f"report: finetune report {run_id}")
     return 0

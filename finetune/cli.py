@@ -632,28 +632,31 @@ def data(
     text_column: Annotated[str, typer.Option(help="column holding the message")] = "text",
     label_column: Annotated[str, typer.Option(help="column holding the intent")] = "label",
 ) -> None:
-    """Check rows ({"text", "label"}; a malformed one is refused with its line) and upload them to the bucket's
-    datasets/<name>/{train,test}/, where an execution input names them as dataset.name."""
+    """Banking77 from the Hub, the bundled sample or your files: check the rows ({"text", "label"}; a malformed one
+    is refused with its line) and upload them to the bucket's datasets/<name>/{train,test}/, where an execution input
+    names them as dataset.name."""
     from training_code import prepare_data
 
     session: Session = ctx.obj
+    if source not in (None, "banking77", "banking77-mini"):
+        raise typer.BadParameter(f"unknown dataset {source!r}: banking77, banking77-mini, or --train/--test/--name")
+    if source is None and not (train and test and name):
+        raise typer.BadParameter("give banking77, banking77-mini, or --train, --test and --name")
+    name = name or str(source)
+    bucket = session.outputs.bucket_name  # the stack first: no download for a stack that is not there
     with tempfile.TemporaryDirectory() as work:
         if source == "banking77":
             train, test = _download_banking77(session, Path(work) / "hub")
-            name, text_column, label_column = name or source, "text", "label"
+            text_column, label_column = "text", "label"
         elif source == "banking77-mini":
-            train, test, name = MINI_DATASET / "train.jsonl", MINI_DATASET / "test.jsonl", name or source
-        elif source is not None:
-            raise typer.BadParameter(f"unknown dataset {source!r}: banking77, banking77-mini, or --train/--test/--name")
-        if not (train and test and name):
-            raise typer.BadParameter("give banking77, banking77-mini, or --train, --test and --name")
+            train, test = MINI_DATASET / "train.jsonl", MINI_DATASET / "test.jsonl"
         # Every source goes through the same checks and upload: a malformed row is refused with its line.
         status = prepare_data.main(
             [
                 "file",
                 *("--train", str(train), "--test", str(test), "--name", name, "--out-dir", work),
                 *("--text-column", text_column, "--label-column", label_column),
-                *("--bucket", session.outputs.bucket_name),
+                *("--bucket", bucket),
             ],
             s3_client=session.client("s3"),
         )

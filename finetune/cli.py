@@ -608,11 +608,13 @@ def compare_command(
     elif format is ReportFormat.MD:
         out.print(comparison.render_markdown(document), markup=False)
     else:
-        table = Table(title="runs side by side (ledger job rows)")
-        for column in comparison.columns(document):
+        table = Table(title="runs side by side (ledger job rows): status, accuracy, parse rate, cost, $ per point")
+        for column in ("model", "approach", *document["runs"]):
             table.add_column(column)
-        for cells in comparison.cells(document):
-            table.add_row(*cells)
+        for job in document["jobs"]:
+            table.add_row(
+                job["model"], job["approach"], *(comparison.run_cell(job["runs"][run]) for run in document["runs"])
+            )
         out.print(table)
 
 

@@ -63,6 +63,16 @@ def cells(document: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def run_cell(entry: dict[str, Any] | None) -> str:
+    """One run's figures for a combination in one cell (the terminal table: one column per run)."""
+    if entry is None:
+        return "-"
+    return (
+        f"{entry['status']}: acc {_cell(entry, 'accuracy', '{:.3f}')}, parse {_cell(entry, 'parse_rate', '{:.3f}')}, "
+        f"${_cell(entry, 'cost_usd', '{:.2f}')}, {_cell(entry, 'cost_per_accuracy_point', '${:.4f}')}/pt"
+    )
+
+
 def render_markdown(document: dict[str, Any]) -> str:
     """A Markdown table of the comparison."""
     header = columns(document)

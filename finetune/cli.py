@@ -26,6 +26,7 @@ from typing import Annotated, Any, TypeVar
 
 import boto3
 import typer
+from botocore.config import Config as ClientConfig
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
 from rich.console import Console
 from rich.table import Table
@@ -93,9 +94,9 @@ class Session:
         """The boto3 session; the stack lives in cdk.json's region unless --region says otherwise."""
         return boto3.Session(profile_name=self.profile, region_name=self.region or self.config.region)
 
-    def client(self, service: str) -> Any:
-        """A client of the session."""
-        return self.boto.client(service)
+    def client(self, service: str, **options: Any) -> Any:
+        """A client of the session (`options`: boto3 client arguments, e.g. a retry config)."""
+        return self.boto.client(service, **options)
 
     @functools.cached_property
     def outputs(self) -> StackOutputs:
@@ -462,7 +463,8 @@ def logs(
         out.print(f"[{line.host}] {line.message}", markup=False, style=_host_style(line.host))
 
     description = job_logs.tail(
-        session.client("logs"),
+        # As the SDK's log reader: a long follow outlives transient throttling (GetLogEvents is 25 requests/s).
+        session.client("logs", config=ClientConfig(retries={"max_attempts": 15, "mode": "standard"})),
         session.client("sagemaker"),
         job,
         emit,

@@ -81,3 +81,20 @@ def test_a_start_that_plan_refuses_for_quota_prints_the_request_command(account_
     assert "QuotaExceeded" in result.stderr
     [name] = [n for n in _codes() if f"quota '{n}' is 0 instances" in result.stderr]
     assert _command(_codes()[name], 1) in result.stderr
+
+
+def test_shortfalls_are_read_from_plans_refusal_and_from_sagemakers_launch_error() -> None:
+    from finetune.quota_requests import shortfalls_in
+
+    plan = "SageMaker quota too low: ml.g5.xlarge: quota 'ml.g5.xlarge for spot training job usage' is 1 instances "
+    plan += "but this run needs 2 at once. Request an increase"
+    launch = (
+        "ResourceLimitExceeded: The account-level service limit 'ml.g5.12xlarge for training job usage' is 0 "
+        "Instances, with current utilization of 0 Instances and a request delta of 1 Instances."
+    )
+
+    assert shortfalls_in(plan + "\n" + launch) == {
+        "ml.g5.xlarge for spot training job usage": 2,
+        "ml.g5.12xlarge for training job usage": 1,
+    }
+    assert shortfalls_in("AlgorithmError: ExecuteUserScriptError") == {}

@@ -17,6 +17,11 @@ from lambdas import cost
 from lambdas.job_spec import JobSpec
 
 SUMMARY_SK = "SUMMARY"
+# The global secondary index that compares runs: partition `model_approach` ("<model>#<approach>"), sort `created_at`
+# (ISO time, so newest first is one Query). Rows without a creation time (a job that never started) stay out of it.
+MODEL_APPROACH_INDEX = "model-approach"
+MODEL_APPROACH_KEY = "model_approach"
+MODEL_APPROACH_SORT_KEY = "created_at"
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -29,6 +34,11 @@ def run_pk(run_id: str) -> str:
 def job_sk(job_name: str) -> str:
     """Sort key of a job row."""
     return f"JOB#{job_name}"
+
+
+def model_approach_key(model: str, approach: str) -> str:
+    """Partition key of a job row in the model x approach index."""
+    return f"{model}#{approach}"
 
 
 def to_dynamo_value(value: Any) -> Any:
@@ -68,6 +78,7 @@ def job_row(job: JobSpec, status: dict[str, Any]) -> dict[str, Any]:
         "model": job["model_key"],
         "model_id": job["model_id"],
         "approach": job["approach"],
+        MODEL_APPROACH_KEY: model_approach_key(job["model_key"], job["approach"]),
         "instance_type": job["instance_type"],
         "instance_count": int(job["instance_count"]),
         "spot": bool(job["spot"]),
@@ -112,6 +123,24 @@ def run_items(dynamodb: Any, table_name: str, run_id: str, *, sk_prefix: str = "
         for item in page.get("Items", []):
             rows.append({key: _deserializer.deserialize(value) for key, value in item.items()})
     return rows
+
+
+def model_approach_rows(
+    dynamodb: Any, table_name: str, model: str, approach: str, limit: int = 10
+) -> list[dict[str, Any]]:
+    """The newest `limit` job rows of any run for one model x approach, newest first: one Query on the
+    model x approach index (eventually consistent, as every GSI read is; earlier runs are long written)."""
+    response = dynamodb.query(
+        TableName=table_name,
+        IndexName=MODEL_APPROACH_INDEX,
+        KeyConditionExpression="#key = :key",
+        ExpressionAttributeNames={"#key": MODEL_APPROACH_KEY},
+        ExpressionAttributeValues={":key": {"S": model_approach_key(model, approach)}},
+        ScanIndexForward=False,
+        Limit=limit,
+    )
+    items = response.get("Items", [])
+    return [{key: _deserializer.deserialize(value) for key, value in item.items()} for item in items]
 
 
 def summary_rows(dynamodb: Any, table_name: str) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ SUMMARY_SK = "SUMMARY"
 MODEL_APPROACH_INDEX = "model-approach"
 MODEL_APPROACH_KEY = "model_approach"
 MODEL_APPROACH_SORT_KEY = "created_at"
+_INDEX_KEYS = frozenset({MODEL_APPROACH_KEY, MODEL_APPROACH_SORT_KEY})
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -99,8 +100,15 @@ def job_row(job: JobSpec, status: dict[str, Any]) -> dict[str, Any]:
 
 
 def put_row(dynamodb: Any, table_name: str, row: dict[str, Any]) -> None:
-    """Write (or overwrite with identical content) one item."""
-    item = {key: _serializer.serialize(value) for key, value in to_dynamo_value(row).items()}
+    """Write (or overwrite with identical content) one item.
+
+    An index key attribute may be absent but never NULL (DynamoDB refuses the write), so a row without a creation
+    time (a job that never started) is written without `created_at` and stays out of the model x approach index."""
+    item = {
+        key: _serializer.serialize(value)
+        for key, value in to_dynamo_value(row).items()
+        if not (value is None and key in _INDEX_KEYS)
+    }
     dynamodb.put_item(TableName=table_name, Item=item)
 
 

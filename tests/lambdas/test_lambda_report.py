@@ -282,3 +282,13 @@ def test_report_places_jobs_next_to_earlier_runs_of_the_same_model_and_approach(
     for name in (report.PARETO_CHART_NAME, report.TIME_SPLIT_CHART_NAME):
         body = aws.client("s3").get_object(Bucket=BUCKET, Key=f"reports/run-1/{name}")["Body"].read()
         assert ElementTree.fromstring(body) is not None
+
+
+def test_a_job_that_never_started_is_written_without_joining_the_index(moto_aws: None) -> None:
+    # DynamoDB refuses a NULL index key: the row goes in without created_at and the index does not list it
+    dynamodb = aws.client("dynamodb")
+    item = ledger.job_row(one_job(), {"status": "Failed", "failure_reason": "ResourceLimitExceeded"})
+    assert item["created_at"] is None
+    ledger.put_row(dynamodb, TABLE, item)
+    assert len(ledger.run_rows(dynamodb, TABLE, item["run_id"])) == 1
+    assert ledger.model_approach_rows(dynamodb, TABLE, "mistral-7b", "lora") == []

@@ -331,7 +331,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     for e in report["jobs"]:
         count = e["instance_count"] or 1
         instance = e["instance_type"] if count == 1 else f"{count}x {e['instance_type']}"
-        front = {True: "front", False: "", None: "-"}[e.get("on_pareto_front")]
+        front = {True: "front", False: "dominated", None: "-"}[e.get("on_pareto_front")]
         lines.append(
             f"| {e['rank']} | {e['model']} | {e['approach']} | {instance}{' (spot)' if e['spot'] else ''} "
             f"| {e['status']} | {_interval(e)} | {_usd(e['cost_usd'])} | {_usd(e['estimated_cost_usd'])} "
@@ -459,7 +459,7 @@ def render_pareto_svg(report: dict[str, Any]) -> str:
     """Cost (x) vs accuracy (y) as standalone SVG: one circle per completed, scored job with its 95% interval as a
     vertical bar; Pareto-front jobs in red, joined by the front's staircase. Plain SVG text, like the bar chart."""
     scored = [e for e in report["jobs"] if e["status"] == "Completed" and e["accuracy"] is not None]
-    width, height, left, right, top, bottom = 760, 440, 70, 200, 40, 50
+    width, height, left, right, top, bottom = 760, 440, 70, 260, 40, 50  # right: room for the point labels
     parts = _svg_open(width, height, f"{report['run_id']}: cost vs accuracy (red: Pareto front)")
     if not scored:
         parts += [f'<text x="10" y="{top + 14}">No completed job reported an accuracy.</text>', "</svg>"]
@@ -479,10 +479,13 @@ def render_pareto_svg(report: dict[str, Any]) -> str:
     parts += [
         f'<line x1="{left}" y1="{axis_y}" x2="{left + plot_w}" y2="{axis_y}" stroke="#333"/>',
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{axis_y}" stroke="#333"/>',
-        f'<text x="{left + plot_w / 2}" y="{height - 12}" text-anchor="middle">cost (USD; {_usd(max_cost)} max)</text>',
+        f'<text x="{left + plot_w / 2}" y="{height - 12}" text-anchor="middle">cost (USD)</text>',
         f'<text x="14" y="{top + plot_h / 2}" transform="rotate(-90 14 {top + plot_h / 2})" '
         'text-anchor="middle">accuracy</text>',
     ]
+    for share in (0.0, 0.5, 1.0):
+        value = max_cost * share
+        parts.append(f'<text x="{x_of(value)}" y="{axis_y + 16}" text-anchor="middle">{_usd(value)}</text>')
     for tick in range(round(y_min * 10), 11):
         value = tick / 10
         parts.append(f'<text x="{left - 6}" y="{y_of(value) + 4}" text-anchor="end">{value * 100:.0f}%</text>')

@@ -175,3 +175,41 @@ def expected_for_job(job: Mapping[str, Any], *, parameters: int, rows: float, ro
         rows_source=rows_source,
         merge_adapter=bool(job.get("merge_adapter", False)),
     )
+
+
+def assumptions_table() -> list[tuple[str, str, str]]:
+    """(assumption, value, source) rows for display next to an estimate (the CLI, docs): the catalog's figures."""
+    gpus = ", ".join(f"{a.name} {a.peak_tflops:g}" for a in catalog.ACCELERATORS.values() if a.peak_tflops)
+    utilisation = ", ".join(f"{k} {v:g}" for k, v in catalog.UTILISATION.items())
+    flops = ", ".join(f"{k} {v}N" for k, v in catalog.TRAINING_FLOPS_PER_PARAMETER.items())
+    tokens = ", ".join(f"{k} {v:g}" for k, v in catalog.TOKENS_PER_EXAMPLE.items())
+    return [
+        ("tokens per example", tokens, "Banking77 train, Mistral-7B tokenizer (measured)"),
+        (
+            "train rows",
+            f"banking77 {catalog.DATASET_TRAIN_ROWS['banking77']:,}; else bytes / "
+            f"{catalog.MEAN_BYTES_PER_ROW}; else {catalog.DEFAULT_TRAIN_ROWS:,}",
+            "catalog",
+        ),
+        (
+            "FLOPs per token",
+            f"{flops}; +{catalog.RECOMPUTE_FLOPS_PER_PARAMETER}N with gradient checkpointing",
+            "forward 2N, backward 4N (2N with frozen weights)",
+        ),
+        ("peak dense TFLOP/s per GPU", f"{gpus}; CPU {catalog.CPU_PEAK_TFLOPS:g}", "NVIDIA datasheets (sparse / 2)"),
+        ("utilisation", utilisation, "published PEFT/FSDP MFU; QLoRA >= 25% slower than LoRA"),
+        (
+            "evaluation",
+            f"{catalog.DECODE_TOKENS_PER_SAMPLE} decode tokens per sample at "
+            f"{catalog.DECODE_BANDWIDTH_EFFICIENCY:g} of memory bandwidth",
+            "memory-bound decoding",
+        ),
+        ("startup", f"{catalog.STARTUP_SECONDS} s", "provisioning and image pull"),
+        (
+            "model download",
+            f"{catalog.MODEL_DOWNLOAD_BYTES_PER_SECOND / 1e6:g} MB/s of "
+            f"{catalog.WEIGHT_BYTES_PER_PARAMETER} bytes per parameter",
+            "conservative",
+        ),
+        ("spot price", f"{catalog.SPOT_PRICE_FRACTION:g} x on-demand", catalog.SPOT_PRICE_SOURCE),
+    ]

@@ -108,3 +108,9 @@ def test_plan_sizes_an_unknown_dataset_from_its_train_channel(moto_aws: None) ->
     # Then the estimate's rows follow from the size; an unlistable bucket gives None (the catalog default applies)
     assert estimate.train_rows("mine", 2_200)[0] == 20
     assert plan.train_channel_bytes(s3, "s3://no-such-bucket/datasets/x/train/") is None
+
+
+def test_assumptions_table_names_every_catalog_figure() -> None:
+    table = dict((name, value) for name, value, _source in estimate.assumptions_table())
+    assert "A10G 70" in table["peak dense TFLOP/s per GPU"] and "H100 989" in table["peak dense TFLOP/s per GPU"]
+    assert table["spot price"] == "0.3 x on-demand" and "compact 34.3" in table["tokens per example"]

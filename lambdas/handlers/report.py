@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
 
 from lambdas import aws, ledger, report, settings
 from lambdas.handlers.observability import instrumented, logger
@@ -22,11 +23,16 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     run_id = event["run_id"]
     dynamodb = aws.client("dynamodb")
     rows = ledger.run_rows(dynamodb, config.table_name, run_id)
-    history = report.fetch_history(
-        rows,
-        lambda model, approach, limit: ledger.model_approach_rows(dynamodb, config.table_name, model, approach, limit),
-    )
-    document = report.build_report(run_id, rows, history=history)
+
+    def earlier(model: str, approach: str, limit: int) -> list[dict[str, Any]]:
+        # The comparison is an extra: an index still backfilling after a deploy must not cost the run its report.
+        try:
+            return ledger.model_approach_rows(dynamodb, config.table_name, model, approach, limit)
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("no earlier runs for the comparison", extra={"model": model, "error": str(exc)})
+            return []
+
+    document = report.build_report(run_id, rows, history=report.fetch_history(rows, earlier))
     json_uri, md_uri = report.write_report(aws.client("s3"), config.bucket_name, document)
     summary = report.summary_fields(document, json_uri, md_uri)
     ledger.put_row(dynamodb, config.table_name, ledger.summary_row(run_id, summary))

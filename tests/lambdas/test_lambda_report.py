@@ -292,3 +292,25 @@ def test_a_job_that_never_started_is_written_without_joining_the_index(moto_aws:
     ledger.put_row(dynamodb, TABLE, item)
     assert len(ledger.run_rows(dynamodb, TABLE, item["run_id"])) == 1
     assert ledger.model_approach_rows(dynamodb, TABLE, "mistral-7b", "lora") == []
+
+
+def test_report_is_written_even_when_the_index_cannot_be_queried(moto_aws: None, lambda_context: Any) -> None:
+    # Given a ledger table without the index (e.g. while a deploy backfills it)
+    dynamodb = aws.client("dynamodb")
+    dynamodb.delete_table(TableName=TABLE)
+    dynamodb.create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for item in ROWS:
+        ledger.put_row(dynamodb, TABLE, item)
+    # When the report is built, then it is written with an empty comparison
+    result = report_handler.handler({"run_id": "run-1"}, lambda_context)
+    document = json.loads(aws.client("s3").get_object(Bucket=BUCKET, Key="reports/run-1/report.json")["Body"].read())
+    assert result["report_md_uri"].endswith("report.md")
+    assert all(group["earlier"] == [] for group in document["comparison"])

@@ -137,7 +137,10 @@ def _mark_tiers(entries: list[dict[str, Any]]) -> None:
     scored = [e for e in entries if e["cost_per_accuracy_point"] is not None]
     best = max(scored, key=lambda e: (e["accuracy"], -e["cost_usd"]), default=None)
     for e in entries:
-        e["on_pareto_front"] = e["job_name"] in front if e["accuracy"] is not None else None
+        # None: not a candidate (no accuracy, or not completed), rather than "dominated"
+        e["on_pareto_front"] = (
+            e["job_name"] in front if e["status"] == "Completed" and e["accuracy"] is not None else None
+        )
         if e["cost_per_accuracy_point"] is None:
             e["tier"] = 3
         elif best is not None and e["accuracy_ci_high"] >= best["accuracy_ci_low"]:

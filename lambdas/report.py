@@ -372,10 +372,10 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def _comparison_markdown(groups: list[dict[str, Any]]) -> list[str]:
-    lines = [
-        "",
-        "## Earlier runs of the same model x approach",
-        "",
+    lines = ["", "## Earlier runs of the same model x approach", ""]
+    if not any(group["earlier"] for group in groups):
+        return [*lines, "None in the ledger yet: this is the first run of each of its model x approach pairs."]
+    lines += [
         "| model | approach | run | status | accuracy (95% CI) | cost | expected |",
         "|---|---|---|---|---|---|---|",
     ]

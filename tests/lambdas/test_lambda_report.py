@@ -314,3 +314,9 @@ def test_report_is_written_even_when_the_index_cannot_be_queried(moto_aws: None,
     document = json.loads(aws.client("s3").get_object(Bucket=BUCKET, Key="reports/run-1/report.json")["Body"].read())
     assert result["report_md_uri"].endswith("report.md")
     assert all(group["earlier"] == [] for group in document["comparison"])
+
+
+def test_first_run_says_there_is_nothing_to_compare_with() -> None:
+    markdown = report.render_markdown(report.build_report("run-1", ROWS, history={}))
+    assert "None in the ledger yet" in markdown and "no earlier run |" not in markdown
+    assert "## Earlier runs" not in report.render_markdown(report.build_report("run-1", ROWS))  # no history asked

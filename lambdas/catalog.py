@@ -238,8 +238,16 @@ class Accelerator:
     nominal_gb: int  # as marketed ("24 GB": really the GiB of memory on the board)
     usable_gib: float  # what the driver reports as total memory (nvidia-smi / torch total_memory)
     bf16: bool  # compute capability >= 8.0 (Ampere and newer); older GPUs train in fp16
+    # For the expected-cost estimate (lambdas/estimate.py): peak *dense* tensor throughput in the training precision
+    # (bf16; fp16 where there is no bf16) and memory bandwidth (decoding is bound by it). 0: unknown.
+    peak_tflops: float = 0.0
+    memory_gb_per_s: float = 0.0
 
 
+# Peak dense tensor TFLOP/s (the sparsity figures are 2x and no training step reaches them): A10G 70 bf16 (AWS's
+# variant of the A10, whose datasheet says 125; the A10G's tensor figure is about half, per published A10-vs-A10G spec
+# comparisons), L4 121 (datasheet: 242 with sparsity), V100 SXM2 125 fp16, A100 312 bf16, H100 SXM 989 bf16 (NVIDIA
+# datasheets). Bandwidth in GB/s from the same sheets (A100 40GB: 1,555; H100 SXM: 3,350).
 # Usable = the total the driver reports, lower than the marketed size because ECC and the driver reserve part of it:
 # nvidia-smi says 23,028 MiB (22.5 GiB) for the A10/A10G's "24 GB", 23,034 MiB for the L4, 40,960 MiB for the A100
 # 40GB and 81,559 MiB for the H100 80GB (modal-labs/modal-client#2797); torch reports total_memory=16160MB for the
@@ -248,11 +256,11 @@ class Accelerator:
 ACCELERATORS: dict[str, Accelerator] = {
     a.name: a
     for a in (
-        Accelerator("A10G", 24, 23028 / 1024, bf16=True),
-        Accelerator("L4", 24, 23034 / 1024, bf16=True),
-        Accelerator("V100", 16, 16160 / 1024, bf16=False),
-        Accelerator("A100", 40, 40960 / 1024, bf16=True),
-        Accelerator("H100", 80, 81559 / 1024, bf16=True),
+        Accelerator("A10G", 24, 23028 / 1024, bf16=True, peak_tflops=70, memory_gb_per_s=600),
+        Accelerator("L4", 24, 23034 / 1024, bf16=True, peak_tflops=121, memory_gb_per_s=300),
+        Accelerator("V100", 16, 16160 / 1024, bf16=False, peak_tflops=125, memory_gb_per_s=900),
+        Accelerator("A100", 40, 40960 / 1024, bf16=True, peak_tflops=312, memory_gb_per_s=1555),
+        Accelerator("H100", 80, 81559 / 1024, bf16=True, peak_tflops=989, memory_gb_per_s=3350),
     )
 }
 
@@ -313,6 +321,48 @@ INSTANCES: dict[str, InstanceType] = {
 }
 # The region the fallback prices are for (recorded next to every estimate so nobody mistakes them for local prices).
 CATALOG_PRICE_REGION = "us-east-1"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Expected-cost assumptions (lambdas/estimate.py). Each is a guess to recalibrate from the report's estimate-vs-actual
+# columns; the estimate carries them along so every figure can be traced to the number that made it.
+# --------------------------------------------------------------------------------------------------------------------
+# Mean tokens per training example (prompt + label) by prompt style, measured on Banking77's train split with
+# Mistral-7B-v0.1's tokenizer: the compact prompt 34.3, the prompt that lists the 77 labels 616.3.
+TOKENS_PER_EXAMPLE: dict[str, float] = {"compact": 34.3, "listed": 616.3}
+# Train rows of the named datasets whose size is known (PolyAI/banking77's train split).
+DATASET_TRAIN_ROWS: dict[str, int] = {"banking77": 10_003}
+# Other datasets: the train channel's bytes / this (a JSON Lines row of a short query and its label, Banking77-like);
+# when even the size is unknown, a Banking77-sized dataset.
+MEAN_BYTES_PER_ROW = 110
+DEFAULT_TRAIN_ROWS = 10_003
+# Training FLOPs per parameter per token: forward 2N + backward 4N for full fine-tuning; with frozen base weights
+# (LoRA, QLoRA) backward needs only the activation gradients, ~2N. Gradient checkpointing recomputes the forward: +2N.
+TRAINING_FLOPS_PER_PARAMETER: dict[str, int] = {"full": 6, "lora": 4, "qlora": 4}
+RECOMPUTE_FLOPS_PER_PARAMETER = 2
+# Model FLOPs utilisation (counting the recomputation) per approach. Published Llama-2-7B LoRA on one A100: plain
+# HF + PEFT ~21% (4N counted; tuned kernels ~33-35%); full fine-tuning with FSDP 44-55% on one node of A100s, less on
+# PCIe A10Gs; QLoRA trains >= 25% slower than LoRA (dequantization, the study's finding): 0.25 / 1.25 = 0.20.
+UTILISATION: dict[str, float] = {"full": 0.35, "lora": 0.25, "qlora": 0.20}
+DEFAULT_UTILISATION = 0.25  # an approach not listed above
+# CPU instances (smoke tests only): a few vCPUs of AVX-512 fp32, order of magnitude.
+CPU_PEAK_TFLOPS = 0.2
+CPU_MEMORY_GB_PER_S = 20.0
+# Evaluation: constrained greedy decoding of the label, ~8 tokens per sample (a Banking77 label is 3-7 tokens plus the
+# end token), each decoding step reading every weight once per batch (memory-bound) at this share of peak bandwidth.
+DECODE_TOKENS_PER_SAMPLE = 8
+DECODE_BANDWIDTH_EFFICIENCY = 0.6
+# Bytes per parameter of the weights downloaded, read while decoding and (full fine-tuning, merged adapters) uploaded:
+# the Hub's bf16/fp16 safetensors.
+WEIGHT_BYTES_PER_PARAMETER = 2
+# Before the first step: SageMaker provisioning, pulling the ~20 GB training image and the toolkit's setup (the
+# Starting and Downloading secondary statuses; a few minutes on g5), then the Hub download at this rate.
+STARTUP_SECONDS = 240
+MODEL_DOWNLOAD_BYTES_PER_SECOND = 100 * 10**6
+# Expected managed-spot price as a share of on-demand: AWS says managed spot training saves "up to 90%"; 70% is the
+# usual saving on g5/p4d (re-check with the report's spot_savings_pct). Waiting for capacity is not billed.
+SPOT_PRICE_FRACTION = 0.3
+SPOT_PRICE_SOURCE = "assumed 70% managed-spot saving (AWS: up to 90%)"
 
 
 def training_quota_name(instance_type: str, spot: bool) -> str:

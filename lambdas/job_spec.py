@@ -46,7 +46,10 @@ class JobSpec(TypedDict):
     max_wait_seconds: int | None  # None for on-demand jobs
     hourly_price_usd: float
     price_source: str
-    estimated_max_cost_usd: float
+    estimated_max_cost_usd: float  # the upper bound: max runtime x instances x hourly price (the budget gate's figure)
+    estimated_hours: float  # expected wall hours incl. startup and download (lambdas/estimate.py)
+    estimated_cost_usd: float  # expected $ at the job's pricing (the expected spot price if spot)
+    estimated_on_demand_cost_usd: float
     # S3 layout
     train_s3_uri: str
     test_s3_uri: str
@@ -60,4 +63,5 @@ class PlanOutput(TypedDict):
     run_id: str
     jobs: list[JobSpec]
     total_estimated_max_cost_usd: float
+    total_estimated_cost_usd: float  # sum of the jobs' expected costs; shown, never gated on
     budget_usd: float

@@ -17,6 +17,12 @@ from lambdas import catalog, cost, naming
 from lambdas.job_spec import JobSpec
 
 SUMMARY_SK = "SUMMARY"
+# The global secondary index that compares runs: partition `model_approach` ("<model>#<approach>"), sort `created_at`
+# (ISO time, so newest first is one Query). Rows without a creation time (a job that never started) stay out of it.
+MODEL_APPROACH_INDEX = "model-approach"
+MODEL_APPROACH_KEY = "model_approach"
+MODEL_APPROACH_SORT_KEY = "created_at"
+_INDEX_KEYS = frozenset({MODEL_APPROACH_KEY, MODEL_APPROACH_SORT_KEY})
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -29,6 +35,11 @@ def run_pk(run_id: str) -> str:
 def job_sk(job_name: str) -> str:
     """Sort key of a job row."""
     return f"JOB#{job_name}"
+
+
+def model_approach_key(model: str, approach: str) -> str:
+    """Partition key of a job row in the model x approach index."""
+    return f"{model}#{approach}"
 
 
 def to_dynamo_value(value: Any) -> Any:
@@ -97,6 +108,7 @@ def job_row(job: JobSpec, status: dict[str, Any], resources: dict[str, Any] | No
         "model": job["model_key"],
         "model_id": job["model_id"],
         "approach": job["approach"],
+        MODEL_APPROACH_KEY: model_approach_key(job["model_key"], job["approach"]),
         "instance_type": job["instance_type"],
         "instance_count": int(job["instance_count"]),
         "spot": bool(job["spot"]),
@@ -127,8 +139,15 @@ def job_row(job: JobSpec, status: dict[str, Any], resources: dict[str, Any] | No
 
 
 def put_row(dynamodb: Any, table_name: str, row: dict[str, Any]) -> None:
-    """Write (or overwrite with identical content) one item."""
-    item = {key: _serializer.serialize(value) for key, value in to_dynamo_value(row).items()}
+    """Write (or overwrite with identical content) one item.
+
+    An index key attribute may be absent but never NULL (DynamoDB refuses the write), so a row without a creation
+    time (a job that never started) is written without `created_at` and stays out of the model x approach index."""
+    item = {
+        key: _serializer.serialize(value)
+        for key, value in to_dynamo_value(row).items()
+        if not (value is None and key in _INDEX_KEYS)
+    }
     dynamodb.put_item(TableName=table_name, Item=item)
 
 
@@ -151,6 +170,24 @@ def run_items(dynamodb: Any, table_name: str, run_id: str, *, sk_prefix: str = "
         for item in page.get("Items", []):
             rows.append({key: _deserializer.deserialize(value) for key, value in item.items()})
     return rows
+
+
+def model_approach_rows(
+    dynamodb: Any, table_name: str, model: str, approach: str, limit: int = 10
+) -> list[dict[str, Any]]:
+    """The newest `limit` job rows of any run for one model x approach, newest first: one Query on the
+    model x approach index (eventually consistent, as every GSI read is; earlier runs are long written)."""
+    response = dynamodb.query(
+        TableName=table_name,
+        IndexName=MODEL_APPROACH_INDEX,
+        KeyConditionExpression="#key = :key",
+        ExpressionAttributeNames={"#key": MODEL_APPROACH_KEY},
+        ExpressionAttributeValues={":key": {"S": model_approach_key(model, approach)}},
+        ScanIndexForward=False,
+        Limit=limit,
+    )
+    items = response.get("Items", [])
+    return [{key: _deserializer.deserialize(value) for key, value in item.items()} for item in items]
 
 
 def summary_rows(dynamodb: Any, table_name: str) -> list[dict[str, Any]]:

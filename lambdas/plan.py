@@ -21,7 +21,7 @@ from typing import Any, cast
 from aws_lambda_powertools.utilities.validation import SchemaValidationError, validate
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lambdas import catalog, cost, memory, naming
+from lambdas import catalog, cost, estimate, memory, naming
 from lambdas.errors import (
     BudgetExceeded,
     ConfigurationError,
@@ -176,6 +176,7 @@ def _resolve_experiment(
     values["max_runtime_seconds"] = min(max(1, round(hours * 3600)), MAX_SECONDS)
     values["model_key"] = model.key
     values["gpus_per_instance"] = instance.gpus
+    values["parameters"] = model.parameters  # for the expected-cost estimate (a Hub id's size is in the input only)
     return model, values
 
 
@@ -286,9 +287,14 @@ def build_jobs(
     bucket: str,
     job_name_prefix: str,
     price_of: Callable[[str], cost.Price],
+    train_bytes: int | None = None,
 ) -> list[JobSpec]:
-    """JobSpecs for resolved experiments; `InvalidExecutionInput` on duplicate experiments."""
+    """JobSpecs for resolved experiments; `InvalidExecutionInput` on duplicate experiments.
+
+    Each carries its maximum cost (the budget gate's figure) and its expected hours and cost (`lambdas.estimate`);
+    `train_bytes`, the train channel's size when Plan could list it, sizes a dataset the catalog does not know."""
     train_uri, test_uri = dataset_location(doc, bucket)
+    rows, rows_source = estimate.train_rows(doc.get("dataset", DEFAULT_DATASET).get("name"), train_bytes)
     prices: dict[str, cost.Price] = {}
     jobs: list[JobSpec] = []
     first_index_of_name: dict[str, int] = {}
@@ -320,7 +326,7 @@ def build_jobs(
             prices[exp["instance_type"]] = price_of(exp["instance_type"])
         price = prices[exp["instance_type"]]
         runtime = exp["max_runtime_seconds"]
-        estimate = cost.estimated_max_cost_usd(runtime, exp["instance_count"], price.hourly_usd)
+        maximum = cost.estimated_max_cost_usd(runtime, exp["instance_count"], price.hourly_usd)
         spec = {
             "run_id": run_id,
             "job_name": job_name,
@@ -332,12 +338,16 @@ def build_jobs(
             "max_wait_seconds": _max_wait(runtime) if exp["spot"] else None,
             "hourly_price_usd": float(price.hourly_usd),
             "price_source": price.source,
-            "estimated_max_cost_usd": float(estimate),
+            "estimated_max_cost_usd": float(maximum),
             "train_s3_uri": train_uri,
             "test_s3_uri": test_uri,
             "checkpoint_s3_uri": naming.checkpoint_uri(bucket, run_id, job_name),
             "output_s3_uri": naming.output_uri(bucket, exp["model_key"], exp["approach"]),
         }
+        expected = estimate.expected_for_job(spec, parameters=exp["parameters"], rows=rows, rows_source=rows_source)
+        spec["estimated_hours"] = round(expected.hours, 4)
+        spec["estimated_cost_usd"] = round(expected.cost_usd, 4)
+        spec["estimated_on_demand_cost_usd"] = round(expected.on_demand_cost_usd, 4)
         jobs.append(cast(JobSpec, spec))  # its keys are JobSpec's: tests/lambdas check them
     if problems:
         raise InvalidExecutionInput(problems)
@@ -378,6 +388,29 @@ def check_dataset(s3: Any, doc: dict[str, Any], train_uri: str, test_uri: str) -
         '{"text": ..., "label": ...} rows there first (the CLI\'s `finetune data` command, or '
         f"`aws s3 cp train.jsonl {empty[0]}`), or set dataset to an existing location."
     )
+
+
+def train_channel_bytes(s3: Any, train_uri: str, *, max_pages: int = 10) -> int | None:
+    """Total size of the objects under the train prefix (first `max_pages` pages of 1,000), for the expected-cost
+    estimate of a dataset the catalog has no row count for; None when it cannot be listed (the estimate then uses
+    the catalog default)."""
+    bucket, prefix = naming.split_s3_uri(train_uri)
+    total = 0
+    try:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for number, page in enumerate(pages):
+            if number >= max_pages:
+                break
+            total += sum(int(item.get("Size", 0)) for item in page.get("Contents", []))
+    except (ClientError, BotoCoreError) as exc:
+        logger.warning("cannot size %s (%s); the expected cost assumes the catalog's default row count", train_uri, exc)
+        return None
+    return total or None
+
+
+def total_expected_cost(jobs: list[JobSpec]) -> float:
+    """Sum of the jobs' expected costs (spot expected for spot jobs); shown beside the maximum, never gated on."""
+    return round(sum(job["estimated_cost_usd"] for job in jobs), 4)
 
 
 def enforce_budget(jobs: list[JobSpec], budget_usd: float) -> float:
@@ -555,7 +588,8 @@ def plan_run(
     quotas: Any,
     secretsmanager: Any,
 ) -> PlanOutput:
-    """The Plan step: `{"run_id", "jobs", "total_estimated_max_cost_usd", "budget_usd"}` or a typed error."""
+    """The Plan step: `{"run_id", "jobs", "total_estimated_max_cost_usd", "total_estimated_cost_usd", "budget_usd"}`
+    or a typed error (the budget gate uses the maximum)."""
     doc, experiments = validate_execution_input(
         execution_input, default_max_runtime_hours=config.default_max_runtime_hours
     )
@@ -563,6 +597,8 @@ def plan_run(
     check_dataset_prefix(doc, config.bucket_name)
     train_uri, test_uri = dataset_location(doc, config.bucket_name)
     check_dataset(s3, doc, train_uri, test_uri)
+    dataset_name = doc.get("dataset", DEFAULT_DATASET).get("name")
+    known_rows = dataset_name in catalog.DATASET_TRAIN_ROWS
     jobs = build_jobs(
         doc,
         experiments,
@@ -570,6 +606,7 @@ def plan_run(
         bucket=config.bucket_name,
         job_name_prefix=config.job_name_prefix,
         price_of=lambda instance_type: cost.lookup_hourly_price(pricing, instance_type, config.region),
+        train_bytes=None if known_rows else train_channel_bytes(s3, train_uri),
     )
     budget = float(doc.get("budget_usd", config.default_budget_usd))
     total = enforce_budget(jobs, budget)
@@ -581,4 +618,10 @@ def plan_run(
     )
     check_hf_token(secretsmanager, config.hf_token_secret_arn, jobs)
     check_quotas(quotas, jobs, spot=doc.get("spot", catalog.default("spot")), max_concurrency=config.max_concurrency)
-    return {"run_id": run_id, "jobs": jobs, "total_estimated_max_cost_usd": total, "budget_usd": budget}
+    return {
+        "run_id": run_id,
+        "jobs": jobs,
+        "total_estimated_max_cost_usd": total,
+        "total_estimated_cost_usd": total_expected_cost(jobs),
+        "budget_usd": budget,
+    }

@@ -1,4 +1,9 @@
-"""The run report: rank a run's jobs by cost per accuracy point and say which job wins on what.
+"""The run report: rank a run's jobs, say which job wins on what, and show how sure and how expected each figure is.
+
+Per job: accuracy with its 95% Wilson interval from the evaluated sample size, cost next to the pre-launch expected
+cost (`lambdas/estimate.py`), whether it is on the cost-vs-accuracy Pareto front, and its time split. Charts: cost per
+accuracy point, cost vs accuracy with the front marked, time split per job. Optionally, earlier runs of each job's
+model x approach from the ledger's index.
 
 `build_report` and `render_markdown` are pure (ledger rows in, dict/str out) so the offline demo and the CLI print
 the very same table the Report Lambda writes to S3.
@@ -8,14 +13,36 @@ from __future__ import annotations
 
 import html
 import json
+import math
+from collections.abc import Callable
 from typing import Any
 
-from lambdas import cost, naming
+from lambdas import catalog, cost, naming
 from lambdas.ledger import to_json_value
 
 CHART_NAME = "chart.svg"  # next to report.md, which links it
+PARETO_CHART_NAME = "pareto.svg"
+TIME_SPLIT_CHART_NAME = "time_split.svg"
 MESSAGE_MAX_BYTES = 1024  # SNS allows far more; this keeps e-mail and chat notifications readable
-RANKING = "cost per accuracy point = cost_usd / (eval_intent_accuracy x 100), lowest first; jobs without accuracy last"
+# Cost per point alone rewards a cheap job that learned nothing ($0.01 for 2% is "cheaper per point" than $3 for 92%),
+# so the ranking first asks whether a job is as accurate as the best one within the evidence (the 95% intervals
+# overlap), and only then how cheap each point was.
+RANKING = (
+    "tiers, then cost per accuracy point (cost_usd / (eval_intent_accuracy x 100), lowest first): (1) completed jobs "
+    "whose 95% accuracy interval overlaps the most accurate job's, (2) the rest of the cost-vs-accuracy Pareto front, "
+    "(3) dominated jobs, (4) jobs without an accuracy"
+)
+TIERS = ("tied with the best", "Pareto front", "dominated", "no accuracy")
+Z_95 = 1.959964  # two-sided 95% normal quantile
+# Earlier runs shown per model x approach in the comparison section.
+COMPARISON_RUNS = 5
+# The time split's phases, in the order a job goes through them (the Record step's `time_split_seconds`).
+TIME_PHASES: tuple[tuple[str, str], ...] = (
+    ("waiting", "#b0b0b0"),
+    ("downloading", "#f0ad4e"),
+    ("training", "#3b6ea5"),
+    ("uploading", "#5cb85c"),
+)
 
 
 def _number(value: Any) -> float | None:
@@ -33,11 +60,33 @@ def resource_fields(row: dict[str, Any]) -> dict[str, Any]:
         "peak_memory_gb": _number(metrics.get("peak_memory_gb")),
         "gpu_utilization_pct": row.get("gpu_utilization_pct"),
         "gpu_memory_utilization_pct": row.get("gpu_memory_utilization_pct"),
-        "time_split_seconds": row.get("time_split_seconds"),
         "interruptions": row.get("interruptions") or 0,
         "artifact_uri": row.get("artifact_uri"),
         "artifact_bytes": row.get("artifact_bytes"),
     }
+
+
+def wilson_interval(accuracy: float, samples: int, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval for a proportion: `accuracy` of `samples` evaluated (95% by default).
+
+    Better than the normal approximation near 0 and 1, where a fine-tuned classifier's accuracy lives."""
+    if samples <= 0:
+        return (0.0, 1.0)
+    p = min(max(accuracy, 0.0), 1.0)
+    z2 = z * z
+    denominator = 1 + z2 / samples
+    centre = (p + z2 / (2 * samples)) / denominator
+    half = z / denominator * math.sqrt(p * (1 - p) / samples + z2 / (4 * samples * samples))
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _eval_samples(row: dict[str, Any], metrics: dict[str, Any]) -> tuple[int, bool]:
+    """How many test samples the accuracy is over, and whether that is the catalog default (assumed, not recorded)."""
+    hyperparameters = row.get("hyperparameters") or {}
+    for value in (metrics.get("eval_samples"), row.get("eval_samples"), hyperparameters.get("eval_samples")):
+        if value is not None and float(value) > 0:
+            return int(value), False
+    return int(catalog.default("eval_samples")), True
 
 
 def job_entry(row: dict[str, Any]) -> dict[str, Any]:
@@ -47,6 +96,9 @@ def job_entry(row: dict[str, Any]) -> dict[str, Any]:
     accuracy = _number(metrics.get("eval_intent_accuracy"))
     cost_usd = float(row.get("cost_usd") or 0)
     per_point = cost.cost_per_accuracy_point(cost_usd, accuracy) if row.get("status") == "Completed" else None
+    samples, samples_assumed = _eval_samples(row, metrics)
+    low, high = wilson_interval(accuracy, samples) if accuracy is not None else (None, None)
+    estimated = _number(row.get("estimated_cost_usd"))  # copied from the job spec by Record; absent in older rows
     return {
         "job_name": row.get("job_name"),
         "model": row.get("model"),
@@ -67,7 +119,52 @@ def job_entry(row: dict[str, Any]) -> dict[str, Any]:
         "cost_usd": cost_usd,
         "cost_per_accuracy_point": None if per_point is None else float(per_point),
         **resource_fields(row),
+        "eval_samples": samples,
+        "eval_samples_assumed": samples_assumed,
+        "accuracy_ci_low": None if low is None else round(low, 4),
+        "accuracy_ci_high": None if high is None else round(high, 4),
+        "estimated_cost_usd": estimated,
+        "estimated_hours": _number(row.get("estimated_hours")),
+        "cost_vs_estimate": round(cost_usd / estimated, 3) if estimated else None,
+        "time_split_seconds": {k: float(v) for k, v in (row.get("time_split_seconds") or {}).items() if v is not None},
+        "run_id": row.get("run_id"),
+        "created_at": row.get("created_at"),
     }
+
+
+def pareto_front(entries: list[dict[str, Any]]) -> set[str]:
+    """Job names of the completed, scored jobs that no other such job beats on both cost and accuracy (no cheaper or
+    equal job is at least as accurate, with one of the two strictly better)."""
+    scored = [e for e in entries if e["status"] == "Completed" and e["accuracy"] is not None]
+    front = set()
+    for e in scored:
+        dominated = any(
+            o["cost_usd"] <= e["cost_usd"]
+            and o["accuracy"] >= e["accuracy"]
+            and (o["cost_usd"] < e["cost_usd"] or o["accuracy"] > e["accuracy"])
+            for o in scored
+        )
+        if not dominated:
+            front.add(e["job_name"])
+    return front
+
+
+def _mark_tiers(entries: list[dict[str, Any]]) -> None:
+    """Set `on_pareto_front` and `tier` (an index into TIERS) on each entry."""
+    front = pareto_front(entries)
+    scored = [e for e in entries if e["cost_per_accuracy_point"] is not None]
+    best = max(scored, key=lambda e: (e["accuracy"], -e["cost_usd"]), default=None)
+    for e in entries:
+        # None: not a candidate (no accuracy, or not completed), rather than "dominated"
+        e["on_pareto_front"] = (
+            e["job_name"] in front if e["status"] == "Completed" and e["accuracy"] is not None else None
+        )
+        if e["cost_per_accuracy_point"] is None:
+            e["tier"] = 3
+        elif best is not None and e["accuracy_ci_high"] >= best["accuracy_ci_low"]:
+            e["tier"] = 0
+        else:
+            e["tier"] = 1 if e["on_pareto_front"] else 2
 
 
 def _best(entry: dict[str, Any] | None, value_key: str) -> dict[str, Any] | None:
@@ -81,12 +178,16 @@ def _best(entry: dict[str, Any] | None, value_key: str) -> dict[str, Any] | None
     }
 
 
-def build_report(run_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The report document: ranked jobs, the best job per criterion, totals. Deterministic for the same rows."""
+def build_report(
+    run_id: str, rows: list[dict[str, Any]], *, history: dict[str, list[dict[str, Any]]] | None = None
+) -> dict[str, Any]:
+    """The report document: ranked jobs, the best job per criterion, totals, and (given `history`, earlier ledger rows
+    by "<model>#<approach>") a comparison with earlier runs. Deterministic for the same rows."""
     entries = [job_entry(row) for row in rows]
+    _mark_tiers(entries)
     entries.sort(
         key=lambda e: (
-            e["cost_per_accuracy_point"] is None,
+            e["tier"],
             e["cost_per_accuracy_point"] or 0.0,
             -(e["accuracy"] or 0.0),
             e["job_name"] or "",
@@ -94,6 +195,7 @@ def build_report(run_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     )
     for rank, entry in enumerate(entries, start=1):
         entry["rank"] = rank
+    estimated = [e["estimated_cost_usd"] for e in entries if e["estimated_cost_usd"] is not None]
     completed = [e for e in entries if e["status"] == "Completed"]
     scored = [e for e in completed if e["accuracy"] is not None]
     statuses = [e["status"] for e in entries]
@@ -117,8 +219,65 @@ def build_report(run_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
             # Failed and stopped jobs are billed too: the total is what the run cost.
             "cost_usd": round(sum(e["cost_usd"] for e in entries), 4),
             "billable_instance_seconds": sum(e["billable_seconds"] * (e["instance_count"] or 1) for e in entries),
+            # Only over the jobs whose rows carry an estimate (rows written before estimates existed have none).
+            "estimated_cost_usd": round(sum(estimated), 4) if estimated else None,
         },
+        **({"comparison": comparison(run_id, entries, history)} if history is not None else {}),
     }
+
+
+def history_key(model: Any, approach: Any) -> str:
+    """The `history` key of a model x approach (the ledger index's partition value)."""
+    return f"{model}#{approach}"
+
+
+def fetch_history(
+    rows: list[dict[str, Any]], query: Callable[[str, str, int], list[dict[str, Any]]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Earlier rows of each model x approach in `rows`, via `query(model, approach, limit)` (the ledger's index)."""
+    history: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        key = history_key(row.get("model"), row.get("approach"))
+        if key not in history:
+            # Ask for a few more: this run's own rows may already be in the index.
+            history[key] = query(row["model"], row["approach"], COMPARISON_RUNS + 5)
+    return history
+
+
+def comparison(
+    run_id: str, entries: list[dict[str, Any]], history: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Per model x approach of this run: its jobs and up to COMPARISON_RUNS earlier jobs (other runs, newest first)."""
+    groups: list[dict[str, Any]] = []
+    for key in sorted({history_key(e["model"], e["approach"]) for e in entries}):
+        current = [e for e in entries if history_key(e["model"], e["approach"]) == key]
+        earlier = [job_entry(row) for row in history.get(key, []) if row.get("run_id") != run_id]
+        earlier.sort(key=lambda e: (e["created_at"] or "", e["run_id"] or ""), reverse=True)
+        groups.append(
+            {
+                "model": current[0]["model"],
+                "approach": current[0]["approach"],
+                "jobs": [_comparison_line(e) for e in current],
+                "earlier": [_comparison_line(e) for e in earlier[:COMPARISON_RUNS]],
+            }
+        )
+    return groups
+
+
+def _comparison_line(entry: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "run_id",
+        "job_name",
+        "status",
+        "instance_type",
+        "accuracy",
+        "accuracy_ci_low",
+        "accuracy_ci_high",
+        "cost_usd",
+        "estimated_cost_usd",
+        "created_at",
+    )
+    return {key: entry[key] for key in keys}
 
 
 def _pct(value: float | None) -> str:
@@ -138,6 +297,21 @@ def _usd(value: float | None) -> str:
 def _per_point(value: float | None) -> str:
     # Cents hide the differences that matter here (a LoRA job is often $0.03 per point).
     return "-" if value is None else f"${value:.4f}"
+
+
+def _interval(e: dict[str, Any]) -> str:
+    """Accuracy with its 95% interval in points; `~` marks an interval over the assumed (default) sample size."""
+    if e["accuracy"] is None:
+        return "-"
+    approx = "~" if e["eval_samples_assumed"] else ""
+    return (
+        f"{e['accuracy'] * 100:.1f}% ({approx}{e['accuracy_ci_low'] * 100:.1f}-{e['accuracy_ci_high'] * 100:.1f}, "
+        f"n={e['eval_samples']})"
+    )
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
 
 
 def _best_line(label: str, best: dict[str, Any] | None, fmt: Any) -> str:
@@ -165,23 +339,36 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{totals['jobs']} jobs: {totals['completed']} completed, {totals['failed']} failed, {totals['stopped']} "
         f"stopped. Total cost {_usd(totals['cost_usd'])} (failed and stopped jobs included).",
         "",
-        f"Ranked by {report['ranking']}.",
+        f"Ranked by {report['ranking']}. Accuracy intervals are 95% Wilson intervals over the n samples evaluated "
+        "(~: n not recorded, the default assumed). Expected cost: the estimate made before launch.",
         "",
-        f"![cost per accuracy point]({CHART_NAME})",
+        f"![cost per accuracy point]({CHART_NAME}) ![cost vs accuracy]({PARETO_CHART_NAME}) "
+        f"![time split]({TIME_SPLIT_CHART_NAME})",
         "",
-        "| # | model | approach | instance | status | accuracy | parse rate | ROUGE-L | BERTScore F1 | inference s "
-        "| cost | $/accuracy point |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| # | model | approach | instance | status | accuracy (95% CI) | cost | expected | actual / expected "
+        "| $/accuracy point | Pareto |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in report["jobs"]:
         count = e["instance_count"] or 1
         instance = e["instance_type"] if count == 1 else f"{count}x {e['instance_type']}"
+        front = {True: "front", False: "dominated", None: "-"}[e.get("on_pareto_front")]
         lines.append(
             f"| {e['rank']} | {e['model']} | {e['approach']} | {instance}{' (spot)' if e['spot'] else ''} "
-            f"| {e['status']} | {_pct(e['accuracy'])} | {_pct(e['parse_rate'])} | {_num(e['rouge_l'])} "
-            f"| {_num(e['bertscore_f1'])} | {_num(e['inference_seconds'], 1)} | {_usd(e['cost_usd'])} "
-            f"| {_per_point(e['cost_per_accuracy_point'])} |"
+            f"| {e['status']} | {_interval(e)} | {_usd(e['cost_usd'])} | {_usd(e['estimated_cost_usd'])} "
+            f"| {_ratio(e['cost_vs_estimate'])} | {_per_point(e['cost_per_accuracy_point'])} | {front} |"
         )
+    lines += [
+        "",
+        "| # | parse rate | ROUGE-L | BERTScore F1 | inference s | training s | billable s | spot savings |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {e['rank']} | {_pct(e['parse_rate'])} | {_num(e['rouge_l'])} | {_num(e['bertscore_f1'])} "
+        f"| {_num(e['inference_seconds'], 1)} | {e['training_seconds']} | {e['billable_seconds']} "
+        f"| {_num(e['spot_savings_pct'], 1)}{'%' if e['spot_savings_pct'] is not None else ''} |"
+        for e in report["jobs"]
+    ]
     best = report["best"]
     lines += [
         "",
@@ -189,13 +376,42 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         _best_line("Accuracy", best["accuracy"], _pct),
         _best_line("Cost", best["cost"], _usd),
-        _best_line("Cost per accuracy point", best["cost_per_accuracy_point"], _per_point),
+        _best_line(
+            "Best value (cheapest per point among the most accurate)", best["cost_per_accuracy_point"], _per_point
+        ),
     ]
+    if report.get("comparison"):
+        lines += _comparison_markdown(report["comparison"])
     failures = [e for e in report["jobs"] if e["status"] != "Completed" and e["failure_reason"]]
     if failures:
         lines += ["", "## Not completed", ""]
         lines += [f"- `{e['job_name']}` ({e['status']}): {e['failure_reason'][:300]}" for e in failures]
     return "\n".join(lines) + "\n"
+
+
+def _comparison_markdown(groups: list[dict[str, Any]]) -> list[str]:
+    lines = ["", "## Earlier runs of the same model x approach", ""]
+    if not any(group["earlier"] for group in groups):
+        return [*lines, "None in the ledger yet: this is the first run of each of its model x approach pairs."]
+    lines += [
+        "| model | approach | run | status | accuracy (95% CI) | cost | expected |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for group in groups:
+        for line, mark in [*((j, " (this run)") for j in group["jobs"]), *((j, "") for j in group["earlier"])]:
+            accuracy = (
+                "-"
+                if line["accuracy"] is None
+                else f"{line['accuracy'] * 100:.1f}% ({line['accuracy_ci_low'] * 100:.1f}-"
+                f"{line['accuracy_ci_high'] * 100:.1f})"
+            )
+            lines.append(
+                f"| {group['model']} | {group['approach']} | {line['run_id']}{mark} | {line['status']} | {accuracy} "
+                f"| {_usd(line['cost_usd'])} | {_usd(line['estimated_cost_usd'])} |"
+            )
+        if not group["earlier"]:
+            lines.append(f"| {group['model']} | {group['approach']} | no earlier run | | | | |")
+    return lines
 
 
 def summary_message(report: dict[str, Any], report_md_uri: str) -> str:
@@ -252,10 +468,116 @@ def render_chart_svg(report: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _svg_open(width: int, height: int, title: str) -> list[str]:
+    return [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+        'font-size="12">',
+        f'<text x="10" y="22" font-size="14" font-weight="bold">{html.escape(title)}</text>',
+    ]
+
+
+def render_pareto_svg(report: dict[str, Any]) -> str:
+    """Cost (x) vs accuracy (y) as standalone SVG: one circle per completed, scored job with its 95% interval as a
+    vertical bar; Pareto-front jobs in red, joined by the front's staircase. Plain SVG text, like the bar chart."""
+    scored = [e for e in report["jobs"] if e["status"] == "Completed" and e["accuracy"] is not None]
+    width, height, left, right, top, bottom = 760, 440, 70, 260, 40, 50  # right: room for the point labels
+    parts = _svg_open(width, height, f"{report['run_id']}: cost vs accuracy (red: Pareto front)")
+    if not scored:
+        parts += [f'<text x="10" y="{top + 14}">No completed job reported an accuracy.</text>', "</svg>"]
+        return "\n".join(parts) + "\n"
+    max_cost = max(e["cost_usd"] for e in scored) or 1.0
+    low = min(e["accuracy_ci_low"] for e in scored)
+    y_min = math.floor(low * 10) / 10  # whole tenths: the axis starts at a round number below every interval
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def x_of(value: float) -> float:
+        return round(left + plot_w * value / (max_cost * 1.05), 1)
+
+    def y_of(value: float) -> float:
+        return round(top + plot_h * (1 - (value - y_min) / max(1.0 - y_min, 1e-9)), 1)
+
+    axis_y = top + plot_h
+    parts += [
+        f'<line x1="{left}" y1="{axis_y}" x2="{left + plot_w}" y2="{axis_y}" stroke="#333"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{axis_y}" stroke="#333"/>',
+        f'<text x="{left + plot_w / 2}" y="{height - 12}" text-anchor="middle">cost (USD)</text>',
+        f'<text x="14" y="{top + plot_h / 2}" transform="rotate(-90 14 {top + plot_h / 2})" '
+        'text-anchor="middle">accuracy</text>',
+    ]
+    for share in (0.0, 0.5, 1.0):
+        value = max_cost * share
+        parts.append(f'<text x="{x_of(value)}" y="{axis_y + 16}" text-anchor="middle">{_usd(value)}</text>')
+    for tick in range(round(y_min * 10), 11):
+        value = tick / 10
+        parts.append(f'<text x="{left - 6}" y="{y_of(value) + 4}" text-anchor="end">{value * 100:.0f}%</text>')
+    front = sorted((e for e in scored if e["on_pareto_front"]), key=lambda e: (e["cost_usd"], e["accuracy"]))
+    if len(front) > 1:
+        steps: list[str] = []
+        for i, e in enumerate(front):
+            if i:  # horizontal at the previous accuracy, then up: nothing between two front jobs does better
+                steps.append(f"{x_of(e['cost_usd'])},{y_of(front[i - 1]['accuracy'])}")
+            steps.append(f"{x_of(e['cost_usd'])},{y_of(e['accuracy'])}")
+        parts.append(f'<polyline class="front" points="{" ".join(steps)}" fill="none" stroke="#d9534f"/>')
+    for e in scored:
+        x, y = x_of(e["cost_usd"]), y_of(e["accuracy"])
+        colour = "#d9534f" if e["on_pareto_front"] else "#3b6ea5"
+        label = html.escape(f"#{e['rank']} {e['model']} {e['approach']}")
+        parts += [
+            f'<line class="interval" x1="{x}" y1="{y_of(e["accuracy_ci_low"])}" x2="{x}" '
+            f'y2="{y_of(e["accuracy_ci_high"])}" stroke="{colour}"/>',
+            f'<circle class="job" cx="{x}" cy="{y}" r="5" fill="{colour}">'
+            f"<title>{html.escape(e['job_name'] or '')}</title></circle>",
+            f'<text x="{x + 8}" y="{y + 4}">{label} ({_usd(e["cost_usd"])}, {_pct(e["accuracy"])})</text>',
+        ]
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def render_time_split_svg(report: dict[str, Any]) -> str:
+    """Each job's wall time split into waiting / downloading / training / uploading (what its ledger row has), as
+    stacked horizontal bars on one time scale."""
+    jobs = [e for e in report["jobs"] if e.get("time_split_seconds")]
+    width, label_width, row, top = 760, 220, 26, 60
+    bar_room = width - label_width - 100
+    height = top + row * max(len(jobs), 1) + 20
+    parts = _svg_open(width, height, f"{report['run_id']}: where each job's time went")
+    known = [name for name, _ in TIME_PHASES]
+    colours = dict(TIME_PHASES)
+    for i, (name, colour) in enumerate(TIME_PHASES):
+        parts += [
+            f'<rect class="legend" x="{10 + i * 120}" y="32" width="12" height="12" fill="{colour}"/>',
+            f'<text x="{26 + i * 120}" y="42">{name}</text>',
+        ]
+    if not jobs:
+        parts += [f'<text x="10" y="{top + 14}">No job recorded a time split.</text>', "</svg>"]
+        return "\n".join(parts) + "\n"
+    longest = max(sum(e["time_split_seconds"].values()) for e in jobs) or 1.0
+    for i, e in enumerate(jobs):
+        y = top + i * row
+        split = e["time_split_seconds"]
+        phases = [p for p in known if p in split] + sorted(p for p in split if p not in known)
+        label = html.escape(f"#{e['rank']} {e['model']} {e['approach']}")
+        parts.append(f'<text x="10" y="{y + 15}">{label}</text>')
+        x = float(label_width)
+        for phase in phases:
+            length = bar_room * split[phase] / longest
+            if length <= 0:
+                continue
+            parts.append(
+                f'<rect class="segment" x="{round(x, 1)}" y="{y + 3}" width="{round(length, 1)}" height="{row - 8}" '
+                f'fill="{colours.get(phase, "#999999")}">'
+                f"<title>{html.escape(phase)}: {split[phase]:.0f} s</title></rect>"
+            )
+            x += length
+        parts.append(f'<text x="{round(x, 1) + 6}" y="{y + 15}">{sum(split.values()) / 60:.1f} min</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
 def write_report(s3: Any, bucket: str, report: dict[str, Any]) -> tuple[str, str]:
-    """Put `reports/<run>/report.json`, `report.md` and `chart.svg`; returns the JSON and Markdown s3:// URIs."""
+    """Put `reports/<run>/report.json`, `report.md` and the charts; returns the JSON and Markdown s3:// URIs."""
     json_key, md_key = naming.report_keys(report["run_id"])
-    chart_key = md_key.rsplit("/", 1)[0] + "/" + CHART_NAME
+    folder = md_key.rsplit("/", 1)[0]
     s3.put_object(
         Bucket=bucket,
         Key=json_key,
@@ -265,8 +587,18 @@ def write_report(s3: Any, bucket: str, report: dict[str, Any]) -> tuple[str, str
     s3.put_object(
         Bucket=bucket, Key=md_key, Body=render_markdown(report).encode(), ContentType="text/markdown; charset=utf-8"
     )
-    s3.put_object(Bucket=bucket, Key=chart_key, Body=render_chart_svg(report).encode(), ContentType="image/svg+xml")
+    for name, svg in charts(report).items():
+        s3.put_object(Bucket=bucket, Key=f"{folder}/{name}", Body=svg.encode(), ContentType="image/svg+xml")
     return f"s3://{bucket}/{json_key}", f"s3://{bucket}/{md_key}"
+
+
+def charts(report: dict[str, Any]) -> dict[str, str]:
+    """Every chart of the report by file name (report.md links them by these names)."""
+    return {
+        CHART_NAME: render_chart_svg(report),
+        PARETO_CHART_NAME: render_pareto_svg(report),
+        TIME_SPLIT_CHART_NAME: render_time_split_svg(report),
+    }
 
 
 def summary_fields(report: dict[str, Any], report_json_uri: str, report_md_uri: str) -> dict[str, Any]:

@@ -105,7 +105,10 @@ _ACTION_OF_OPERATION = {("s3", "ListObjectsV2"): "s3:ListBucket", ("s3", "HeadOb
 # How each service names the resource of a request, from its parameters.
 _RESOURCE_OF: dict[str, Callable[[Mapping[str, Any], str, str], str]] = {
     "s3": lambda p, _r, _a: f"arn:aws:s3:::{p['Bucket']}" + (f"/{p['Key']}" if "Key" in p else ""),
-    "dynamodb": lambda p, r, a: f"arn:aws:dynamodb:{r}:{a}:table/{p['TableName']}",
+    # A Query on an index is authorized against the index's ARN, not the table's.
+    "dynamodb": lambda p, r, a: (
+        f"arn:aws:dynamodb:{r}:{a}:table/{p['TableName']}" + (f"/index/{p['IndexName']}" if "IndexName" in p else "")
+    ),
     # SageMaker lower-cases the name in the ARN it authorizes.
     "sagemaker": lambda p, r, a: (
         p.get("ResourceArn") or f"arn:aws:sagemaker:{r}:{a}:training-job/{p['TrainingJobName']}".lower()
@@ -264,9 +267,13 @@ class Gate:
         return {arn: _require_arn(self.resolver.resolve(key)) for arn, key in keys.items()}
 
     def _key_of(self, resource: str) -> str | None:
-        """The key the resource (an object of an encrypted bucket included) is encrypted with, if any."""
-        bucket = resource.split("/", 1)[0] if resource.startswith("arn:aws:s3:::") else resource
-        return self._keys.get(bucket)
+        """The key the resource (an object of an encrypted bucket, an index of an encrypted table included) is
+        encrypted with, if any."""
+        if resource.startswith("arn:aws:s3:::"):
+            resource = resource.split("/", 1)[0]
+        elif resource.startswith("arn:aws:dynamodb:"):
+            resource = resource.split("/index/", 1)[0]
+        return self._keys.get(resource)
 
     # -- needs -------------------------------------------------------------------------------------------------------
     def needs(self, calls: Iterable[AwsCall]) -> list[Need]:

@@ -209,14 +209,15 @@ class LocalAccount:
         resolver.attributes[(data_bucket, "Arn")] = f"arn:aws:s3:::{DATA_BUCKET}"
 
         table = _only(template, "AWS::DynamoDB::Table")
+        # Keys and indexes as the template defines them (CloudFormation's shapes are the API's).
+        table_properties = template["Resources"][table]["Properties"]
+        indexes = table_properties.get("GlobalSecondaryIndexes")
         boto3.client("dynamodb", region_name=REGION).create_table(
             TableName=TABLE_NAME,
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
+            KeySchema=table_properties["KeySchema"],
+            AttributeDefinitions=table_properties["AttributeDefinitions"],
             BillingMode="PAY_PER_REQUEST",
+            **({"GlobalSecondaryIndexes": indexes} if indexes else {}),
         )
         resolver.refs[table] = TABLE_NAME
         resolver.attributes[(table, "Arn")] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{TABLE_NAME}"

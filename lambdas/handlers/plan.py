@@ -18,7 +18,7 @@ from lambdas.handlers.observability import instrumented, logger
 @instrumented
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Validate, expand, fit, price and check the run; return `{run_id, jobs, total_estimated_max_cost_usd,
-    budget_usd}`."""
+    total_estimated_cost_usd, budget_usd}`."""
     if not event.get("execution_name"):
         raise ConfigurationError("Plan event needs execution_name (the state machine passes $$.Execution.Name)")
     config = settings.plan_settings()
@@ -37,6 +37,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             "run_id": result["run_id"],
             "jobs": len(result["jobs"]),
             "total_estimated_max_cost_usd": result["total_estimated_max_cost_usd"],
+            "total_estimated_cost_usd": result["total_estimated_cost_usd"],
         },
     )
     return dict(result)

@@ -1,4 +1,6 @@
-"""Report Lambda: `{"run_id"}` -> report.json + report.md in S3, a SUMMARY ledger row, and a short message.
+"""Report Lambda: `{"run_id"}` -> report.json + report.md + charts in S3, a SUMMARY ledger row, and a short message.
+
+Earlier runs of each job's model x approach come from the ledger's model x approach index (a Query, never a scan).
 
 Output: `{run_id, report_json_uri, report_md_uri, message}`; the state machine publishes `message` to SNS.
 """
@@ -8,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
 
 from lambdas import aws, ledger, report, settings
 from lambdas.handlers.observability import instrumented, logger
@@ -15,11 +18,21 @@ from lambdas.handlers.observability import instrumented, logger
 
 @instrumented
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Rank the run's jobs, write the report, record the summary."""
+    """Rank the run's jobs, compare them with earlier runs, write the report, record the summary."""
     config = settings.report_settings()
     run_id = event["run_id"]
     dynamodb = aws.client("dynamodb")
-    document = report.build_report(run_id, ledger.run_rows(dynamodb, config.table_name, run_id))
+    rows = ledger.run_rows(dynamodb, config.table_name, run_id)
+
+    def earlier(model: str, approach: str, limit: int) -> list[dict[str, Any]]:
+        # The comparison is an extra: an index still backfilling after a deploy must not cost the run its report.
+        try:
+            return ledger.model_approach_rows(dynamodb, config.table_name, model, approach, limit)
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("no earlier runs for the comparison", extra={"model": model, "error": str(exc)})
+            return []
+
+    document = report.build_report(run_id, rows, history=report.fetch_history(rows, earlier))
     json_uri, md_uri = report.write_report(aws.client("s3"), config.bucket_name, document)
     summary = report.summary_fields(document, json_uri, md_uri)
     ledger.put_row(dynamodb, config.table_name, ledger.summary_row(run_id, summary))

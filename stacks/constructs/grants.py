@@ -17,6 +17,7 @@ from enum import StrEnum
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 
+from lambdas.ledger import MODEL_APPROACH_INDEX
 from stacks.constructs.bucket import DATASETS_PREFIX, MODELS_PREFIX, REPORTS_PREFIX
 from stacks.nag import acknowledge, nag_resource
 
@@ -28,6 +29,7 @@ class Target(StrEnum):
     REPORTS = "objects under reports/ in the data bucket"
     MODELS = "objects under models/ in the data bucket"
     LEDGER = "the ledger table"
+    LEDGER_INDEX = "the ledger's model x approach index"
     DATA_KEY = "the data key"
     TOPIC = "the notification topic"
     TOKEN_SECRET = "the Hugging Face token secret"
@@ -125,7 +127,13 @@ GRANTS: Mapping[str, tuple[Grant, ...]] = {
             "Record queries only its own jobs' hosts.",
         ),
     ),
-    "Report": (Grant(("dynamodb:Query", "dynamodb:PutItem"), Target.LEDGER), _WRITE_REPORTS, _DATA_KEY_WRITER),
+    "Report": (
+        Grant(("dynamodb:Query", "dynamodb:PutItem"), Target.LEDGER),
+        # Earlier runs of each job's model x approach, for the report's comparison (a Query on the index, no scan).
+        Grant(("dynamodb:Query",), Target.LEDGER_INDEX),
+        _WRITE_REPORTS,
+        _DATA_KEY_WRITER,
+    ),
     # Runs when an execution fails, times out or is aborted: stops the run's jobs, records and reports them.
     "Cleanup": (
         Grant(
@@ -165,6 +173,8 @@ def _resource_arn(grant: Grant, targets: GrantTargets) -> str:
         return f"{targets[Target.BUCKET]}/{REPORTS_PREFIX}*"
     if grant.target is Target.MODELS:
         return f"{targets[Target.BUCKET]}/{MODELS_PREFIX}*"
+    if grant.target is Target.LEDGER_INDEX:
+        return f"{targets[Target.LEDGER]}/index/{MODEL_APPROACH_INDEX}"
     return targets[grant.target]
 
 

@@ -7,11 +7,14 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from lambdas.ledger import MODEL_APPROACH_INDEX, MODEL_APPROACH_KEY, MODEL_APPROACH_SORT_KEY
 from stacks.config import Config
 
 
 class Ledger(Construct):
-    """On-demand, point-in-time-recoverable, KMS-encrypted table keyed `pk = RUN#<run>`, `sk = JOB#<job>|SUMMARY`."""
+    """On-demand, point-in-time-recoverable, KMS-encrypted table keyed `pk = RUN#<run>`, `sk = JOB#<job>|SUMMARY`,
+    with one index by model x approach (newest first) so a report can place a run next to earlier ones without a
+    scan."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: Config, key: kms.IKey) -> None:
         super().__init__(scope, construct_id)
@@ -28,4 +31,10 @@ class Ledger(Construct):
             ),
             deletion_protection=config.table_deletion_protection,
             removal_policy=RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY,
+        )
+        self.table.add_global_secondary_index(
+            index_name=MODEL_APPROACH_INDEX,
+            partition_key=dynamodb.Attribute(name=MODEL_APPROACH_KEY, type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name=MODEL_APPROACH_SORT_KEY, type=dynamodb.AttributeType.STRING),
+            projection_type=dynamodb.ProjectionType.ALL,
         )

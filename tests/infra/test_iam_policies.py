@@ -11,6 +11,7 @@ import pytest
 from finetune.local.cfn import Resolver
 from finetune.local.iam_gate import TRAINING_LOG_GROUP, Gate, Need, lint_policies
 from finetune.local.runner import ACCOUNT_ID, REGION
+from lambdas.ledger import MODEL_APPROACH_INDEX
 from stacks.app_builder import cdk_json_context
 from stacks.config import CONTEXT_KEY, load_config
 from stacks.packaging import REPO_ROOT
@@ -63,6 +64,15 @@ def test_plan_may_describe_the_token_secret_but_neither_read_it_nor_list_default
     assert not _allowed(gate, "Plan", "secretsmanager:DescribeSecret", f"{secret[:-6]}other")
     # Plan never calls it (lambdas/plan.py lists the applied quotas only).
     assert not _allowed(gate, "Plan", "servicequotas:ListAWSDefaultServiceQuotas", "*")
+
+
+def test_report_may_query_the_model_approach_index_and_only_report_may(gate) -> None:
+    table = _ref(gate, "AWS::DynamoDB::Table", "Arn")
+    index = f"{table}/index/{MODEL_APPROACH_INDEX}"
+    assert _allowed(gate, "Report", "dynamodb:Query", index)
+    assert not _allowed(gate, "Report", "dynamodb:Scan", index)
+    assert not _allowed(gate, "Report", "dynamodb:Query", f"{table}/index/other")
+    assert not _allowed(gate, "Record", "dynamodb:Query", index)
 
 
 def test_training_jobs_read_the_token_value_only(gate) -> None:

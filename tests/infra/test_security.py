@@ -140,6 +140,24 @@ def test_ledger_is_on_demand_recoverable_encrypted_and_protected(synthesized) ->
     )
 
 
+def test_ledger_has_one_index_by_model_and_approach_newest_first(synthesized) -> None:
+    synthesized.main.has_resource_properties(
+        "AWS::DynamoDB::Table",
+        {
+            "GlobalSecondaryIndexes": [
+                {
+                    "IndexName": "model-approach",
+                    "KeySchema": [
+                        {"AttributeName": "model_approach", "KeyType": "HASH"},
+                        {"AttributeName": "created_at", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ]
+        },
+    )
+
+
 def test_token_secret_is_created_empty_and_uses_the_data_key(synthesized) -> None:
     secrets = _resources(synthesized.main_json, "AWS::SecretsManager::Secret")
     assert len(secrets) == 1

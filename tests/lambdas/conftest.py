@@ -13,7 +13,7 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from lambdas import aws, settings
+from lambdas import aws, ledger, settings
 from tests.lambdas.lambda_testkit import BUCKET, ENVIRONMENT, REGION, TABLE, FakeLambdaContext, StubbedClients
 
 
@@ -52,6 +52,19 @@ def moto_aws() -> Iterator[None]:
             AttributeDefinitions=[
                 {"AttributeName": "pk", "AttributeType": "S"},
                 {"AttributeName": "sk", "AttributeType": "S"},
+                {"AttributeName": ledger.MODEL_APPROACH_KEY, "AttributeType": "S"},
+                {"AttributeName": ledger.MODEL_APPROACH_SORT_KEY, "AttributeType": "S"},
+            ],
+            # As stacks/constructs/ledger.py defines it
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": ledger.MODEL_APPROACH_INDEX,
+                    "KeySchema": [
+                        {"AttributeName": ledger.MODEL_APPROACH_KEY, "KeyType": "HASH"},
+                        {"AttributeName": ledger.MODEL_APPROACH_SORT_KEY, "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
             ],
             BillingMode="PAY_PER_REQUEST",
         )

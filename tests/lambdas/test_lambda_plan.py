@@ -105,6 +105,9 @@ def test_plan_prices_from_the_pricing_api_and_returns_the_run(moto_aws: None, st
     assert qlora["estimated_max_cost_usd"] == 3.0  # 2 h x 1 x $1.50
     assert lora["estimated_max_cost_usd"] == 3.2
     assert result["total_estimated_max_cost_usd"] == 6.2
+    # and the expected cost beside it: the sum of the jobs' expected (spot) costs, well under the maximum
+    assert result["total_estimated_cost_usd"] == round(qlora["estimated_cost_usd"] + lora["estimated_cost_usd"], 4)
+    assert 0 < result["total_estimated_cost_usd"] < result["total_estimated_max_cost_usd"]
     stubbed.pricing_stub.assert_no_pending_responses()
 
 

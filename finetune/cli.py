@@ -42,6 +42,7 @@ from finetune.deployment import (
     resolve_from_cloudformation,
 )
 from lambdas import catalog, cleanup, ledger, memory, naming, plan, report
+from lambdas import estimate as estimate_model
 from lambdas.errors import BudgetExceeded, InfeasibleJob, InvalidExecutionInput
 from lambdas.job_spec import JobSpec
 from stacks.config import Config
@@ -209,10 +210,9 @@ class Estimate:
         return sum(job["estimated_max_cost_usd"] for job in self.jobs)
 
     @property
-    def expected_usd(self) -> float | None:
-        """Total expected cost, when the job specs carry one (`estimated_cost_usd`); None otherwise."""
-        expected = [job.get("estimated_cost_usd") for job in self.jobs]
-        return None if any(value is None for value in expected) else sum(float(v) for v in expected)  # type: ignore[arg-type]
+    def expected_usd(self) -> float:
+        """Total expected cost (lambdas/estimate.py: at the job's pricing, spot expected for spot jobs)."""
+        return sum(job["estimated_cost_usd"] for job in self.jobs)
 
 
 def estimate_input(doc: Any, config: Config, run_id: str = "estimate") -> Estimate:
@@ -236,11 +236,6 @@ def estimate_input(doc: Any, config: Config, run_id: str = "estimate") -> Estima
 
 def _gib(value: float) -> str:
     return f"{value / memory.GIB:.1f}"
-
-
-def _optional(value: Any, fmt: str) -> str:
-    # Expected figures come from newer job specs; an older spec (or logic layer) has none: "-".
-    return "-" if value is None else fmt.format(float(value))
 
 
 def print_estimate(estimate: Estimate) -> None:
@@ -267,8 +262,8 @@ def print_estimate(estimate: Estimate) -> None:
             job["model_key"],
             job["approach"],
             f"{job['instance_count']} x {job['instance_type']}" + (" spot" if job["spot"] else ""),
-            _optional(job.get("estimated_hours"), "{:.2f}"),
-            _optional(job.get("estimated_cost_usd"), "{:.2f}"),
+            f"{job['estimated_hours']:.2f}",
+            f"{job['estimated_cost_usd']:.2f}",
             f"{job['max_runtime_seconds'] / 3600:g}",
             f"{job['hourly_price_usd']:.3f} ({job['price_source']})",
             f"{job['estimated_max_cost_usd']:.2f}",
@@ -276,7 +271,13 @@ def print_estimate(estimate: Estimate) -> None:
             f"{_gib(fit.device.total)} of {_gib(usable)}" if usable else "host RAM",
         )
     out.print(table)
-    out.print(f"total expected: {_optional(estimate.expected_usd, '${:.2f}')} for {len(estimate.jobs)} jobs")
+    assumptions = Table(title="Expected-cost assumptions (lambdas/catalog.py; recalibrate from the report's actuals)")
+    for column in ("assumption", "value", "source"):
+        assumptions.add_column(column)
+    for row in estimate_model.assumptions_table():
+        assumptions.add_row(*row)
+    out.print(assumptions)
+    out.print(f"total expected: ${estimate.expected_usd:.2f} for {len(estimate.jobs)} jobs")
     verdict = "within" if estimate.total_usd <= estimate.budget_usd else "OVER"
     out.print(
         f"total: ${estimate.total_usd:.2f} maximum for {len(estimate.jobs)} jobs; budget ${estimate.budget_usd:.2f} "
@@ -549,7 +550,7 @@ def report_command(
     ctx: typer.Context,
     run: Annotated[str, typer.Argument(help="run id, execution name or execution ARN")],
     format: Annotated[ReportFormat, typer.Option("--format", help="table, md or json")] = ReportFormat.TABLE,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="also write report.json, report.md, chart.svg")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="also write report.json, report.md, charts")] = None,
 ) -> None:
     """A run's report: ranked jobs, bests and totals (from S3, or from the ledger while it runs)."""
     document = load_report(ctx.obj, run_id_of(run))
@@ -563,8 +564,10 @@ def report_command(
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "report.json").write_text(json.dumps(document, indent=2, sort_keys=True))
         (out_dir / "report.md").write_text(report.render_markdown(document))
-        (out_dir / report.CHART_NAME).write_text(report.render_chart_svg(document))
-        err.print(f"wrote report.json, report.md and {report.CHART_NAME} to {out_dir}")
+        charts = report.charts(document)
+        for chart_name, svg in charts.items():
+            (out_dir / chart_name).write_text(svg)
+        err.print(f"wrote report.json, report.md and {', '.join(charts)} to {out_dir}")
 
 
 @app.command()

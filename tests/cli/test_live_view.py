@@ -101,13 +101,14 @@ def test_estimate_shows_expected_hours_and_cost_and_their_total(monkeypatch) -> 
     assert "total expected: $0.80 for 1 jobs" in text
 
 
-def test_estimate_without_expected_figures_prints_dashes(monkeypatch) -> None:
+def test_estimate_prints_expected_cost_and_its_assumptions(monkeypatch) -> None:
     screen = io.StringIO()
     monkeypatch.setattr(cli, "out", Console(file=screen, width=250, highlight=False))
     estimate = cli.estimate_input({}, cli.deployment_config())
-    for job in estimate.jobs:
-        job.pop("estimated_cost_usd", None)  # type: ignore[misc]
 
     cli.print_estimate(estimate)
 
-    assert "total expected: - for 8 jobs" in screen.getvalue()
+    expected = sum(job["estimated_cost_usd"] for job in estimate.jobs)
+    assert f"total expected: ${expected:.2f} for 8 jobs" in screen.getvalue()
+    assert expected < estimate.total_usd
+    assert "peak dense TFLOP/s per GPU" in screen.getvalue()

@@ -12,6 +12,7 @@ import pytest
 
 from finetune.local.backends import ScriptedOutcome
 from finetune.local.runner import DATA_BUCKET, REGION
+from lambdas import report
 from tests.cli.conftest import answer_quota_requests, finetune
 from tests.workflow.conftest import GOOD_METRICS
 
@@ -47,7 +48,7 @@ def test_start_wait_follows_a_run_to_success_and_its_report_agrees_with_the_ledg
     assert (job["job_name"], job["status"]) == (row["job_name"], "Completed")
     assert job["cost_usd"] == pytest.approx(row["cost_usd"]) and job["accuracy"] == pytest.approx(0.9)
     assert document["totals"]["cost_usd"] == pytest.approx(row["cost_usd"])
-    assert {p.name for p in tmp_path.iterdir()} == {"report.json", "report.md", "chart.svg"}
+    assert {p.name for p in tmp_path.iterdir()} == {"report.json", "report.md", *report.charts(document)}
 
     # And the table, the Markdown and the runs list show the same run
     table = finetune(account, "report", "cli-ok")

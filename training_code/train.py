@@ -329,6 +329,18 @@ def merge_and_time(
     return scores
 
 
+def resolve_training(config: TrainConfig, runtime: modeling.Runtime, num_parameters: int) -> dict[str, Any]:
+    """The training settings decided at run time: learning rate, gradient checkpointing and batching."""
+    batching = config.batching
+    if batching == "auto":
+        batching = "padding_free" if runtime.padding_free_capable else "length_grouped"
+    return {
+        "learning_rate": resolve_learning_rate(config, num_parameters),
+        "gradient_checkpointing": modeling.use_gradient_checkpointing(config, runtime, num_parameters),
+        "batching": batching,
+    }
+
+
 def evaluate_baseline(
     config: TrainConfig,
     env: SageMakerEnv,
@@ -441,15 +453,8 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
         "mean_sequence": round(lengths.mean_train, 1),
         "eval_max_new_tokens": max_new_tokens,
     }
-    learning_rate, gradient_checkpointing, batching = 0.0, False, config.batching
-    if not config.is_baseline:
-        learning_rate = resolve_learning_rate(config, info.num_parameters)
-        gradient_checkpointing = modeling.use_gradient_checkpointing(config, runtime, info.num_parameters)
-        if batching == "auto":
-            batching = "padding_free" if runtime.padding_free_capable else "length_grouped"
-        resolved.update(
-            {"learning_rate": learning_rate, "gradient_checkpointing": gradient_checkpointing, "batching": batching}
-        )
+    if not config.is_baseline:  # a baseline trains nothing: no rate, recomputation or batching to decide
+        resolved.update(resolve_training(config, runtime, info.num_parameters))
     LOG.info("resolved: %s", json.dumps(resolved, sort_keys=True))
     setup = None
     constrained = config.decoding == "constrained"
@@ -471,6 +476,11 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
         assert setup is not None  # validate() requires eval_samples >= 1 for a baseline
         return evaluate_baseline(config, env, runtime, token, tokenizer, setup, fmt.describe(eos), resolved)
 
+    learning_rate, gradient_checkpointing, batching = (
+        resolved["learning_rate"],
+        resolved["gradient_checkpointing"],
+        resolved["batching"],
+    )
     # Creating the trainer arguments sets up torch.distributed under torchrun (before the model is loaded).
     from transformers import PrinterCallback, TrainerState
     from trl import SFTTrainer

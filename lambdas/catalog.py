@@ -221,10 +221,16 @@ def resolve_model(model: str, params_billion: float | None = None) -> Model:
 # --------------------------------------------------------------------------------------------------------------------
 # Approaches
 # --------------------------------------------------------------------------------------------------------------------
-APPROACHES: tuple[str, ...] = ("full", "lora", "qlora")
+# The three fine-tuning approaches, and `baseline`: the base model evaluated zero-shot on the same samples, without any
+# training (listed-labels prompt, constrained decoding), so a report shows what fine-tuning bought.
+TRAINING_APPROACHES: tuple[str, ...] = ("full", "lora", "qlora")
+BASELINE = "baseline"
+APPROACHES: tuple[str, ...] = (*TRAINING_APPROACHES, BASELINE)
 # Approaches that need a GPU: bitsandbytes 4-bit kernels are what make QLoRA worth running.
 GPU_ONLY_APPROACHES: frozenset[str] = frozenset({"qlora"})
 PROMPT_STYLES: tuple[str, ...] = ("compact", "listed")
+# A zero-shot model cannot know the label set a compact prompt leaves out: a baseline always lists the labels.
+BASELINE_PROMPT_STYLE = "listed"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -393,7 +399,7 @@ class JobDefaults:
     instance_type: str
     instance_count: int
     batch_size: int  # per device
-    learning_rate: float
+    learning_rate: float | None  # None: the training code chooses (and for baselines: no training at all)
     max_runtime_hours: float  # bounds the bill: the estimate and the budget check use it
 
 
@@ -408,8 +414,18 @@ DEFAULTS: dict[tuple[str, str], JobDefaults] = {
     ("2b", "qlora"): JobDefaults("ml.g5.xlarge", 1, 8, 2e-4, 2),
     ("2b", "lora"): JobDefaults("ml.g5.xlarge", 1, 8, 2e-4, 2),
     ("2b", "full"): JobDefaults("ml.g5.xlarge", 1, 8, 2e-5, 2),
+    # Baselines (zero-shot evaluation, no training) need inference memory only: bf16 weights, the KV cache and prefill
+    # of one evaluation batch of listed prompts (~1,024 tokens). Weights stay bf16, as every fine-tuned model but
+    # QLoRA's is evaluated, so the baseline measures the base model and not a quantization of it. One process loads
+    # the weights shard by shard onto its GPU(s) (a device map), so host memory holds one shard at a time. Batch size
+    # and learning rate do not apply (the evaluation batch is eval_batch_size); one hour covers the download, the load
+    # and 500 listed-prompt generations with a wide margin. No checkpoints: an interrupted spot baseline starts over.
+    ("2b", "baseline"): JobDefaults("ml.g5.xlarge", 1, 8, None, 1),
     # 7B QLoRA: 4-bit weights (~3.9 GB) + adapters + activations fit one 24 GB A10G at batch 8 (the study's choice).
     ("7b", "qlora"): JobDefaults("ml.g5.xlarge", 1, 8, 2e-4, 2),
+    # 7B baseline: ~12.6 GiB of bf16 weights + ~5 GiB of KV cache and prefill at 8 x 1,024 tokens fit one A10G (22.5
+    # GiB usable); the xlarge's 16 GiB of host RAM holds one 10 GB shard at a time. The cheapest GPU instance.
+    ("7b", "baseline"): JobDefaults("ml.g5.xlarge", 1, 8, None, 1),
     # 7B LoRA: bf16 weights (~13.5 GB) + activations with gradient checkpointing fit one A10G at batch 8; the
     # 2xlarge is for its 32 GiB host RAM: loading the bf16 weights needs ~17 GiB with the runtime (the xlarge has 16).
     ("7b", "lora"): JobDefaults("ml.g5.2xlarge", 1, 8, 2e-4, 2),
@@ -434,6 +450,12 @@ DEFAULTS: dict[tuple[str, str], JobDefaults] = {
     # batch of 8. It costs ~1/5 of a p4d per hour, its spot capacity is far easier to get and its default quota is
     # rarely 0, while p4d quotas usually are.
     ("20b", "qlora"): JobDefaults("ml.g5.12xlarge", 1, 2, 1e-4, 3),
+    # 20B baseline: ~38 GiB of bf16 weights fit no single catalog GPU below an 80 GB H100 (p5: $113/h). We keep bf16
+    # (not 8-bit/4-bit on a g5.xlarge, which would evaluate a quantized model, not the base) and spread one process's
+    # model over the g5.12xlarge's 4 A10Gs with a sequential device map: ~14 GiB per GPU with the KV cache. $7.09/h,
+    # the instance the 20B QLoRA job uses (same quota); ml.g6.12xlarge (4x L4) also fits at an approximated $5.75/h
+    # but its L4s have half the memory bandwidth that decoding is bound by.
+    ("20b", "baseline"): JobDefaults("ml.g5.12xlarge", 1, 8, None, 1),
     # 20B LoRA: bf16 weights alone are ~38 GiB, beyond any A10G and one A100 40GB's room with activations: FSDP over
     # the p4d's 8 A100s (the study's choice), batch 1 per GPU = global 8.
     ("20b", "lora"): JobDefaults("ml.p4d.24xlarge", 1, 1, 1e-4, 2),
@@ -444,6 +466,8 @@ DEFAULTS: dict[tuple[str, str], JobDefaults] = {
     ("70b", "qlora"): JobDefaults("ml.p5.48xlarge", 1, 1, 1e-4, 6),
     ("70b", "lora"): JobDefaults("ml.p5.48xlarge", 2, 1, 1e-4, 6),
     ("70b", "full"): JobDefaults("ml.p5.48xlarge", 4, 1, 2e-5, 8),
+    # 70B baseline: ~134 GiB of bf16 weights at 72B spread over a p4d's 8 A100s (~22 GiB per GPU with the cache).
+    ("70b", "baseline"): JobDefaults("ml.p4d.24xlarge", 1, 8, None, 2),
 }
 
 
@@ -452,12 +476,14 @@ def job_defaults(params_billion: float, approach: str) -> JobDefaults:
     return DEFAULTS[(size_class(params_billion), approach)]
 
 
-# The Banking77 study: 3 models x 3 approaches, minus GPT-NeoX-20B full (skipped for cost) = 8 jobs.
+# The Banking77 study: 3 models x 3 approaches, minus GPT-NeoX-20B full (skipped for cost) = 8 jobs. Baselines are
+# not in it by default: the execution input's `baselines: true` adds one per model (see `with_baselines`), at most
+# 2 x $1.41 + $7.09 = $9.91 more at catalog on-demand prices for the study's three models (their 1-hour bounds).
 STUDY_MODELS: tuple[str, ...] = ("llama2-7b", "mistral-7b", "gpt-neox-20b")
 STUDY_MATRIX: tuple[tuple[str, str], ...] = tuple(
     (model, approach)
     for model in STUDY_MODELS
-    for approach in APPROACHES
+    for approach in TRAINING_APPROACHES
     if (model, approach) != ("gpt-neox-20b", "full")
 )
 
@@ -501,7 +527,13 @@ class Hyperparameter:
 
 HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     Hyperparameter(
-        "approach", Source.EXPERIMENT, ("string",), None, "full, lora or qlora", "approach", choices=APPROACHES
+        "approach",
+        Source.EXPERIMENT,
+        ("string",),
+        None,
+        "full, lora, qlora, or baseline (zero-shot evaluation, no training)",
+        "approach",
+        choices=APPROACHES,
     ),
     Hyperparameter("model_id", Source.PLAN, ("string",), None, "Hub id of the resolved model", "model_id"),
     Hyperparameter(
@@ -636,6 +668,31 @@ def default(name: str) -> Any:
     if value == BY_SIZE_CLASS:
         raise ValueError(f"{name}'s default depends on the size class and approach: use job_defaults()")
     return value
+
+
+# Settings that shape training only. A baseline trains nothing: Plan keeps their defaults in its JobSpec (whatever
+# the input says, so every consumer of a JobSpec sees the usual keys and types) and Launch does not send them.
+TRAINING_ONLY_HYPERPARAMETERS: frozenset[str] = frozenset(
+    {
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "lora_r",
+        "lora_alpha",
+        "lora_dropout",
+        "merge_adapter",
+        "max_steps",
+        "fsdp",
+        "save_interval_seconds",
+        "warmup_ratio",
+        "checkpoint_dir",
+    }
+)
+
+
+def applies(name: str, approach: str) -> bool:
+    """Whether hyperparameter `name` means anything for a job of `approach` (a baseline has no training settings)."""
+    return approach != BASELINE or name not in TRAINING_ONLY_HYPERPARAMETERS
 
 
 # The JobSpec fields hashed into the job name, in table order.

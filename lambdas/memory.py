@@ -17,6 +17,8 @@ state, per GPU:
   allocator slack).
 Host memory per instance: the OS and one Python/torch process per GPU, the weights while they load, and the state
 FSDP's CPU offload keeps there. Evaluation: inference weights plus the KV cache at the evaluation batch size.
+A zero-shot baseline (`catalog.BASELINE`) trains nothing: it needs the evaluation's memory only, in one process whose
+bf16 model a device map spreads over the instance's GPUs, loaded shard by shard.
 
 Estimates are for planning: conservative where it is cheap to be (every LoRA layer's dropout copy, 12 bytes per logit),
 never tuned to a measurement.
@@ -121,8 +123,15 @@ class Workload:
 
     @property
     def adapter_parameters(self) -> int:
-        """Trainable LoRA parameters (0 for full fine-tuning)."""
-        return 0 if self.approach == "full" else self.model.architecture.lora_parameters(self.lora_r)
+        """Trainable LoRA parameters (0 for full fine-tuning and for a baseline, which trains nothing)."""
+        if self.approach in ("full", catalog.BASELINE):
+            return 0
+        return self.model.architecture.lora_parameters(self.lora_r)
+
+    @property
+    def trains(self) -> bool:
+        """False for a baseline: no weights, gradients, optimizer state or activations for backward."""
+        return self.approach != catalog.BASELINE
 
     @property
     def chosen_optimizer(self) -> Optimizer:
@@ -272,6 +281,13 @@ class FitEstimate:
     def describe(self) -> str:
         """One line: strategy, precision and optimizer, per-GPU total and breakdown, host, evaluation, checkpoint."""
         parts = ", ".join(f"{name} {value}" for name, value in self.device.gib().items() if value)
+        if not self.workload.trains:
+            where = f"on {self.evaluation_gpus} GPU(s)" if self.on_gpu else "in host RAM"
+            return (
+                f"evaluation only (baseline, {self.precision.value}) on {self.placement.describe()}: "
+                f"{_gib(self.evaluation_bytes)} GiB {where}; host {_gib(self.host.total)} of "
+                f"{_gib(self.placement.host_bytes)} GiB; no checkpoints"
+            )
         if self.on_gpu:
             training = f"{_gib(self.device.total)} GiB per GPU of {_gib(self.placement.gpu_usable_bytes)}"
             evaluation = f"{_gib(self.evaluation_bytes)} GiB on {self.evaluation_gpus} GPU(s)"
@@ -420,6 +436,13 @@ def _qlora_state(workload: Workload, placement: Placement) -> DeviceMemory:
 
 def _host_memory(workload: Workload, placement: Placement, strategy: Strategy, device: DeviceMemory) -> HostMemory:
     model = workload.model
+    if not workload.trains:
+        # One process; on a GPU its device map loads each safetensors shard straight onto the GPUs.
+        runtime = (HOST_OS_RESERVE_GIB + HOST_PER_PROCESS_GIB) * GIB
+        if not placement.instance.has_gpu:
+            return HostMemory(runtime=runtime, training=_evaluation(workload, placement)[0])
+        loading = min(LOAD_SHARD_BYTES, _compute_bytes(placement.precision) * model.parameters)
+        return HostMemory(runtime=runtime, loading=loading)
     runtime = (HOST_OS_RESERVE_GIB + HOST_PER_PROCESS_GIB * placement.processes) * GIB
     if not placement.instance.has_gpu:
         return HostMemory(runtime=runtime, training=device.total)
@@ -467,6 +490,8 @@ def _evaluation(workload: Workload, placement: Placement) -> tuple[float, int]:
 def _checkpoint_bytes(workload: Workload, placement: Placement, strategy: Strategy) -> float:
     """Trainable parameters and their optimizer state, as a checkpoint stores them (all ranks together)."""
     optimizer = workload.chosen_optimizer
+    if not workload.trains:
+        return 0.0
     if workload.approach == "full":
         fp32 = strategy is not Strategy.DDP or placement.precision is not Precision.BF16
         parameter_bytes = 4 if fp32 else 2
@@ -485,6 +510,8 @@ def strategies(workload: Workload, placement: Placement) -> tuple[Strategy, ...]
     """
     if workload.approach == "qlora":
         return (Strategy.DDP,) if placement.instance.has_gpu else ()
+    if not workload.trains:
+        return (Strategy.DDP,)  # one process, nothing to shard: its device map spreads the model over the GPUs
     if not placement.instance.has_gpu:
         return (Strategy.DDP,)
     if placement.world_size == 1:
@@ -494,6 +521,19 @@ def strategies(workload: Workload, placement: Placement) -> tuple[Strategy, ...]
 
 def estimate(workload: Workload, placement: Placement, strategy: Strategy) -> FitEstimate:
     """The memory needs of `workload` on `placement` with `strategy` (feasible or not)."""
+    evaluation, evaluation_gpus = _evaluation(workload, placement)
+    if not workload.trains:
+        # Nothing trains: the only device memory is the evaluation's (checked as `evaluation_bytes`).
+        return FitEstimate(
+            workload=workload,
+            placement=placement,
+            strategy=strategy,
+            device=DeviceMemory(),
+            host=_host_memory(workload, placement, strategy, DeviceMemory()),
+            evaluation_bytes=evaluation,
+            evaluation_gpus=evaluation_gpus,
+            checkpoint_bytes=0.0,
+        )
     if workload.approach == "qlora":
         state = _qlora_state(workload, placement)
     elif workload.approach == "full":
@@ -510,7 +550,6 @@ def estimate(workload: Workload, placement: Placement, strategy: Strategy) -> Fi
         activations=activation_bytes(workload, placement),
         runtime=runtime,
     )
-    evaluation, evaluation_gpus = _evaluation(workload, placement)
     return FitEstimate(
         workload=workload,
         placement=placement,

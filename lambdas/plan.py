@@ -111,9 +111,16 @@ def _resolve_settings(
     """Every hyperparameter of one job, from the catalog's table: the input's value, else its default (`defaults`,
     the size class's, decide instance, batch size and learning rate). Planner-decided ones are filled in later."""
     values: dict[str, Any] = {}
+    approach = experiment["approach"]
     for hp in catalog.HYPERPARAMETERS:
         if hp.source is catalog.Source.EXPERIMENT:
             fallback = getattr(defaults, hp.name) if hp.default == catalog.BY_SIZE_CLASS else hp.default
+            if not catalog.applies(hp.name, approach):
+                # A baseline trains nothing: its training settings keep their defaults (and Launch does not send them).
+                if experiment.get(hp.name, fallback) != fallback:
+                    logger.info("%s is ignored for approach %s (no training)", hp.name, approach)
+                values[hp.name] = fallback
+                continue
             # Present-and-null learning_rate means "auto" (the training code chooses): `get` keeps the None.
             values[hp.name] = experiment.get(hp.name, fallback)
         elif hp.source is catalog.Source.RUN:
@@ -123,6 +130,10 @@ def _resolve_settings(
     # The default count belongs to the default type (two p4ds for 20B full); any other type starts at one.
     if values["instance_type"] != defaults.instance_type:
         values["instance_count"] = experiment.get("instance_count", 1)
+    if approach == catalog.BASELINE:
+        # Forced (the schema's default, compact, fills every experiment): a model that was never trained cannot know
+        # the labels a compact prompt leaves out.
+        values["prompt_style"] = catalog.BASELINE_PROMPT_STYLE
     values["model_id"] = model.hf_id
     return values
 
@@ -170,6 +181,11 @@ def _resolve_experiment(
             )
         )
         return None
+    if approach == catalog.BASELINE:
+        baseline_problems = _baseline_problems(experiment)
+        if baseline_problems:
+            problems.extend((f"{path}.{name}", why) for name, why in baseline_problems)
+            return None
     values = _resolve_settings(experiment, doc, model, defaults)
     # An explicit input value wins; otherwise the catalog's bound for this size/approach, capped by the deployment's.
     hours = doc.get("max_runtime_hours") or min(defaults.max_runtime_hours, runtime_cap_hours or math.inf)
@@ -178,6 +194,17 @@ def _resolve_experiment(
     values["gpus_per_instance"] = instance.gpus
     values["parameters"] = model.parameters  # for the expected-cost estimate (a Hub id's size is in the input only)
     return model, values
+
+
+def _baseline_problems(experiment: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field, why) for settings a zero-shot baseline cannot honour (training-only ones are ignored, not refused,
+    and its prompt style is always listed)."""
+    found = []
+    if experiment.get("instance_count", 1) != 1:
+        found.append(
+            ("instance_count", "a baseline runs one process on one instance (its model spreads over that one's GPUs)")
+        )
+    return found
 
 
 def plan_fit(model: catalog.Model, values: dict[str, Any]) -> memory.FitEstimate:
@@ -196,10 +223,35 @@ def plan_fit(model: catalog.Model, values: dict[str, Any]) -> memory.FitEstimate
 
 
 def requested_experiments(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """The experiments a validated input asks for: its own, or the study matrix when `experiments` is omitted."""
-    return doc.get("experiments") or [
+    """The experiments a validated input asks for: its own, or the study matrix when `experiments` is omitted; with
+    `baselines`, followed by a baseline for each of their models that has none (see `with_baselines`)."""
+    experiments = doc.get("experiments") or [
         {"model": model, "approach": approach} for model, approach in catalog.STUDY_MATRIX
     ]
+    return with_baselines(experiments) if doc.get("baselines") else experiments
+
+
+def with_baselines(experiments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`experiments` plus one zero-shot baseline per model (and Hub size) that has none, in order of first use.
+
+    A baseline takes only the model's identity: every other setting is the baseline defaults of its size class.
+    """
+
+    def identity(experiment: dict[str, Any]) -> tuple[str, Any]:
+        return experiment["model"], experiment.get("params_billion")
+
+    covered = {identity(exp) for exp in experiments if exp["approach"] == catalog.BASELINE}
+    added: list[dict[str, Any]] = []
+    for experiment in experiments:
+        key = identity(experiment)
+        if key in covered:
+            continue
+        covered.add(key)
+        baseline = {"model": experiment["model"], "approach": catalog.BASELINE}
+        if "params_billion" in experiment:
+            baseline["params_billion"] = experiment["params_billion"]
+        added.append(baseline)
+    return [*experiments, *added]
 
 
 def validate_execution_input(

@@ -56,7 +56,10 @@ def is_not_found(exc: ClientError) -> bool:
 
 
 def uses_torch_distributed(job: JobSpec) -> bool:
-    """More than one GPU in total: the toolkit must launch torchrun, or all GPUs but one sit idle."""
+    """More than one GPU in total: the toolkit must launch torchrun, or all GPUs but one sit idle. Not for a baseline:
+    one process evaluates, its model spread over the instance's GPUs by a device map."""
+    if job["approach"] == catalog.BASELINE:
+        return False
     return job["gpus_per_instance"] > 1 or job["instance_count"] > 1
 
 
@@ -80,7 +83,9 @@ def hyperparameters(job: JobSpec, *, hf_token_secret_arn: str, code_s3_uri: str,
     values: dict[str, Any] = {
         hp.training_name: settings[hp.name]
         for hp in catalog.HYPERPARAMETERS
-        if hp.training_name is not None and settings[hp.name] not in (None, "")
+        if hp.training_name is not None
+        and settings[hp.name] not in (None, "")
+        and catalog.applies(hp.name, job["approach"])  # a baseline gets no training settings
     }
     # What the toolkit needs to find and run the code (the SDK sets the same keys).
     values.update(

@@ -15,7 +15,11 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-APPROACHES = ("full", "lora", "qlora")
+APPROACHES = ("full", "lora", "qlora", "baseline")
+# baseline: evaluate the base model zero-shot, no training. It must list the labels in its prompt: a model that was
+# never trained cannot know a label set the compact prompt leaves out.
+BASELINE = "baseline"
+BASELINE_PROMPT_STYLE = "listed"
 GRADIENT_CHECKPOINTING = ("auto", "true", "false")
 BATCHING = ("auto", "padding_free", "length_grouped")
 DECODING = ("free", "constrained")
@@ -49,7 +53,8 @@ class TrainConfig:
     model_id: str
     """Hub id (e.g. meta-llama/Llama-2-7b-hf) or local directory of a causal LM."""
     approach: str = "lora"
-    """full | lora | qlora."""
+    """full | lora | qlora | baseline (the base model evaluated zero-shot: no training, no checkpoints, no weights
+    saved; prompt_style listed, and the training settings are ignored)."""
     epochs: float = 1.0
     per_device_batch_size: int = 8
     """8 is the Banking77 study's batch size."""
@@ -103,6 +108,11 @@ class TrainConfig:
     fsdp: str = ""
     """Empty (off), full_shard, or full_shard_offload (FSDP with params, grads and optimizer state offloaded to
     the CPU). Legacy `true` = full_shard. Used for models whose training state does not fit one GPU."""
+
+    @property
+    def is_baseline(self) -> bool:
+        """Whether the job only evaluates the base model (zero-shot), training nothing."""
+        return self.approach == BASELINE
 
     @property
     def is_peft(self) -> bool:
@@ -227,6 +237,8 @@ def parse_hyperparameters(argv: list[str]) -> TrainConfig:
     for name in ("approach", "gradient_checkpointing", "batching", "decoding", "prompt_style"):
         if name in values:
             values[name] = values[name].lower()
+    if values.get("approach") == BASELINE:
+        values.setdefault("prompt_style", BASELINE_PROMPT_STYLE)  # `validate` refuses an explicit compact one
     return TrainConfig(**values)
 
 
@@ -327,6 +339,8 @@ def validate(config: TrainConfig, env: SageMakerEnv) -> None:
         if config.modules_to_save:
             # TRL casts every trainable parameter of a quantized model to bf16, which breaks a fully trained head.
             raise ConfigError("hyperparameter lora_modules_to_save is not supported with approach=qlora")
+    if config.is_baseline:
+        _validate_baseline(config)
     if config.fsdp:
         import torch
 
@@ -338,6 +352,22 @@ def validate(config: TrainConfig, env: SageMakerEnv) -> None:
     model_path = Path(config.model_id)
     if config.model_id.startswith(("/", "./", "../", "~")) and not model_path.expanduser().is_dir():
         raise ConfigError(f"hyperparameter model_id={config.model_id!r} looks like a local path but is not a directory")
+
+
+def _validate_baseline(config: TrainConfig) -> None:
+    """What a zero-shot baseline cannot honour; its training settings (epochs, LoRA, ...) are merely unused."""
+    if config.prompt_style != BASELINE_PROMPT_STYLE:
+        raise ConfigError(
+            f"hyperparameter prompt_style={config.prompt_style!r} is not supported with approach=baseline: a model "
+            f"that was never trained cannot know labels the prompt leaves out; use {BASELINE_PROMPT_STYLE}"
+        )
+    if config.eval_samples < 1:
+        raise ConfigError("hyperparameter eval_samples=0 leaves approach=baseline nothing to do: it only evaluates")
+    if config.fsdp:
+        raise ConfigError(
+            "hyperparameter fsdp is not supported with approach=baseline: it trains nothing; one process spreads "
+            "the model over the GPUs for inference"
+        )
 
 
 def _validate_channel(variable: str, channel: str, directory: Path | None) -> None:
@@ -377,6 +407,7 @@ def as_dict(config: TrainConfig) -> dict[str, typing.Any]:
 
 __all__ = [
     "APPROACHES",
+    "BASELINE",
     "FSDP_MODES",
     "ConfigError",
     "SageMakerEnv",

@@ -267,6 +267,24 @@ def load_for_inference(
     return model if device_map is not None else model.to(runtime.device)
 
 
+def load_base_for_inference(
+    config: TrainConfig,
+    runtime: Runtime,
+    token: str | None,
+    device_map: Any = None,
+    max_memory: dict[int | str, int] | None = None,
+):  # -> PreTrainedModel
+    """The untrained base model for a zero-shot baseline, in `runtime.dtype` (bf16 on GPUs: the precision every
+    fine-tuned model but QLoRA's is evaluated in), in evaluation mode; dispatched by `device_map` when given."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": runtime.dtype, "attn_implementation": runtime.attn_implementation}
+    kwargs.update(_placement_kwargs(device_map, max_memory))
+    model = AutoModelForCausalLM.from_pretrained(config.model_id, token=token, **kwargs).eval()
+    LOG.info("loaded %s for zero-shot evaluation (%s)", config.model_id, runtime.dtype)
+    return model if device_map is not None else model.to(runtime.device)
+
+
 def load_merged(
     config: TrainConfig,
     adapter_dir: Path,

@@ -7,6 +7,8 @@ train.py ...` when distributed training is enabled), or locally on CPU with the 
     SM_OUTPUT_DIR=out python training_code/train.py --model_id ./tiny-llama --approach lora --max_steps 30 \
         --checkpoint_dir out/checkpoints --bertscore_model <local encoder dir>
 
+approach=baseline evaluates the base model zero-shot instead (`evaluate_baseline`): no trainer, no checkpoints.
+
 Read top to bottom, `run` is the whole job: validate → read data → tokenizer, sequence lengths and the BERTScore
 encoder (all before any model is loaded) → model → train (resuming from the newest verified checkpoint, saving on a
 time interval) → save → evaluate on rank 0 → report → merge and time the merged model.
@@ -327,6 +329,68 @@ def merge_and_time(
     return scores
 
 
+def resolve_training(config: TrainConfig, runtime: modeling.Runtime, num_parameters: int) -> dict[str, Any]:
+    """The training settings decided at run time: learning rate, gradient checkpointing and batching."""
+    batching = config.batching
+    if batching == "auto":
+        batching = "padding_free" if runtime.padding_free_capable else "length_grouped"
+    return {
+        "learning_rate": resolve_learning_rate(config, num_parameters),
+        "gradient_checkpointing": modeling.use_gradient_checkpointing(config, runtime, num_parameters),
+        "batching": batching,
+    }
+
+
+def evaluate_baseline(
+    config: TrainConfig,
+    env: SageMakerEnv,
+    runtime: modeling.Runtime,
+    token: str | None,
+    tokenizer: Any,
+    setup: EvalSetup,
+    model_card: dict[str, Any],
+    resolved: dict[str, Any],
+) -> int:
+    """approach=baseline: generate with the untrained base model and score it like any trained one.
+
+    No trainer, optimizer or checkpoint. The artifact is small and holds no weights (the base model is on the Hub):
+    labels.json (how the model was prompted), training_config.json (what was evaluated, with a note) and
+    metrics.json. A failure fails the job: unlike a trained job, there is nothing else to keep.
+    """
+    model_dir = env.model_dir
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / LABELS_FILE).write_text(json.dumps(model_card, indent=2) + "\n")
+    note = {
+        "hyperparameters": as_dict(config),
+        "resolved": resolved,
+        **model_card,
+        "baseline": {
+            "base_model": config.model_id,
+            "note": "zero-shot baseline: the base model evaluated without training (listed-labels prompt, "
+            f"{config.decoding} decoding); no weights are saved here, load the base model by its id",
+        },
+    }
+    (model_dir / "training_config.json").write_text(json.dumps(note, indent=2) + "\n")
+
+    model = modeling.load_base_for_inference(config, runtime, token, **_placement(runtime, setup))
+    try:
+        generations = _generate(model, tokenizer, setup, config)
+    finally:
+        del model
+        _free_memory(runtime)  # BERTScore runs next
+    peak = telemetry.peak_memory_gb(runtime.use_cuda)  # the high-water mark of generation, before BERTScore's
+    for example, output in list(zip(setup.examples, generations.outputs, strict=True))[:3]:
+        LOG.info("sample prediction: %r → %r (reference %r)", example.text, output.strip(), example.label)
+    references = [example.label for example in setup.examples]
+    scores = evaluation.score(
+        generations.outputs, references, setup.labels, generations.seconds, setup.bertscore, runtime.device
+    )
+    scores.metrics["peak_memory_gb"] = peak
+    report(scores, scores, env, model_dir)
+    LOG.info("done: baseline metrics in %s", model_dir)
+    return EXIT_OK
+
+
 def report(new: evaluation.Scores, everything: evaluation.Scores, env: SageMakerEnv, model_dir: Path) -> None:
     """Print the metric lines of `new` (SageMaker parses them) and write metrics.json with `everything` (rank 0)."""
     telemetry.print_final_metrics(new.metrics)
@@ -339,9 +403,14 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
     """The whole job; returns the exit status (exceptions are handled by `main`). `clock` times checkpoint saves."""
     config = parse_hyperparameters(argv)
     validate(config, env)
+    if config.is_baseline and not env.is_main:
+        # One process evaluates a baseline; under a launcher that started more, the others leave at once.
+        return EXIT_OK
     hyperparameters = as_dict(config)
     LOG.info("hyperparameters: %s", json.dumps(hyperparameters, sort_keys=True))
-    if config.merge_adapter and not config.is_peft:
+    if config.is_baseline:
+        LOG.info("approach=baseline: zero-shot evaluation of the base model; the training settings are unused")
+    elif config.merge_adapter and not config.is_peft:
         LOG.warning("merge_adapter is ignored for approach=full: the saved model is already complete")
 
     train_examples = data.read_jsonl_dir(env.train_dir)
@@ -374,16 +443,8 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
     lengths = data.measure_lengths(tokenizer, train_dataset, eval_prompts, max_new_tokens)
     info = modeling.inspect_model(config.model_id, token)
     max_seq_length = data.resolve_max_seq_length(config.max_seq_length, lengths, info.max_positions)
-    learning_rate = resolve_learning_rate(config, info.num_parameters)
-    gradient_checkpointing = modeling.use_gradient_checkpointing(config, runtime, info.num_parameters)
-    batching = config.batching
-    if batching == "auto":
-        batching = "padding_free" if runtime.padding_free_capable else "length_grouped"
-    resolved = {
+    resolved: dict[str, Any] = {
         "num_parameters": info.num_parameters,
-        "learning_rate": learning_rate,
-        "gradient_checkpointing": gradient_checkpointing,
-        "batching": batching,
         "attn_implementation": runtime.attn_implementation,
         "dtype": str(runtime.dtype).removeprefix("torch."),
         "world_size": env.world_size,
@@ -392,6 +453,8 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
         "mean_sequence": round(lengths.mean_train, 1),
         "eval_max_new_tokens": max_new_tokens,
     }
+    if not config.is_baseline:  # a baseline trains nothing: no rate, recomputation or batching to decide
+        resolved.update(resolve_training(config, runtime, info.num_parameters))
     LOG.info("resolved: %s", json.dumps(resolved, sort_keys=True))
     setup = None
     constrained = config.decoding == "constrained"
@@ -409,6 +472,15 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
             ),
         )
 
+    if config.is_baseline:
+        assert setup is not None  # validate() requires eval_samples >= 1 for a baseline
+        return evaluate_baseline(config, env, runtime, token, tokenizer, setup, fmt.describe(eos), resolved)
+
+    learning_rate, gradient_checkpointing, batching = (
+        resolved["learning_rate"],
+        resolved["gradient_checkpointing"],
+        resolved["batching"],
+    )
     # Creating the trainer arguments sets up torch.distributed under torchrun (before the model is loaded).
     from transformers import PrinterCallback, TrainerState
     from trl import SFTTrainer

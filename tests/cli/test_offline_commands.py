@@ -31,7 +31,7 @@ def test_an_invalid_input_names_the_bad_field_and_what_is_allowed_and_exits_2(tm
     # Then the refusal names the field and what is allowed, and nothing else happens
     assert result.exit_code == 2
     assert "invalid input (nothing was started)" in result.stderr
-    assert "experiments[0].approach: must be one of: full, lora, qlora (got 'dora')" in result.stderr
+    assert "experiments[0].approach: must be one of: full, lora, qlora, baseline (got 'dora')" in result.stderr
 
 
 def test_an_unreadable_file_is_invalid_input(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ def test_default_demo_succeeds_with_a_ledger_row_per_approach_and_a_summary(defa
     assert result.exit_code == 0, printed
     rows = result.execution.ledger_rows
     jobs = [row for row in rows if row["sk"].startswith("JOB#")]
-    assert sorted(row["approach"] for row in jobs) == ["full", "lora", "qlora"]
+    assert sorted(row["approach"] for row in jobs) == ["baseline", "full", "lora", "qlora"]
     assert all(row["status"] == "Completed" for row in jobs), [row.get("failure_reason") for row in jobs]
     assert any(row["sk"] == "SUMMARY" for row in rows)
     assert all(row["training_seconds"] > 0 and row["cost_usd"] > 0 for row in jobs)
@@ -54,7 +54,7 @@ def test_default_demo_succeeds_with_a_ledger_row_per_approach_and_a_summary(defa
 def test_demo_prints_progress_and_the_report_table(default_demo) -> None:
     _, printed = default_demo
     assert "Training step" in printed
-    for approach in ("full", "lora", "qlora"):
+    for approach in ("full", "lora", "qlora", "baseline"):
         assert f"| {approach} |" in printed
     assert "Execution SUCCEEDED" in printed
 
@@ -78,6 +78,10 @@ def test_each_job_leaves_its_model_and_metrics(default_demo) -> None:
             continue
         model_dir = result.out_dir / "jobs" / row["job_name"] / "model"
         assert (model_dir / "metrics.json").is_file()
+        if row["approach"] == "baseline":  # no weights: the prompt format, a note and the metrics
+            files = sorted(p.name for p in model_dir.iterdir())
+            assert files == ["labels.json", "metrics.json", "training_config.json"]
+            continue
         expected = "config.json" if row["approach"] == "full" else "adapter_config.json"
         assert (model_dir / expected).is_file(), sorted(p.name for p in model_dir.iterdir())
 
@@ -166,3 +170,18 @@ def test_a_crashing_job_is_recorded_failed_with_its_reason_while_the_other_compl
     ]
     assert len(failed) == 1 and len(completed) == 1, result.execution.ledger_rows
     assert "approach" in failed[0]["failure_reason"]
+
+
+def test_the_baseline_row_is_a_completed_zero_shot_evaluation_of_the_same_samples(default_demo) -> None:
+    result, _ = default_demo
+    jobs = {row["approach"]: row for row in result.execution.ledger_rows if row["sk"].startswith("JOB#")}
+    baseline = jobs["baseline"]
+    assert baseline["status"] == "Completed"
+    assert baseline["metrics"]["eval_samples"] == jobs["lora"]["metrics"]["eval_samples"]
+    assert baseline["metrics"]["eval_parse_rate"] == 1.0  # constrained decoding
+    assert not any(name.startswith("train_") for name in baseline["metrics"])  # nothing trained
+    hyperparameters = json.loads(
+        (result.out_dir / "jobs" / baseline["job_name"] / "input" / "config" / "hyperparameters.json").read_text()
+    )
+    assert json.loads(hyperparameters["prompt_style"]) == "listed"
+    assert not {"epochs", "lora_r", "max_steps", "learning_rate"} & set(hyperparameters)  # not sent

@@ -138,3 +138,23 @@ def test_metric_lines_parse_back_with_the_last_value_winning() -> None:
     assert {d["Name"] for d in definitions} == {m.name for m in catalog.METRICS}
     accuracy = next(d for d in definitions if d["Name"] == "eval_intent_accuracy")
     assert re.search(accuracy["Regex"], log).group(1) == "0.9312"
+
+
+def test_the_study_matrix_trains_and_baselines_are_an_approach_of_their_own() -> None:
+    assert (*catalog.TRAINING_APPROACHES, "baseline") == catalog.APPROACHES
+    assert all(approach != catalog.BASELINE for _, approach in catalog.STUDY_MATRIX)
+
+
+@pytest.mark.parametrize(
+    ("model", "instance_type"),
+    [("llama2-7b", "ml.g5.xlarge"), ("mistral-7b", "ml.g5.xlarge"), ("gpt-neox-20b", "ml.g5.12xlarge")],
+)
+def test_baseline_defaults_are_short_single_instance_inference_jobs(model: str, instance_type: str) -> None:
+    defaults = catalog.job_defaults(catalog.MODELS[model].params_billion, catalog.BASELINE)
+    assert (defaults.instance_type, defaults.instance_count, defaults.max_runtime_hours) == (instance_type, 1, 1)
+    assert defaults.learning_rate is None  # nothing trains
+
+
+def test_only_training_settings_are_dropped_for_a_baseline() -> None:
+    assert not catalog.applies("lora_r", "baseline") and catalog.applies("lora_r", "lora")
+    assert all(catalog.applies(name, "baseline") for name in ("eval_samples", "prompt_style", "decoding", "seed"))

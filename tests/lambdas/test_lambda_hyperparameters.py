@@ -20,7 +20,7 @@ EXPERIMENT_SCHEMA = SCHEMA["properties"]["experiments"]["items"]
 # Experiment fields that are the model's identity rather than settings of the job.
 MODEL_FIELDS = {"model", "params_billion"}
 # Top-level fields that are not per-job settings.
-RUN_FIELDS = {"experiments", "dataset", "max_runtime_hours", "budget_usd"}
+RUN_FIELDS = {"experiments", "dataset", "max_runtime_hours", "budget_usd", "baselines"}
 
 
 def by_source(source: catalog.Source) -> list[catalog.Hyperparameter]:
@@ -144,3 +144,21 @@ def test_the_training_code_accepts_everything_launch_sends(job: JobSpec) -> None
     assert parsed.max_seq_length is None  # "auto"
     assert (parsed.prompt_style, parsed.save_interval_seconds) == (job["prompt_style"], job["save_interval_seconds"])
     assert (parsed.eval_batch_size, parsed.warmup_ratio, parsed.decoding) == (8, 0.03, "constrained")
+
+
+@pytest.mark.parametrize("model", catalog.STUDY_MODELS)
+def test_a_baseline_is_launched_without_training_settings_as_one_process(model: str) -> None:
+    # Given a study model's baseline (the 20B one on a 4-GPU instance)
+    (job,) = study_jobs({"experiments": [{"model": model, "approach": "baseline"}]})
+    values = launched(job)
+    sent = {key for key in values if not key.startswith(params.SAGEMAKER_PREFIX)}
+    # Then Launch sends no training setting, and no torchrun: one process spreads the model over the GPUs
+    assert sent == {
+        hp.training_name
+        for hp in catalog.HYPERPARAMETERS
+        if hp.training_name and hp.name not in catalog.TRAINING_ONLY_HYPERPARAMETERS
+    }
+    assert "sagemaker_torch_distributed_enabled" not in values
+    # And the training code takes them as a listed-prompt baseline
+    parsed = training_config.parse_hyperparameters(toolkit_argv(values))
+    assert (parsed.approach, parsed.prompt_style, parsed.fsdp) == ("baseline", "listed", "")

@@ -303,3 +303,31 @@ def test_longer_sequences_need_more_activation_memory() -> None:
     short = memory.activation_bytes(Workload(MISTRAL_7B, "lora", 8, 256), on("ml.g5.2xlarge"))
     long = memory.activation_bytes(Workload(MISTRAL_7B, "lora", 8, 1024), on("ml.g5.2xlarge"))
     assert long == pytest.approx(4 * short)
+
+
+@pytest.mark.parametrize(
+    ("model", "instance_type", "gpus"),
+    [("mistral-7b", "ml.g5.xlarge", 1), ("llama2-7b", "ml.g5.xlarge", 1), ("gpt-neox-20b", "ml.g5.12xlarge", 4)],
+)
+def test_a_baseline_needs_inference_memory_only(model: str, instance_type: str, gpus: int) -> None:
+    found = default_plan(catalog.MODELS[model], catalog.BASELINE, "listed")
+    # bf16 weights, KV cache and prefill of one listed-prompt batch, on one GPU or spread over the instance's
+    assert found.placement.instance.name == instance_type and found.evaluation_gpus == gpus
+    assert found.device.total == 0 and found.checkpoint_bytes == 0  # no training state, no checkpoints
+    assert found.evaluation_bytes < found.placement.gpu_usable_bytes
+    assert found.host.total < found.placement.host_bytes  # one process, weights loaded shard by shard
+    assert "evaluation only (baseline" in found.describe()
+
+
+def test_a_20b_baseline_does_not_fit_one_a10g_in_bf16() -> None:
+    neox = catalog.MODELS["gpt-neox-20b"]
+    workload = Workload(neox, catalog.BASELINE, 8, memory.planning_seq_length("auto", "listed"))
+    with pytest.raises(InfeasibleJob) as caught:
+        memory.plan_fit(workload, on("ml.g5.xlarge"))
+    assert "evaluation needs" in caught.value.message
+
+
+def test_a_tiny_baseline_on_a_cpu_instance_is_planned_in_host_memory() -> None:
+    tiny = catalog.resolve_model("org/tiny", 0.00025)
+    found = memory.plan_fit(Workload(tiny, catalog.BASELINE, 8, 1024), on("ml.m5.xlarge"))
+    assert found.host.training == found.evaluation_bytes > 0

@@ -28,7 +28,7 @@ def test_empty_input_is_the_study_matrix_with_defaults() -> None:
 @pytest.mark.parametrize(
     ("execution_input", "field", "hint"),
     [
-        ({"colour": "blue"}, "colour", "allowed fields: budget_usd, dataset, eval_samples"),
+        ({"colour": "blue"}, "colour", "allowed fields: baselines, budget_usd, dataset, eval_samples"),
         (
             {"experiments": [{"model": "mistral-7b", "approach": "lora", "rank": 8}]},
             "experiments[0].rank",
@@ -134,10 +134,68 @@ def test_validation_does_not_modify_the_callers_input() -> None:
 
 
 @pytest.mark.parametrize(
-    ("example", "jobs"), [("single-lora.json", 1), ("study-matrix.json", 8), ("smoke.json", 1), ("demo.json", 3)]
+    ("example", "jobs"), [("single-lora.json", 1), ("study-matrix.json", 8), ("smoke.json", 1), ("demo.json", 4)]
 )
 def test_shipped_examples_are_valid_and_within_their_own_budget(example: str, jobs: int) -> None:
     execution_input = json.loads((Path(__file__).parents[2] / "examples" / example).read_text())
     planned = study_jobs(execution_input)
     assert len(planned) == jobs
     assert plan.enforce_budget(planned, execution_input["budget_usd"]) <= execution_input["budget_usd"]
+
+
+def test_an_unknown_approach_is_refused_naming_every_approach_including_baseline() -> None:
+    message = refusal({"experiments": [{"model": "mistral-7b", "approach": "zero-shot"}]})
+    assert "experiments[0].approach: must be one of: full, lora, qlora, baseline" in message
+
+
+def test_baselines_add_one_zero_shot_job_per_model_of_the_study() -> None:
+    # Given the study matrix with baselines
+    _, experiments = plan.validate_execution_input({"baselines": True})
+    # Then each of its three models gets one baseline, on the cheapest instance its bf16 weights fit
+    baselines = {exp["model_key"]: exp for exp in experiments if exp["approach"] == "baseline"}
+    assert len(experiments) == 8 + 3
+    assert {key: exp["instance_type"] for key, exp in baselines.items()} == {
+        "llama2-7b": "ml.g5.xlarge",
+        "mistral-7b": "ml.g5.xlarge",
+        "gpt-neox-20b": "ml.g5.12xlarge",
+    }
+    assert all(exp["prompt_style"] == "listed" and exp["instance_count"] == 1 for exp in baselines.values())
+    assert all(exp["max_runtime_seconds"] == 3600 and exp["fsdp"] == "" for exp in baselines.values())
+
+
+def test_baselines_are_off_by_default_and_never_doubled() -> None:
+    _, experiments = plan.validate_execution_input({})
+    assert all(exp["approach"] != "baseline" for exp in experiments)
+    # Given explicit experiments that already hold a baseline for one of their two models
+    _, experiments = plan.validate_execution_input(
+        {
+            "baselines": True,
+            "experiments": [
+                {"model": "mistral-7b", "approach": "lora"},
+                {"model": "mistral-7b", "approach": "baseline"},
+                {"model": "org/small", "params_billion": 1.5, "approach": "qlora"},
+            ],
+        }
+    )
+    # Then only the other model gets one, sized like its experiment
+    added = experiments[3:]
+    assert [(exp["model_key"], exp["approach"]) for exp in added] == [("org/small", "baseline")]
+    assert len(experiments) == 4 and added[0]["instance_type"] == "ml.g5.xlarge"
+
+
+def test_a_baselines_training_settings_are_ignored_and_its_job_spec_keeps_the_defaults() -> None:
+    (job,) = study_jobs(
+        {
+            "experiments": [
+                {"model": "mistral-7b", "approach": "baseline", "epochs": 5, "lora_r": 64, "prompt_style": "compact"}
+            ]
+        }
+    )
+    assert (job["epochs"], job["lora_r"], job["max_steps"]) == (1, 16, -1)
+    # listed is forced: a model that was never trained cannot know the labels a compact prompt leaves out
+    assert job["prompt_style"] == "listed" and job["learning_rate"] is None
+
+
+def test_a_baseline_runs_on_one_instance() -> None:
+    message = refusal({"experiments": [{"model": "gpt-neox-20b", "approach": "baseline", "instance_count": 2}]})
+    assert "experiments[0].instance_count: a baseline runs one process on one instance" in message

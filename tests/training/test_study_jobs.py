@@ -76,3 +76,26 @@ def test_a_study_job_as_plan_builds_it_trains_and_evaluates_on_the_real_tokenize
     resolved = folders.training_config()["resolved"]
     assert job["max_seq_length"] == "auto" and resolved["max_seq_length"] <= 64
     assert folders.training_config()["hyperparameters"]["prompt_style"] == job["prompt_style"] == "compact"
+
+
+# The study's zero-shot baselines (`"baselines": true`), one per model, as Plan builds them.
+BASELINE_JOBS = [job for job in study_jobs({"baselines": True}) if job["approach"] == "baseline"]
+
+
+@pytest.mark.parametrize("job", BASELINE_JOBS, ids=lambda job: job["model_key"])
+def test_a_study_baseline_as_plan_builds_it_evaluates_with_listed_prompts_and_trains_nothing(
+    job: JobSpec, mistral_tiny_model: Path, bertscore_model: str, make_job
+) -> None:
+    folders = make_job(job["job_name"])
+    argv = toolkit_argv(job, mistral_tiny_model, folders.checkpoint_dir, bertscore_model)
+
+    result = run_main(folders, argv)
+
+    assert result.exit_code == 0, folders.failure() if (folders.output_dir / "failure").exists() else result.stdout
+    metrics = folders.metrics()
+    for name in ("eval_intent_accuracy", "eval_rougeL", "eval_bertscore_f1", "eval_inference_seconds"):
+        assert name in metrics, name
+    assert metrics["eval_parse_rate"] == 1.0 and "train_loss" not in metrics
+    # The real tokenizer's listed prompts: the 6 labels of banking77-mini in every prompt
+    assert folders.training_config()["hyperparameters"]["prompt_style"] == job["prompt_style"] == "listed"
+    assert not (folders.model_dir / "model.safetensors").exists()

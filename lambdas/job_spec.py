@@ -7,7 +7,7 @@ ones Launch adds); the rest is identity, placement, limits, price and S3 locatio
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 
 class JobSpec(TypedDict):
@@ -37,6 +37,7 @@ class JobSpec(TypedDict):
     fsdp: str  # "" | "full_shard" | "full_shard_offload": the memory planner's strategy
     save_interval_seconds: int
     seed: int
+    gradient_accumulation_steps: int
     warmup_ratio: float
     eval_batch_size: int
     decoding: str
@@ -52,6 +53,16 @@ class JobSpec(TypedDict):
     test_s3_uri: str
     checkpoint_s3_uri: str
     output_s3_uri: str
+    # Attempts (lambdas/remedies.py): absent on Plan's specs, which are attempt 1.
+    attempt: NotRequired[int]  # 1-based
+    base_job_name: NotRequired[str]  # the first attempt's name
+    prior_cost_usd: NotRequired[float]  # what the earlier attempts cost
+    allowance_usd: NotRequired[float]  # the most all attempts of this job may cost (its share of budget_usd)
+    tried_instance_types: NotRequired[list[str]]
+    remedies_applied: NotRequired[list[str]]
+    params_billion: NotRequired[float]  # a Hub model's size from its experiment (the memory planner needs it)
+    # Demo only (offline runner): the failure the local training backend injects into this job's first attempt.
+    inject_failure: NotRequired[str]
 
 
 class PlanOutput(TypedDict):

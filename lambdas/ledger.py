@@ -55,8 +55,17 @@ def to_json_value(value: Any) -> Any:
     return value
 
 
-def job_row(job: JobSpec, status: dict[str, Any]) -> dict[str, Any]:
-    """The ledger row for a JobSpec and its final (normalised) status, with cost and spot savings."""
+def job_row(
+    job: JobSpec,
+    status: dict[str, Any],
+    *,
+    failure: dict[str, Any] | None = None,
+    remedy: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ledger row for a JobSpec and its final (normalised) status, with cost and spot savings.
+
+    Every attempt of a job is a row of its own (lambdas/remedies.py): `attempt`, `base_job_name` (the first
+    attempt's name: the job the attempts belong to), the `failure` Classify found and the `remedy` decided for it."""
     billable = int(status.get("billable_seconds") or 0)
     training = int(status.get("training_seconds") or 0)
     price = cost.to_decimal(job["hourly_price_usd"])
@@ -84,7 +93,31 @@ def job_row(job: JobSpec, status: dict[str, Any]) -> dict[str, Any]:
         "metrics": {name: cost.to_decimal(value) for name, value in sorted((status.get("metrics") or {}).items())},
         "created_at": status.get("creation_time"),
         "ended_at": status.get("end_time"),
+        **attempt_fields(job, failure, remedy),
     }
+
+
+def attempt_fields(
+    job: JobSpec, failure: dict[str, Any] | None = None, remedy: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A row's attempt fields: number, the job it belongs to, its failure class and evidence, and what came next."""
+    fields: dict[str, Any] = {
+        "attempt": int(job.get("attempt") or 1),
+        "base_job_name": job.get("base_job_name") or job["job_name"],
+        "failure_class": (failure or {}).get("failure_class"),
+        "failure_evidence": (failure or {}).get("failure_evidence"),
+    }
+    if remedy:
+        fields["remedy"] = {
+            "action": remedy.get("action"),
+            "remedy": remedy.get("remedy"),
+            "cause": remedy.get("cause"),
+            "hint": remedy.get("hint") or None,
+            "next_job_name": (remedy.get("job") or {}).get("job_name"),
+        }
+    if job.get("remedies_applied"):
+        fields["remedies_applied"] = list(job["remedies_applied"])
+    return fields
 
 
 def put_row(dynamodb: Any, table_name: str, row: dict[str, Any]) -> None:

@@ -106,6 +106,16 @@ GRANTS: Mapping[str, tuple[Grant, ...]] = {
     ),
     "Status": (_DESCRIBE_JOBS,),
     "Record": (_DESCRIBE_JOBS, Grant(("dynamodb:PutItem",), Target.LEDGER), _DATA_KEY_WRITER),
+    "Classify": (_DESCRIBE_JOBS,),
+    # Another instance type's price and quota (lambdas/remedies.py); both read-only.
+    "Remedy": (
+        Grant(
+            ("pricing:GetProducts", "servicequotas:ListServiceQuotas"),
+            Target.ANY,
+            wildcard_reason="pricing:GetProducts and servicequotas:ListServiceQuotas support no resource-level "
+            "permissions; both are read-only.",
+        ),
+    ),
     "Report": (Grant(("dynamodb:Query", "dynamodb:PutItem"), Target.LEDGER), _WRITE_REPORTS, _DATA_KEY_WRITER),
     # Runs when an execution fails, times out or is aborted: stops the run's jobs, records and reports them.
     "Cleanup": (

@@ -121,12 +121,12 @@ class Classification:
 
 
 def _evidence(text: str, match: re.Match[str]) -> str:
-    """The match with the line around it, or the start of the text when the line is too short to say much."""
-    line_start = text.rfind("\n", 0, match.start()) + 1
-    line_end = text.find("\n", match.end())
-    line = text[line_start : line_end if line_end >= 0 else len(text)].strip()
+    """The whole text on one line when it is short enough, else a window of it around the match."""
     whole = " ".join(text.split())
-    return (line if len(line) >= 40 or len(whole) <= len(line) else whole)[:EVIDENCE_MAX]
+    if len(whole) <= EVIDENCE_MAX:
+        return whole
+    start = max(0, match.start() - EVIDENCE_MAX // 4)
+    return " ".join(text[start:].split())[:EVIDENCE_MAX]
 
 
 def classify(

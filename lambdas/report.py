@@ -48,7 +48,73 @@ def job_entry(row: dict[str, Any]) -> dict[str, Any]:
         "spot_savings_pct": _number(row.get("spot_savings_pct")),
         "cost_usd": cost_usd,
         "cost_per_accuracy_point": None if per_point is None else float(per_point),
+        # Attempts (lambdas/remedies.py): rows of one job share its base name.
+        "attempt": int(row.get("attempt") or 1),
+        "base_job_name": row.get("base_job_name") or row.get("job_name"),
+        "failure_class": row.get("failure_class"),
+        "remedy": (row.get("remedy") or {}).get("remedy"),
     }
+
+
+def attempts_section(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per job with more than one attempt (or a failure Classify saw): its attempts in order, what failed, what
+    was changed, how it ended and what all its attempts cost together."""
+    by_job: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        by_job.setdefault(entry.get("base_job_name") or entry["job_name"], []).append(entry)
+    section = []
+    for base, attempts in sorted(by_job.items()):
+        attempts = sorted(attempts, key=lambda e: e.get("attempt") or 1)
+        if len(attempts) == 1 and not attempts[0].get("failure_class"):
+            continue
+        last = attempts[-1]
+        section.append(
+            {
+                "base_job_name": base,
+                "model": last["model"],
+                "approach": attempts[0]["approach"],
+                "final_status": last["status"],
+                "attempts": [
+                    {
+                        "attempt": e.get("attempt") or 1,
+                        "job_name": e["job_name"],
+                        "instance_type": e["instance_type"],
+                        "spot": e["spot"],
+                        "status": e["status"],
+                        "failure_class": e.get("failure_class"),
+                        "remedy": e.get("remedy"),
+                        "cost_usd": e["cost_usd"],
+                    }
+                    for e in attempts
+                ],
+                "total_cost_usd": round(sum(e["cost_usd"] for e in attempts), 4),
+            }
+        )
+    return section
+
+
+def render_attempts(section: list[dict[str, Any]]) -> list[str]:
+    """The attempts section as Markdown lines (nothing when no job needed a remedy)."""
+    if not section:
+        return []
+    lines = [
+        "",
+        "## Attempts",
+        "",
+        "| job | attempt | instance | status | failure | remedy | cost |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for job in section:
+        for a in job["attempts"]:
+            lines.append(
+                f"| `{job['base_job_name']}` | {a['attempt']} | {a['instance_type']}{' (spot)' if a['spot'] else ''} "
+                f"| {a['status']} | {a['failure_class'] or ''} | {a['remedy'] or ''} | {_usd(a['cost_usd'])} |"
+            )
+        lines.append(
+            f"| `{job['base_job_name']}` | **{len(job['attempts'])} attempts** | | **{job['final_status']}** | | "
+            f"| **{_usd(job['total_cost_usd'])}** |"
+        )
+    return lines
 
 
 def _best(entry: dict[str, Any] | None, value_key: str) -> dict[str, Any] | None:
@@ -99,6 +165,7 @@ def build_report(run_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
             "cost_usd": round(sum(e["cost_usd"] for e in entries), 4),
             "billable_instance_seconds": sum(e["billable_seconds"] * (e["instance_count"] or 1) for e in entries),
         },
+        "attempts": attempts_section(entries),
     }
 
 
@@ -172,6 +239,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         _best_line("Cost", best["cost"], _usd),
         _best_line("Cost per accuracy point", best["cost_per_accuracy_point"], _per_point),
     ]
+    lines += render_attempts(report.get("attempts") or [])
     failures = [e for e in report["jobs"] if e["status"] != "Completed" and e["failure_reason"]]
     if failures:
         lines += ["", "## Not completed", ""]

@@ -37,6 +37,8 @@ class ScriptedOutcome:
     polls_in_progress: int = 1
     # When set, CreateTrainingJob itself fails with this error code (e.g. ResourceLimitExceeded).
     launch_error: str = ""
+    # When set, every DescribeTrainingJob of the job fails with this error code (a 400, so botocore does not retry).
+    describe_error: str = ""
 
 
 def describe_fields(
@@ -200,6 +202,8 @@ class ScriptedTrainingBackend:
             if job is None:
                 return None
             outcome: ScriptedOutcome = job["outcome"]
+            if outcome.describe_error:
+                raise ServiceError(outcome.describe_error, f"DescribeTrainingJob {job_name} cannot be answered")
             job["polls"] += 1
             if job["polls"] <= outcome.polls_in_progress:
                 return describe_fields(

@@ -100,7 +100,8 @@ RULES: tuple[Rule, ...] = (
     Rule(
         FailureClass.USER_CODE_ERROR,
         Source.REASON,
-        r"ExecuteUserScriptError|Traceback \(most recent call last\)|\b[A-Z][A-Za-z]*Error: "
+        # An exception the script raised (SageMaker's own InternalServerError is not the script's).
+        r"ExecuteUserScriptError|Traceback \(most recent call last\)|AlgorithmError: \w*(Error|Exception)\b"
         r"|ImportModuleError|InstallRequirementsError",
     ),
 )

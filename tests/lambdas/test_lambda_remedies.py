@@ -206,3 +206,20 @@ def test_each_job_gets_an_equal_share_of_the_unplanned_budget() -> None:
     healing = plan_handler.healing({"remedies": {"max_attempts": 2}}, result)
 
     assert healing == {"remedies": {"max_attempts": 2}, "reserve_per_job_usd": 1.5}
+
+
+def test_the_deployment_defaults_come_from_cdk_json_and_reach_remedy_as_json() -> None:
+    import json
+
+    from lambdas.settings import RemedySettings
+    from stacks.config import ConfigError, load_config
+
+    config = load_config({"remedies": {"max_attempts": 5, "on_demand": False}})
+    settings = RemedySettings.from_env(
+        {"AWS_REGION": "us-east-1", "REMEDY_DEFAULTS": json.dumps(config.remedies.as_dict())}
+    )
+
+    assert settings.defaults == RemedyPolicy(max_attempts=5, on_demand=False)
+    assert load_config({}).remedies == RemedyPolicy()
+    with pytest.raises(ConfigError, match=r"finetune\.remedies\.max_attempts"):
+        load_config({"remedies": {"max_attempts": 0}})

@@ -223,3 +223,36 @@ def test_the_deployment_defaults_come_from_cdk_json_and_reach_remedy_as_json() -
     assert load_config({}).remedies == RemedyPolicy()
     with pytest.raises(ConfigError, match=r"finetune\.remedies\.max_attempts"):
         load_config({"remedies": {"max_attempts": 0}})
+
+
+def test_the_report_groups_attempts_by_job_and_leaves_unremedied_runs_alone() -> None:
+    from lambdas import report
+
+    def row(name: str, attempt: int, status: str, cost_usd: float, failure_class: str | None = None) -> dict:
+        return {
+            "job_name": name if attempt == 1 else f"{name}-a{attempt}",
+            "base_job_name": name,
+            "attempt": attempt,
+            "model": "mistral-7b",
+            "approach": "lora",
+            "instance_type": "ml.g5.2xlarge",
+            "instance_count": 1,
+            "spot": True,
+            "status": status,
+            "cost_usd": cost_usd,
+            "failure_class": failure_class,
+            "remedy": {"remedy": "per-device batch 8 -> 4"} if failure_class else None,
+        }
+
+    healed = report.build_report(
+        "run-1", [row("job-a", 1, "Failed", 0.25, "out_of_memory"), row("job-a", 2, "Completed", 1.5)]
+    )
+    plain = report.build_report(
+        "run-1", [{k: v for k, v in row("job-b", 1, "Completed", 1.0).items() if k not in ("attempt", "base_job_name")}]
+    )
+
+    [job] = healed["attempts"]
+    assert job["total_cost_usd"] == 1.75 and job["final_status"] == "Completed"
+    assert [a["failure_class"] for a in job["attempts"]] == ["out_of_memory", None]
+    assert "**2 attempts**" in report.render_markdown(healed)
+    assert plain["attempts"] == [] and "## Attempts" not in report.render_markdown(plain)

@@ -28,6 +28,10 @@ def classify_attempt(sagemaker: Any, event: dict[str, Any]) -> dict[str, Any]:
         if raw is None:  # never created: CreateTrainingJob's refusal is the whole story
             found = failures.classify(error=training_job.workflow_error_text(error))
             return {"status": status, **found.as_dict()}
+        if raw.get("TrainingJobStatus") not in training_job.ENDED_STATUSES:
+            # The workflow lost a job that is still running: another attempt would run beside it, so no remedy.
+            evidence = " ".join(str(status.get("failure_reason") or "").split())[: failures.EVIDENCE_MAX]
+            return {"status": status, "failure_class": "unknown", "failure_evidence": evidence, "still_running": True}
     else:
         status = event["status"]
     found = failures.classify(

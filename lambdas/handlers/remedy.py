@@ -35,6 +35,15 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     def price_of(instance_type: str) -> cost.Price:
         return cost.lookup_hourly_price(aws.pricing_client(config.region), instance_type, config.region)
 
+    if failure.get("still_running"):
+        # Classify found the attempt still running on SageMaker (the workflow lost it): never start another beside it.
+        return remedies.Decision(
+            False,
+            "none",
+            f"the attempt is still running on SageMaker (it stops at its MaxRuntime); no other attempt is started "
+            f"beside it. Evidence: {failure['failure_evidence']}",
+            float(remedies.attempt_cost_usd(event["job"], failure["status"])),
+        ).as_dict()
     decision = remedies.decide(
         cast(JobSpec, event["job"]),
         failure["status"],

@@ -4,6 +4,7 @@
     finetune estimate --matrix study                   # offline: the study's maximum cost, each job's fit
     finetune start --matrix study --budget 250 --wait  # validate locally, start, follow it to the end
     finetune report <run id, execution name or ARN>   # the ranked report from S3 and the ledger
+    finetune logs <training job> --follow              # the job's CloudWatch logs from every host
 
 `validate` and `estimate` never call AWS. Every other command finds the stack by name (cdk.json's stack name unless
 --stack) with CloudFormation DescribeStacks in --region (cdk.json's region unless given), with --profile's
@@ -25,10 +26,14 @@ from typing import Annotated, Any, TypeVar
 
 import boto3
 import typer
+from botocore.config import Config as ClientConfig
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
 from rich.console import Console
 from rich.table import Table
 
+from finetune import compare as comparison
+from finetune import hub_data, live, quota_requests
+from finetune import logs as job_logs
 from finetune.deployment import (
     OutputsResolver,
     StackNotFound,
@@ -40,6 +45,7 @@ from lambdas import catalog, cleanup, ledger, memory, naming, plan, report
 from lambdas.errors import BudgetExceeded, InfeasibleJob, InvalidExecutionInput
 from lambdas.job_spec import JobSpec
 from stacks.config import Config
+from training_code.data import DataError
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
@@ -80,15 +86,17 @@ class Session:
     resolve_outputs: OutputsResolver = resolve_from_cloudformation
     poll_seconds: float = 15.0
     config: Config = field(default_factory=deployment_config)
+    # `datasets.load_dataset` unless a test injects a stand-in (no Hub access in tests).
+    load_dataset: hub_data.LoadDataset | None = None
 
     @functools.cached_property
     def boto(self) -> boto3.Session:
         """The boto3 session; the stack lives in cdk.json's region unless --region says otherwise."""
         return boto3.Session(profile_name=self.profile, region_name=self.region or self.config.region)
 
-    def client(self, service: str) -> Any:
-        """A client of the session."""
-        return self.boto.client(service)
+    def client(self, service: str, **options: Any) -> Any:
+        """A client of the session (`options`: boto3 client arguments, e.g. a retry config)."""
+        return self.boto.client(service, **options)
 
     @functools.cached_property
     def outputs(self) -> StackOutputs:
@@ -149,6 +157,9 @@ def translated_errors(command: F) -> F:
             error = exc.response["Error"]
             err.print(f"AWS refused {exc.operation_name}: {error.get('Code')}: {error.get('Message')}")
             raise typer.Exit(EXIT_FAILED) from None
+        except DataError as exc:
+            err.print(f"invalid data (nothing was uploaded): {exc}")
+            raise typer.Exit(EXIT_INVALID) from None
 
     return run  # type: ignore[return-value]
 
@@ -197,6 +208,12 @@ class Estimate:
         """Total estimated maximum cost."""
         return sum(job["estimated_max_cost_usd"] for job in self.jobs)
 
+    @property
+    def expected_usd(self) -> float | None:
+        """Total expected cost, when the job specs carry one (`estimated_cost_usd`); None otherwise."""
+        expected = [job.get("estimated_cost_usd") for job in self.jobs]
+        return None if any(value is None for value in expected) else sum(float(v) for v in expected)  # type: ignore[arg-type]
+
 
 def estimate_input(doc: Any, config: Config, run_id: str = "estimate") -> Estimate:
     """Plan's own checks and job specs, offline: schema, catalog, memory fit, catalog prices (no AWS call)."""
@@ -221,17 +238,37 @@ def _gib(value: float) -> str:
     return f"{value / memory.GIB:.1f}"
 
 
+def _optional(value: Any, fmt: str) -> str:
+    # Expected figures come from newer job specs; an older spec (or logic layer) has none: "-".
+    return "-" if value is None else fmt.format(float(value))
+
+
 def print_estimate(estimate: Estimate) -> None:
-    """Per job: instance, runtime bound, price and its source, maximum cost, the planner's fit; then the total."""
-    table = Table(title="Estimated maximum cost (max runtime x instances x hourly price)")
-    for column in ("model", "approach", "instance", "max h", "$/h (source)", "max $", "fit", "GiB/GPU"):
-        table.add_column(column, justify="right" if column in ("max h", "max $", "GiB/GPU") else "left")
+    """Per job: instance, expected and maximum hours and cost, price and its source, the planner's fit; then the
+    totals."""
+    table = Table(title="Estimated cost: expected, and maximum (max runtime x instances x hourly price)")
+    numeric = ("exp h", "exp $", "max h", "max $", "GiB/GPU")
+    for column in (
+        "model",
+        "approach",
+        "instance",
+        "exp h",
+        "exp $",
+        "max h",
+        "$/h (source)",
+        "max $",
+        "fit",
+        "GiB/GPU",
+    ):
+        table.add_column(column, justify="right" if column in numeric else "left")
     for job, fit in zip(estimate.jobs, estimate.fits, strict=True):
         usable = fit.placement.gpu_usable_bytes
         table.add_row(
             job["model_key"],
             job["approach"],
             f"{job['instance_count']} x {job['instance_type']}" + (" spot" if job["spot"] else ""),
+            _optional(job.get("estimated_hours"), "{:.2f}"),
+            _optional(job.get("estimated_cost_usd"), "{:.2f}"),
             f"{job['max_runtime_seconds'] / 3600:g}",
             f"{job['hourly_price_usd']:.3f} ({job['price_source']})",
             f"{job['estimated_max_cost_usd']:.2f}",
@@ -239,6 +276,7 @@ def print_estimate(estimate: Estimate) -> None:
             f"{_gib(fit.device.total)} of {_gib(usable)}" if usable else "host RAM",
         )
     out.print(table)
+    out.print(f"total expected: {_optional(estimate.expected_usd, '${:.2f}')} for {len(estimate.jobs)} jobs")
     verdict = "within" if estimate.total_usd <= estimate.budget_usd else "OVER"
     out.print(
         f"total: ${estimate.total_usd:.2f} maximum for {len(estimate.jobs)} jobs; budget ${estimate.budget_usd:.2f} "
@@ -287,36 +325,60 @@ def run_id_of(execution: str) -> str:
     return naming.run_id_from_execution_name(execution.rsplit(":", 1)[-1])
 
 
+def _run_jobs(session: Session, run_id: str) -> list[dict[str, Any]]:
+    """The run's training jobs (SageMaker Search by their run_id tag: full descriptions with Tags)."""
+    return list(cleanup.find_run_jobs(session.client("sagemaker"), run_id, session.config.job_name_prefix))
+
+
 def _job_states(session: Session, run_id: str) -> Iterator[tuple[str, str]]:
-    """(job name, "Status/SecondaryStatus") of the run's training jobs, found by their run_id tag."""
-    for job in cleanup.find_run_jobs(session.client("sagemaker"), run_id, session.config.job_name_prefix):
+    """(job name, "Status/SecondaryStatus") of the run's training jobs."""
+    for job in _run_jobs(session, run_id):
         yield job["TrainingJobName"], f"{job.get('TrainingJobStatus')}/{job.get('SecondaryStatus')}"
 
 
+def print_quota_requests(session: Session, message: str) -> None:
+    """After a quota refusal (Plan's QuotaExceeded, CreateTrainingJob's ResourceLimitExceeded): the exact command
+    that requests each short quota."""
+    shortfalls = quota_requests.shortfalls_in(message)
+    if not shortfalls:
+        return
+    err.print("request the increase (or lower max_concurrency in cdk.json):")
+    for line in quota_requests.request_commands(session.client("service-quotas"), shortfalls, session.boto.region_name):
+        err.print(f"  {line}")
+
+
 def follow(session: Session, arn: str) -> int:
-    """Print each job's status changes and each recorded job until the execution ends; the exit status."""
+    """Show the run's jobs (a live table in a terminal, change lines elsewhere) until the execution ends; the exit
+    status."""
     sfn = session.client("stepfunctions")
     dynamodb = session.client("dynamodb")
-    seen: dict[str, str] = {}
-    recorded: set[str] = set()
-    while True:
-        description = sfn.describe_execution(executionArn=arn)
-        run_id = run_id_of(description["name"])
-        for job_name, state in _job_states(session, run_id):
-            if seen.get(job_name) != state:
-                seen[job_name] = state
-                out.print(f"  {job_name}: {state}")
-        for row in ledger.run_rows(dynamodb, session.outputs.ledger_table_name, run_id):
-            if row["job_name"] not in recorded:
-                recorded.add(row["job_name"])
-                out.print(f"  recorded {row['job_name']}: {row['status']}, ${float(row['cost_usd']):.4f}")
-        if description["status"] in ENDED:
-            break
-        time.sleep(session.poll_seconds)
+    view = live.run_view(out)
+    try:
+        while True:
+            description = sfn.describe_execution(executionArn=arn)
+            run_id = run_id_of(description["name"])
+            recorded = {
+                row["job_name"]: row for row in ledger.run_rows(dynamodb, session.outputs.ledger_table_name, run_id)
+            }
+            now = datetime.now(UTC)
+            states = [
+                live.job_state(job, recorded.get(job["TrainingJobName"]), now) for job in _run_jobs(session, run_id)
+            ]
+            view.show(description["status"], states, recorded)
+            if description["status"] in ENDED:
+                break
+            time.sleep(session.poll_seconds)
+    finally:
+        view.close()
     status = description["status"]
     out.print(f"execution {status}: run {run_id}")
+    cause = description.get("cause") or ""
     if status != "SUCCEEDED":
-        err.print(f"{description.get('error') or status}: {description.get('cause') or ''}".rstrip(": "))
+        err.print(f"{description.get('error') or status}: {cause}".rstrip(": "))
+    # Plan's QuotaExceeded is the execution's cause; a job that kept hitting ResourceLimitExceeded at launch is
+    # recorded Failed with SageMaker's message as its reason.
+    print_quota_requests(session, "\n".join([cause, *(str(r.get("failure_reason") or "") for r in recorded.values())]))
+    if status != "SUCCEEDED":
         return EXIT_FAILED
     out.print(f"report: finetune report {run_id}")
     return 0
@@ -381,6 +443,49 @@ def stop(ctx: typer.Context, execution: Execution) -> None:
     out.print("the stack's Cleanup Lambda stops these training jobs and records their cost:")
     for job, state in running:
         out.print(f"  {job}: {state}")
+
+
+@app.command()
+@translated_errors
+def logs(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="training job name (as `finetune watch` shows it)")],
+    follow_job: Annotated[bool, typer.Option("--follow", "-f", help="keep reading until the job ends")] = False,
+) -> None:
+    """A training job's CloudWatch logs from every host, interleaved by time as the SageMaker SDK prints them; exit 1
+    when the job Failed or was Stopped."""
+    session: Session = ctx.obj
+    hosts: set[str] = set()
+
+    def emit(line: job_logs.LogLine) -> None:
+        hosts.add(line.host)
+        # The message is the container's own text: never Rich markup. Host prefix: which machine said it.
+        out.print(f"[{line.host}] {line.message}", markup=False, style=_host_style(line.host))
+
+    description = job_logs.tail(
+        # As the SDK's log reader: a long follow outlives transient throttling (GetLogEvents is 25 requests/s).
+        session.client("logs", config=ClientConfig(retries={"max_attempts": 15, "mode": "standard"})),
+        session.client("sagemaker"),
+        job,
+        emit,
+        follow=follow_job,
+        poll_seconds=session.poll_seconds,
+    )
+    status = description["TrainingJobStatus"]
+    if not hosts:
+        err.print(f"no log stream yet for {job} in {job_logs.LOG_GROUP}")
+    if status in ("Failed", "Stopped"):
+        err.print(f"job {status}: {description.get('FailureReason') or description.get('SecondaryStatus')}")
+        raise typer.Exit(EXIT_FAILED)
+    if follow_job or status != "InProgress":
+        err.print(f"job {status}/{description.get('SecondaryStatus')}")
+
+
+def _host_style(host: str) -> str:
+    # As the SDK's ColorWrap: one colour per host, the same host always the same colour (ignored off a terminal).
+    colours = ("blue", "magenta", "green", "cyan", "yellow")
+    number = host.rsplit("-", 1)[-1]
+    return colours[(int(number) - 1) % len(colours)] if number.isdigit() else "default"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -481,6 +586,40 @@ def runs(ctx: typer.Context) -> None:
     out.print(table)
 
 
+@app.command(name="compare")
+@translated_errors
+def compare_command(
+    ctx: typer.Context,
+    run_ids: Annotated[list[str], typer.Argument(help="two or more run ids, execution names or ARNs")],
+    format: Annotated[ReportFormat, typer.Option("--format", help="table, md or json")] = ReportFormat.TABLE,
+) -> None:
+    """The same jobs (model x approach) side by side across runs: status, accuracy, parse rate, cost, $/point."""
+    session: Session = ctx.obj
+    dynamodb = session.client("dynamodb")
+    rows_by_run = {}
+    for run in run_ids:
+        run_id = run_id_of(run)
+        rows = ledger.run_rows(dynamodb, session.outputs.ledger_table_name, run_id)
+        if not rows:
+            err.print(f"no run {run_id}: no job in the ledger")
+            raise typer.Exit(EXIT_FAILED)
+        rows_by_run[run_id] = rows
+    document = comparison.comparison(rows_by_run)
+    if format is ReportFormat.JSON:
+        out.print_json(json.dumps(document))
+    elif format is ReportFormat.MD:
+        out.print(comparison.render_markdown(document), markup=False)
+    else:
+        table = Table(title="runs side by side (ledger job rows): status, accuracy, parse rate, cost, $ per point")
+        for column in ("model", "approach", *document["runs"]):
+            table.add_column(column)
+        for job in document["jobs"]:
+            table.add_row(
+                job["model"], job["approach"], *(comparison.run_cell(job["runs"][run]) for run in document["runs"])
+            )
+        out.print(table)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Data and quotas
 # ---------------------------------------------------------------------------------------------------------------------
@@ -488,31 +627,40 @@ def runs(ctx: typer.Context) -> None:
 @translated_errors
 def data(
     ctx: typer.Context,
-    source: Annotated[str | None, typer.Argument(help="banking77-mini (the bundled sample)")] = None,
+    source: Annotated[
+        str | None, typer.Argument(help="banking77 (PolyAI/banking77 from the Hub) or banking77-mini (bundled)")
+    ] = None,
     train: Annotated[Path | None, typer.Option(help="CSV or JSONL training rows")] = None,
     test: Annotated[Path | None, typer.Option(help="CSV or JSONL test rows")] = None,
     name: Annotated[str | None, typer.Option(help="dataset name: datasets/<name>/ in the bucket")] = None,
     text_column: Annotated[str, typer.Option(help="column holding the message")] = "text",
     label_column: Annotated[str, typer.Option(help="column holding the intent")] = "label",
 ) -> None:
-    """Check rows ({"text", "label"}; a malformed one is refused with its line) and upload them to the bucket's
-    datasets/<name>/{train,test}/, where an execution input names them as dataset.name."""
+    """Banking77 from the Hub, the bundled sample or your files: check the rows ({"text", "label"}; a malformed one
+    is refused with its line) and upload them to the bucket's datasets/<name>/{train,test}/, where an execution input
+    names them as dataset.name."""
     from training_code import prepare_data
 
-    if source == "banking77-mini":
-        train, test, name = MINI_DATASET / "train.jsonl", MINI_DATASET / "test.jsonl", name or source
-    elif source is not None:
-        raise typer.BadParameter(f"unknown dataset {source!r}: banking77-mini, or --train/--test/--name")
-    if not (train and test and name):
-        raise typer.BadParameter("give banking77-mini, or --train, --test and --name")
     session: Session = ctx.obj
+    if source not in (None, "banking77", "banking77-mini"):
+        raise typer.BadParameter(f"unknown dataset {source!r}: banking77, banking77-mini, or --train/--test/--name")
+    if source is None and not (train and test and name):
+        raise typer.BadParameter("give banking77, banking77-mini, or --train, --test and --name")
+    name = name or str(source)
+    bucket = session.outputs.bucket_name  # the stack first: no download for a stack that is not there
     with tempfile.TemporaryDirectory() as work:
+        if source == "banking77":
+            train, test = _download_banking77(session, Path(work) / "hub")
+            text_column, label_column = "text", "label"
+        elif source == "banking77-mini":
+            train, test = MINI_DATASET / "train.jsonl", MINI_DATASET / "test.jsonl"
+        # Every source goes through the same checks and upload: a malformed row is refused with its line.
         status = prepare_data.main(
             [
                 "file",
                 *("--train", str(train), "--test", str(test), "--name", name, "--out-dir", work),
                 *("--text-column", text_column, "--label-column", label_column),
-                *("--bucket", session.outputs.bucket_name),
+                *("--bucket", bucket),
             ],
             s3_client=session.client("s3"),
         )
@@ -521,32 +669,57 @@ def data(
     out.print(f'start it with an input holding "dataset": {{"name": "{name}"}}')
 
 
+def _download_banking77(session: Session, folder: Path) -> tuple[Path, Path]:
+    """PolyAI/banking77 from the Hub as contract JSON Lines under `folder`: the train and test files."""
+    from training_code.prepare_data import write_splits
+
+    err.print(f"downloading {hub_data.BANKING77} from the Hugging Face Hub")
+    train, test, revision = hub_data.load_banking77(session.load_dataset)
+    if revision:
+        err.print(f"the Hub repository holds a loading script, which datasets>=4 refuses: read {revision}")
+    paths = write_splits(folder, train, test)
+    return paths["train"], paths["test"]
+
+
 @app.command()
 @translated_errors
 def quotas(ctx: typer.Context, file: InputFile = None, matrix: MatrixOption = None) -> None:
-    """Applied SageMaker quotas vs the instances the input holds at once at the deployment's max_concurrency;
-    exit 1 when one is short."""
+    """Applied SageMaker quotas and open increase requests vs the instances the input holds at once at the
+    deployment's max_concurrency; for each short quota the command that requests it. Exit 1 when one is short."""
     session: Session = ctx.obj
     estimate = estimate_input(execution_input(file, matrix or (None if file else Matrix.STUDY)), session.config)
     spot = estimate.doc.get("spot", catalog.default("spot"))
     needed = plan.instances_needed(estimate.jobs, session.config.max_concurrency)
-    values = plan.quota_values(session.client("service-quotas"))
-    if values is None:
-        err.print("cannot read SageMaker quotas from Service Quotas")
-        raise typer.Exit(EXIT_FAILED)
+    client = session.client("service-quotas")
+    known = quota_requests.sagemaker_quotas(client)
+    requests = quota_requests.open_requests(client)
     table = Table(title=f"instances held at once (max_concurrency {session.config.max_concurrency})")
-    for column in ("instance", "quota", "needs", "applied", "ok"):
+    for column in ("instance", "quota", "code", "needs", "applied", "open request", "ok"):
         table.add_column(column)
+    commands = []
     short = False
     for instance_type, count in sorted(needed.items()):
-        quota = catalog.training_quota_name(instance_type, spot)
-        value = values.get(quota)
-        ok = value is not None and value >= count
+        name = catalog.training_quota_name(instance_type, spot)
+        quota = known.get(name)
+        opened = [] if quota is None or requests is None else requests.get(quota.code, [])
+        ok = quota is not None and quota.value >= count
         short = short or not ok
+        value = "not listed" if quota is None else f"{quota.value:g}" + ("" if quota.applied else " (default)")
+        if requests is None:
+            pending = "unknown"
+        else:
+            pending = ", ".join(f"{r.get('DesiredValue', 0):g} {r['Status']}" for r in opened) or "-"
         table.add_row(
-            instance_type, quota, str(count), "not listed" if value is None else f"{value:g}", "yes" if ok else "NO"
+            instance_type, name, quota.code if quota else "-", str(count), value, pending, "yes" if ok else "NO"
         )
+        if not ok and quota is not None and not any(float(r.get("DesiredValue", 0)) >= count for r in opened):
+            commands.append(quota_requests.increase_command(quota.code, count, session.boto.region_name))
     out.print(table)
+    if requests is None:
+        err.print("cannot read open quota requests (servicequotas:ListRequestedServiceQuotaChangeHistory)")
+    if commands:
+        out.print("request the short quotas (or lower max_concurrency in cdk.json):")
+        for command in commands:
+            out.print(f"  {command}")
     if short:
-        err.print("request increases in Service Quotas (service code sagemaker), or lower max_concurrency in cdk.json")
         raise typer.Exit(EXIT_FAILED)

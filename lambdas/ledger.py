@@ -13,7 +13,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-from lambdas import cost
+from lambdas import catalog, cost, naming
 from lambdas.job_spec import JobSpec
 
 SUMMARY_SK = "SUMMARY"
@@ -55,20 +55,49 @@ def to_json_value(value: Any) -> Any:
     return value
 
 
+def _optional_decimal(value: Any) -> Decimal | None:
+    return None if value is None else cost.to_decimal(value)
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def job_hyperparameters(job: JobSpec) -> dict[str, Any]:
+    """Every hyperparameter of the catalog's table that the job spec holds, by name (what shaped the job)."""
+    return {hp.name: to_dynamo_value(job[hp.name]) for hp in catalog.HYPERPARAMETERS if hp.name in job}
+
+
+def job_dataset(job: JobSpec, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The dataset's name (from the S3 layout) and its row counts, when the training code reported them (a job
+    Cleanup rebuilt from SageMaker has no train URI: no name)."""
+    return {
+        "name": naming.dataset_name(job.get("train_s3_uri") or ""),
+        "train_rows": _optional_int(metrics.get("train_rows")),
+        "test_rows": _optional_int(metrics.get("test_rows")),
+    }
+
+
 def job_row(
     job: JobSpec,
     status: dict[str, Any],
+    resources: dict[str, Any] | None = None,
     *,
     failure: dict[str, Any] | None = None,
     remedy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ledger row for a JobSpec and its final (normalised) status, with cost and spot savings.
+    """The ledger row for a JobSpec and its final (normalised) status, with cost and spot savings, and what the job
+    used (`resources`: Record's GPU utilisation and artifact size; absent figures are None).
 
-    Every attempt of a job is a row of its own (lambdas/remedies.py): `attempt`, `base_job_name` (the first
-    attempt's name: the job the attempts belong to), the `failure` Classify found and the `remedy` decided for it."""
+    Every field added since the first ledger contract is read with `.get`, so rows of statuses and specs written
+    before it still build. Every attempt of a job is a row of its own (lambdas/remedies.py): `attempt`,
+    `base_job_name` (the first attempt's name: the job the attempts belong to), the `failure` Classify found and the
+    `remedy` decided for it."""
     billable = int(status.get("billable_seconds") or 0)
     training = int(status.get("training_seconds") or 0)
     price = cost.to_decimal(job["hourly_price_usd"])
+    resources = resources or {}
+    split = status.get("time_split_seconds")
     return {
         "pk": run_pk(job["run_id"]),
         "sk": job_sk(job["job_name"]),
@@ -93,6 +122,16 @@ def job_row(
         "metrics": {name: cost.to_decimal(value) for name, value in sorted((status.get("metrics") or {}).items())},
         "created_at": status.get("creation_time"),
         "ended_at": status.get("end_time"),
+        "hyperparameters": job_hyperparameters(job),
+        "dataset": job_dataset(job, status.get("metrics") or {}),
+        "artifact_uri": status.get("artifact_uri"),
+        "artifact_bytes": _optional_int(resources.get("artifact_bytes")),
+        "gpu_utilization_pct": to_dynamo_value(resources.get("gpu_utilization_pct")),
+        "gpu_memory_utilization_pct": to_dynamo_value(resources.get("gpu_memory_utilization_pct")),
+        "time_split_seconds": {phase: int(seconds) for phase, seconds in split.items()} if split else None,
+        "interruptions": int(status.get("interruptions") or 0),
+        "estimated_cost_usd": _optional_decimal(job.get("estimated_cost_usd")),
+        "estimated_hours": _optional_decimal(job.get("estimated_hours")),
         **attempt_fields(job, failure, remedy),
     }
 

@@ -101,6 +101,13 @@ def dataset_uris(bucket: str, dataset_name: str) -> tuple[str, str]:
     return f"s3://{bucket}/datasets/{dataset_name}/train/", f"s3://{bucket}/datasets/{dataset_name}/test/"
 
 
+def dataset_name(train_s3_uri: str) -> str | None:
+    """The dataset's name when its train prefix follows the S3 layout (`s3://<bucket>/datasets/<name>/train/`);
+    None for data elsewhere (the execution input may name any train/test prefixes)."""
+    match = re.fullmatch(r"s3://[^/]+/datasets/([^/]+)/train/?", train_s3_uri or "")
+    return match.group(1) if match else None
+
+
 def checkpoint_uri(bucket: str, run_id: str, job_name: str) -> str:
     """Where SageMaker syncs `/opt/ml/checkpoints` (S3 layout contract: `checkpoints/<run>/<job>/`)."""
     return f"s3://{bucket}/checkpoints/{run_id}/{job_name}/"

@@ -22,6 +22,24 @@ def _number(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def resource_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """What a job used and what shaped it, from its (JSON) ledger row: hyperparameters, dataset, peak memory, GPU
+    utilisation, time split, interruptions and the model artifact (None or empty where a row predates them)."""
+    metrics = row.get("metrics") or {}
+    return {
+        "price_source": row.get("price_source"),
+        "hyperparameters": row.get("hyperparameters") or {},
+        "dataset": row.get("dataset"),
+        "peak_memory_gb": _number(metrics.get("peak_memory_gb")),
+        "gpu_utilization_pct": row.get("gpu_utilization_pct"),
+        "gpu_memory_utilization_pct": row.get("gpu_memory_utilization_pct"),
+        "time_split_seconds": row.get("time_split_seconds"),
+        "interruptions": row.get("interruptions") or 0,
+        "artifact_uri": row.get("artifact_uri"),
+        "artifact_bytes": row.get("artifact_bytes"),
+    }
+
+
 def job_entry(row: dict[str, Any]) -> dict[str, Any]:
     """One ledger row as a report line (metrics by their report names; None where a job produced none)."""
     row = to_json_value(row)
@@ -48,6 +66,7 @@ def job_entry(row: dict[str, Any]) -> dict[str, Any]:
         "spot_savings_pct": _number(row.get("spot_savings_pct")),
         "cost_usd": cost_usd,
         "cost_per_accuracy_point": None if per_point is None else float(per_point),
+        **resource_fields(row),
         # Attempts (lambdas/remedies.py): rows of one job share its base name.
         "attempt": int(row.get("attempt") or 1),
         "base_job_name": row.get("base_job_name") or row.get("job_name"),

@@ -143,15 +143,16 @@ class LaunchSettings:
 
 @dataclass(frozen=True)
 class RecordSettings:
-    """What Record needs: the ledger table."""
+    """What Record needs: the ledger table, and the job-name prefix that names the deployment in its metrics."""
 
     table_name: str
+    job_name_prefix: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RecordSettings:
         """Parse from `env` (default: `os.environ`)."""
         env = os.environ if env is None else env
-        return cls(table_name=_require(env, "TABLE_NAME"))
+        return cls(table_name=_require(env, "TABLE_NAME"), job_name_prefix=_job_name_prefix(env))
 
 
 @dataclass(frozen=True)

@@ -248,6 +248,44 @@ def _iso(value: Any) -> str | None:
     return str(value) if value else None
 
 
+# Where a job's wall time went, by SecondaryStatus (botocore's SecondaryStatus enum). Waiting covers everything
+# before the instances run our container: provisioning, a spot job queued for capacity, and the way back after a
+# spot interruption (Interrupted -> Starting/Restarting -> Downloading ...). Statuses not listed (Stopping, the
+# final ones) are not counted: they are not time a reader would attribute to a phase of the job.
+TIME_SPLIT_PHASES: dict[str, str] = {
+    "Starting": "waiting",
+    "Pending": "waiting",
+    "LaunchingMLInstances": "waiting",
+    "PreparingTrainingStack": "waiting",
+    "Interrupted": "waiting",
+    "Restarting": "waiting",
+    "Downloading": "downloading",
+    "DownloadingTrainingImage": "downloading",
+    "Training": "training",
+    "Uploading": "uploading",
+}
+TIME_SPLIT_KEYS = ("waiting", "downloading", "training", "uploading")
+
+
+def time_split(transitions: list[dict[str, Any]], until: datetime | None = None) -> dict[str, int]:
+    """Seconds spent waiting / downloading / training / uploading, from DescribeTrainingJob's
+    SecondaryStatusTransitions. The transition in progress has no EndTime: it counts up to `until` (the job's end,
+    or the time of the description), or not at all without it."""
+    split = dict.fromkeys(TIME_SPLIT_KEYS, 0.0)
+    for transition in transitions:
+        phase = TIME_SPLIT_PHASES.get(str(transition.get("Status")))
+        start, end = transition.get("StartTime"), transition.get("EndTime") or until
+        if phase is None or not isinstance(start, datetime) or not isinstance(end, datetime):
+            continue
+        split[phase] += max((end - start).total_seconds(), 0.0)
+    return {phase: round(seconds) for phase, seconds in split.items()}
+
+
+def interruptions(transitions: list[dict[str, Any]]) -> int:
+    """How many times spot capacity was reclaimed from the job (each one is an `Interrupted` transition)."""
+    return sum(1 for transition in transitions if transition.get("Status") == "Interrupted")
+
+
 def normalise_description(description: dict[str, Any]) -> dict[str, Any]:
     """DescribeTrainingJob reduced to what the workflow decides on and records (all JSON-able)."""
     status = description.get("TrainingJobStatus", "Unknown")
@@ -258,6 +296,8 @@ def normalise_description(description: dict[str, Any]) -> dict[str, Any]:
         if "MetricName" in item and isinstance(item.get("Value"), int | float) and math.isfinite(item["Value"])
     }
     reason = description.get("FailureReason")
+    transitions = description.get("SecondaryStatusTransitions") or []
+    until = description.get("TrainingEndTime") or description.get("LastModifiedTime")
     return {
         "job_name": description.get("TrainingJobName"),
         "status": status,
@@ -270,6 +310,10 @@ def normalise_description(description: dict[str, Any]) -> dict[str, Any]:
         "failure_reason": reason[:FAILURE_REASON_MAX] if reason else None,
         "creation_time": _iso(description.get("CreationTime")),
         "end_time": _iso(description.get("TrainingEndTime")),
+        "time_split_seconds": time_split(transitions, until),
+        "interruptions": interruptions(transitions),
+        # SageMaker names the path even when nothing was written there (a failed job): Record checks the object.
+        "artifact_uri": (description.get("ModelArtifacts") or {}).get("S3ModelArtifacts") or None,
     }
 
 
@@ -329,6 +373,9 @@ def outcome_after_error(sagemaker: Any, job_name: str, error: dict[str, Any]) ->
             "failure_reason": reason,
             "creation_time": None,
             "end_time": None,
+            "time_split_seconds": dict.fromkeys(TIME_SPLIT_KEYS, 0),
+            "interruptions": 0,
+            "artifact_uri": None,
         }
     if described["ended"]:
         if described["status"] != "Completed" and not described["failure_reason"]:

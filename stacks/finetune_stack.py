@@ -8,6 +8,7 @@ from constructs import Construct
 
 from stacks.config import Config
 from stacks.constructs.bucket import REPORTS_PREFIX, DataBucket
+from stacks.constructs.dashboard import Dashboard
 from stacks.constructs.data_key import DataKey
 from stacks.constructs.grants import secret_policy_arn
 from stacks.constructs.ledger import Ledger
@@ -63,6 +64,18 @@ class FineTuneStack(Stack):
         )
         self.bucket = data.bucket
         self.table = ledger.table
+        # Dashboards are per account, not per region: the job-name prefix (stack and region hashed in) names it.
+        self.dashboard = Dashboard(
+            self,
+            "Dashboard",
+            dashboard_name=config.job_name_prefix,
+            state_machine=self.workflow.state_machine,
+            functions={
+                name: getattr(self.workflow, name.lower())
+                for name in ("Plan", "Launch", "Status", "Record", "Report", "Cleanup")
+            },
+            job_name_prefix=config.job_name_prefix,
+        ).dashboard
 
         CfnOutput(self, "BucketName", value=data.bucket.bucket_name, description="Data bucket (datasets/, reports/ …)")
         CfnOutput(self, "SageMakerRoleArn", value=sagemaker.role.role_arn, description="Training job execution role")
@@ -79,3 +92,4 @@ class FineTuneStack(Stack):
             description="Where each run's report lands",
         )
         CfnOutput(self, "NotificationTopicArn", value=self.workflow.topic.topic_arn)
+        CfnOutput(self, "DashboardName", value=self.dashboard.dashboard_name, description="CloudWatch dashboard")

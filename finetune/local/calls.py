@@ -72,6 +72,11 @@ def recording(log: CallLog) -> Iterator[CallLog]:
         _active = previous
 
 
+# Services whose signing name is not their IAM action prefix (CloudWatch signs as `monitoring`; its actions are
+# `cloudwatch:*`).
+_IAM_PREFIX_OF_SIGNING_NAME = {"monitoring": "cloudwatch"}
+
+
 def _record(params: dict[str, Any], model: Any, **_: Any) -> None:
     function = _function.get()
     if _active is None or function is None:
@@ -81,7 +86,7 @@ def _record(params: dict[str, Any], model: Any, **_: Any) -> None:
         AwsCall(
             function=function,
             service=service_model.service_name,
-            iam_prefix=service_model.signing_name,
+            iam_prefix=_IAM_PREFIX_OF_SIGNING_NAME.get(service_model.signing_name, service_model.signing_name),
             operation=model.name,
             params=dict(params),
         )

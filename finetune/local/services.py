@@ -114,6 +114,7 @@ class LocalServices:
             "HyperParameters": request.get("HyperParameters", {}),
             "EnableManagedSpotTraining": request.get("EnableManagedSpotTraining", False),
             "ModelArtifacts": {"S3ModelArtifacts": f"{output_path.rstrip('/')}/{name}/output/model.tar.gz"},
+            "SecondaryStatusTransitions": _transitions(job["created"], state),
             **state,
         }
 
@@ -176,6 +177,28 @@ class LocalServices:
                     }
                 )
         return {"Quotas": quotas}
+
+
+def _transitions(created: datetime, state: dict[str, Any]) -> list[dict[str, Any]]:
+    """SecondaryStatusTransitions as SageMaker reports them, from what a backend says of a job: Starting until its
+    training started, Training until it ended, then its final secondary status (a backend may give its own)."""
+    started, ended = state.get("TrainingStartTime"), state.get("TrainingEndTime")
+    if not isinstance(started, datetime):
+        return [{"Status": "Starting", "StartTime": created, "StatusMessage": "Preparing the instances for training"}]
+    transitions: list[dict[str, Any]] = [
+        {
+            "Status": "Starting",
+            "StartTime": created,
+            "EndTime": max(started, created),
+            "StatusMessage": "Preparing the instances for training",
+        },
+        {"Status": "Training", "StartTime": max(started, created), "StatusMessage": "Training in progress."},
+    ]
+    if isinstance(ended, datetime):
+        transitions[-1]["EndTime"] = ended
+        final = str(state.get("SecondaryStatus") or state.get("TrainingJobStatus") or "Completed")
+        transitions.append({"Status": final, "StartTime": ended, "EndTime": ended, "StatusMessage": final})
+    return transitions
 
 
 def _filter_matches(job: dict[str, Any], search_filter: dict[str, str]) -> bool:

@@ -2,23 +2,53 @@
 A failed attempt also carries `failure` (Classify's output) and, when one was decided, `remedy` (Remedy's).
 
 With `error` (the Map's Catch), the job is described here: it may exist and be billed even though the workflow
-lost it. The row is a pure function of job and final status, so retries rewrite the same item.
+lost it. The row is a function of job, final status and what the job used (its hosts' GPU metrics, its artifact),
+so retries rewrite the same item. Each recorded job also emits the spend and status metrics the dashboard graphs.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, cast
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
 
-from lambdas import aws, ledger, settings, training_job
+from lambdas import aws, job_resources, ledger, run_metrics, settings, training_job
 from lambdas.handlers.observability import instrumented, logger
 from lambdas.job_spec import JobSpec
 
 
+def resources_used(job: JobSpec, final: dict[str, Any]) -> dict[str, Any]:
+    """GPU utilisation of the job's hosts (CloudWatch) and its model artifact's size (S3).
+
+    These figures describe the job; its cost row must not depend on them. A lookup that still fails after botocore's
+    retries is logged and recorded as None, so the row (what the job cost) is written all the same.
+    """
+    used: dict[str, Any] = {"gpu_utilization_pct": None, "gpu_memory_utilization_pct": None, "artifact_bytes": None}
+    try:
+        used.update(
+            job_resources.gpu_utilization(
+                aws.client("cloudwatch"),
+                job["job_name"],
+                instance_count=int(job["instance_count"]),
+                gpus_per_instance=int(job.get("gpus_per_instance") or 1),
+                started=final.get("creation_time"),
+                ended=final.get("end_time"),
+            )
+        )
+    except (BotoCoreError, ClientError) as exc:
+        logger.warning("GPU utilisation not recorded", extra={"job_name": job["job_name"], "error": str(exc)})
+    try:
+        used["artifact_bytes"] = job_resources.artifact_bytes(aws.client("s3"), final.get("artifact_uri"))
+    except (BotoCoreError, ClientError) as exc:
+        logger.warning("artifact size not recorded", extra={"job_name": job["job_name"], "error": str(exc)})
+    return used
+
+
 @instrumented
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Compute the job's cost and spot savings and write its ledger row."""
+    """Compute the job's cost and spot savings, collect what it used, write its ledger row and emit its metrics."""
     config = settings.record_settings()
     job = cast(JobSpec, event["job"])
     if event.get("status"):
@@ -26,8 +56,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     else:
         final = training_job.outcome_after_error(aws.client("sagemaker"), job["job_name"], event.get("error") or {})
     # After Classify and Remedy (a failed attempt): its class, evidence and what happens next go on the row.
-    row = ledger.job_row(job, final, failure=event.get("failure"), remedy=event.get("remedy"))
+    row = ledger.job_row(
+        job, final, resources_used(job, final), failure=event.get("failure"), remedy=event.get("remedy")
+    )
     ledger.put_row(aws.client("dynamodb"), config.table_name, row)
     result = ledger.to_json_value(row)
+    run_metrics.emit(result, deployment=config.job_name_prefix, timestamp_ms=int(time.time() * 1000))
     logger.info("job recorded", extra={k: result[k] for k in ("job_name", "status", "cost_usd", "spot_savings_pct")})
     return result

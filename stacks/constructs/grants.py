@@ -17,7 +17,7 @@ from enum import StrEnum
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 
-from stacks.constructs.bucket import DATASETS_PREFIX, REPORTS_PREFIX
+from stacks.constructs.bucket import DATASETS_PREFIX, MODELS_PREFIX, REPORTS_PREFIX
 from stacks.nag import acknowledge, nag_resource
 
 
@@ -26,6 +26,7 @@ class Target(StrEnum):
 
     BUCKET = "the data bucket"
     REPORTS = "objects under reports/ in the data bucket"
+    MODELS = "objects under models/ in the data bucket"
     LEDGER = "the ledger table"
     DATA_KEY = "the data key"
     TOPIC = "the notification topic"
@@ -105,7 +106,25 @@ GRANTS: Mapping[str, tuple[Grant, ...]] = {
         ),
     ),
     "Status": (_DESCRIBE_JOBS,),
-    "Record": (_DESCRIBE_JOBS, Grant(("dynamodb:PutItem",), Target.LEDGER), _DATA_KEY_WRITER),
+    "Record": (
+        _DESCRIBE_JOBS,
+        Grant(("dynamodb:PutItem",), Target.LEDGER),
+        _DATA_KEY_WRITER,
+        # The model artifact's size (HeadObject is authorized as s3:GetObject); Record never reads its body.
+        Grant(
+            ("s3:GetObject",),
+            Target.MODELS,
+            wildcard_reason="Model keys are per job (models/<model>-<approach>/<job>/output/model.tar.gz); the grant "
+            "is limited to the models/ prefix, and Record only asks for an artifact's size.",
+        ),
+        # The job's GPU utilisation from its hosts' metrics in /aws/sagemaker/TrainingJobs.
+        Grant(
+            ("cloudwatch:GetMetricData",),
+            Target.ANY,
+            wildcard_reason="cloudwatch:GetMetricData supports no resource-level permissions; it is read-only and "
+            "Record queries only its own jobs' hosts.",
+        ),
+    ),
     "Classify": (_DESCRIBE_JOBS,),
     # Another instance type's price and quota (lambdas/remedies.py); both read-only.
     "Remedy": (
@@ -154,6 +173,8 @@ def _resource_arn(grant: Grant, targets: GrantTargets) -> str:
         return "*"
     if grant.target is Target.REPORTS:
         return f"{targets[Target.BUCKET]}/{REPORTS_PREFIX}*"
+    if grant.target is Target.MODELS:
+        return f"{targets[Target.BUCKET]}/{MODELS_PREFIX}*"
     return targets[grant.target]
 
 

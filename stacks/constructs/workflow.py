@@ -40,7 +40,7 @@ CALLS_AT_WORST = {
     "Plan": 4,  # datasets' ListObjectsV2 x2, the token secret, plus Pricing/Service Quotas on their own short clients
     "Launch": 2,  # CreateTrainingJob, then DescribeTrainingJob when the name already exists
     "Status": 1,  # DescribeTrainingJob
-    "Record": 2,  # DescribeTrainingJob (after a Catch), PutItem
+    "Record": 4,  # DescribeTrainingJob (after a Catch), GetMetricData, HeadObject, PutItem
     "Classify": 3,  # DescribeTrainingJob, and twice more after a Catch (training_job.outcome_after_error)
     "Remedy": 2,  # Service Quotas and Pricing, each on its own short client
     "Report": 5,  # Query, 3 x PutObject, PutItem

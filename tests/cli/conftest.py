@@ -26,9 +26,10 @@ def outputs_of(account: LocalAccount) -> StackOutputs:
     )
 
 
-def finetune(account: LocalAccount | None, *args: str) -> Result:
-    """Run `finetune ARGS` as a user would, its AWS calls going to the emulated account."""
-    session = Session(poll_seconds=0.2)
+def finetune(account: LocalAccount | None, *args: str, **session_fields: Any) -> Result:
+    """Run `finetune ARGS` as a user would, its AWS calls going to the emulated account (`session_fields`: Session
+    fields to set, e.g. a stand-in `load_dataset`)."""
+    session = Session(poll_seconds=0.2, **session_fields)
     if account is not None:
         session.resolve_outputs = lambda _session, _stack: outputs_of(account)
     return CliRunner().invoke(app, list(args), obj=session, env=TERMINAL)
@@ -42,3 +43,11 @@ def no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def answer_quota_requests(account: LocalAccount, requests: list[dict[str, Any]]) -> None:
+    """Service Quotas' request history for the emulated account (moto lacks ListRequestedServiceQuotaChangeHistory):
+    answered through the local services' hook, so the request is still validated against the real API model."""
+    account.services._operations[("service-quotas", "ListRequestedServiceQuotaChangeHistory")] = lambda _params: {
+        "RequestedQuotas": requests
+    }

@@ -12,7 +12,7 @@ import pytest
 
 from finetune.local.backends import ScriptedOutcome
 from finetune.local.runner import DATA_BUCKET, REGION
-from tests.cli.conftest import finetune
+from tests.cli.conftest import answer_quota_requests, finetune
 from tests.workflow.conftest import GOOD_METRICS
 
 TRAINS_WELL = ScriptedOutcome(metrics=GOOD_METRICS)
@@ -138,6 +138,7 @@ def test_data_uploads_the_bundled_sample_and_refuses_a_malformed_row_by_its_line
 
 def test_quotas_compare_applied_values_with_what_the_study_holds_at_once(account_with) -> None:
     account = account_with(lambda _request: TRAINS_WELL)
+    answer_quota_requests(account, [])
 
     result = finetune(account, "quotas", "--matrix", "study")
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from botocore.stub import Stubber
 
-from lambdas import aws, cost, ledger, training_job
+from lambdas import aws, cost, job_resources, ledger, naming, training_job
 from lambdas.handlers import launch as launch_handler
 from lambdas.handlers import record as record_handler
-from tests.lambdas.lambda_testkit import TABLE, describe_response, one_job
+from tests.lambdas.lambda_testkit import BUCKET, PREFIX, TABLE, describe_response, one_job
 
 
 def status(state: str = "Completed", training: int = 500, billable: int = 100, **extra: Any) -> dict[str, Any]:
@@ -135,3 +136,212 @@ def test_rows_never_hold_floats(moto_aws: None) -> None:
     ledger.put_row(aws.client("dynamodb"), TABLE, row)
     [stored] = ledger.run_rows(aws.client("dynamodb"), TABLE, row["run_id"])
     assert stored["metrics"]["eval_rougeL"] == Decimal("0.1") and isinstance(stored["hourly_price_usd"], Decimal)
+
+
+# --- What the job used: GPU utilisation, artifact, time split, hyperparameters, dataset ------------------------------
+
+START = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def metric_result(query_id: str, label: str, values: list[float]) -> dict[str, Any]:
+    """One MetricDataResults entry as CloudWatch returns it (newest-first unless ScanBy says otherwise)."""
+    return {
+        "Id": query_id,
+        "Label": label,
+        "Timestamps": [START + timedelta(minutes=i) for i in range(len(values))],
+        "Values": values,
+        "StatusCode": "Complete",
+    }
+
+
+def test_gpu_utilisation_is_per_gpu_mean_and_max_over_every_host() -> None:
+    # Given a 2-instance job with 4 GPUs each: SageMaker sums utilisation over an instance's GPUs (0-400%)
+    cloudwatch = aws.client("cloudwatch")
+    expected_queries = job_resources.metric_queries("ft-job", 2)
+    assert [q["MetricStat"]["Metric"]["Dimensions"] for q in expected_queries] == [
+        [{"Name": "Host", "Value": "ft-job/algo-1"}],
+        [{"Name": "Host", "Value": "ft-job/algo-1"}],
+        [{"Name": "Host", "Value": "ft-job/algo-2"}],
+        [{"Name": "Host", "Value": "ft-job/algo-2"}],
+    ]
+    with Stubber(cloudwatch) as stub:
+        stub.add_response(
+            "get_metric_data",
+            {
+                "MetricDataResults": [
+                    metric_result("gpu_1", "GPUUtilization", [320.0, 360.0]),
+                    metric_result("memory_1", "GPUMemoryUtilization", [200.0, 280.0]),
+                    metric_result("gpu_2", "GPUUtilization", [300.0, 380.0]),
+                    metric_result("memory_2", "GPUMemoryUtilization", [240.0, 300.0]),
+                ],
+                "Messages": [],
+            },
+            {
+                "MetricDataQueries": expected_queries,
+                "StartTime": START - timedelta(minutes=1),
+                "EndTime": START + timedelta(minutes=31),
+                "ScanBy": "TimestampAscending",
+            },
+        )
+        # When summarised over the job's run
+        used = job_resources.gpu_utilization(
+            cloudwatch,
+            "ft-job",
+            instance_count=2,
+            gpus_per_instance=4,
+            started=START.isoformat(),
+            ended=(START + timedelta(minutes=30)).isoformat(),
+        )
+    # Then percentages are per GPU: mean of (80, 90, 75, 95), max 95; memory max 300/4
+    assert used == {"gpu_utilization_pct": {"mean": 85.0, "max": 95.0}, "gpu_memory_utilization_pct": {"max": 75.0}}
+
+
+def test_gpu_utilisation_follows_next_tokens() -> None:
+    cloudwatch = aws.client("cloudwatch")
+    with Stubber(cloudwatch) as stub:
+        stub.add_response(
+            "get_metric_data",
+            {"MetricDataResults": [metric_result("gpu_1", "GPUUtilization", [50.0])], "NextToken": "page-2"},
+        )
+        stub.add_response(
+            "get_metric_data",
+            {"MetricDataResults": [metric_result("gpu_1", "GPUUtilization", [70.0])]},
+            {
+                "MetricDataQueries": job_resources.metric_queries("j", 1),
+                "StartTime": START - timedelta(minutes=1),
+                "EndTime": START + timedelta(minutes=3),
+                "ScanBy": "TimestampAscending",
+                "NextToken": "page-2",
+            },
+        )
+        used = job_resources.gpu_utilization(
+            cloudwatch,
+            "j",
+            instance_count=1,
+            gpus_per_instance=1,
+            started=START.isoformat(),
+            ended=(START + timedelta(minutes=2)).isoformat(),
+        )
+    assert used["gpu_utilization_pct"] == {"mean": 60.0, "max": 70.0}
+    assert used["gpu_memory_utilization_pct"] is None
+
+
+def test_cpu_job_without_gpu_points_has_no_utilisation() -> None:
+    # Given CloudWatch has no GPU points for the job's host (a CPU instance publishes none)
+    cloudwatch = aws.client("cloudwatch")
+    with Stubber(cloudwatch) as stub:
+        stub.add_response(
+            "get_metric_data",
+            {
+                "MetricDataResults": [
+                    {
+                        "Id": "gpu_1",
+                        "Label": "GPUUtilization",
+                        "Timestamps": [],
+                        "Values": [],
+                        "StatusCode": "Complete",
+                    },
+                    {
+                        "Id": "memory_1",
+                        "Label": "GPUMemoryUtilization",
+                        "Timestamps": [],
+                        "Values": [],
+                        "StatusCode": "Complete",
+                    },
+                ]
+            },
+        )
+        used = job_resources.gpu_utilization(
+            cloudwatch, "j", instance_count=1, gpus_per_instance=0, started=START.isoformat(), ended=START.isoformat()
+        )
+    assert used == {"gpu_utilization_pct": None, "gpu_memory_utilization_pct": None}
+
+
+def test_job_that_never_started_asks_cloudwatch_nothing() -> None:
+    cloudwatch = aws.client("cloudwatch")
+    with Stubber(cloudwatch):  # any call would fail: no response queued
+        used = job_resources.gpu_utilization(
+            cloudwatch, "j", instance_count=1, gpus_per_instance=1, started=None, ended=None
+        )
+    assert used == {"gpu_utilization_pct": None, "gpu_memory_utilization_pct": None}
+
+
+def test_artifact_size_is_read_and_missing_artifacts_are_none(moto_aws: None) -> None:
+    s3 = aws.client("s3")
+    s3.put_object(Bucket=BUCKET, Key="models/m-lora/j/output/model.tar.gz", Body=b"x" * 1234)
+    assert job_resources.artifact_bytes(s3, f"s3://{BUCKET}/models/m-lora/j/output/model.tar.gz") == 1234
+    assert job_resources.artifact_bytes(s3, f"s3://{BUCKET}/models/m-lora/failed/output/model.tar.gz") is None
+    assert job_resources.artifact_bytes(s3, None) is None
+
+
+def test_dataset_name_comes_from_the_s3_layout() -> None:
+    assert naming.dataset_name("s3://b/datasets/banking77/train/") == "banking77"
+    assert naming.dataset_name("s3://b/elsewhere/train/") is None
+
+
+def test_recorded_row_carries_what_a_reader_needs_to_compare_jobs(
+    moto_aws: None, lambda_context: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a completed job whose artifact is in S3, with its time split, an interruption and row counts
+    job = {**priced_job(), "estimated_cost_usd": 1.25, "estimated_hours": 0.5}
+    artifact = f"{job['output_s3_uri']}{job['job_name']}/output/model.tar.gz"
+    bucket, key = naming.split_s3_uri(artifact)
+    aws.client("s3").put_object(Bucket=bucket, Key=key, Body=b"\0" * 4096)
+    split = {"waiting": 600, "downloading": 240, "training": 3000, "uploading": 120}
+    final = {
+        **status(training=4000, billable=3600, metrics={"train_rows": 900, "test_rows": 100, "peak_memory_gb": 17.5}),
+        "time_split_seconds": split,
+        "interruptions": 1,
+        "artifact_uri": artifact,
+    }
+    # When recorded
+    row = record_handler.handler({"job": job, "status": final}, lambda_context)
+    # Then the row holds the hyperparameters that shaped the job, the dataset, the artifact and the time split
+    assert row["hyperparameters"]["learning_rate"] == job["learning_rate"]
+    assert {"epochs", "batch_size", "lora_r", "lora_alpha", "prompt_style", "seed", "max_seq_length"} <= set(
+        row["hyperparameters"]
+    )
+    assert row["dataset"] == {"name": "banking77", "train_rows": 900, "test_rows": 100}
+    assert (row["artifact_uri"], row["artifact_bytes"]) == (artifact, 4096)
+    assert row["time_split_seconds"] == split and row["interruptions"] == 1
+    assert row["metrics"]["peak_memory_gb"] == 17.5
+    assert (row["estimated_cost_usd"], row["estimated_hours"]) == (1.25, 0.5)
+    # moto's CloudWatch has no GPU points for the job: none recorded rather than zero
+    assert row["gpu_utilization_pct"] is None and row["gpu_memory_utilization_pct"] is None
+    [item] = stored_items()
+    assert item["time_split_seconds"]["M"]["waiting"] == {"N": "600"} and item["artifact_bytes"] == {"N": "4096"}
+    # And one EMF line carries its cost by run and in total, and its status
+    [emf] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    directives = emf["_aws"]["CloudWatchMetrics"]
+    assert directives[0]["Dimensions"] == [["Deployment", "RunId"], ["Deployment"]]
+    assert directives[0]["Metrics"] == [{"Name": "JobCostUSD", "Unit": "None"}]
+    assert directives[1] == {
+        "Namespace": "Finetune",
+        "Dimensions": [["Deployment", "Status"]],
+        "Metrics": [{"Name": "JobsRecorded", "Unit": "Count"}],
+    }
+    assert (emf["Deployment"], emf["RunId"], emf["Status"]) == (PREFIX, job["run_id"], "Completed")
+    assert (emf["JobCostUSD"], emf["JobsRecorded"]) == (3.0, 1)
+
+
+def test_rows_of_specs_and_statuses_from_before_these_fields_still_build() -> None:
+    # Given a status without the time split or artifact, and a spec without the expected cost
+    job = priced_job()
+    for key in ("estimated_cost_usd", "estimated_hours"):
+        job.pop(key, None)
+    row = ledger.job_row(job, status())
+    assert row["time_split_seconds"] is None and row["interruptions"] == 0
+    assert row["artifact_uri"] is None and row["artifact_bytes"] is None
+    assert row["estimated_cost_usd"] is None and row["dataset"]["train_rows"] is None
+
+
+def test_a_failing_metrics_lookup_still_records_the_jobs_cost(moto_aws: None, lambda_context: Any) -> None:
+    # Given CloudWatch refuses GetMetricData (after botocore's own retries)
+    cloudwatch = aws.client("cloudwatch")
+    final = {**status(training=3600, billable=3600), "artifact_uri": None}
+    with Stubber(cloudwatch) as stub:
+        stub.add_client_error("get_metric_data", "ThrottlingException", "Rate exceeded", 400)
+        row = record_handler.handler({"job": priced_job(hourly=1.5, count=1), "status": final}, lambda_context)
+    # Then the row is written with its cost, and no GPU figures
+    assert row["cost_usd"] == 1.5 and row["gpu_utilization_pct"] is None
+    assert len(stored_items()) == 1

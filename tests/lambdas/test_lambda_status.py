@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -43,7 +43,119 @@ def test_completed_spot_job_is_normalised() -> None:
         "failure_reason": None,
         "creation_time": "2026-11-25T12:00:00+00:00",
         "end_time": "2026-11-25T13:00:00+00:00",
+        "time_split_seconds": {"waiting": 0, "downloading": 0, "training": 0, "uploading": 0},
+        "interruptions": 0,
+        "artifact_uri": "s3://b/m",
     }
+
+
+def _at(minute: int) -> datetime:
+    return datetime(2026, 11, 25, 12, 0, tzinfo=UTC) + timedelta(minutes=minute)
+
+
+# A managed-spot job that waited 10 minutes for capacity, trained 30, was interrupted, waited 5 more, came back,
+# downloaded again and finished: SecondaryStatusTransitions as DescribeTrainingJob returns them.
+INTERRUPTED_SPOT_TRANSITIONS = [
+    {
+        "Status": "Starting",
+        "StartTime": _at(0),
+        "EndTime": _at(10),
+        "StatusMessage": "Preparing the instances for training",
+    },
+    {"Status": "Downloading", "StartTime": _at(10), "EndTime": _at(14), "StatusMessage": "Downloading input data"},
+    {
+        "Status": "Training",
+        "StartTime": _at(14),
+        "EndTime": _at(44),
+        "StatusMessage": "Training image download completed. Training in progress.",
+    },
+    {
+        "Status": "Interrupted",
+        "StartTime": _at(44),
+        "EndTime": _at(45),
+        "StatusMessage": "Spot instances were interrupted",
+    },
+    {
+        "Status": "Starting",
+        "StartTime": _at(45),
+        "EndTime": _at(49),
+        "StatusMessage": "Preparing the instances for training",
+    },
+    {"Status": "Downloading", "StartTime": _at(49), "EndTime": _at(51), "StatusMessage": "Downloading input data"},
+    {"Status": "Training", "StartTime": _at(51), "EndTime": _at(71), "StatusMessage": "Training in progress."},
+    {
+        "Status": "Uploading",
+        "StartTime": _at(71),
+        "EndTime": _at(73),
+        "StatusMessage": "Uploading generated training model",
+    },
+    {"Status": "Completed", "StartTime": _at(73), "EndTime": _at(73), "StatusMessage": "Training job completed"},
+]
+
+
+def _described(description: dict[str, Any]) -> dict[str, Any]:
+    """`description` as DescribeTrainingJob returns it through botocore (the Stubber validates its shape)."""
+    sagemaker = aws.client("sagemaker")
+    with Stubber(sagemaker) as stub:
+        stub.add_response("describe_training_job", description, {"TrainingJobName": description["TrainingJobName"]})
+        return training_job.status(sagemaker, description["TrainingJobName"])
+
+
+def test_interrupted_spot_job_splits_its_time_and_counts_the_interruption() -> None:
+    # Given a spot job interrupted once (SageMaker's transitions, shape-checked by botocore)
+    status = _described(
+        describe_response(
+            "job-1",
+            TrainingJobStatus="Completed",
+            SecondaryStatus="Completed",
+            TrainingTimeInSeconds=73 * 60,
+            BillableTimeInSeconds=56 * 60,
+            TrainingEndTime=_at(73),
+            SecondaryStatusTransitions=INTERRUPTED_SPOT_TRANSITIONS,
+        )
+    )
+    # Then waiting holds both capacity waits and the interruption itself; each phase adds up across the restart
+    assert status["time_split_seconds"] == {
+        "waiting": (10 + 1 + 4) * 60,
+        "downloading": (4 + 2) * 60,
+        "training": (30 + 20) * 60,
+        "uploading": 2 * 60,
+    }
+    assert status["interruptions"] == 1
+
+
+def test_running_phase_counts_up_to_the_last_modification() -> None:
+    # Given a job still training (its current transition has no EndTime yet)
+    transitions = [
+        {
+            "Status": "Starting",
+            "StartTime": _at(0),
+            "EndTime": _at(3),
+            "StatusMessage": "Launching requested ML instances",
+        },
+        {"Status": "Training", "StartTime": _at(3), "StatusMessage": "Training in progress."},
+    ]
+    status = _described(describe_response("job-2", SecondaryStatusTransitions=transitions, LastModifiedTime=_at(13)))
+    # Then the open phase runs to the description's LastModifiedTime
+    assert status["time_split_seconds"] == {"waiting": 180, "downloading": 0, "training": 600, "uploading": 0}
+    assert status["interruptions"] == 0 and status["ended"] is False
+
+
+def test_job_that_never_got_spot_capacity_only_waited() -> None:
+    transitions = [
+        {"Status": "Starting", "StartTime": _at(0), "EndTime": _at(120), "StatusMessage": "Insufficient capacity"},
+        {"Status": "MaxWaitTimeExceeded", "StartTime": _at(120), "EndTime": _at(120), "StatusMessage": "Stopped"},
+    ]
+    status = _described(
+        describe_response(
+            "job-3",
+            TrainingJobStatus="Stopped",
+            SecondaryStatus="MaxWaitTimeExceeded",
+            TrainingEndTime=_at(120),
+            SecondaryStatusTransitions=transitions,
+        )
+    )
+    assert status["time_split_seconds"]["waiting"] == 7200 and sum(status["time_split_seconds"].values()) == 7200
 
 
 @pytest.mark.parametrize(

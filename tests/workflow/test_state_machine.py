@@ -41,6 +41,12 @@ def test_three_job_matrix_succeeds_with_three_ledger_rows_a_summary_and_a_report
     assert all(row["status"] == "Completed" for row in rows.values())
     assert all(row["spot_savings_pct"] == pytest.approx(100 * (1 - 300 / 900), abs=0.01) for row in rows.values())
     assert any(row["sk"] == "SUMMARY" for row in result.ledger_rows)
+    # What a reader compares jobs by travels from DescribeTrainingJob and the spec to the row
+    for approach, row in rows.items():
+        assert row["time_split_seconds"] == {"waiting": 0, "downloading": 0, "training": 900, "uploading": 0}
+        assert row["hyperparameters"]["approach"] == approach and row["dataset"]["name"] == "banking77"
+        assert row["artifact_uri"].endswith(f"/{row['job_name']}/output/model.tar.gz")
+        assert row["gpu_utilization_pct"] is None  # moto's CloudWatch has no points for the scripted jobs
     run_id = result.run_id
     assert {f"reports/{run_id}/report.json", f"reports/{run_id}/report.md"} <= set(result.reports)
     report = json.loads(result.reports[f"reports/{run_id}/report.json"])

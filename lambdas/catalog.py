@@ -476,6 +476,31 @@ def job_defaults(params_billion: float, approach: str) -> JobDefaults:
     return DEFAULTS[(size_class(params_billion), approach)]
 
 
+# Where a job may move when its instance type has no quota or no capacity (lambdas/remedies.py), per size class and
+# approach, in order of preference: the default first, then the same GPU memory on other families or sizes (the
+# next size up mostly adds host RAM and vCPUs), then more GPU memory. The remedy still asks the memory planner and
+# the applied quota about each candidate, so a list may hold types that only fit some models of the class.
+FALLBACK_INSTANCES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("2b", "qlora"): ("ml.g5.xlarge", "ml.g6.xlarge", "ml.g5.2xlarge", "ml.g6.2xlarge", "ml.g5.4xlarge"),
+    ("2b", "lora"): ("ml.g5.xlarge", "ml.g6.xlarge", "ml.g5.2xlarge", "ml.g6.2xlarge", "ml.g5.4xlarge"),
+    ("2b", "full"): ("ml.g5.xlarge", "ml.g6.xlarge", "ml.g5.2xlarge", "ml.g6.2xlarge", "ml.g5.4xlarge"),
+    ("7b", "qlora"): ("ml.g5.xlarge", "ml.g6.xlarge", "ml.g5.2xlarge", "ml.g6.2xlarge", "ml.g5.4xlarge"),
+    ("7b", "lora"): ("ml.g5.2xlarge", "ml.g6.2xlarge", "ml.g5.4xlarge", "ml.g6.4xlarge", "ml.g5.12xlarge"),
+    ("7b", "full"): ("ml.g5.48xlarge", "ml.g6.48xlarge", "ml.p4d.24xlarge"),
+    ("20b", "qlora"): ("ml.g5.12xlarge", "ml.g6.12xlarge", "ml.g5.24xlarge", "ml.p4d.24xlarge"),
+    ("20b", "lora"): ("ml.p4d.24xlarge", "ml.p5.48xlarge"),
+    ("20b", "full"): ("ml.p4d.24xlarge", "ml.p5.48xlarge"),
+    ("70b", "qlora"): ("ml.p5.48xlarge",),
+    ("70b", "lora"): ("ml.p5.48xlarge",),
+    ("70b", "full"): ("ml.p5.48xlarge",),
+}
+
+
+def fallback_instances(params_billion: float, approach: str) -> tuple[str, ...]:
+    """The fallback list for a model size and approach (empty for approaches without one, e.g. no training)."""
+    return FALLBACK_INSTANCES.get((size_class(params_billion), approach), ())
+
+
 # The Banking77 study: 3 models x 3 approaches, minus GPT-NeoX-20B full (skipped for cost) = 8 jobs. Baselines are
 # not in it by default: the execution input's `baselines: true` adds one per model (see `with_baselines`), at most
 # 2 x $1.41 + $7.09 = $9.91 more at catalog on-demand prices for the study's three models (their 1-hour bounds).
@@ -621,6 +646,16 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         None,
         "checkpoint interval sized by the memory planner",
         "save_interval_seconds",
+    ),
+    # 1: every optimizer step sees one per-device batch. The out-of-memory remedy halves the batch and doubles this,
+    # so the effective batch (and the learning-rate schedule it was tuned for) stays the same.
+    Hyperparameter(
+        "gradient_accumulation_steps",
+        Source.FIXED,
+        ("integer",),
+        1,
+        "micro-batches per optimizer step",
+        "gradient_accumulation_steps",
     ),
     Hyperparameter("seed", Source.FIXED, ("integer",), 42, "random seed", "seed"),
     # 3% linear warmup: the usual SFT recipe; it keeps the first full-rate steps from wrecking a pretrained model.

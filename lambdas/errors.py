@@ -72,6 +72,11 @@ class ResourceLimitReached(WorkflowError):
     retries this after a long wait."""
 
 
+class QuotaExhausted(WorkflowError):
+    """CreateTrainingJob hit an account limit that the job exceeds on its own (e.g. a quota of 0 on a new account):
+    waiting cannot help, so it is not retried; the remedy moves the job to another instance type."""
+
+
 class JobNameConflict(WorkflowError):
     """A training job with this name exists but was not created for this job spec (e.g. a reused execution name with
     other input or code). Retrying cannot help."""

@@ -10,7 +10,23 @@ from __future__ import annotations
 from typing import TypedDict
 
 
-class JobSpec(TypedDict):
+class AttemptFields(TypedDict, total=False):
+    """A JobSpec's optional fields: what remedies (lambdas/remedies.py) add to an attempt after the first, what
+    the experiment adds for them, and the demo's failure injection. Absent on Plan's specs (attempt 1)."""
+
+    # Attempts (lambdas/remedies.py): absent on Plan's specs, which are attempt 1.
+    attempt: int  # 1-based
+    base_job_name: str  # the first attempt's name
+    prior_cost_usd: float  # what the earlier attempts cost
+    allowance_usd: float  # the most all attempts of this job may cost (its share of budget_usd)
+    tried_instance_types: list[str]
+    remedies_applied: list[str]
+    params_billion: float  # a Hub model's size from its experiment (the memory planner needs it)
+    # Demo only (offline runner): the failure the local training backend injects into this job's first attempt.
+    inject_failure: str
+
+
+class JobSpec(AttemptFields):
     """One training job (docs/architecture.md, "Plan output and the job spec")."""
 
     run_id: str
@@ -37,6 +53,7 @@ class JobSpec(TypedDict):
     fsdp: str  # "" | "full_shard" | "full_shard_offload": the memory planner's strategy
     save_interval_seconds: int
     seed: int
+    gradient_accumulation_steps: int
     warmup_ratio: float
     eval_batch_size: int
     decoding: str

@@ -89,12 +89,21 @@ def job_dataset(job: JobSpec, metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def job_row(job: JobSpec, status: dict[str, Any], resources: dict[str, Any] | None = None) -> dict[str, Any]:
+def job_row(
+    job: JobSpec,
+    status: dict[str, Any],
+    resources: dict[str, Any] | None = None,
+    *,
+    failure: dict[str, Any] | None = None,
+    remedy: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The ledger row for a JobSpec and its final (normalised) status, with cost and spot savings, and what the job
     used (`resources`: Record's GPU utilisation and artifact size; absent figures are None).
 
     Every field added since the first ledger contract is read with `.get`, so rows of statuses and specs written
-    before it still build."""
+    before it still build. Every attempt of a job is a row of its own (lambdas/remedies.py): `attempt`,
+    `base_job_name` (the first attempt's name: the job the attempts belong to), the `failure` Classify found and the
+    `remedy` decided for it."""
     billable = int(status.get("billable_seconds") or 0)
     training = int(status.get("training_seconds") or 0)
     price = cost.to_decimal(job["hourly_price_usd"])
@@ -135,7 +144,31 @@ def job_row(job: JobSpec, status: dict[str, Any], resources: dict[str, Any] | No
         "interruptions": int(status.get("interruptions") or 0),
         "estimated_cost_usd": _optional_decimal(job.get("estimated_cost_usd")),
         "estimated_hours": _optional_decimal(job.get("estimated_hours")),
+        **attempt_fields(job, failure, remedy),
     }
+
+
+def attempt_fields(
+    job: JobSpec, failure: dict[str, Any] | None = None, remedy: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A row's attempt fields: number, the job it belongs to, its failure class and evidence, and what came next."""
+    fields: dict[str, Any] = {
+        "attempt": int(job.get("attempt") or 1),
+        "base_job_name": job.get("base_job_name") or job["job_name"],
+        "failure_class": (failure or {}).get("failure_class"),
+        "failure_evidence": (failure or {}).get("failure_evidence"),
+    }
+    if remedy:
+        fields["remedy"] = {
+            "action": remedy.get("action"),
+            "remedy": remedy.get("remedy"),
+            "cause": remedy.get("cause"),
+            "hint": remedy.get("hint") or None,
+            "next_job_name": (remedy.get("job") or {}).get("job_name"),
+        }
+    if job.get("remedies_applied"):
+        fields["remedies_applied"] = list(job["remedies_applied"])
+    return fields
 
 
 def put_row(dynamodb: Any, table_name: str, row: dict[str, Any]) -> None:

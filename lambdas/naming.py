@@ -76,6 +76,26 @@ def training_job_name(prefix: str, run_id: str, model_key: str, approach: str, v
     return name
 
 
+def attempt_job_name(base_job_name: str, attempt: int) -> str:
+    """The training job name of a job's `attempt` (1: the base name itself; n > 1: `<base>-a<n>`), at most 63
+    characters. A long base loses characters before its last part (Plan's names end in the hash that makes them
+    unique), so attempts of different jobs never share a name."""
+    if attempt < 1:
+        raise ValueError(f"attempt must be >= 1, got {attempt}")
+    if attempt == 1:
+        return base_job_name
+    suffix = f"-a{attempt}"
+    if len(base_job_name) + len(suffix) <= JOB_NAME_MAX:
+        return base_job_name + suffix
+    head, _, tail = base_job_name.rpartition("-")
+    if not head:  # one part: shorten it and keep a hash of the whole
+        head, tail = base_job_name, _digest(base_job_name, _HASH_CHARS)
+    head = head[: JOB_NAME_MAX - len(suffix) - len(tail) - 1].rstrip("-")
+    name = f"{head}-{tail}{suffix}"
+    assert JOB_NAME_PATTERN.match(name) and len(name) <= JOB_NAME_MAX, name
+    return name
+
+
 def dataset_uris(bucket: str, dataset_name: str) -> tuple[str, str]:
     """Train and test prefixes of a named dataset (S3 layout contract: `datasets/<name>/{train,test}/`)."""
     return f"s3://{bucket}/datasets/{dataset_name}/train/", f"s3://{bucket}/datasets/{dataset_name}/test/"

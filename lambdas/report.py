@@ -129,6 +129,11 @@ def job_entry(row: dict[str, Any]) -> dict[str, Any]:
         "time_split_seconds": {k: float(v) for k, v in (row.get("time_split_seconds") or {}).items() if v is not None},
         "run_id": row.get("run_id"),
         "created_at": row.get("created_at"),
+        # Attempts (lambdas/remedies.py): rows of one job share its base name.
+        "attempt": int(row.get("attempt") or 1),
+        "base_job_name": row.get("base_job_name") or row.get("job_name"),
+        "failure_class": row.get("failure_class"),
+        "remedy": (row.get("remedy") or {}).get("remedy"),
     }
 
 
@@ -165,6 +170,67 @@ def _mark_tiers(entries: list[dict[str, Any]]) -> None:
             e["tier"] = 0
         else:
             e["tier"] = 1 if e["on_pareto_front"] else 2
+
+
+def attempts_section(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per job with more than one attempt (or a failure Classify saw): its attempts in order, what failed, what
+    was changed, how it ended and what all its attempts cost together."""
+    by_job: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        by_job.setdefault(entry.get("base_job_name") or entry["job_name"], []).append(entry)
+    section = []
+    for base, attempts in sorted(by_job.items()):
+        attempts = sorted(attempts, key=lambda e: e.get("attempt") or 1)
+        if len(attempts) == 1 and not attempts[0].get("failure_class"):
+            continue
+        last = attempts[-1]
+        section.append(
+            {
+                "base_job_name": base,
+                "model": last["model"],
+                "approach": attempts[0]["approach"],
+                "final_status": last["status"],
+                "attempts": [
+                    {
+                        "attempt": e.get("attempt") or 1,
+                        "job_name": e["job_name"],
+                        "instance_type": e["instance_type"],
+                        "spot": e["spot"],
+                        "status": e["status"],
+                        "failure_class": e.get("failure_class"),
+                        "remedy": e.get("remedy"),
+                        "cost_usd": e["cost_usd"],
+                    }
+                    for e in attempts
+                ],
+                "total_cost_usd": round(sum(e["cost_usd"] for e in attempts), 4),
+            }
+        )
+    return section
+
+
+def render_attempts(section: list[dict[str, Any]]) -> list[str]:
+    """The attempts section as Markdown lines (nothing when no job needed a remedy)."""
+    if not section:
+        return []
+    lines = [
+        "",
+        "## Attempts",
+        "",
+        "| job | attempt | instance | status | failure | remedy | cost |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for job in section:
+        for a in job["attempts"]:
+            lines.append(
+                f"| `{job['base_job_name']}` | {a['attempt']} | {a['instance_type']}{' (spot)' if a['spot'] else ''} "
+                f"| {a['status']} | {a['failure_class'] or ''} | {a['remedy'] or ''} | {_usd(a['cost_usd'])} |"
+            )
+        lines.append(
+            f"| `{job['base_job_name']}` | **{len(job['attempts'])} attempts** | | **{job['final_status']}** | | "
+            f"| **{_usd(job['total_cost_usd'])}** |"
+        )
+    return lines
 
 
 def _best(entry: dict[str, Any] | None, value_key: str) -> dict[str, Any] | None:
@@ -223,6 +289,7 @@ def build_report(
             "estimated_cost_usd": round(sum(estimated), 4) if estimated else None,
         },
         **({"comparison": comparison(run_id, entries, history)} if history is not None else {}),
+        "attempts": attempts_section(entries),
     }
 
 
@@ -380,6 +447,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             "Best value (cheapest per point among the most accurate)", best["cost_per_accuracy_point"], _per_point
         ),
     ]
+    lines += render_attempts(report.get("attempts") or [])
     if report.get("comparison"):
         lines += _comparison_markdown(report["comparison"])
     failures = [e for e in report["jobs"] if e["status"] != "Completed" and e["failure_reason"]]

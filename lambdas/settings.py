@@ -7,12 +7,14 @@ malformed variable raises `ConfigurationError` naming it, instead of a KeyError 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from lambdas.errors import ConfigurationError
+from lambdas.remedies import RemedyPolicy, parse_policy
 
 DEFAULT_PROJECT_TAG = "finetune"
 
@@ -196,15 +198,47 @@ class CleanupSettings:
         )
 
 
+@dataclass(frozen=True)
+class RemedySettings:
+    """What Remedy needs: the region (prices, quotas) and the deployment's default remedy policy (stacks/config.py
+    `remedies`, as JSON in REMEDY_DEFAULTS; an execution's `remedies` input overrides it field by field)."""
+
+    region: str
+    defaults: RemedyPolicy
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RemedySettings:
+        """Parse from `env` (default: `os.environ`)."""
+        env = os.environ if env is None else env
+        raw = env.get("REMEDY_DEFAULTS", "").strip() or "{}"
+        try:
+            defaults = parse_policy(json.loads(raw))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ConfigurationError(f"environment variable REMEDY_DEFAULTS is not a remedy policy: {exc}") from None
+        return cls(region=_region(env), defaults=defaults)
+
+
+# Failure injection (`inject_failure` in the execution input) is for the offline demo only: the offline runner sets
+# this variable; no deployed function has it, so Plan refuses the field in AWS.
+ALLOW_FAILURE_INJECTION = "FINETUNE_ALLOW_FAILURE_INJECTION"
+
+
+def failure_injection_allowed(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this process is the offline runner (the only place injected failures are honoured)."""
+    env = os.environ if env is None else env
+    return env.get(ALLOW_FAILURE_INJECTION, "").strip().lower() == "true"
+
+
 # Cached per container: the first invocation parses, later ones reuse. Tests call `clear_cache()`.
 plan_settings = functools.cache(PlanSettings.from_env)
 launch_settings = functools.cache(LaunchSettings.from_env)
 record_settings = functools.cache(RecordSettings.from_env)
 report_settings = functools.cache(ReportSettings.from_env)
 cleanup_settings = functools.cache(CleanupSettings.from_env)
+remedy_settings = functools.cache(RemedySettings.from_env)
 
 
 def clear_cache() -> None:
     """Forget parsed settings (tests, or an in-process runner that changes the environment)."""
-    for cached in (plan_settings, launch_settings, record_settings, report_settings, cleanup_settings):
+    for cached in (plan_settings, launch_settings, record_settings, report_settings, cleanup_settings, remedy_settings):
         cached.cache_clear()

@@ -16,11 +16,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from lambdas import catalog
+from lambdas import catalog, failures
 from lambdas.errors import (
     InvalidHyperparameter,
     JobNameConflict,
     LaunchRejected,
+    QuotaExhausted,
     ResourceLimitReached,
     Throttled,
     TrainingJobNotFound,
@@ -80,6 +81,14 @@ def hyperparameters(job: JobSpec, *, hf_token_secret_arn: str, code_s3_uri: str,
     """
     # The spec's hyperparameter fields, and the deployment's own (JobSpec's keys are the table's names).
     settings: dict[str, Any] = {**job, "hf_token_secret_arn": hf_token_secret_arn}
+    # A fixed setting a spec from before its time lacks takes the table's default (specs travel through executions).
+    settings.update(
+        {
+            hp.name: hp.default
+            for hp in catalog.HYPERPARAMETERS
+            if hp.name not in settings and hp.source is catalog.Source.FIXED
+        }
+    )
     values: dict[str, Any] = {
         hp.training_name: settings[hp.name]
         for hp in catalog.HYPERPARAMETERS
@@ -112,6 +121,9 @@ def hyperparameters(job: JobSpec, *, hf_token_secret_arn: str, code_s3_uri: str,
 # Tags that carry Plan's price on the job itself (Cleanup prices jobs the workflow never recorded with them).
 PRICE_TAG = "hourly_price_usd"
 PRICE_SOURCE_TAG = "price_source"
+ATTEMPT_TAG = "attempt"
+BASE_JOB_TAG = "base_job_name"
+INJECT_FAILURE_TAG = "inject_failure"
 
 
 def tags(job: JobSpec, project: str) -> list[dict[str, str]]:
@@ -124,7 +136,13 @@ def tags(job: JobSpec, project: str) -> list[dict[str, str]]:
         {"Key": "approach", "Value": job["approach"]},
         {"Key": PRICE_TAG, "Value": f"{job['hourly_price_usd']:g}"},
         {"Key": PRICE_SOURCE_TAG, "Value": job["price_source"]},
-    ]
+        # Attempts of one job share its base name (lambdas/remedies.py).
+        {"Key": ATTEMPT_TAG, "Value": str(job.get("attempt", 1))},
+        {"Key": BASE_JOB_TAG, "Value": job.get("base_job_name") or job["job_name"]},
+    ] + (
+        # Demo only: Plan refuses the field outside the offline runner, whose training backend reads this tag.
+        [{"Key": INJECT_FAILURE_TAG, "Value": job["inject_failure"]}] if job.get("inject_failure") else []
+    )
 
 
 def _channel(name: str, uri: str) -> dict[str, Any]:
@@ -202,6 +220,8 @@ def launch(sagemaker: Any, request: dict[str, Any]) -> dict[str, Any]:
         if code == "ResourceInUse":
             return _adopt(sagemaker, request)
         if code == "ResourceLimitExceeded":
+            if failures.quota_can_never_fit(message):
+                raise QuotaExhausted(f"{name}: {message}") from None
             raise ResourceLimitReached(f"{name}: {message}") from None
         if code in _THROTTLING_CODES:
             raise Throttled(f"CreateTrainingJob {name} throttled: {message}") from None

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from lambdas import catalog
+from lambdas.remedies import RemedyPolicy, parse_policy
 
 CONTEXT_KEY = "finetune"
 
@@ -134,6 +135,8 @@ class Config:
     execution_timeout_hours: int = 48
     notification_emails: tuple[str, ...] = ()
     powertools_layer_version: int = 27
+    # How failed jobs are retried (lambdas/remedies.py); an execution's `remedies` input overrides it field by field.
+    remedies: RemedyPolicy = field(default_factory=RemedyPolicy)
 
     @property
     def stack_name(self) -> str:
@@ -231,6 +234,17 @@ def _parse_retry(key: str, value: Any, default: RetryPolicy) -> RetryPolicy:
     return retry
 
 
+def _parse_remedies(value: Any) -> RemedyPolicy:
+    if isinstance(value, RemedyPolicy):
+        return value
+    if not isinstance(value, Mapping):
+        raise _fail("remedies", value, "an object with keys " + ", ".join(f.name for f in fields(RemedyPolicy)))
+    try:
+        return parse_policy(value)
+    except ValueError as exc:
+        raise ConfigError(f"invalid context value {CONTEXT_KEY}.{exc}") from None
+
+
 def _require_commercial_region(key: str, region: str) -> str:
     """Refuse regions outside the `aws` partition, with the reason.
 
@@ -295,6 +309,8 @@ def load_config(context: Mapping[str, Any] | None) -> Config:
             f"more than {SPOT_WAIT_FACTOR} x max_runtime_hours ({SPOT_WAIT_FACTOR * max_runtime_hours:g})",
         )
 
+    remedies = _parse_remedies(merged["remedies"])
+
     region = _require_match("region", merged["region"], _REGION, "an AWS region name like us-east-1")
     return Config(
         region=_require_commercial_region("region", region),
@@ -325,4 +341,5 @@ def load_config(context: Mapping[str, Any] | None) -> Config:
         execution_timeout_hours=execution_timeout_hours,
         notification_emails=tuple(emails),
         powertools_layer_version=_require_int("powertools_layer_version", merged["powertools_layer_version"], 1),
+        remedies=remedies,
     )

@@ -37,6 +37,8 @@ class ScriptedOutcome:
     polls_in_progress: int = 1
     # When set, CreateTrainingJob itself fails with this error code (e.g. ResourceLimitExceeded).
     launch_error: str = ""
+    # When set, every DescribeTrainingJob of the job fails with this error code (a 400, so botocore does not retry).
+    describe_error: str = ""
 
 
 def describe_fields(
@@ -70,6 +72,111 @@ def describe_fields(
     return fields
 
 
+# -- Failure injection (demo only) ------------------------------------------------------------------------------------
+# An experiment's `inject_failure` (execution input; Plan refuses it outside the offline runner) reaches the job as a
+# tag (lambdas/training_job.tags). The backend then fails the job's first attempt as SageMaker would, with the shape
+# of SageMaker's own texts, so Classify and Remedy see what they would see in AWS; the remedied attempt runs as
+# normal. user_code and data failures fail every attempt (no remedy fixes them); spot_wait fails every spot attempt.
+INJECT_FAILURE_TAG = "inject_failure"
+ATTEMPT_TAG = "attempt"
+INJECTABLE_FAILURES = ("quota", "capacity", "spot_wait", "oom", "runtime", "user_code", "data", "throttled")
+
+
+def _tags(request: dict[str, Any]) -> dict[str, str]:
+    return {tag["Key"]: tag["Value"] for tag in request.get("Tags", [])}
+
+
+def injected_failure(request: dict[str, Any]) -> ScriptedOutcome | None:
+    """How the job of `request` fails by its `inject_failure` tag, or None when it runs as normal."""
+    tags = _tags(request)
+    kind = tags.get(INJECT_FAILURE_TAG)
+    if not kind:
+        return None
+    if kind not in INJECTABLE_FAILURES:
+        raise ServiceError("ValidationException", f"unknown inject_failure {kind!r}")
+    first_attempt = tags.get(ATTEMPT_TAG, "1") == "1"
+    spot = bool(request.get("EnableManagedSpotTraining"))
+    instance_type = request["ResourceConfig"]["InstanceType"]
+    count = int(request["ResourceConfig"]["InstanceCount"])
+    usage = "spot training job usage" if spot else "training job usage"
+    outcomes = {
+        "quota": ScriptedOutcome(
+            launch_error="ResourceLimitExceeded",
+            failure_reason=(
+                f"The account-level service limit '{instance_type} for {usage}' is 0 Instances, with current "
+                f"utilization of 0 Instances and a request delta of {count} Instances. Please use AWS Service Quotas "
+                "to request an increase for this quota. If AWS Service Quotas is not available, contact AWS support "
+                "to request an increase for this quota."
+            ),
+        ),
+        "throttled": ScriptedOutcome(launch_error="ThrottlingException", failure_reason="Rate exceeded"),
+        "capacity": ScriptedOutcome(
+            status="Failed",
+            secondary_status="Failed",
+            training_seconds=0,
+            billable_seconds=0,
+            failure_reason="CapacityError: Unable to provision requested ML compute capacity. Please retry using a "
+            "different ML instance type.",
+            polls_in_progress=0,
+        ),
+        "spot_wait": ScriptedOutcome(
+            status="Stopped",
+            secondary_status="MaxWaitTimeExceeded",
+            training_seconds=180,
+            billable_seconds=60,
+            failure_reason="",
+            polls_in_progress=0,
+        ),
+        "oom": ScriptedOutcome(
+            status="Failed",
+            secondary_status="Failed",
+            training_seconds=120,
+            billable_seconds=120,
+            failure_reason=(
+                'AlgorithmError: ExecuteUserScriptError:\nExitCode 1\nErrorMessage "torch.OutOfMemoryError: CUDA out '
+                "of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 22.06 GiB of which 1.21 GiB "
+                'is free."\nCommand "/opt/conda/bin/python3.12 train.py"'
+            ),
+            polls_in_progress=0,
+        ),
+        "runtime": ScriptedOutcome(
+            status="Stopped",
+            secondary_status="MaxRuntimeExceeded",
+            training_seconds=300,
+            billable_seconds=300,
+            failure_reason="",
+            polls_in_progress=0,
+        ),
+        "user_code": ScriptedOutcome(
+            status="Failed",
+            secondary_status="Failed",
+            training_seconds=60,
+            billable_seconds=60,
+            failure_reason=(
+                'AlgorithmError: ExecuteUserScriptError:\nExitCode 1\nErrorMessage "Traceback (most recent call '
+                "last):\n  File \"/opt/ml/code/train.py\", line 88, in <module>\nNameError: name 'tokenzier' is "
+                'not defined"'
+            ),
+            polls_in_progress=0,
+        ),
+        "data": ScriptedOutcome(
+            status="Failed",
+            secondary_status="Failed",
+            training_seconds=60,
+            billable_seconds=60,
+            failure_reason="AlgorithmError: DataError: the train channel needs at least 2 distinct labels, found "
+            "['card_arrival']",
+            polls_in_progress=0,
+        ),
+    }
+    fails = {
+        "user_code": True,
+        "data": True,
+        "spot_wait": spot,
+    }.get(kind, first_attempt)
+    return outcomes[kind] if fails else None
+
+
 class ScriptedTrainingBackend:
     """Jobs end as `outcome_for(request)` says, without training anything."""
 
@@ -79,7 +186,7 @@ class ScriptedTrainingBackend:
         self._lock = threading.Lock()
 
     def create(self, request: dict[str, Any]) -> None:
-        outcome = self._outcome_for(request)
+        outcome = injected_failure(request) or self._outcome_for(request)
         if outcome.launch_error:
             raise ServiceError(outcome.launch_error, outcome.failure_reason or outcome.launch_error)
         with self._lock:
@@ -95,6 +202,8 @@ class ScriptedTrainingBackend:
             if job is None:
                 return None
             outcome: ScriptedOutcome = job["outcome"]
+            if outcome.describe_error:
+                raise ServiceError(outcome.describe_error, f"DescribeTrainingJob {job_name} cannot be answered")
             job["polls"] += 1
             if job["polls"] <= outcome.polls_in_progress:
                 return describe_fields(
@@ -137,6 +246,7 @@ class _LocalJob:
     log: list[str] = field(default_factory=list)
     stop_requested: bool = False
     process: subprocess.Popen | None = None
+    secondary_status: str = ""  # when it differs from `state` (an injected MaxWaitTimeExceeded, MaxRuntimeExceeded)
 
 
 # What the Hugging Face PyTorch training DLC sets in its image (aws/deep-learning-containers,
@@ -209,11 +319,32 @@ class SubprocessTrainingBackend:
     # -- TrainingBackend ------------------------------------------------------------------------------------------
     def create(self, request: dict[str, Any]) -> None:
         name = request["TrainingJobName"]
+        injected = injected_failure(request)
+        if injected is not None:
+            self._create_injected(request, injected)
+            return
         directory = self.work_dir / name
         self._prepare(request, directory)
         with self._lock:
             self.jobs[name] = _LocalJob(request=request, directory=directory)
         self._queue.put(name)
+
+    def _create_injected(self, request: dict[str, Any], outcome: ScriptedOutcome) -> None:
+        """A job that fails as injected (demo only) without training: refused at launch, or ended at once with the
+        injected status, reason and (simulated) billable time."""
+        if outcome.launch_error:
+            raise ServiceError(outcome.launch_error, outcome.failure_reason or outcome.launch_error)
+        started = utcnow()
+        with self._lock:
+            self.jobs[request["TrainingJobName"]] = _LocalJob(
+                request=request,
+                directory=self.work_dir / request["TrainingJobName"],
+                state=outcome.status,
+                started=started,
+                ended=started + timedelta(seconds=outcome.billable_seconds),
+                failure_reason=outcome.failure_reason,
+                secondary_status=outcome.secondary_status,
+            )
 
     def describe(self, job_name: str) -> dict[str, Any] | None:
         with self._lock:
@@ -226,7 +357,7 @@ class SubprocessTrainingBackend:
             metrics = parse_metric_lines("\n".join(job.log)) if ended else {}
             return describe_fields(
                 status,
-                job.state,
+                job.secondary_status or job.state,
                 started=job.started or utcnow(),
                 ended=job.ended if ended else None,
                 # No spot discount locally: billable = training time. The cost is an estimate for the catalog

@@ -33,6 +33,7 @@ from finetune.local.calls import CallLog, attributed_to, recording
 from finetune.local.cfn import Resolver
 from finetune.local.services import LocalServices, TrainingBackend, local_services
 from lambdas import naming
+from lambdas.settings import ALLOW_FAILURE_INJECTION
 
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
@@ -279,6 +280,9 @@ class LocalAccount:
         # judges the run as it would be deployed, so it gets the deployed poll interval, not the accelerated one
         # (with a 1 s poll every hour-long runtime bound would count as hundreds of thousands of history events).
         self.environment["STATUS_POLL_SECONDS"] = str(_deployed_status_poll_seconds())
+        # The offline runner is the one place where an experiment's demo-only `inject_failure` is honoured (by the
+        # local training backends); deployed functions lack this variable, so Plan refuses the field there.
+        self.environment[ALLOW_FAILURE_INJECTION] = "true"
 
         state_machine = _only(template, "AWS::StepFunctions::StateMachine")
         definition = resolver.resolve(template["Resources"][state_machine]["Properties"]["DefinitionString"])

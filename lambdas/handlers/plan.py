@@ -6,13 +6,15 @@ ExecutionLimitExceeded, HfTokenMissing, QuotaExceeded, ConfigurationError. Nothi
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, cast
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas import aws, plan, settings
-from lambdas.errors import ConfigurationError
+from lambdas.errors import ConfigurationError, InvalidExecutionInput
 from lambdas.handlers.observability import instrumented, logger
+from lambdas.job_spec import JobSpec
 
 
 @instrumented
@@ -31,6 +33,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         quotas=aws.service_quotas_client(config.region),
         secretsmanager=aws.client("secretsmanager"),
     )
+    result = {**result, "jobs": with_experiment_fields(event.get("input") or {}, result["jobs"], config)}
     logger.info(
         "run planned",
         extra={
@@ -40,4 +43,38 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             "total_estimated_cost_usd": result["total_estimated_cost_usd"],
         },
     )
-    return dict(result)
+    return {**result, "healing": healing(event.get("input") or {}, result)}
+
+
+def with_experiment_fields(execution_input: dict[str, Any], jobs: list[JobSpec], config: Any) -> list[JobSpec]:
+    """Plan's specs plus what remedies need from their experiments: `params_billion` (a Hub model's size, for the
+    memory planner) and the demo-only `inject_failure`, refused unless this is the offline runner
+    (settings.failure_injection_allowed). Explicit experiments map one to one, in order, onto the jobs."""
+    experiments = execution_input.get("experiments") or []
+    injected = [(i, e["inject_failure"]) for i, e in enumerate(experiments) if e.get("inject_failure")]
+    if injected and not settings.failure_injection_allowed():
+        raise InvalidExecutionInput(
+            [
+                (f"experiments[{i}].inject_failure", "demo only: honoured by the offline runner (make demo), not here")
+                for i, _ in injected
+            ]
+        )
+    if len(experiments) != len(jobs):
+        return jobs
+    extra = [
+        {key: experiment[key] for key in ("params_billion", "inject_failure") if experiment.get(key) is not None}
+        for experiment in experiments
+    ]
+    return [cast(JobSpec, {**job, **fields}) for job, fields in zip(jobs, extra, strict=True)]
+
+
+def healing(execution_input: dict[str, Any], result: Any) -> dict[str, Any]:
+    """What the Map's iterations need for remedies: the execution's `remedies` input (Remedy merges it over the
+    deployment's defaults) and each job's equal share of the budget Plan did not need for the jobs' maxima."""
+    jobs = result["jobs"]
+    unplanned = max(float(result["budget_usd"]) - float(result["total_estimated_max_cost_usd"]), 0.0)
+    return {
+        "remedies": execution_input.get("remedies") or {},
+        # Rounded down: the shares never add up to more than the budget.
+        "reserve_per_job_usd": math.floor(unplanned / len(jobs) * 1e6) / 1e6 if jobs else 0.0,
+    }

@@ -1,4 +1,5 @@
 """Record Lambda: `{"job", "status"}` or `{"job", "error": {"Error", "Cause"}}` -> one ledger row (returned as JSON).
+A failed attempt also carries `failure` (Classify's output) and, when one was decided, `remedy` (Remedy's).
 
 With `error` (the Map's Catch), the job is described here: it may exist and be billed even though the workflow
 lost it. The row is a function of job, final status and what the job used (its hosts' GPU metrics, its artifact),
@@ -54,7 +55,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         final = event["status"]
     else:
         final = training_job.outcome_after_error(aws.client("sagemaker"), job["job_name"], event.get("error") or {})
-    row = ledger.job_row(job, final, resources_used(job, final))
+    # After Classify and Remedy (a failed attempt): its class, evidence and what happens next go on the row.
+    row = ledger.job_row(
+        job, final, resources_used(job, final), failure=event.get("failure"), remedy=event.get("remedy")
+    )
     ledger.put_row(aws.client("dynamodb"), config.table_name, row)
     result = ledger.to_json_value(row)
     run_metrics.emit(result, deployment=config.job_name_prefix, timestamp_ms=int(time.time() * 1000))

@@ -127,6 +127,16 @@ GRANTS: Mapping[str, tuple[Grant, ...]] = {
             "Record queries only its own jobs' hosts.",
         ),
     ),
+    "Classify": (_DESCRIBE_JOBS,),
+    # Another instance type's price and quota (lambdas/remedies.py); both read-only.
+    "Remedy": (
+        Grant(
+            ("pricing:GetProducts", "servicequotas:ListServiceQuotas"),
+            Target.ANY,
+            wildcard_reason="pricing:GetProducts and servicequotas:ListServiceQuotas support no resource-level "
+            "permissions; both are read-only.",
+        ),
+    ),
     "Report": (
         Grant(("dynamodb:Query", "dynamodb:PutItem"), Target.LEDGER),
         # Earlier runs of each job's model x approach, for the report's comparison (a Query on the index, no scan).

@@ -1,13 +1,20 @@
 """The fine-tuning workflow: Lambdas, the Standard state machine and the notification topic.
 
-Plan → Map(jobs) [Launch → Wait → Status → Choice(ended?) → Record] → Report → Notify.
-A failed Launch/Status is caught per item and still recorded (the job may exist and be billed), so one job's
-failure never sinks the others. Every task retries Lambda faults (function timeouts included) with backoff and full
-jitter and has a timeout; Launch also waits out a full instance quota (`ResourceLimitReached`). An execution that
-ends FAILED, TIMED_OUT or ABORTED is cleaned up by the Lifecycle construct (stacks/constructs/lifecycle.py).
+Plan → Map(jobs) [Launch → Wait → Status → Choice(ended?) → Choice(completed?) → Record] → Report → Notify.
+A job that did not complete, or whose Launch/Status failed (caught per item), loops through
+Classify → Remedy → RecordAttempt → Choice(retry?) → NextAttempt → Launch: every attempt is a ledger row, and the
+next attempt is the remedied job under a new attempt name (lambdas/remedies.py), until one completes or the policy
+stops (attempts, budget, a cause no retry fixes). If Classify or Remedy itself fails, the attempt is still recorded
+(the job may exist and be billed), so one job's failure never sinks the others. Every task retries Lambda faults
+(function timeouts included) with backoff and full jitter and has a timeout; Launch also waits out an instance quota
+held by other jobs (`ResourceLimitReached`; one the job exceeds on its own, `QuotaExhausted`, goes straight to
+Classify). An execution that ends FAILED, TIMED_OUT or ABORTED is cleaned up by the Lifecycle construct
+(stacks/constructs/lifecycle.py).
 """
 
 from __future__ import annotations
+
+import json
 
 from aws_cdk import Aws, Duration
 from aws_cdk import aws_dynamodb as dynamodb
@@ -34,6 +41,8 @@ CALLS_AT_WORST = {
     "Launch": 2,  # CreateTrainingJob, then DescribeTrainingJob when the name already exists
     "Status": 1,  # DescribeTrainingJob
     "Record": 4,  # DescribeTrainingJob (after a Catch), GetMetricData, HeadObject, PutItem
+    "Classify": 3,  # DescribeTrainingJob, and twice more after a Catch (training_job.outcome_after_error)
+    "Remedy": 2,  # Service Quotas and Pricing, each on its own short client
     "Report": 5,  # Query, 3 x PutObject, PutItem
 }
 # The Task waits a minute longer than the function may run, so a function timeout surfaces as the retryable
@@ -88,6 +97,8 @@ class Workflow(Construct):
                 "EXECUTION_TIMEOUT_SECONDS": str(config.execution_timeout_hours * 3600),
                 "STATUS_POLL_SECONDS": str(config.status_poll_seconds),
             },
+            # Remedy: the deployment's remedy policy; an execution's `remedies` input overrides it field by field.
+            "Remedy": {"REMEDY_DEFAULTS": json.dumps(config.remedies.as_dict(), sort_keys=True)},
         }
 
         grant_targets: GrantTargets = {
@@ -121,6 +132,8 @@ class Workflow(Construct):
         self.launch = function("Launch", "Creates one managed-spot, checkpointed training job")
         self.status = function("Status", "Describes one training job, normalised")
         self.record = function("Record", "Writes one job's cost, savings and metrics to the ledger")
+        self.classify = function("Classify", "Classifies a failed training job attempt (quota, capacity, OOM, ...)")
+        self.remedy = function("Remedy", "Decides a failed attempt's remedy and the next attempt, within budget")
         self.report = function("Report", "Ranks the run's jobs by cost per accuracy point and writes the report")
 
         self.state_machine = HardenedStateMachine(
@@ -132,7 +145,7 @@ class Workflow(Construct):
             log_key=key,
         )
         apply_grants("StateMachine", self.state_machine.role, grant_targets)
-        for invoked in (self.plan, self.launch, self.status, self.record, self.report):
+        for invoked in (self.plan, self.launch, self.status, self.record, self.classify, self.remedy, self.report):
             acknowledge(
                 self.state_machine.role,
                 f"IAM5[Resource::{arn_ref(invoked)}:*]",
@@ -202,6 +215,53 @@ class Workflow(Construct):
             {"job": sfn.JsonPath.object_at("$.job"), "error": sfn.JsonPath.object_at("$.error")},
         )
         unrecorded = sfn.Pass(self, "Unrecorded", comment="Record kept failing after retries; the run goes on")
+        # A failed attempt: its class (the whole iteration state is the event: `status`, or a caught `error`) ...
+        classify = self._invoke("Classify", self.classify, "$.failure")
+        # ... its remedy within the run's policy and budget ...
+        remedy = self._invoke(
+            "Remedy",
+            self.remedy,
+            "$.remedy",
+            {
+                "job": sfn.JsonPath.object_at("$.job"),
+                "failure": sfn.JsonPath.object_at("$.failure"),
+                "healing": sfn.JsonPath.object_at("$.healing"),
+            },
+        )
+        # ... and its ledger row, with both.
+        record_attempt = self._invoke(
+            "RecordAttempt",
+            self.record,
+            None,
+            {
+                "job": sfn.JsonPath.object_at("$.job"),
+                "status": sfn.JsonPath.object_at("$.failure.status"),
+                "failure": sfn.JsonPath.object_at("$.failure"),
+                "remedy": sfn.JsonPath.object_at("$.remedy"),
+            },
+        )
+        record_unremedied = self._invoke(
+            "RecordUnremedied",
+            self.record,
+            None,
+            {
+                "job": sfn.JsonPath.object_at("$.job"),
+                "status": sfn.JsonPath.object_at("$.failure.status"),
+                "failure": sfn.JsonPath.object_at("$.failure"),
+            },
+        )
+        # The next attempt's state is its job and the run's remedy settings, nothing of the failed attempt's.
+        next_attempt = sfn.Pass(
+            self,
+            "NextAttempt",
+            parameters={"job": sfn.JsonPath.object_at("$.remedy.job"), "healing": sfn.JsonPath.object_at("$.healing")},
+        )
+        gave_up = sfn.Pass(self, "NoRetry", comment="The remedy policy stopped: the attempts are recorded")
+        retry = (
+            sfn.Choice(self, "RetryJob")
+            .when(sfn.Condition.string_equals("$.remedy.action", "retry"), next_attempt)
+            .otherwise(gave_up)
+        )
         report = self._invoke("Report", self.report, "$.report", {"run_id": sfn.JsonPath.string_at("$.plan.run_id")})
         notify = tasks.SnsPublish(
             self,
@@ -222,24 +282,40 @@ class Workflow(Construct):
             backoff_rate=quota.backoff_rate,
             max_delay=Duration.seconds(quota.max_delay_seconds),
         )
-        add_lambda_retry([plan, launch, status, record, record_failure, report], config.lambda_retry)
+        add_lambda_retry(
+            [plan, launch, status, record, record_failure, classify, remedy, record_attempt, record_unremedied, report],
+            config.lambda_retry,
+        )
         notify.add_retry(
             errors=["SNS.SdkClientException", "SNS.InternalErrorException", "SNS.ThrottledException"],
             max_attempts=config.lambda_retry.max_attempts,
             jitter_strategy=sfn.JitterType.FULL,
         )
 
+        # A refused launch (quota, capacity, validation) or a lost job is a failed attempt like any other.
         for task in (launch, status):
-            task.add_catch(record_failure, errors=["States.ALL"], result_path="$.error")
-        for task in (record, record_failure):
+            task.add_catch(classify, errors=["States.ALL"], result_path="$.error")
+        # Classify failing leaves the attempt unclassified: record it as before healing existed.
+        classify.add_catch(record_failure, errors=["States.ALL"], result_path="$.error")
+        remedy.add_catch(record_unremedied, errors=["States.ALL"], result_path="$.remedy_error")
+        for task in (record, record_failure, record_unremedied):
             task.add_catch(unrecorded, errors=["States.ALL"], result_path="$.record_error")
+        # The row is lost but the remedy stands: the next attempt still runs.
+        record_attempt.add_catch(retry, errors=["States.ALL"], result_path="$.record_error")
+        classify.next(remedy).next(record_attempt).next(retry)
+        next_attempt.next(launch)
 
         job = (
             launch.next(wait)
             .next(status)
             .next(
                 sfn.Choice(self, "JobEnded")
-                .when(sfn.Condition.boolean_equals("$.status.ended", True), record)
+                .when(
+                    sfn.Condition.boolean_equals("$.status.ended", True),
+                    sfn.Choice(self, "JobCompleted")
+                    .when(sfn.Condition.string_equals("$.status.status", "Completed"), record)
+                    .otherwise(classify),
+                )
                 .otherwise(wait)
             )
         )
@@ -247,7 +323,10 @@ class Workflow(Construct):
             self,
             "Jobs",
             items_path="$.plan.jobs",
-            item_selector={"job": sfn.JsonPath.object_at("$$.Map.Item.Value")},
+            item_selector={
+                "job": sfn.JsonPath.object_at("$$.Map.Item.Value"),
+                "healing": sfn.JsonPath.object_at("$.plan.healing"),
+            },
             max_concurrency=config.max_concurrency,
             result_path=sfn.JsonPath.DISCARD,
         )

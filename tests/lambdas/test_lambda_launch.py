@@ -87,6 +87,9 @@ def test_request_uses_managed_spot_checkpoints_and_the_contract_locations() -> N
         # Plan's price travels with the job, so Cleanup prices a job the workflow never recorded as Plan did.
         "hourly_price_usd": f"{job['hourly_price_usd']:g}",
         "price_source": job["price_source"],
+        # Attempts of one job share its base name (lambdas/remedies.py); Plan's spec is attempt 1.
+        "attempt": "1",
+        "base_job_name": job["job_name"],
     }
 
 

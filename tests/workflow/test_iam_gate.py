@@ -18,9 +18,13 @@ from stacks.constructs.grants import GRANTS
 from tests.workflow.conftest import GOOD_METRICS, approach_of, running_account
 from tests.workflow.test_state_machine import OOM_FAILURE, THREE_JOBS
 
-# One run that takes every branch of every handler: a job that completes, one that fails, one refused for quota
-# (Record describes it after the Catch) and one whose name is taken (Launch describes the existing job).
+# One run that takes every branch of every handler: a job that completes, one that fails (Classify describes it,
+# Remedy retries it), one refused for quota (Remedy looks up the fallback types' quotas and prices) and one whose name
+# is taken (Launch describes the existing job).
 GATE_RUN = {**THREE_JOBS, "experiments": [*THREE_JOBS["experiments"], {"model": "llama2-7b", "approach": "lora"}]}
+# A job SageMaker cannot describe: Classify fails on it, and Record describes it after the Catch. Its own run, after
+# the aborted one: Cleanup's Search describes every job, and would fail on this one.
+UNDESCRIBABLE_RUN = {"experiments": [{"model": "gpt-neox-20b", "approach": "qlora"}], "budget_usd": 500}
 
 # CDK's SqsDestination grants GetQueueAttributes and GetQueueUrl beside SendMessage; Lambda delivers a failed
 # asynchronous invocation with SendMessage alone, so no need covers the other two.
@@ -39,6 +43,8 @@ def _grants_function_versions(removed: Any) -> bool:
 def _outcome(request: dict[str, Any]) -> ScriptedOutcome:
     if "llama" in request["TrainingJobName"]:
         return ScriptedOutcome(launch_error="ResourceInUse")
+    if "neox" in request["TrainingJobName"]:
+        return ScriptedOutcome(describe_error="ValidationException")
     if "aborted" in request["TrainingJobName"]:
         return ScriptedOutcome(polls_in_progress=10_000)
     return {
@@ -75,6 +81,7 @@ def recorded(workflow) -> Recorded:
         _wait_until(lambda: any("aborted" in name for name in account.services.create_calls))
         account.stop_execution(aborted, error="OperatorStop", cause="the IAM gate's stopped run")
         assert account.wait(aborted).status == "ABORTED"
+        assert account.execute(UNDESCRIBABLE_RUN, "iam-gate-undescribable").status == "SUCCEEDED"
     gate = Gate(workflow.template, account.resolver)
     calls = account.calls.calls
     return Recorded(gate, calls, gate.needs(calls))

@@ -1,0 +1,350 @@
+"""What to do about a failed attempt: one remedy per failure class (lambdas/failures.py), bounded by the execution's
+remedy policy and its budget.
+
+`decide` is pure apart from the two look-ups it is given (an instance type's hourly price, the applied quota
+values), so every branch is tested without AWS. A remedy is a new JobSpec, the next attempt: the same job with a
+deterministic attempt name (`naming.attempt_job_name`), the changed settings, and what the earlier attempts cost.
+
+- quota_exhausted: the next instance type of the catalog's fallback list for the job's size class and approach
+  (`catalog.FALLBACK_INSTANCES`) that the memory planner accepts and whose quota allows it, plus a hint naming the
+  quota to raise;
+- capacity_unavailable / spot_wait_exceeded: on-demand when the policy allows it (and its quota does), else the
+  next instance type;
+- out_of_memory: half the per-device batch with twice the gradient accumulation (the same effective batch), down to
+  batch 1; then LoRA -> QLoRA when the policy allows it;
+- runtime_exceeded: the same job resumed from its checkpoints with `runtime_extension_factor` x the MaxRuntime;
+- throttled: the same job again; user_code_error / data_error (and unknown, unless `retry_unknown`): stop.
+
+Bounds: at most `max_attempts` attempts per job (the first one included), and never over the job's share of the
+budget: the remedied job's maximum cost plus what its earlier attempts cost must fit `allowance_usd`, the job's own
+planned maximum plus an equal share of the run's unplanned budget (so all jobs' remedies together stay within
+budget_usd, whatever order they fail in).
+
+Checkpoints: a remedy that keeps what the training code checks before resuming (training_code/checkpoints.py,
+IDENTITY_FIELDS: approach, batch, gradient accumulation, ...) keeps the job's checkpoint prefix, so the next attempt
+continues where the last one stopped. One that changes them (a smaller batch, QLoRA) would be refused by that check,
+so it gets its own prefix under the job's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from decimal import Decimal
+from typing import Any
+
+from lambdas import catalog, cost, memory, naming
+from lambdas.failures import FailureClass
+from lambdas.job_spec import JobSpec
+
+MAX_ATTEMPTS_LIMIT = 10
+
+
+@dataclass(frozen=True)
+class RemedyPolicy:
+    """How far the workflow may go to rescue a failed job (execution input `remedies`, over the deployment's
+    defaults: stacks/config.py `remedies`)."""
+
+    # Attempts per job, the first one included: 1 turns remedies off.
+    max_attempts: int = 3
+    # Capacity and spot-wait failures may move a spot job to on-demand (it costs up to ~3x the spot price).
+    on_demand: bool = True
+    # Quota and capacity failures may move a job to another instance type of the catalog's fallback list.
+    instance_fallback: bool = True
+    # An out-of-memory LoRA job at batch 1 may become QLoRA (4-bit weights; it trains slower, quality may differ).
+    qlora_fallback: bool = True
+    # A job stopped at MaxRuntime resumes from its checkpoints with this many times the runtime bound.
+    runtime_extension_factor: float = 2.0
+    # An unclassified failure is retried once as it was (off: an unknown cause rarely goes away by itself).
+    retry_unknown: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON for the state machine and the ledger."""
+        return asdict(self)
+
+
+_POLICY_FIELDS = {f.name: f for f in fields(RemedyPolicy)}
+
+
+def parse_policy(values: Mapping[str, Any] | None, defaults: RemedyPolicy | None = None) -> RemedyPolicy:
+    """`values` (schema-validated execution input, or the deployment's defaults) over `defaults`; `ValueError`
+    naming the field when a value is unusable (the schema already bounds the execution input's)."""
+    policy = defaults or RemedyPolicy()
+    changes: dict[str, Any] = {}
+    for key, value in (values or {}).items():
+        if key not in _POLICY_FIELDS:
+            raise ValueError(f"remedies.{key}: unknown; allowed: {', '.join(_POLICY_FIELDS)}")
+        expected = _POLICY_FIELDS[key].type
+        if expected == "bool" and not isinstance(value, bool):
+            raise ValueError(f"remedies.{key} must be true or false, got {value!r}")
+        if expected == "int" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"remedies.{key} must be an integer >= 1, got {value!r}")
+        if expected == "float" and (isinstance(value, bool) or not isinstance(value, int | float) or value < 1):
+            raise ValueError(f"remedies.{key} must be a number >= 1, got {value!r}")
+        changes[key] = float(value) if expected == "float" else value
+    policy = replace(policy, **changes)
+    if policy.max_attempts > MAX_ATTEMPTS_LIMIT:
+        raise ValueError(f"remedies.max_attempts must be at most {MAX_ATTEMPTS_LIMIT}, got {policy.max_attempts}")
+    return policy
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Retry with `job` (the next attempt), or stop with `cause`. `remedy` says what changed, `hint` what a person
+    could do (e.g. the quota to raise); `spent_usd` is what this job's attempts so far cost."""
+
+    retry: bool
+    remedy: str
+    cause: str
+    spent_usd: float
+    job: JobSpec | None = None
+    hint: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The Remedy step's output: `action` is what the state machine's Choice reads."""
+        return {
+            "action": "retry" if self.retry else "stop",
+            "remedy": self.remedy,
+            "cause": self.cause,
+            "hint": self.hint,
+            "spent_usd": self.spent_usd,
+            **({"job": dict(self.job)} if self.job is not None else {}),
+        }
+
+
+PriceOf = Callable[[str], cost.Price]
+QuotaOf = Callable[[str, bool], float | None]  # (instance type, spot) -> applied quota value, None when unknown
+
+
+def attempt_of(job: Mapping[str, Any]) -> int:
+    """A job's attempt number (1 for Plan's specs)."""
+    return int(job.get("attempt") or 1)
+
+
+def base_job_name(job: Mapping[str, Any]) -> str:
+    """The name of a job's first attempt (Plan's name)."""
+    return str(job.get("base_job_name") or job["job_name"])
+
+
+def attempt_cost_usd(job: Mapping[str, Any], status: Mapping[str, Any]) -> Decimal:
+    """What a finished attempt cost: billable seconds x instances x hourly price (as the ledger computes it)."""
+    return cost.job_cost_usd(
+        int(status.get("billable_seconds") or 0), int(job["instance_count"]), cost.to_decimal(job["hourly_price_usd"])
+    )
+
+
+def allowance_usd(job: Mapping[str, Any], reserve_per_job_usd: float) -> Decimal:
+    """The most this job's attempts may cost together: its planned maximum plus its share of the unplanned budget
+    (kept on the job from the first remedy on, so later ones do not count the grown maximum twice)."""
+    if job.get("allowance_usd") is not None:
+        return cost.to_decimal(job["allowance_usd"])
+    return cost.to_decimal(job["estimated_max_cost_usd"]) + max(cost.to_decimal(reserve_per_job_usd), Decimal(0))
+
+
+def _model(job: Mapping[str, Any]) -> catalog.Model:
+    return catalog.resolve_model(job["model_key"], job.get("params_billion"))
+
+
+def fits(job: Mapping[str, Any], instance_type: str, instance_count: int) -> memory.FitEstimate | None:
+    """The memory planner's fit of `job` on `instance_count` x `instance_type`, or None when it does not fit."""
+    instance = catalog.INSTANCES.get(instance_type)
+    if instance is None or (job["approach"] in catalog.GPU_ONLY_APPROACHES and not instance.has_gpu):
+        return None
+    workload = memory.Workload(
+        model=_model(job),
+        approach=job["approach"],
+        batch_size=int(job["batch_size"]),
+        seq_length=memory.planning_seq_length(job["max_seq_length"], job["prompt_style"]),
+        lora_r=int(job["lora_r"]),
+        eval_batch_size=int(job["eval_batch_size"]),
+    )
+    return memory.best_fit(workload, memory.Placement(instance, instance_count))
+
+
+def _quota_allows(quota_of: QuotaOf, instance_type: str, spot: bool, count: int) -> bool:
+    value = quota_of(instance_type, spot)
+    return value is None or value >= count  # an unknown quota is tried: CreateTrainingJob is the judge
+
+
+def _next_instance(
+    job: Mapping[str, Any], quota_of: QuotaOf, *, spot: bool
+) -> tuple[str, int, memory.FitEstimate] | tuple[None, list[str], None]:
+    """The first type of the fallback list not tried yet that fits and whose quota allows it; else (None, why
+    each candidate was passed over, None)."""
+    tried = set(job.get("tried_instance_types") or []) | {job["instance_type"]}
+    model = _model(job)
+    passed_over: list[str] = []
+    for candidate in catalog.fallback_instances(model.params_billion, job["approach"]):
+        if candidate in tried:
+            continue
+        count = int(job["instance_count"]) if catalog.INSTANCES[candidate].gpus == job["gpus_per_instance"] else 1
+        fit = fits(job, candidate, count)
+        if fit is None:
+            passed_over.append(f"{candidate}: does not fit by the memory planner")
+            continue
+        if not _quota_allows(quota_of, candidate, spot, count):
+            passed_over.append(f"{candidate}: quota '{catalog.training_quota_name(candidate, spot)}' too low")
+            continue
+        return candidate, count, fit
+    return None, passed_over, None
+
+
+def _with_instance(job: JobSpec, instance_type: str, count: int, fit: memory.FitEstimate, price: cost.Price) -> dict:
+    return {
+        **job,
+        "instance_type": instance_type,
+        "instance_count": count,
+        "gpus_per_instance": catalog.INSTANCES[instance_type].gpus,
+        "fsdp": fit.strategy.fsdp_token,
+        "save_interval_seconds": fit.save_interval_seconds,
+        "hourly_price_usd": float(price.hourly_usd),
+        "price_source": price.source,
+        "tried_instance_types": sorted({*(job.get("tried_instance_types") or []), job["instance_type"]}),
+    }
+
+
+def _max_wait(runtime_seconds: int) -> int:
+    limit = catalog.MAX_RUNTIME_HOURS_LIMIT * 3600
+    return max(runtime_seconds, min(runtime_seconds * catalog.SPOT_MAX_WAIT_FACTOR, limit))
+
+
+def _quota_hint(instance_type: str, spot: bool, count: int) -> str:
+    name = catalog.training_quota_name(instance_type, spot)
+    return (
+        f"Request an increase of the SageMaker quota '{name}' to at least {count} in Service Quotas (service code "
+        "sagemaker), e.g. `aws service-quotas request-service-quota-increase --service-code sagemaker --quota-code "
+        f"<code of '{name}'> --desired-value {count}`; `finetune quotas` lists the codes."
+    )
+
+
+def decide(
+    job: JobSpec,
+    status: Mapping[str, Any],
+    failure_class: str,
+    evidence: str,
+    policy: RemedyPolicy,
+    *,
+    reserve_per_job_usd: float,
+    price_of: PriceOf,
+    quota_of: QuotaOf,
+) -> Decision:
+    """The remedy for `job`'s failed attempt (its final `status`), or why there is none."""
+    attempt = attempt_of(job)
+    spent = cost.to_decimal(job.get("prior_cost_usd") or 0) + attempt_cost_usd(job, status)
+    allowance = allowance_usd(job, reserve_per_job_usd)
+    kind = FailureClass(failure_class) if failure_class in FailureClass._value2member_map_ else FailureClass.UNKNOWN
+
+    def stop(cause: str, remedy: str = "none", hint: str = "") -> Decision:
+        return Decision(False, remedy, cause, float(spent), hint=hint)
+
+    if kind in (FailureClass.USER_CODE_ERROR, FailureClass.DATA_ERROR):
+        what = "the training code failed" if kind is FailureClass.USER_CODE_ERROR else "the dataset is unusable"
+        return stop(f"{kind}: {what}; retrying cannot help, fix it and start a new execution. Evidence: {evidence}")
+    if kind is FailureClass.UNKNOWN and not policy.retry_unknown:
+        return stop(f"unknown failure, not retried (remedies.retry_unknown is off). Evidence: {evidence}")
+    if attempt >= policy.max_attempts:
+        return stop(
+            f"{kind} on attempt {attempt} of at most {policy.max_attempts} (remedies.max_attempts): no attempt left. "
+            f"Evidence: {evidence}"
+        )
+
+    changes: dict[str, Any] | None = None
+    remedy, hint, new_checkpoints = "", "", False
+    if kind is FailureClass.QUOTA_EXHAUSTED:
+        hint = _quota_hint(job["instance_type"], bool(job["spot"]), int(job["instance_count"]))
+        if not policy.instance_fallback:
+            return stop(f"quota_exhausted and remedies.instance_fallback is off. Evidence: {evidence}", hint=hint)
+        changes, remedy = _instance_fallback(job, price_of, quota_of, spot=bool(job["spot"]))
+        if changes is None:
+            return stop(f"quota_exhausted and {remedy}. Evidence: {evidence}", hint=hint)
+    elif kind in (FailureClass.CAPACITY_UNAVAILABLE, FailureClass.SPOT_WAIT_EXCEEDED):
+        if (
+            job["spot"]
+            and policy.on_demand
+            and _quota_allows(quota_of, job["instance_type"], False, int(job["instance_count"]))
+        ):
+            changes = {**job, "spot": False, "max_wait_seconds": None}
+            remedy = f"spot -> on-demand on {job['instance_type']}"
+        elif policy.instance_fallback:
+            changes, remedy = _instance_fallback(job, price_of, quota_of, spot=bool(job["spot"]))
+            if changes is None:
+                return stop(f"{kind} and {remedy}. Evidence: {evidence}")
+        else:
+            return stop(f"{kind}, and neither on-demand nor another instance type is allowed. Evidence: {evidence}")
+    elif kind is FailureClass.OUT_OF_MEMORY:
+        batch, accumulation = int(job["batch_size"]), int(job.get("gradient_accumulation_steps") or 1)
+        if batch > 1:
+            smaller = batch // 2 if batch % 2 == 0 else 1
+            factor = batch // smaller
+            changes = {**job, "batch_size": smaller, "gradient_accumulation_steps": accumulation * factor}
+            remedy = (
+                f"per-device batch {batch} -> {smaller}, gradient accumulation {accumulation} -> "
+                f"{accumulation * factor} (effective batch {batch * accumulation} kept)"
+            )
+        elif job["approach"] == "lora" and policy.qlora_fallback:
+            changes = {**job, "approach": "qlora"}
+            changes["output_s3_uri"] = job["output_s3_uri"].replace("-lora/", "-qlora/")
+            remedy = "LoRA -> QLoRA (4-bit base weights) at batch 1"
+        else:
+            allowed = " (remedies.qlora_fallback is off)" if job["approach"] == "lora" else ""
+            return stop(f"out_of_memory at per-device batch 1 with {job['approach']}{allowed}. Evidence: {evidence}")
+        new_checkpoints = True
+    elif kind is FailureClass.RUNTIME_EXCEEDED:
+        runtime = int(job["max_runtime_seconds"])
+        longer = min(math.ceil(runtime * policy.runtime_extension_factor), catalog.MAX_RUNTIME_HOURS_LIMIT * 3600)
+        if longer <= runtime:
+            return stop(f"runtime_exceeded at SageMaker's own limit of {runtime} s. Evidence: {evidence}")
+        changes = {
+            **job,
+            "max_runtime_seconds": longer,
+            "max_wait_seconds": _max_wait(longer) if job["spot"] else None,
+        }
+        remedy = f"resume from checkpoints with MaxRuntime {runtime} s -> {longer} s"
+    else:  # throttled, or unknown with retry_unknown
+        changes = dict(job)
+        remedy = "the same job again"
+
+    next_attempt = attempt + 1
+    name = naming.attempt_job_name(base_job_name(job), next_attempt)
+    maximum = cost.estimated_max_cost_usd(
+        int(changes["max_runtime_seconds"]), int(changes["instance_count"]), changes["hourly_price_usd"]
+    )
+    if spent + maximum > allowance:
+        return stop(
+            f"{kind}: the remedy ({remedy}) could cost up to ${maximum:.2f}; with ${spent:.2f} spent on "
+            f"{attempt} attempt(s) that is over this job's ${allowance:.2f} share of budget_usd. Raise budget_usd to "
+            "let it run.",
+            remedy=remedy,
+            hint=hint,
+        )
+    checkpoint = job["checkpoint_s3_uri"]
+    if new_checkpoints:
+        # The training code refuses to resume a checkpoint written with another batch or approach.
+        checkpoint = f"{checkpoint.rstrip('/')}/{name}/"
+    next_job = {
+        **changes,
+        "job_name": name,
+        "attempt": next_attempt,
+        "base_job_name": base_job_name(job),
+        "checkpoint_s3_uri": checkpoint,
+        "estimated_max_cost_usd": float(maximum),
+        "prior_cost_usd": float(spent),
+        "allowance_usd": float(allowance),
+        "remedies_applied": [*(job.get("remedies_applied") or []), f"{kind}: {remedy}"],
+    }
+    return Decision(True, remedy, f"{kind}: {evidence}", float(spent), job=next_job, hint=hint)  # type: ignore[arg-type]
+
+
+def _instance_fallback(
+    job: JobSpec, price_of: PriceOf, quota_of: QuotaOf, *, spot: bool
+) -> tuple[dict[str, Any] | None, str]:
+    """The job moved to the next instance type, and the remedy's text; (None, why not) when there is none."""
+    instance_type, count_or_why, fit = _next_instance(job, quota_of, spot=spot)
+    if instance_type is None or fit is None:
+        why = "; ".join(count_or_why) if isinstance(count_or_why, list) and count_or_why else "the list is exhausted"
+        return None, f"no fallback instance type is left ({why})"
+    assert isinstance(count_or_why, int)
+    price = price_of(instance_type)
+    moved = _with_instance(job, instance_type, count_or_why, fit, price)
+    return moved, f"{job['instance_type']} -> {instance_type}"

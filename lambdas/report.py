@@ -30,9 +30,11 @@ MESSAGE_MAX_BYTES = 1024  # SNS allows far more; this keeps e-mail and chat noti
 RANKING = (
     "tiers, then cost per accuracy point (cost_usd / (eval_intent_accuracy x 100), lowest first): (1) completed jobs "
     "whose 95% accuracy interval overlaps the most accurate job's, (2) the rest of the cost-vs-accuracy Pareto front, "
-    "(3) dominated jobs, (4) jobs without an accuracy"
+    "(3) dominated jobs, (4) jobs without an accuracy, (5) zero-shot baselines, which are references: they show what "
+    "fine-tuning bought (each trained job's gain_over_baseline_pts) and never compete for best"
 )
-TIERS = ("tied with the best", "Pareto front", "dominated", "no accuracy")
+TIERS = ("tied with the best", "Pareto front", "dominated", "no accuracy", "zero-shot baseline")
+BASELINE_TIER = TIERS.index("zero-shot baseline")
 Z_95 = 1.959964  # two-sided 95% normal quantile
 # Earlier runs shown per model x approach in the comparison section.
 COMPARISON_RUNS = 5
@@ -154,12 +156,33 @@ def pareto_front(entries: list[dict[str, Any]]) -> set[str]:
     return front
 
 
+def is_baseline(entry: dict[str, Any]) -> bool:
+    """A zero-shot baseline: a reference row, not a candidate for best."""
+    return entry["approach"] == "baseline"
+
+
+def _mark_baseline_gains(entries: list[dict[str, Any]]) -> None:
+    """Set `gain_over_baseline_pts` on each trained job: its accuracy minus its model's zero-shot accuracy in this
+    run, in points (None when the run evaluated no baseline of that model, or either accuracy is missing)."""
+    baseline_accuracy = {
+        e["model"]: e["accuracy"] for e in entries if is_baseline(e) and e["status"] == "Completed" and e["accuracy"]
+    }
+    for e in entries:
+        zero_shot = None if is_baseline(e) else baseline_accuracy.get(e["model"])
+        gain = None if zero_shot is None or e["accuracy"] is None else (e["accuracy"] - zero_shot) * 100
+        e["gain_over_baseline_pts"] = None if gain is None else round(gain, 2)
+
+
 def _mark_tiers(entries: list[dict[str, Any]]) -> None:
-    """Set `on_pareto_front` and `tier` (an index into TIERS) on each entry."""
-    front = pareto_front(entries)
-    scored = [e for e in entries if e["cost_per_accuracy_point"] is not None]
+    """Set `on_pareto_front` and `tier` (an index into TIERS) on each entry; baselines are references, outside."""
+    candidates = [e for e in entries if not is_baseline(e)]
+    front = pareto_front(candidates)
+    scored = [e for e in candidates if e["cost_per_accuracy_point"] is not None]
     best = max(scored, key=lambda e: (e["accuracy"], -e["cost_usd"]), default=None)
     for e in entries:
+        if is_baseline(e):
+            e["on_pareto_front"], e["tier"] = None, BASELINE_TIER
+            continue
         # None: not a candidate (no accuracy, or not completed), rather than "dominated"
         e["on_pareto_front"] = (
             e["job_name"] in front if e["status"] == "Completed" and e["accuracy"] is not None else None
@@ -251,6 +274,7 @@ def build_report(
     by "<model>#<approach>") a comparison with earlier runs. Deterministic for the same rows."""
     entries = [job_entry(row) for row in rows]
     _mark_tiers(entries)
+    _mark_baseline_gains(entries)
     entries.sort(
         key=lambda e: (
             e["tier"],
@@ -262,7 +286,7 @@ def build_report(
     for rank, entry in enumerate(entries, start=1):
         entry["rank"] = rank
     estimated = [e["estimated_cost_usd"] for e in entries if e["estimated_cost_usd"] is not None]
-    completed = [e for e in entries if e["status"] == "Completed"]
+    completed = [e for e in entries if e["status"] == "Completed" and not is_baseline(e)]
     scored = [e for e in completed if e["accuracy"] is not None]
     statuses = [e["status"] for e in entries]
     return {
@@ -273,7 +297,7 @@ def build_report(
             "accuracy": _best(max(scored, key=lambda e: (e["accuracy"], -e["cost_usd"]), default=None), "accuracy"),
             "cost": _best(min(completed, key=lambda e: (e["cost_usd"], e["job_name"]), default=None), "cost_usd"),
             "cost_per_accuracy_point": _best(
-                next((e for e in entries if e["cost_per_accuracy_point"] is not None), None),
+                next((e for e in entries if e["cost_per_accuracy_point"] is not None and not is_baseline(e)), None),
                 "cost_per_accuracy_point",
             ),
         },
@@ -377,6 +401,18 @@ def _interval(e: dict[str, Any]) -> str:
     )
 
 
+def _savings(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}%"
+
+
+def _points(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1f} pts"
+
+
+def _utilisation(value: dict[str, Any] | None) -> str:
+    return "-" if not value else f"{value['mean']:.0f}% / {value['max']:.0f}%"
+
+
 def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
@@ -419,7 +455,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     for e in report["jobs"]:
         count = e["instance_count"] or 1
         instance = e["instance_type"] if count == 1 else f"{count}x {e['instance_type']}"
-        front = {True: "front", False: "dominated", None: "-"}[e.get("on_pareto_front")]
+        front = "reference" if is_baseline(e) else {True: "front", False: "dominated", None: "-"}[e["on_pareto_front"]]
         lines.append(
             f"| {e['rank']} | {e['model']} | {e['approach']} | {instance}{' (spot)' if e['spot'] else ''} "
             f"| {e['status']} | {_interval(e)} | {_usd(e['cost_usd'])} | {_usd(e['estimated_cost_usd'])} "
@@ -427,13 +463,16 @@ def render_markdown(report: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| # | parse rate | ROUGE-L | BERTScore F1 | inference s | training s | billable s | spot savings |",
-        "|---|---|---|---|---|---|---|---|",
+        "| # | vs zero-shot | parse rate | ROUGE-L | BERTScore F1 | inference s | training s | billable s "
+        "| spot savings | GPU util mean/max | peak GPU GB | artifact MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {e['rank']} | {_pct(e['parse_rate'])} | {_num(e['rouge_l'])} | {_num(e['bertscore_f1'])} "
-        f"| {_num(e['inference_seconds'], 1)} | {e['training_seconds']} | {e['billable_seconds']} "
-        f"| {_num(e['spot_savings_pct'], 1)}{'%' if e['spot_savings_pct'] is not None else ''} |"
+        f"| {e['rank']} | {_points(e['gain_over_baseline_pts'])} | {_pct(e['parse_rate'])} | {_num(e['rouge_l'])} "
+        f"| {_num(e['bertscore_f1'])} | {_num(e['inference_seconds'], 1)} | {e['training_seconds']} "
+        f"| {e['billable_seconds']} | {_savings(e['spot_savings_pct'])} "
+        f"| {_utilisation(e['gpu_utilization_pct'])} | {_num(e['peak_memory_gb'], 1)} "
+        f"| {_num(None if e['artifact_bytes'] is None else e['artifact_bytes'] / 1e6, 1)} |"
         for e in report["jobs"]
     ]
     best = report["best"]

@@ -100,7 +100,7 @@ def test_markdown_has_one_table_row_per_job_and_the_winners() -> None:
         "| 1 | mistral-7b | lora | ml.g5.2xlarge (spot) | Completed | 92.0% (~89.3-94.1, n=500) | $3.00 | - | - "
         "| $0.0326 | front |" in markdown
     )
-    assert "| 1 | 99.0% | 0.900 | 0.950 | 120.0 | 1000 | 300 | 70.0% |" in markdown
+    assert "| 1 | - | 99.0% | 0.900 | 0.950 | 120.0 | 1000 | 300 | 70.0% | - | - | - |" in markdown
     assert "**Best value (cheapest per point among the most accurate)**: mistral-7b lora" in markdown
     assert "`broken` (Failed): AlgorithmError: boom" in markdown
 
@@ -320,3 +320,23 @@ def test_first_run_says_there_is_nothing_to_compare_with() -> None:
     markdown = report.render_markdown(report.build_report("run-1", ROWS, history={}))
     assert "None in the ledger yet" in markdown and "no earlier run |" not in markdown
     assert "## Earlier runs" not in report.render_markdown(report.build_report("run-1", ROWS))  # no history asked
+
+
+def test_a_zero_shot_baseline_is_a_reference_row_that_shows_what_fine_tuning_bought() -> None:
+    # Given a run with mistral-7b's zero-shot baseline (cheap, 15%) beside its fine-tuned jobs
+    rows = [*ROWS, row("zero-shot", "mistral-7b", "baseline", "Completed", 0.01, 0.15)]
+
+    document = report.build_report("run-1", rows)
+
+    # Then the baseline is ranked last, as a reference, never best on cost or per point, and off the Pareto front
+    jobs = {e["job_name"]: e for e in document["jobs"]}
+    assert document["jobs"][-1]["job_name"] == "zero-shot"
+    assert report.TIERS[jobs["zero-shot"]["tier"]] == "zero-shot baseline"
+    assert jobs["zero-shot"]["on_pareto_front"] is None
+    best = document["best"]
+    assert best["cost"]["job_name"] == "qlora" and best["cost_per_accuracy_point"]["job_name"] == "lora"
+    # And each trained job of the same model shows its gain in points; other models' jobs have no baseline to compare
+    assert jobs["full"]["gain_over_baseline_pts"] == 79.0 and jobs["lora"]["gain_over_baseline_pts"] == 77.0
+    assert jobs["qlora"]["gain_over_baseline_pts"] is None and jobs["zero-shot"]["gain_over_baseline_pts"] is None
+    markdown = report.render_markdown(document)
+    assert "| reference |" in markdown and "+77.0 pts" in markdown

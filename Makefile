@@ -9,10 +9,8 @@ PY := $(VENV)/bin/python
 CHECKOV_VENV := .venv-checkov
 CDK := node_modules/.bin/cdk
 INPUT ?=
-# The deployed fine-tuning stack (config.stack_name: resource_prefix in CamelCase) and where its data bucket is.
+# The deployed fine-tuning stack (config.stack_name: resource_prefix in CamelCase); `finetune` finds its outputs.
 STACK ?= Finetune
-AWS ?= aws
-BUCKET ?= $(shell $(AWS) cloudformation describe-stacks --stack-name $(STACK) --query "Stacks[0].Outputs[?OutputKey=='BucketName'].OutputValue" --output text 2>/dev/null)
 # The Hugging Face PyTorch training DLC's Python, for `make check-dlc`.
 DLC_PYTHON ?= python3.12
 
@@ -67,14 +65,11 @@ diff: $(VENV)/.installed node_modules/.installed ## show what a deploy would cha
 destroy: $(VENV)/.installed node_modules/.installed ## delete both stacks (retained data stays: README, Teardown)
 	$(CDK) destroy --all
 
-upload-mini: $(VENV)/.installed ## upload examples/datasets/banking77-mini (examples/smoke.json) to the deployed bucket
-	@test -n "$(BUCKET)" || { echo "no bucket: deploy first, or pass BUCKET=<BucketName output>"; exit 2; }
-	$(PY) training_code/prepare_data.py file --name banking77-mini --bucket $(BUCKET) --out-dir build/datasets/banking77-mini \
-		--train examples/datasets/banking77-mini/train.jsonl --test examples/datasets/banking77-mini/test.jsonl
+upload-mini: $(VENV)/.installed ## upload examples/datasets/banking77-mini (examples/smoke.json) to the deployed stack's bucket
+	$(VENV)/bin/finetune --stack $(STACK) data banking77-mini
 
-upload-banking77: $(VENV)/.installed ## download Banking77 from the Hugging Face Hub and upload it to the deployed bucket
-	@test -n "$(BUCKET)" || { echo "no bucket: deploy first, or pass BUCKET=<BucketName output>"; exit 2; }
-	$(PY) training_code/prepare_data.py banking77 --bucket $(BUCKET) --out-dir build/datasets/banking77
+upload-banking77: $(VENV)/.installed ## download Banking77 from the Hugging Face Hub and upload it to the deployed stack's bucket
+	$(VENV)/bin/finetune --stack $(STACK) data banking77
 
 check-dlc: $(VENV)/.installed ## after editing training_code/requirements.txt: prove it installs on the DLC, commit the record
 	$(PY) -m finetune.dlc_requirements --python $(DLC_PYTHON)

@@ -1,14 +1,12 @@
 """Prepare an intent dataset as train/test JSON Lines and upload it to `s3://<bucket>/datasets/<name>/{train,test}/`.
 
-    # Banking77 from the Hugging Face Hub (needs internet; label ids become label names)
-    python training_code/prepare_data.py banking77 --bucket my-bucket
-
     # Your own CSV or JSONL (column names configurable; without --test, a stratified split of --train)
     python training_code/prepare_data.py file --train tickets.csv --text-column body --label-column intent \\
         --name tickets --out-dir data/tickets --bucket my-bucket
 
 Rows follow the dataset contract `{"text": ..., "label": ...}`. The printed JSON gives the S3 URIs to put in an
-execution input (`dataset.train_s3_uri`, `dataset.test_s3_uri`); without --bucket nothing is uploaded.
+execution input (`dataset.train_s3_uri`, `dataset.test_s3_uri`); without --bucket nothing is uploaded. Banking77
+from the Hugging Face Hub, and uploads to a deployed stack's bucket by name: `finetune data` (finetune/cli.py).
 """
 
 from __future__ import annotations
@@ -38,21 +36,7 @@ from typing import Any
 
 from training_code.data import DataError, Example, write_jsonl
 
-BANKING77 = "PolyAI/banking77"
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-
-
-def load_banking77() -> tuple[list[Example], list[Example]]:
-    """Banking77's train and test splits from the Hub, label ids mapped to their names (e.g. card_arrival)."""
-    from datasets import load_dataset
-
-    dataset = load_dataset(BANKING77)
-    names = dataset["train"].features["label"].names
-
-    def convert(split: str) -> list[Example]:
-        return [Example(text=row["text"], label=names[row["label"]]) for row in dataset[split]]
-
-    return convert("train"), convert("test")
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -132,22 +116,20 @@ def upload(s3_client: Any, bucket: str, name: str, paths: dict[str, Path]) -> di
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface (`banking77` or `file`)."""
+    """The command-line interface (`file`: a CSV or JSONL file of your own)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sources = parser.add_subparsers(dest="source", required=True)
-    banking = sources.add_parser("banking77", help=f"download {BANKING77} from the Hugging Face Hub")
     file = sources.add_parser("file", help="a CSV or JSONL file of your own")
     file.add_argument("--train", type=Path, required=True, help="CSV or JSONL file with the training rows")
     file.add_argument("--test", type=Path, help="CSV or JSONL test file (default: split --train)")
     file.add_argument("--text-column", default="text", help="column holding the message (default: text)")
     file.add_argument("--label-column", default="label", help="column holding the intent (default: label)")
     file.add_argument("--test-fraction", type=float, default=0.2, help="held-out share without --test (0.2)")
-    for sub, default_name in ((banking, "banking77"), (file, None)):
-        sub.add_argument("--name", default=default_name, required=default_name is None, help="dataset name in S3")
-        sub.add_argument("--out-dir", type=Path, help="local folder for train/ and test/ (default: data/NAME)")
-        sub.add_argument("--bucket", help="upload to s3://BUCKET/datasets/NAME/{train,test}/")
-        sub.add_argument("--region", help="AWS region of the bucket's client (default: your AWS configuration)")
-        sub.add_argument("--seed", type=int, default=42, help="seed of the stratified split (42)")
+    file.add_argument("--name", required=True, help="dataset name in S3")
+    file.add_argument("--out-dir", type=Path, help="local folder for train/ and test/ (default: data/NAME)")
+    file.add_argument("--bucket", help="upload to s3://BUCKET/datasets/NAME/{train,test}/")
+    file.add_argument("--region", help="AWS region of the bucket's client (default: your AWS configuration)")
+    file.add_argument("--seed", type=int, default=42, help="seed of the stratified split (42)")
     return parser
 
 
@@ -157,14 +139,11 @@ def main(argv: Sequence[str] | None = None, s3_client: Any = None) -> int:
     try:
         if not _NAME_RE.match(args.name):
             raise DataError(f"--name={args.name!r}: use lowercase letters, digits, '.', '_' or '-' (max 63)")
-        if args.source == "banking77":
-            train, test = load_banking77()
+        train = to_examples(read_rows(args.train), args.text_column, args.label_column, str(args.train))
+        if args.test is not None:
+            test = to_examples(read_rows(args.test), args.text_column, args.label_column, str(args.test))
         else:
-            train = to_examples(read_rows(args.train), args.text_column, args.label_column, str(args.train))
-            if args.test is not None:
-                test = to_examples(read_rows(args.test), args.text_column, args.label_column, str(args.test))
-            else:
-                train, test = stratified_split(train, args.test_fraction, args.seed)
+            train, test = stratified_split(train, args.test_fraction, args.seed)
         paths = write_splits(args.out_dir or Path("data") / args.name, train, test)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -97,24 +97,6 @@ def test_splits_are_uploaded_under_the_dataset_prefix(tmp_path: Path, capsys: py
     assert all(set(json.loads(line)) == {"text", "label"} for line in body.splitlines())
 
 
-def test_banking77_label_ids_become_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
-
-    features = Features({"text": Value("string"), "label": ClassLabel(names=["activate_my_card", "card_arrival"])})
-    hub = DatasetDict(
-        {
-            "train": Dataset.from_dict({"text": ["Where is my card?"], "label": [1]}, features=features),
-            "test": Dataset.from_dict({"text": ["Activate it"], "label": [0]}, features=features),
-        }
-    )
-    monkeypatch.setattr("datasets.load_dataset", lambda name: hub if name == prepare_data.BANKING77 else None)
-
-    train, test = prepare_data.load_banking77()
-
-    assert train[0].label == "card_arrival"
-    assert test[0].label == "activate_my_card"
-
-
 def test_the_script_runs_from_a_plain_path(tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -30,6 +30,8 @@ class MetricDefinition:
 
 
 METRICS: tuple[MetricDefinition, ...] = (
+    MetricDefinition("dataset_train_rows", "rows in the train channel"),
+    MetricDefinition("dataset_test_rows", "rows in the test channel (evaluation samples are drawn from them)"),
     MetricDefinition("train_loss", "training loss (logged periodically; the last value is final)"),
     MetricDefinition("train_step", "optimizer step reached (progress)"),
     MetricDefinition("train_tokens_per_second", "non-padding tokens trained per second"),

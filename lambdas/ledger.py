@@ -84,8 +84,8 @@ def job_dataset(job: JobSpec, metrics: dict[str, Any]) -> dict[str, Any]:
     Cleanup rebuilt from SageMaker has no train URI: no name)."""
     return {
         "name": naming.dataset_name(job.get("train_s3_uri") or ""),
-        "train_rows": _optional_int(metrics.get("train_rows")),
-        "test_rows": _optional_int(metrics.get("test_rows")),
+        "train_rows": _optional_int(metrics.get("dataset_train_rows")),
+        "test_rows": _optional_int(metrics.get("dataset_test_rows")),
     }
 
 

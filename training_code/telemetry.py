@@ -18,7 +18,8 @@ from training_code.evaluation import EVAL_METRICS, MERGED_METRICS
 
 LOG = logging.getLogger(__name__)
 
-# The order in which final metrics are printed (the catalog's order): training's, then the evaluation's.
+# The order in which final metrics are printed (the catalog's order): the dataset's, training's, then the evaluation's.
+DATASET_METRICS = ("dataset_train_rows", "dataset_test_rows")
 TRAINING_METRICS = (
     "train_loss",
     "train_tokens_per_second",
@@ -26,7 +27,7 @@ TRAINING_METRICS = (
     "train_runtime_seconds",
     "peak_memory_gb",
 )
-FINAL_METRICS = TRAINING_METRICS + EVAL_METRICS + MERGED_METRICS
+FINAL_METRICS = DATASET_METRICS + TRAINING_METRICS + EVAL_METRICS + MERGED_METRICS
 
 
 def format_value(value: float | int) -> str:

@@ -350,6 +350,7 @@ def evaluate_baseline(
     setup: EvalSetup,
     model_card: dict[str, Any],
     resolved: dict[str, Any],
+    dataset_rows: dict[str, int],
 ) -> int:
     """approach=baseline: generate with the untrained base model and score it like any trained one.
 
@@ -386,6 +387,7 @@ def evaluate_baseline(
         generations.outputs, references, setup.labels, generations.seconds, setup.bertscore, runtime.device
     )
     scores.metrics["peak_memory_gb"] = peak
+    scores.metrics.update(dataset_rows)
     report(scores, scores, env, model_dir)
     LOG.info("done: baseline metrics in %s", model_dir)
     return EXIT_OK
@@ -416,8 +418,10 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
     train_examples = data.read_jsonl_dir(env.train_dir)
     labels = data.label_set(train_examples)
     eval_examples: list[data.Example] = []
+    dataset_rows = {"dataset_train_rows": len(train_examples)}
     if config.eval_samples > 0:
         test_examples = data.read_jsonl_dir(env.test_dir)
+        dataset_rows["dataset_test_rows"] = len(test_examples)
         if not test_examples:
             raise data.DataError(f"the test channel {env.test_dir} has no rows; eval_samples=0 skips evaluation")
         unseen = sorted({example.label for example in test_examples} - set(labels))
@@ -425,6 +429,8 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
             LOG.warning("test labels never seen in train count as errors: %s", ", ".join(unseen))
         eval_examples = data.select_eval_examples(test_examples, config.eval_samples, config.seed)
     LOG.info("%d train examples, %d labels, %d eval examples", len(train_examples), len(labels), len(eval_examples))
+    if env.is_main:  # printed now, so even a job that fails later tells the ledger what it was given
+        telemetry.print_final_metrics(dataset_rows)
     fmt = data.prompt_format(config.prompt_style, labels)
 
     token = None
@@ -474,7 +480,9 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
 
     if config.is_baseline:
         assert setup is not None  # validate() requires eval_samples >= 1 for a baseline
-        return evaluate_baseline(config, env, runtime, token, tokenizer, setup, fmt.describe(eos), resolved)
+        return evaluate_baseline(
+            config, env, runtime, token, tokenizer, setup, fmt.describe(eos), resolved, dataset_rows
+        )
 
     learning_rate, gradient_checkpointing, batching = (
         resolved["learning_rate"],
@@ -546,7 +554,7 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
 
     real, padded = _reduce([counter.real_tokens, counter.batch_tokens], "sum", args.device)
     (peak,) = _reduce([telemetry.peak_memory_gb(runtime.use_cuda)], "max", args.device)
-    metrics: dict[str, float] = {"train_runtime_seconds": train_seconds, "peak_memory_gb": peak}
+    metrics: dict[str, float] = {"train_runtime_seconds": train_seconds, "peak_memory_gb": peak, **dataset_rows}
     final_loss = telemetry.last_logged_loss(trainer.state.log_history)
     if final_loss is not None or trained_loss is not None:
         metrics["train_loss"] = final_loss if final_loss is not None else trained_loss

@@ -289,7 +289,11 @@ def test_recorded_row_carries_what_a_reader_needs_to_compare_jobs(
     aws.client("s3").put_object(Bucket=bucket, Key=key, Body=b"\0" * 4096)
     split = {"waiting": 600, "downloading": 240, "training": 3000, "uploading": 120}
     final = {
-        **status(training=4000, billable=3600, metrics={"train_rows": 900, "test_rows": 100, "peak_memory_gb": 17.5}),
+        **status(
+            training=4000,
+            billable=3600,
+            metrics={"dataset_train_rows": 900, "dataset_test_rows": 100, "peak_memory_gb": 17.5},
+        ),
         "time_split_seconds": split,
         "interruptions": 1,
         "artifact_uri": artifact,

@@ -18,7 +18,8 @@ deterministic attempt name (`naming.attempt_job_name`), the changed settings, an
 Bounds: at most `max_attempts` attempts per job (the first one included), and never over the job's share of the
 budget: the remedied job's maximum cost plus what its earlier attempts cost must fit `allowance_usd`, the job's own
 planned maximum plus an equal share of the run's unplanned budget (so all jobs' remedies together stay within
-budget_usd, whatever order they fail in).
+budget_usd, whatever order they fail in), and never past the execution's timeout: an attempt that could outlast it
+is not started.
 
 Checkpoints: a remedy that keeps what the training code checks before resuming (training_code/checkpoints.py,
 IDENTITY_FIELDS: approach, batch, gradient accumulation, ...) keeps the job's checkpoint prefix, so the next attempt
@@ -29,6 +30,7 @@ so it gets its own prefix under the job's.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from decimal import Decimal
@@ -39,6 +41,8 @@ from lambdas.failures import FailureClass
 from lambdas.job_spec import JobSpec
 
 MAX_ATTEMPTS_LIMIT = 10
+# Launch, polling and Record around an attempt's SageMaker bound (Plan's execution-limit check counts the same).
+ATTEMPT_OVERHEAD_SECONDS = 10 * 60
 
 
 @dataclass(frozen=True)
@@ -228,8 +232,13 @@ def decide(
     reserve_per_job_usd: float,
     price_of: PriceOf,
     quota_of: QuotaOf,
+    deadline_epoch_seconds: float | None = None,
+    now_epoch_seconds: float | None = None,
 ) -> Decision:
-    """The remedy for `job`'s failed attempt (its final `status`), or why there is none."""
+    """The remedy for `job`'s failed attempt (its final `status`), or why there is none. With a deadline (Plan's
+    estimate of when the execution times out), no attempt starts that could outlast the execution: its worst case
+    (spot MaxWait or MaxRuntime, plus the per-job overhead Plan's execution-limit check also counts) must end
+    before it."""
     attempt = attempt_of(job)
     spent = cost.to_decimal(job.get("prior_cost_usd") or 0) + attempt_cost_usd(job, status)
     allowance = allowance_usd(job, reserve_per_job_usd)
@@ -318,6 +327,17 @@ def decide(
             remedy=remedy,
             hint=hint,
         )
+    if deadline_epoch_seconds is not None:
+        worst = int(changes["max_wait_seconds"] or changes["max_runtime_seconds"]) + ATTEMPT_OVERHEAD_SECONDS
+        left = deadline_epoch_seconds - (time.time() if now_epoch_seconds is None else now_epoch_seconds)
+        if worst > left:
+            return stop(
+                f"{kind}: the remedy ({remedy}) could take up to {worst / 3600:.1f} h, and the execution times out in "
+                f"{max(left, 0) / 3600:.1f} h. Start a new execution for this job, or raise "
+                "finetune.execution_timeout_hours (cdk.json).",
+                remedy=remedy,
+                hint=hint,
+            )
     checkpoint = job["checkpoint_s3_uri"]
     if new_checkpoints:
         # The training code refuses to resume a checkpoint written with another batch or approach.

@@ -7,6 +7,7 @@ ExecutionLimitExceeded, HfTokenMissing, QuotaExceeded, ConfigurationError. Nothi
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, cast
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -43,7 +44,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             "total_estimated_cost_usd": result["total_estimated_cost_usd"],
         },
     )
-    return {**result, "healing": healing(event.get("input") or {}, result)}
+    # Plan runs seconds after the execution starts: its clock, less the run's own overhead, dates the timeout.
+    deadline = time.time() + config.execution_timeout_seconds - plan.RUN_OVERHEAD_SECONDS
+    return {**result, "healing": healing(event.get("input") or {}, result, deadline_epoch_seconds=deadline)}
 
 
 def with_experiment_fields(execution_input: dict[str, Any], jobs: list[JobSpec], config: Any) -> list[JobSpec]:
@@ -68,13 +71,15 @@ def with_experiment_fields(execution_input: dict[str, Any], jobs: list[JobSpec],
     return [cast(JobSpec, {**job, **fields}) for job, fields in zip(jobs, extra, strict=True)]
 
 
-def healing(execution_input: dict[str, Any], result: Any) -> dict[str, Any]:
+def healing(execution_input: dict[str, Any], result: Any, *, deadline_epoch_seconds: float) -> dict[str, Any]:
     """What the Map's iterations need for remedies: the execution's `remedies` input (Remedy merges it over the
-    deployment's defaults) and each job's equal share of the budget Plan did not need for the jobs' maxima."""
+    deployment's defaults), each job's equal share of the budget Plan did not need for the jobs' maxima, and when
+    the execution times out (no attempt may outlast it)."""
     jobs = result["jobs"]
     unplanned = max(float(result["budget_usd"]) - float(result["total_estimated_max_cost_usd"]), 0.0)
     return {
         "remedies": execution_input.get("remedies") or {},
         # Rounded down: the shares never add up to more than the budget.
         "reserve_per_job_usd": math.floor(unplanned / len(jobs) * 1e6) / 1e6 if jobs else 0.0,
+        "deadline_epoch_seconds": int(deadline_epoch_seconds),
     }

@@ -53,6 +53,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         reserve_per_job_usd=float(healing.get("reserve_per_job_usd") or 0),
         price_of=price_of,
         quota_of=quota_of,
+        deadline_epoch_seconds=healing.get("deadline_epoch_seconds"),
     )
     result = decision.as_dict()
     logger.info(

@@ -30,6 +30,7 @@ def decide(job, failure_class: str, *, policy: RemedyPolicy | None = None, reser
         reserve_per_job_usd=reserve,
         price_of=plan.catalog_price,
         quota_of=lambda instance_type, spot: quotas.get((instance_type, spot)),
+        **kw,
     )
 
 
@@ -149,6 +150,18 @@ def test_a_remedy_over_the_jobs_share_of_the_budget_stops_with_the_numbers() -> 
     assert decision.remedy.startswith("per-device batch 8 -> 4")
 
 
+def test_no_attempt_starts_that_could_outlast_the_execution() -> None:
+    job = one_job()  # spot: its worst case is MaxWait
+    worst = job["max_wait_seconds"] + remedies.ATTEMPT_OVERHEAD_SECONDS
+
+    fits = decide(job, "throttled", deadline_epoch_seconds=1000 + worst, now_epoch_seconds=1000)
+    too_late = decide(job, "throttled", deadline_epoch_seconds=1000 + worst - 1, now_epoch_seconds=1000)
+
+    assert fits.retry
+    assert not too_late.retry and too_late.remedy == "the same job again"
+    assert "the execution times out in" in too_late.cause and "execution_timeout_hours" in too_late.cause
+
+
 def test_attempt_names_keep_the_hash_and_fit_sagemakers_limit() -> None:
     base = "finetune-3f9c2a-a-very-long-run-identifier-for-tests-mistral-7b-lora-1a2b3c4d"[:63].rstrip("-")
     short = "finetune-3f9c2a-run-mistral-7b-lora-1a2b3c4d"
@@ -203,9 +216,9 @@ def test_plan_refuses_inject_failure_outside_the_offline_runner(monkeypatch) -> 
 def test_each_job_gets_an_equal_share_of_the_unplanned_budget() -> None:
     result = {"jobs": [one_job(), one_job(approach="qlora")], "budget_usd": 10.0, "total_estimated_max_cost_usd": 7.0}
 
-    healing = plan_handler.healing({"remedies": {"max_attempts": 2}}, result)
+    healing = plan_handler.healing({"remedies": {"max_attempts": 2}}, result, deadline_epoch_seconds=5000.7)
 
-    assert healing == {"remedies": {"max_attempts": 2}, "reserve_per_job_usd": 1.5}
+    assert healing == {"remedies": {"max_attempts": 2}, "reserve_per_job_usd": 1.5, "deadline_epoch_seconds": 5000}
 
 
 def test_the_deployment_defaults_come_from_cdk_json_and_reach_remedy_as_json() -> None:

@@ -195,6 +195,23 @@ def _mark_tiers(entries: list[dict[str, Any]]) -> None:
             e["tier"] = 1 if e["on_pareto_front"] else 2
 
 
+def final_attempts(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per job: its last attempt, carrying how many attempts it took (`attempts`) and what they cost
+    together (`attempts_cost_usd`); its cost per accuracy point is over that total, what the accuracy really cost."""
+    by_job: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        by_job.setdefault(entry["base_job_name"] or entry["job_name"], []).append(entry)
+    finals = []
+    for attempts in by_job.values():
+        final = max(attempts, key=lambda e: e["attempt"])
+        total = round(sum(e["cost_usd"] for e in attempts), 4)
+        final["attempts"], final["attempts_cost_usd"] = len(attempts), total
+        if final["cost_per_accuracy_point"] is not None:
+            final["cost_per_accuracy_point"] = float(cost.cost_per_accuracy_point(total, final["accuracy"]))
+        finals.append(final)
+    return finals
+
+
 def attempts_section(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per job with more than one attempt (or a failure Classify saw): its attempts in order, what failed, what
     was changed, how it ended and what all its attempts cost together."""
@@ -272,7 +289,8 @@ def build_report(
 ) -> dict[str, Any]:
     """The report document: ranked jobs, the best job per criterion, totals, and (given `history`, earlier ledger rows
     by "<model>#<approach>") a comparison with earlier runs. Deterministic for the same rows."""
-    entries = [job_entry(row) for row in rows]
+    every_attempt = [job_entry(row) for row in rows]
+    entries = final_attempts(every_attempt)
     _mark_tiers(entries)
     _mark_baseline_gains(entries)
     entries.sort(
@@ -285,7 +303,7 @@ def build_report(
     )
     for rank, entry in enumerate(entries, start=1):
         entry["rank"] = rank
-    estimated = [e["estimated_cost_usd"] for e in entries if e["estimated_cost_usd"] is not None]
+    estimated = [e["estimated_cost_usd"] for e in every_attempt if e["estimated_cost_usd"] is not None]
     completed = [e for e in entries if e["status"] == "Completed" and not is_baseline(e)]
     scored = [e for e in completed if e["accuracy"] is not None]
     statuses = [e["status"] for e in entries]
@@ -302,18 +320,20 @@ def build_report(
             ),
         },
         "totals": {
+            # Jobs by how their last attempt ended; every attempt is billed, so money and time count them all.
             "jobs": len(entries),
+            "attempts": len(every_attempt),
             "completed": statuses.count("Completed"),
             "failed": statuses.count("Failed"),
             "stopped": statuses.count("Stopped"),
-            # Failed and stopped jobs are billed too: the total is what the run cost.
-            "cost_usd": round(sum(e["cost_usd"] for e in entries), 4),
-            "billable_instance_seconds": sum(e["billable_seconds"] * (e["instance_count"] or 1) for e in entries),
+            # Failed and stopped jobs (and attempts) are billed too: the total is what the run cost.
+            "cost_usd": round(sum(e["cost_usd"] for e in every_attempt), 4),
+            "billable_instance_seconds": sum(e["billable_seconds"] * (e["instance_count"] or 1) for e in every_attempt),
             # Only over the jobs whose rows carry an estimate (rows written before estimates existed have none).
             "estimated_cost_usd": round(sum(estimated), 4) if estimated else None,
         },
         **({"comparison": comparison(run_id, entries, history)} if history is not None else {}),
-        "attempts": attempts_section(entries),
+        "attempts": attempts_section(every_attempt),
     }
 
 
@@ -401,6 +421,12 @@ def _interval(e: dict[str, Any]) -> str:
     )
 
 
+def _job_cost(entry: dict[str, Any]) -> str:
+    if entry.get("attempts", 1) == 1:
+        return _usd(entry["cost_usd"])
+    return f"{_usd(entry['cost_usd'])} ({entry['attempts']} attempts: {_usd(entry['attempts_cost_usd'])})"
+
+
 def _savings(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}%"
 
@@ -458,7 +484,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         front = "reference" if is_baseline(e) else {True: "front", False: "dominated", None: "-"}[e["on_pareto_front"]]
         lines.append(
             f"| {e['rank']} | {e['model']} | {e['approach']} | {instance}{' (spot)' if e['spot'] else ''} "
-            f"| {e['status']} | {_interval(e)} | {_usd(e['cost_usd'])} | {_usd(e['estimated_cost_usd'])} "
+            f"| {e['status']} | {_interval(e)} | {_job_cost(e)} | {_usd(e['estimated_cost_usd'])} "
             f"| {_ratio(e['cost_vs_estimate'])} | {_per_point(e['cost_per_accuracy_point'])} | {front} |"
         )
     lines += [
@@ -492,7 +518,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     failures = [e for e in report["jobs"] if e["status"] != "Completed" and e["failure_reason"]]
     if failures:
         lines += ["", "## Not completed", ""]
-        lines += [f"- `{e['job_name']}` ({e['status']}): {e['failure_reason'][:300]}" for e in failures]
+        for e in failures:
+            reason = " ".join(e["failure_reason"].split())  # one line: reasons hold tracebacks
+            lines.append(f"- `{e['job_name']}` ({e['status']}): {reason[:300]}")
     return "\n".join(lines) + "\n"
 
 

@@ -82,6 +82,7 @@ def test_totals_include_what_failed_jobs_cost() -> None:
     totals = report.build_report("run-1", ROWS)["totals"]
     assert totals == {
         "jobs": 4,
+        "attempts": 4,
         "completed": 3,
         "failed": 1,
         "stopped": 0,

@@ -187,7 +187,14 @@ def test_every_attempt_is_a_ledger_row_and_the_report_totals_them(account_with) 
     assert [r["attempt"] for r in rows] == [1, 2, 3]
     assert len({r["job_name"] for r in rows}) == 3 and len({r["base_job_name"] for r in rows}) == 1
     assert [r["failure_class"] for r in rows] == ["quota_exhausted", "out_of_memory", None]
-    [job] = report_of(result)["attempts"]
+    document = report_of(result)
+    # The ranking shows the job once (its last attempt), its cost per point over what all attempts cost
+    [ranked] = document["jobs"]
+    assert (ranked["attempts"], ranked["status"]) == (3, "Completed")
+    assert ranked["attempts_cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in rows), abs=1e-4)
+    assert (document["totals"]["jobs"], document["totals"]["attempts"]) == (1, 3)
+    assert document["totals"]["cost_usd"] == pytest.approx(ranked["attempts_cost_usd"], abs=1e-4)
+    [job] = document["attempts"]
     assert job["final_status"] == "Completed"
     assert [a["attempt"] for a in job["attempts"]] == [1, 2, 3]
     assert job["total_cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in rows), abs=1e-4)

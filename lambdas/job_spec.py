@@ -67,6 +67,7 @@ class JobSpec(AttemptFields):
     estimated_hours: float  # expected wall hours incl. startup and download (lambdas/estimate.py)
     estimated_cost_usd: float  # expected $ at the job's pricing (the expected spot price if spot)
     estimated_on_demand_cost_usd: float
+    estimated_train_rows: float  # the train channel's rows the estimate assumed
     # S3 layout
     train_s3_uri: str
     test_s3_uri: str

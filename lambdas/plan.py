@@ -400,6 +400,7 @@ def build_jobs(
         spec["estimated_hours"] = round(expected.hours, 4)
         spec["estimated_cost_usd"] = round(expected.cost_usd, 4)
         spec["estimated_on_demand_cost_usd"] = round(expected.on_demand_cost_usd, 4)
+        spec["estimated_train_rows"] = rows  # a remedied attempt (lambdas/remedies.py) re-estimates from it
         jobs.append(cast(JobSpec, spec))  # its keys are JobSpec's: tests/lambdas check them
     if problems:
         raise InvalidExecutionInput(problems)

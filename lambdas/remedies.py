@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from decimal import Decimal
 from typing import Any
 
-from lambdas import catalog, cost, memory, naming
+from lambdas import catalog, cost, estimate, memory, naming
 from lambdas.failures import FailureClass
 from lambdas.job_spec import JobSpec
 
@@ -342,8 +342,16 @@ def decide(
     if new_checkpoints:
         # The training code refuses to resume a checkpoint written with another batch or approach.
         checkpoint = f"{checkpoint.rstrip('/')}/{name}/"
+    expected = estimate.expected_for_job(
+        changes,
+        parameters=_model(job).parameters,
+        rows=float(job.get("estimated_train_rows") or catalog.DEFAULT_TRAIN_ROWS),
+    )
     next_job = {
         **changes,
+        "estimated_hours": round(expected.hours, 4),
+        "estimated_cost_usd": round(expected.cost_usd, 4),
+        "estimated_on_demand_cost_usd": round(expected.on_demand_cost_usd, 4),
         "job_name": name,
         "attempt": next_attempt,
         "base_job_name": base_job_name(job),

@@ -99,6 +99,9 @@ def test_spot_capacity_goes_on_demand_or_else_to_the_next_type() -> None:
     assert on_demand.job["spot"] is False and on_demand.job["max_wait_seconds"] is None
     assert on_demand.job["instance_type"] == job["instance_type"]
     assert next_type.job["spot"] is True and next_type.job["instance_type"] == "ml.g6.2xlarge"
+    # The next attempt's expected cost is estimated again for what changed: on-demand costs what spot was expected to
+    assert on_demand.job["estimated_cost_usd"] == pytest.approx(job["estimated_on_demand_cost_usd"], rel=1e-3)
+    assert on_demand.job["estimated_cost_usd"] > job["estimated_cost_usd"]
 
 
 def test_runtime_exceeded_resumes_with_a_longer_runtime_from_the_same_checkpoints() -> None:

@@ -2,7 +2,7 @@
 
 \b
     finetune estimate --matrix study                   # offline: the study's maximum cost, each job's fit
-    finetune start --matrix study --budget 250 --wait  # validate locally, start, follow it to the end
+    finetune start --matrix study --wait               # validate locally, start, follow it to the end
     finetune report <run id, execution name or ARN>   # the ranked report from S3 and the ledger
     finetune logs <training job> --follow              # the job's CloudWatch logs from every host
 
@@ -50,7 +50,8 @@ from training_code.data import DataError
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
-MINI_DATASET = Path(__file__).resolve().parents[1] / "examples" / "datasets" / "banking77-mini"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+MINI_DATASET = EXAMPLES / "datasets" / "banking77-mini"
 # Stand-in bucket for offline estimates: build_jobs puts it in URIs only, and the estimate shows none of them.
 OFFLINE_BUCKET = "offline-estimate"
 ENDED = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
@@ -62,9 +63,12 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class Matrix(StrEnum):
-    """Named experiment matrices (the execution input with `experiments` omitted)."""
+    """Named experiment matrices: example inputs with `experiments` omitted (MATRIX_INPUTS)."""
 
     STUDY = "study"
+
+
+MATRIX_INPUTS = {Matrix.STUDY: EXAMPLES / "study-matrix.json"}
 
 
 class ReportFormat(StrEnum):
@@ -185,7 +189,9 @@ def execution_input(
         except (OSError, json.JSONDecodeError) as exc:
             raise InvalidExecutionInput([(str(file), f"cannot read it as JSON: {exc}")]) from None
     elif matrix is not None:
-        doc = {}  # experiments omitted: Plan expands the study matrix
+        # The named matrix is its example input: experiments omitted (Plan expands the study), and the budget its
+        # maximum needs, so the study starts with no flags while a hand-written input keeps the deployment's guard.
+        doc = json.loads(MATRIX_INPUTS[matrix].read_text())
     else:
         if not (model and approach):
             raise typer.BadParameter("--model and --approach go together")

@@ -13,6 +13,8 @@ import functools
 import json
 import logging
 import math
+import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -60,7 +62,14 @@ def _field_path(name: str | None) -> str:
     return text[len("data") :].lstrip(".") if text.startswith("data") else text
 
 
-def _join(path: str, key: str) -> str:
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _join(path: str, key: Any) -> str:
+    # An unknown key may be anything (empty, a newline, an injection): quote it, so the path still names it and a
+    # log line stays one line.
+    if not (isinstance(key, str) and _PLAIN_KEY.fullmatch(key)):
+        return f"{path}[{json.dumps(key, default=str)}]"
     return f"{path}.{key}" if path else key
 
 
@@ -71,7 +80,7 @@ def _describe_schema_error(exc: SchemaValidationError) -> list[tuple[str, str]]:
     value = exc.value
     if exc.rule == "additionalProperties" and isinstance(value, dict):
         allowed = sorted(definition.get("properties", {}))
-        unknown = sorted(set(value) - set(allowed))
+        unknown = sorted(set(value) - set(allowed), key=str)
         return [(_join(path, key), f"unknown field; allowed fields: {', '.join(allowed)}") for key in unknown]
     if exc.rule == "required" and isinstance(value, dict):
         missing = [key for key in (exc.rule_definition or []) if key not in value]
@@ -89,6 +98,27 @@ def _describe_schema_error(exc: SchemaValidationError) -> list[tuple[str, str]]:
     return [(path or "input", why)]
 
 
+# Unicode categories no value of an execution input may hold: control and format characters (e.g. the right-to-left
+# override), surrogates, private-use and unassigned code points, line and paragraph separators. JSON Schema patterns
+# do not stop them everywhere (an S3 URI's key is free text), and AWS APIs refuse or mangle them.
+_UNPRINTABLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def _unrepresentable(value: Any, path: str) -> list[tuple[str, str]]:
+    """Problems JSON Schema does not see: NaN and infinities pass every numeric bound (each comparison with NaN is
+    false) and are not JSON; unprintable characters pass `.+` patterns."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(path or "input", f"must be a finite number (got {value})")]
+    if isinstance(value, str):
+        bad = sorted({f"U+{ord(c):04X}" for c in value if unicodedata.category(c) in _UNPRINTABLE_CATEGORIES})
+        return [(path or "input", f"contains unprintable characters ({', '.join(bad[:5])})")] if bad else []
+    if isinstance(value, dict):
+        return [problem for key, item in value.items() for problem in _unrepresentable(item, _join(path, key))]
+    if isinstance(value, list):
+        return [problem for i, item in enumerate(value) for problem in _unrepresentable(item, f"{path}[{i}]")]
+    return []
+
+
 def validate_schema(execution_input: Any) -> dict[str, Any]:
     """Validate against the JSON Schema; a copy is validated because fastjsonschema fills in defaults in place."""
     if execution_input is None:
@@ -98,6 +128,9 @@ def validate_schema(execution_input: Any) -> dict[str, Any]:
         validate(event=data, schema=load_schema())
     except SchemaValidationError as exc:
         raise InvalidExecutionInput(_describe_schema_error(exc)) from None
+    problems = _unrepresentable(data, "")
+    if problems:
+        raise InvalidExecutionInput(problems)
     return data
 
 

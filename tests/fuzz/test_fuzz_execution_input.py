@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from lambdas import catalog, naming, plan, training_job
@@ -105,6 +105,7 @@ def test_malformed_inputs_are_refused_by_validation_naming_a_field(case: tuple[s
 @given(case=malformed_input())
 def test_malformed_inputs_are_refused_by_the_whole_plan_step_before_anything_is_called(case: tuple[str, Any]) -> None:
     kind, execution_input = case
+    event(kind)
     clients = {name: RecordingClient() for name in ("s3", "pricing", "quotas", "secretsmanager")}
     with pytest.raises(InvalidExecutionInput) as raised:
         plan.plan_run(execution_input, "fuzz-run", plan_settings(), **clients)
@@ -146,13 +147,16 @@ def test_valid_inputs_plan_into_requests_the_service_model_accepts(
     execution_input: dict[str, Any], execution_name: str
 ) -> None:
     try:
-        planned, calls = _plan(execution_input, execution_name)
+        planned, _ = _plan(execution_input, execution_name)
     except InvalidExecutionInput as exc:
+        event("refused: duplicate experiments")
         # Duplicate experiments are the one refusal a schema-valid input can get besides the semantic checks.
         assert all("duplicates" in why or "model" in path or "instance_type" in path for path, why in exc.problems)
         return
-    except WorkflowError:
+    except WorkflowError as exc:
+        event(f"refused: {type(exc).__name__}")
         return  # infeasible, over budget, over the execution limits: typed refusals, nothing launched
+    event("planned")
     run_id = planned["run_id"]
     assert naming.JOB_NAME_PATTERN.fullmatch(run_id.lower()) or run_id, run_id
     for key in naming.report_keys(run_id):

@@ -25,7 +25,7 @@ NUMBER_FIELDS: dict[str, tuple[type, float | None, float | None]] = {
     "lora_r": (int, 1, 1024),
     "lora_alpha": (int, 1, 4096),
     "lora_dropout": (float, 0, 1),  # exclusive maximum
-    "max_steps": (int, -1, None),
+    "max_steps": (int, -1, 100_000_000),
     "params_billion": (float, 0, 1000),  # exclusive minimum
 }
 TOP_NUMBER_FIELDS: dict[str, tuple[type, float | None, float | None]] = {

@@ -9,6 +9,7 @@ lengths included, and hyperparameters the training code parses back.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -172,3 +173,50 @@ def test_valid_inputs_plan_into_requests_the_service_model_accepts(
         assert config.model_id == catalog.resolve_model(job["model_key"]).hf_id if job["model_key"] else True
         assert config.approach == job["approach"]
         assert job["job_name"].startswith(PREFIX)
+
+
+# What the fuzzing found (each passed Plan before its fix), kept as plain examples so they stay fixed.
+FOUND = {
+    "NaN passes every numeric bound of the schema": {
+        "experiments": [{"model": "mistral-7b", "approach": "lora", "epochs": math.nan}]
+    },
+    "NaN runtime bound crashed Plan with ValueError": {"max_runtime_hours": math.nan},
+    "NaN budget crashed the budget gate (decimal.InvalidOperation)": {"budget_usd": math.nan},
+    "infinite budget": {"budget_usd": math.inf},
+    "NaN learning rate reached the hyperparameters as NaN (not JSON)": {
+        "experiments": [{"model": "mistral-7b", "approach": "lora", "learning_rate": math.nan}]
+    },
+    "a URI over S3Uri's 1024 characters": {
+        "dataset": {
+            "train_s3_uri": f"s3://{BUCKET}/datasets/{'k' * 1100}/",
+            "test_s3_uri": f"s3://{BUCKET}/datasets/t/",
+        }
+    },
+    "a carriage return in a URI (Java's `.` in S3Uri's pattern stops at it)": {
+        "dataset": {"train_s3_uri": f"s3://{BUCKET}/datasets/a\rb/", "test_s3_uri": f"s3://{BUCKET}/datasets/t/"}
+    },
+    "a right-to-left override in a URI": {
+        "dataset": {"train_s3_uri": f"s3://{BUCKET}/datasets/\u202eevil/", "test_s3_uri": f"s3://{BUCKET}/datasets/t/"}
+    },
+    "max_steps too long for a HyperParameterValue (2500 characters)": {
+        "experiments": [{"model": "mistral-7b", "approach": "lora", "max_steps": 10**3000}]
+    },
+    "a Hub id with a trailing newline (the catalog's pattern ends in `$`)": {
+        "experiments": [{"model": "org/name\n", "approach": "lora"}]
+    },
+}
+
+
+@pytest.mark.parametrize("execution_input", FOUND.values(), ids=FOUND.keys())
+def test_defects_the_fuzzing_found_stay_refused_by_plan(execution_input: dict[str, Any]) -> None:
+    clients = {name: RecordingClient() for name in ("s3", "pricing", "quotas", "secretsmanager")}
+    with pytest.raises(InvalidExecutionInput) as raised:
+        plan.plan_run(execution_input, "fuzz-run", plan_settings(), **clients)
+    _assert_names_a_field(raised.value)
+
+
+def test_an_unknown_key_that_is_not_an_identifier_is_named_quoted() -> None:
+    with pytest.raises(InvalidExecutionInput) as raised:
+        plan.validate_execution_input({"": 1, "a\nb": 2})
+    assert [path for path, _ in raised.value.problems] == ['[""]', '["a\\nb"]']
+    assert "\n" not in raised.value.message

@@ -38,6 +38,7 @@ FUZZ = settings(
     max_examples=500,
     deadline=None,
     derandomize=True,
+    database=None,  # deterministic runs need no example database (nothing written to .hypothesis/)
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 # Calls Plan may make: reads only. Anything else (create, put, start, stop, delete, tag) would be a launch or a write.

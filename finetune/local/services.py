@@ -78,8 +78,10 @@ class LocalServices:
         self.create_calls: list[str] = []
         self.stop_calls: list[str] = []
         self._lock = threading.Lock()
-        # Injected errors, for any operation (moto's too): `inject` adds them, `answer` serves them first.
+        # Injected errors, for any operation (moto's too): `inject` adds them, `answer` serves them first. Their own
+        # lock: `answer` runs again inside CreateTrainingJob, which holds `_lock` while the backend reads S3.
         self.faults: list[Fault] = []
+        self._faults_lock = threading.Lock()
         self._operations: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, Any]]] = {
             ("sagemaker", "CreateTrainingJob"): self._create_training_job,
             ("sagemaker", "DescribeTrainingJob"): self._describe_training_job,
@@ -94,12 +96,12 @@ class LocalServices:
         """Answer the next `times` calls of `service`/`operation` (e.g. "sagemaker", "CreateTrainingJob") with the
         error `code`; the returned `Fault` counts its hits."""
         fault = Fault(service, operation, code, times, **fields)
-        with self._lock:
+        with self._faults_lock:
             self.faults.append(fault)
         return fault
 
     def _take_fault(self, service: str, operation: str) -> Fault | None:
-        with self._lock:
+        with self._faults_lock:
             for fault in self.faults:
                 if (fault.service, fault.operation) == (service, operation) and fault.hits < fault.times:
                     fault.hits += 1

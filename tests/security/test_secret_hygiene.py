@@ -26,7 +26,8 @@ from finetune.local.runner import ExecutionResult, LocalAccount
 from tests.training.conftest import run_main
 from tests.workflow.conftest import GOOD_METRICS, approach_of
 
-CANARY = "hf_FAKE_CANARY_t0k3n_9d2f7a41c6e8b3"
+# Shaped like a real user token (hf_ + letters and digits), or the training code rightly treats it as "no token".
+CANARY = "hf_FAKECANARYt0k3n9d2f7a41c6e8b3"
 # What a careless encoder could turn it into: the token JSON-escaped is the same text; these are the other forms.
 FORMS = (CANARY, CANARY[::-1], CANARY.encode().hex())
 

@@ -203,7 +203,7 @@ DEFAULT_PARAMS_BILLION = 7.0
 
 def is_hf_id(value: str) -> bool:
     """True when `value` looks like a Hugging Face Hub model id (`org/name`)."""
-    return bool(HF_ID_PATTERN.match(value))
+    return bool(HF_ID_PATTERN.fullmatch(value))
 
 
 def resolve_model(model: str, params_billion: float | None = None) -> Model:

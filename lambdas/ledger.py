@@ -12,8 +12,10 @@ from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
 
 from lambdas import catalog, cost, naming
+from lambdas.errors import Throttled
 from lambdas.job_spec import JobSpec
 
 SUMMARY_SK = "SUMMARY"
@@ -171,8 +173,22 @@ def attempt_fields(
     return fields
 
 
+# DynamoDB errors that a later attempt gets past (botocore retries them first; these are what is left after it gave
+# up). Record's state catches anything else into "Unrecorded", where a billed job would silently miss the ledger.
+TRANSIENT_ERROR_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TransactionConflictException",
+        "InternalServerError",
+    }
+)
+
+
 def put_row(dynamodb: Any, table_name: str, row: dict[str, Any]) -> None:
-    """Write (or overwrite with identical content) one item.
+    """Write (or overwrite with identical content) one item; `Throttled` (retried by the state machine) when DynamoDB
+    is throttling or conflicting after the SDK's own retries.
 
     An index key attribute may be absent but never NULL (DynamoDB refuses the write), so a row without a creation
     time (a job that never started) is written without `created_at` and stays out of the model x approach index."""
@@ -181,7 +197,13 @@ def put_row(dynamodb: Any, table_name: str, row: dict[str, Any]) -> None:
         for key, value in to_dynamo_value(row).items()
         if not (value is None and key in _INDEX_KEYS)
     }
-    dynamodb.put_item(TableName=table_name, Item=item)
+    try:
+        dynamodb.put_item(TableName=table_name, Item=item)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in TRANSIENT_ERROR_CODES:
+            raise Throttled(f"PutItem {row.get('pk')}/{row.get('sk')} on {table_name}: {code}") from None
+        raise
 
 
 def run_rows(dynamodb: Any, table_name: str, run_id: str) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import os
 import types
 import typing
@@ -195,9 +196,13 @@ def _coerce(name: str, raw: str, annotation: typing.Any) -> typing.Any:
         return int(number)
     if annotation is float:
         try:
-            return float(text)
+            number = float(text)
         except ValueError:
             raise ConfigError(f"hyperparameter {name}={raw!r} is not a number") from None
+        # nan passes every range check below (each comparison with it is false) and inf trains forever.
+        if not math.isfinite(number):
+            raise ConfigError(f"hyperparameter {name}={raw!r} is not a finite number")
+        return number
     return text
 
 

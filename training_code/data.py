@@ -53,23 +53,42 @@ def read_jsonl_dir(directory: Path) -> list[Example]:
     """All rows of the `*.jsonl` files under `directory` (sorted by path, so the order is reproducible)."""
     examples: list[Example] = []
     for path in sorted(p for p in Path(directory).rglob("*.jsonl") if p.is_file()):
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                # Decoded line by line, so a file that is not UTF-8 is refused naming the line, not with a traceback.
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataError(f"{path}:{number}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
                 if not line.strip():
                     continue
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+                except RecursionError:  # e.g. [[[[...]]]] nested deeper than the decoder's recursion limit
+                    raise DataError(f"{path}:{number}: not a row (JSON nested too deeply)") from None
                 if not isinstance(row, dict):
                     raise DataError(f"{path}:{number}: expected an object with text and label")
                 text, label = row.get("text"), row.get("label")
                 if not isinstance(text, str) or not text.strip():
                     raise DataError(f"{path}:{number}: missing or empty 'text'")
-                if not isinstance(label, str | int) or not str(label).strip():
+                # bool is an int to Python, but `true` is no label; an int is (some datasets number their classes).
+                if isinstance(label, bool) or not isinstance(label, str | int) or not str(label).strip():
                     raise DataError(f"{path}:{number}: missing or empty 'label'")
+                if not _is_unicode(text) or not _is_unicode(str(label)):
+                    # A lone surrogate (`"\ud800"` in the JSON) is not text: tokenizers and UTF-8 writers fail on it.
+                    raise DataError(f"{path}:{number}: 'text' or 'label' holds an unpaired surrogate (invalid Unicode)")
                 examples.append(Example(text=" ".join(text.split()), label=str(label).strip()))
     return examples
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def label_set(train: Iterable[Example]) -> list[str]:

@@ -16,6 +16,7 @@ import io
 import json
 import os
 import sys
+import threading
 import time
 import uuid
 import zipfile
@@ -133,6 +134,20 @@ class _Context:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+@dataclass
+class LambdaFault:
+    """A Lambda-level fault for the next `times` invocations of one handler (`function`: its module's name, e.g.
+    "launch"). `when`: "before" fails the invocation without running the handler (a transient Lambda service
+    error); "after" runs the handler, then fails (a timeout after its side effects happened); "duplicate" runs the
+    handler twice and answers with the second run (an at-least-once double delivery)."""
+
+    function: str
+    error_type: str = "Lambda.ServiceException"
+    when: str = "before"
+    times: int = 1
+    hits: int = 0
+
+
 class LocalAccount:
     """An emulated account holding the stack's resources, its Lambdas dispatched to the real handlers."""
 
@@ -151,6 +166,10 @@ class LocalAccount:
         self.resolver = Resolver(account_id=ACCOUNT_ID, region=REGION)
         # Every AWS call the handlers make, by function (the IAM gate checks each against its role's policy).
         self.calls = CallLog()
+        # Fault injection (tests/faults): Lambda-level faults, and executions to end as TIMED_OUT.
+        self.lambda_faults: list[LambdaFault] = []
+        self._faults_lock = threading.Lock()
+        self._timed_out: set[str] = set()
 
     @contextmanager
     def running(self) -> Iterator[LocalAccount]:
@@ -189,13 +208,40 @@ class LocalAccount:
         module_name, _, attribute = self.handlers[name].rpartition(".")
         handler = getattr(importlib.import_module(module_name), attribute)
         event = json.loads(body) if body else {}
+        fault = self._take_lambda_fault(module_name.rsplit(".", 1)[-1])
+        if fault is not None and fault.when == "before":
+            return _function_error(response_headers, fault.error_type, "injected fault before the handler ran")
         try:
             with attributed_to(name):
                 result = handler(event, _Context(name, self.timeouts.get(name, 120)))
+                if fault is not None and fault.when == "duplicate":
+                    result = handler(event, _Context(name, self.timeouts.get(name, 120)))
         except Exception as error:
-            response_headers["x-amz-function-error"] = "Unhandled"
-            return json.dumps({"errorType": type(error).__name__, "errorMessage": str(error)}).encode()
+            return _function_error(response_headers, type(error).__name__, str(error))
+        if fault is not None and fault.when == "after":
+            return _function_error(response_headers, fault.error_type, "injected fault after the handler ran")
         return json.dumps(result, default=str).encode()
+
+    def inject_lambda_fault(self, function: str, **fields: Any) -> LambdaFault:
+        """Fail the next invocation(s) of the handler in module `function` (see `LambdaFault`)."""
+        fault = LambdaFault(function, **fields)
+        with self._faults_lock:
+            self.lambda_faults.append(fault)
+        return fault
+
+    def _take_lambda_fault(self, function: str) -> LambdaFault | None:
+        with self._faults_lock:
+            for fault in self.lambda_faults:
+                if fault.function == function and fault.hits < fault.times:
+                    fault.hits += 1
+                    return fault
+        return None
+
+    def time_out(self, execution_arn: str) -> None:
+        """End the execution as its state machine timeout does: TIMED_OUT with States.Timeout (moto's interpreter
+        does not enforce TimeoutSeconds; it is stopped here and its status change reads TIMED_OUT, as AWS emits it)."""
+        self._timed_out.add(execution_arn)
+        self.stop_execution(execution_arn, error="States.Timeout", cause="The execution timed out.")
 
     def _create_resources(self) -> None:
         template = self.workflow.template
@@ -352,6 +398,8 @@ class LocalAccount:
         if description["status"] == "ABORTED":
             # AWS's event carries the error and cause given to StopExecution; moto drops them, the runner kept them.
             description = {**description, **self._stop_reasons.get(arn, {})}
+            if arn in self._timed_out:
+                description["status"] = "TIMED_OUT"
         lifecycle = self.deliver_status_change(description)
         return ExecutionResult(
             status=description["status"],
@@ -481,6 +529,12 @@ def _cold_start_handlers() -> None:
     settings.clear_cache()
     for module in [m for m in sys.modules if m.startswith("lambdas.handlers.")]:
         del sys.modules[module]
+
+
+def _function_error(response_headers: dict[str, str], error_type: str, message: str) -> bytes:
+    # As Lambda answers an unhandled error: Step Functions names the error after errorType.
+    response_headers["x-amz-function-error"] = "Unhandled"
+    return json.dumps({"errorType": error_type, "errorMessage": message}).encode()
 
 
 def _empty_zip() -> bytes:

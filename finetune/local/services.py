@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -51,6 +52,20 @@ def _error(error: ServiceError) -> Response:
     return AWSResponse(None, error.status, {}, None), parsed
 
 
+@dataclass
+class Fault:
+    """An error the next `times` calls of one operation get instead of their answer (fault injection): what a caller
+    sees after botocore's own retries gave up, e.g. ThrottlingException on CreateTrainingJob."""
+
+    service: str
+    operation: str
+    code: str
+    times: int = 1
+    message: str = "injected fault"
+    status: int = 400
+    hits: int = 0
+
+
 class LocalServices:
     """The local account: a training backend, generous quotas, and no Price List access (catalog prices apply)."""
 
@@ -63,6 +78,10 @@ class LocalServices:
         self.create_calls: list[str] = []
         self.stop_calls: list[str] = []
         self._lock = threading.Lock()
+        # Injected errors, for any operation (moto's too): `inject` adds them, `answer` serves them first. Their own
+        # lock: `answer` runs again inside CreateTrainingJob, which holds `_lock` while the backend reads S3.
+        self.faults: list[Fault] = []
+        self._faults_lock = threading.Lock()
         self._operations: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, Any]]] = {
             ("sagemaker", "CreateTrainingJob"): self._create_training_job,
             ("sagemaker", "DescribeTrainingJob"): self._describe_training_job,
@@ -73,8 +92,27 @@ class LocalServices:
             ("pricing", "GetProducts"): lambda _params: {"PriceList": [], "FormatVersion": "aws_v1"},
         }
 
+    def inject(self, service: str, operation: str, code: str, *, times: int = 1, **fields: Any) -> Fault:
+        """Answer the next `times` calls of `service`/`operation` (e.g. "sagemaker", "CreateTrainingJob") with the
+        error `code`; the returned `Fault` counts its hits."""
+        fault = Fault(service, operation, code, times, **fields)
+        with self._faults_lock:
+            self.faults.append(fault)
+        return fault
+
+    def _take_fault(self, service: str, operation: str) -> Fault | None:
+        with self._faults_lock:
+            for fault in self.faults:
+                if (fault.service, fault.operation) == (service, operation) and fault.hits < fault.times:
+                    fault.hits += 1
+                    return fault
+        return None
+
     def answer(self, service: str, operation: str, params: dict[str, Any]) -> Response | None:
         """The response for an emulated operation, or None to let the request through (to moto)."""
+        fault = self._take_fault(service, operation)
+        if fault is not None:
+            return _error(ServiceError(fault.code, fault.message, fault.status))
         handler = self._operations.get((service, operation))
         if handler is None:
             return None

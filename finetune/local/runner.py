@@ -322,6 +322,9 @@ class LocalAccount:
         s3.put_object(Bucket=bucket, Key=key, Body=self.workflow.training_code_tarball.read_bytes())
         # Quieter handler logs on the terminal; everything else is exactly the stack's environment.
         self.environment["POWERTOOLS_LOG_LEVEL"] = os.environ.get("FINETUNE_LOCAL_LOG_LEVEL", "ERROR")
+        # Record's EMF metric lines are for CloudWatch; on the terminal they show only with the handler logs.
+        verbose = "FINETUNE_LOCAL_LOG_LEVEL" in os.environ
+        self.environment["POWERTOOLS_METRICS_DISABLED"] = "false" if verbose else "true"
         # Local time runs fast: jobs take seconds and the Wait state polls every second. Plan's execution-limit check
         # judges the run as it would be deployed, so it gets the deployed poll interval, not the accelerated one
         # (with a 1 s poll every hour-long runtime bound would count as hundreds of thousands of history events).

@@ -83,12 +83,13 @@ def _search_schema(expression: str) -> tuple[str, ...]:
 
 def test_job_and_spend_widgets_search_the_dimension_sets_record_emits(dashboard, prefix) -> None:
     # Given the dimension sets of Record's EMF line
-    emitted = run_metrics.emf_record(
+    emitted = run_metrics.emf_documents(
         {"run_id": "r", "status": "Completed", "cost_usd": 1}, deployment=prefix, timestamp_ms=0
     )
     dimension_sets = {
         (directive["Namespace"], metric["Name"], tuple(dims))
-        for directive in emitted["_aws"]["CloudWatchMetrics"]
+        for document in emitted
+        for directive in document["_aws"]["CloudWatchMetrics"]
         for metric in directive["Metrics"]
         for dims in directive["Dimensions"]
     }

@@ -314,18 +314,25 @@ def test_recorded_row_carries_what_a_reader_needs_to_compare_jobs(
     assert row["gpu_utilization_pct"] is None and row["gpu_memory_utilization_pct"] is None
     [item] = stored_items()
     assert item["time_split_seconds"]["M"]["waiting"] == {"N": "600"} and item["artifact_bytes"] == {"N": "4096"}
-    # And one EMF line carries its cost by run and in total, and its status
-    [emf] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
-    directives = emf["_aws"]["CloudWatchMetrics"]
-    assert directives[0]["Dimensions"] == [["Deployment", "RunId"], ["Deployment"]]
-    assert directives[0]["Metrics"] == [{"Name": "JobCostUSD", "Unit": "None"}]
-    assert directives[1] == {
-        "Namespace": "Finetune",
-        "Dimensions": [["Deployment", "Status"]],
-        "Metrics": [{"Name": "JobsRecorded", "Unit": "Count"}],
-    }
-    assert (emf["Deployment"], emf["RunId"], emf["Status"]) == (PREFIX, job["run_id"], "Completed")
-    assert (emf["JobCostUSD"], emf["JobsRecorded"]) == (3.0, 1)
+    # And two EMF lines (Powertools) carry its cost by run and in total, and its status
+    spend, recorded = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert spend["_aws"]["CloudWatchMetrics"] == [
+        {
+            "Namespace": "Finetune",
+            "Dimensions": [["Deployment", "RunId"], ["Deployment"]],
+            "Metrics": [{"Name": "JobCostUSD", "Unit": "None"}],
+        }
+    ]
+    assert recorded["_aws"]["CloudWatchMetrics"] == [
+        {
+            "Namespace": "Finetune",
+            "Dimensions": [["Deployment", "Status"]],
+            "Metrics": [{"Name": "JobsRecorded", "Unit": "Count"}],
+        }
+    ]
+    assert (spend["Deployment"], spend["RunId"], spend["JobCostUSD"]) == (PREFIX, job["run_id"], [3.0])
+    assert (recorded["Deployment"], recorded["Status"], recorded["JobsRecorded"]) == (PREFIX, "Completed", [1.0])
+    assert spend["job_name"] == recorded["job_name"] == job["job_name"]
 
 
 def test_rows_of_specs_and_statuses_from_before_these_fields_still_build() -> None:

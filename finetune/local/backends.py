@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import tarfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -294,6 +295,9 @@ class SubprocessTrainingBackend:
       #125, #173; aws/deep-learning-containers#632), and kills the container 120 s later. So `stop` sends no
       SIGTERM: the job is Stopping for `stop_grace_seconds`, then its whole process group is killed. A script
       that relies on a SIGTERM save loses its progress here as on SageMaker.
+
+    As SageMaker, a completed job's `/opt/ml/model` is uploaded as `<S3OutputPath>/<job>/output/model.tar.gz`
+    (DescribeTrainingJob's `ModelArtifacts`), before the job reports Completed.
     """
 
     def __init__(
@@ -502,6 +506,8 @@ class SubprocessTrainingBackend:
                 log_file.write(line)
                 self._observe(job, line.rstrip("\n"))
             return_code = process.wait()
+        if return_code == 0 and not job.stop_requested:
+            self._upload_model(job)
         with self._lock:
             job.return_code, job.ended, job.process = return_code, utcnow(), None
             if job.stop_requested:
@@ -511,6 +517,19 @@ class SubprocessTrainingBackend:
             else:
                 job.state = "Failed"
                 job.failure_reason = _failure_reason(job, return_code)
+
+    def _upload_model(self, job: _LocalJob) -> None:
+        """SageMaker's last step of a job: the model folder as model.tar.gz under the job's output path."""
+        import boto3
+
+        name = job.request["TrainingJobName"]
+        output_path = job.request["OutputDataConfig"]["S3OutputPath"].rstrip("/")
+        bucket, key = naming.split_s3_uri(f"{output_path}/{name}/output/model.tar.gz")
+        archive = job.directory / "model.tar.gz"
+        with tarfile.open(archive, "w:gz") as tar:
+            for path in sorted((job.directory / "model").iterdir()):
+                tar.add(path, arcname=path.name)
+        boto3.client("s3").upload_file(str(archive), bucket, key)
 
     def _start_grace_period(self, job: _LocalJob) -> None:
         killer = threading.Timer(self.stop_grace_seconds, self._kill, args=(job,))

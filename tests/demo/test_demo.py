@@ -78,6 +78,9 @@ def test_each_job_leaves_its_model_and_metrics(default_demo) -> None:
             continue
         model_dir = result.out_dir / "jobs" / row["job_name"] / "model"
         assert (model_dir / "metrics.json").is_file()
+        # uploaded as SageMaker does (model.tar.gz), and Record read its size onto the row
+        assert row["artifact_uri"].endswith(f"/{row['job_name']}/output/model.tar.gz") and row["artifact_bytes"] > 0
+        assert row["dataset"]["train_rows"] > 0 and row["dataset"]["test_rows"] > 0
         if row["approach"] == "baseline":  # no weights: the prompt format, a note and the metrics
             files = sorted(p.name for p in model_dir.iterdir())
             assert files == ["labels.json", "metrics.json", "training_config.json"]

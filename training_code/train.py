@@ -429,8 +429,6 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
             LOG.warning("test labels never seen in train count as errors: %s", ", ".join(unseen))
         eval_examples = data.select_eval_examples(test_examples, config.eval_samples, config.seed)
     LOG.info("%d train examples, %d labels, %d eval examples", len(train_examples), len(labels), len(eval_examples))
-    if env.is_main:  # printed now, so even a job that fails later tells the ledger what it was given
-        telemetry.print_final_metrics(dataset_rows)
     fmt = data.prompt_format(config.prompt_style, labels)
 
     token = None

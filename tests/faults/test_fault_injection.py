@@ -52,10 +52,14 @@ def assert_accounted_for(account: LocalAccount, result: ExecutionResult, *, jobs
     assert len(run_ids) == 1, run_ids
     report = json.loads(result.reports[f"reports/{run_ids.pop()}/report.json"])
     totals = report["totals"]
-    assert totals["jobs"] == len(rows)
+    # One ranked entry per job (its last attempt); every attempt a ledger row, billed in the total
+    jobs_of_run = {row["base_job_name"] for row in rows}
+    assert (totals["jobs"], totals["attempts"]) == (len(jobs_of_run), len(rows))
     assert totals["cost_usd"] == pytest.approx(sum(row["cost_usd"] for row in rows), abs=1e-3)
-    assert totals["completed"] + totals["failed"] + totals["stopped"] == len(rows)
-    assert sorted(job["job_name"] for job in report["jobs"]) == sorted(names)
+    assert totals["completed"] + totals["failed"] + totals["stopped"] == len(jobs_of_run)
+    ranked = {job["job_name"] for job in report["jobs"]}
+    retried = {attempt["job_name"] for job in report["attempts"] for attempt in job["attempts"]}
+    assert len(ranked) == len(jobs_of_run) and ranked | retried == set(names)
     return {row["job_name"]: row for row in rows}
 
 
@@ -164,9 +168,9 @@ def test_two_records_of_the_same_job_racing_leave_one_identical_row(account_with
     assert row["status"] == "Completed"
 
 
-def test_a_spot_job_out_of_wait_under_throttled_polling_is_recorded_and_billed(account_with) -> None:
+def test_a_spot_job_out_of_wait_under_throttled_polling_is_recorded_billed_and_run_on_demand(account_with) -> None:
     def outcome(request: dict[str, Any]) -> ScriptedOutcome:
-        if approach_of(request) == "lora":
+        if approach_of(request) == "lora" and request.get("EnableManagedSpotTraining"):
             return ScriptedOutcome(
                 status="Stopped", secondary_status="MaxWaitTimeExceeded", training_seconds=500, billable_seconds=100
             )
@@ -177,11 +181,14 @@ def test_a_spot_job_out_of_wait_under_throttled_polling_is_recorded_and_billed(a
 
     result = account.execute(TWO_JOBS, "spot-out-of-wait")
 
+    # The spot attempt is recorded and billed; the remedy (spot_wait_exceeded -> on-demand) runs it again
     assert result.status == "SUCCEEDED", result.cause
-    rows = {row["approach"]: row for row in assert_accounted_for(account, result, jobs=2).values()}
-    assert rows["lora"]["status"] == "Stopped" and rows["lora"]["secondary_status"] == "MaxWaitTimeExceeded"
-    assert rows["lora"]["billable_seconds"] == 100 and rows["lora"]["cost_usd"] > 0
-    assert rows["qlora"]["status"] == "Completed"
+    rows = sorted(assert_accounted_for(account, result, jobs=3).values(), key=lambda r: (r["approach"], r["attempt"]))
+    spot, on_demand, qlora = rows
+    assert (spot["status"], spot["secondary_status"]) == ("Stopped", "MaxWaitTimeExceeded")
+    assert spot["billable_seconds"] == 100 and spot["cost_usd"] > 0 and spot["failure_class"] == "spot_wait_exceeded"
+    assert (on_demand["attempt"], on_demand["spot"], on_demand["status"]) == (2, False, "Completed")
+    assert qlora["status"] == "Completed"
 
 
 def test_an_execution_hitting_its_timeout_is_cleaned_up_with_what_ran(account_with) -> None:

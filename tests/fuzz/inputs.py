@@ -11,10 +11,21 @@ import re
 import unicodedata
 from typing import Any
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from lambdas import catalog
 from tests.lambdas.lambda_testkit import BUCKET
+
+# Every fuzz test's settings: deterministic in CI (the same 500 examples every run); no deadline, since the first
+# example pays for imports.
+FUZZ = settings(
+    max_examples=500,
+    deadline=None,
+    derandomize=True,
+    database=None,  # deterministic runs need no example database (nothing written to .hypothesis/)
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 # Fields of one experiment with their (type, minimum, maximum) in the schema; None: no bound on that side.
 NUMBER_FIELDS: dict[str, tuple[type, float | None, float | None]] = {

@@ -14,13 +14,13 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from lambdas import naming, plan, training_job
 from lambdas.errors import InvalidExecutionInput, WorkflowError
 from tests.fuzz.aws_shapes import request_problems
-from tests.fuzz.inputs import malformed_input, valid_input
+from tests.fuzz.inputs import FUZZ, malformed_input, valid_input
 from tests.lambdas.lambda_testkit import (
     BUCKET,
     CODE_URI,
@@ -34,14 +34,6 @@ from tests.lambdas.lambda_testkit import (
 )
 from training_code.config import parse_hyperparameters
 
-# Deterministic in CI (the same 500 examples every run); no deadline: the first example pays for imports.
-FUZZ = settings(
-    max_examples=500,
-    deadline=None,
-    derandomize=True,
-    database=None,  # deterministic runs need no example database (nothing written to .hypothesis/)
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
 # Calls Plan may make: reads only. Anything else (create, put, start, stop, delete, tag) would be a launch or a write.
 READ_ONLY = {"list_objects_v2", "get_paginator", "describe_secret"}
 

@@ -16,20 +16,12 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from tests.fuzz.inputs import INJECTIONS, any_text, hub_ids
+from tests.fuzz.inputs import FUZZ, INJECTIONS, any_text, hub_ids
 from training_code import data, modeling, train
 from training_code.config import ConfigError, SageMakerEnv, TrainConfig, parse_hyperparameters, validate
-
-FUZZ = settings(
-    max_examples=500,
-    deadline=None,
-    derandomize=True,
-    database=None,  # deterministic runs need no example database (nothing written to .hypothesis/)
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
 
 GOOD_ROWS = [
     json.dumps({"text": "where is my card?", "label": "card_arrival"}),
@@ -229,7 +221,8 @@ def malformed_argv(draw: st.DrawFn) -> tuple[str, list[str]]:
         argv += ["--fsdp", draw(st.sampled_from(["full_shard", "true", "shard_everything", "$(id)", "auto_wrap"]))]
         argv += ["--approach", "full"]
     elif kind == "model_id a missing local path":
-        argv += ["--model_id", draw(st.sampled_from(["/nonexistent/model", "./no-such-dir", "../../etc", "~/nope"]))]
+        missing = ["/nonexistent/model", "./no-such-dir", "../../no-such-model", "~/nope"]
+        argv += ["--model_id", draw(st.sampled_from(missing))]
     return kind, argv
 
 

@@ -10,18 +10,9 @@ import pytest
 
 from lambdas.catalog import parse_metric_lines
 from tests.training.conftest import run_main
+from training_code import evaluation
 
-EVAL_METRICS = {
-    "eval_intent_accuracy",
-    "eval_parse_rate",
-    "eval_rouge1",
-    "eval_rouge2",
-    "eval_rougeL",
-    "eval_bertscore_f1",
-    "eval_inference_seconds",
-    "eval_seconds_per_sample",
-    "eval_samples",
-}
+EVAL_METRICS = set(evaluation.EVAL_METRICS)
 
 
 @pytest.fixture

@@ -81,6 +81,8 @@ def test_a_metric_that_fails_is_recorded_as_missing_with_its_reason(
 
 def test_metric_lines_parse_with_the_catalog_regexes() -> None:
     metrics = {
+        "dataset_train_rows": 10003,
+        "dataset_test_rows": 3080,
         "train_loss": 1e-05,
         "train_tokens_per_second": 12345.678901,
         "train_padding_fraction": 0.0,
@@ -108,7 +110,8 @@ def test_metric_lines_parse_with_the_catalog_regexes() -> None:
     assert parsed["train_loss"] == 2.5  # the last occurrence wins, as in SageMaker
     assert parsed["train_tokens_per_second"] == pytest.approx(12345.7)
     assert parsed["eval_samples"] == 500
-    assert out.getvalue().splitlines()[0] == "train_loss=1e-05;"
+    lines = out.getvalue().splitlines()
+    assert lines[:3] == ["dataset_train_rows=10003;", "dataset_test_rows=3080;", "train_loss=1e-05;"]
     assert "eval_rouge2=nan;" in out.getvalue()
     assert "eval_inference_seconds_merged=80;" in out.getvalue().splitlines()
     assert "eval_seconds_per_sample_merged=0.16;" in out.getvalue().splitlines()

@@ -72,7 +72,7 @@ class FineTuneStack(Stack):
             state_machine=self.workflow.state_machine,
             functions={
                 name: getattr(self.workflow, name.lower())
-                for name in ("Plan", "Launch", "Status", "Record", "Report", "Cleanup")
+                for name in ("Plan", "Launch", "Status", "Record", "Classify", "Remedy", "Report", "Cleanup")
             },
             job_name_prefix=config.job_name_prefix,
         ).dashboard

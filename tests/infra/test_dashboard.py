@@ -14,7 +14,8 @@ from lambdas import job_resources, run_metrics
 from stacks.app_builder import cdk_json_context
 from stacks.config import CONTEXT_KEY, load_config
 
-WORKFLOW_FUNCTIONS = ("plan", "launch", "status", "record", "report", "cleanup")
+# Functions that are not part of a run: the quota-requests custom resource.
+NOT_WORKFLOW_HANDLERS = {"quota_requests"}
 
 
 def _resources(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
@@ -72,7 +73,14 @@ def test_executions_are_graphed_by_every_final_status_of_the_state_machine(synth
 def test_every_workflow_lambda_has_its_errors_graphed(synthesized, dashboard) -> None:
     metrics = dashboard["widgets"]["Lambda errors"]["metrics"]
     graphed = {m[3] for m in metrics if m[:3] == ["AWS/Lambda", "Errors", "FunctionName"]}
-    assert graphed == {f"<{_function_id(synthesized.main_json, name)}>" for name in WORKFLOW_FUNCTIONS}
+    # Every function of the stack that runs a handler of lambdas/handlers/ (a new one included) is graphed.
+    handlers = {
+        f["Properties"]["Handler"].split(".")[2]
+        for f in _resources(synthesized.main_json, "AWS::Lambda::Function").values()
+        if f["Properties"].get("Handler", "").startswith("lambdas.handlers.")
+    } - NOT_WORKFLOW_HANDLERS
+    assert {"classify", "remedy", "cleanup"} <= handlers
+    assert graphed == {f"<{_function_id(synthesized.main_json, name)}>" for name in handlers}
 
 
 def _search_schema(expression: str) -> tuple[str, ...]:

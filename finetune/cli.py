@@ -525,10 +525,13 @@ def _ratio(value: Any) -> str:
 
 def print_report_table(document: dict[str, Any]) -> None:
     """The ranked jobs as a table, then totals."""
-    table = Table(title=f"run {document['run_id']}: ranked by cost per accuracy point")
-    for column in ("#", "model", "approach", "instance", "status", "accuracy", "parse", "cost $", "$/point"):
+    table = Table(title=f"run {document['run_id']}: ranked by tier, then cost per accuracy point (report.md: why)")
+    columns = ("#", "model", "approach", "instance", "status", "accuracy", "95% CI", "parse", "cost $", "expected $")
+    for column in (*columns, "$/point", "tier"):
         table.add_column(column)
     for job in document["jobs"]:
+        interval = job.get("accuracy_ci_low"), job.get("accuracy_ci_high")
+        attempts = job.get("attempts", 1)
         table.add_row(
             str(job["rank"]),
             job["model"],
@@ -536,9 +539,12 @@ def print_report_table(document: dict[str, Any]) -> None:
             f"{job['instance_count']} x {job['instance_type']}",
             job["status"],
             _ratio(job["accuracy"]),
+            "" if None in interval else f"{interval[0]:.3f}-{interval[1]:.3f}",
             _ratio(job["parse_rate"]),
-            _money(job["cost_usd"]),
+            _money(job.get("attempts_cost_usd", job["cost_usd"])) + (f" ({attempts} attempts)" if attempts > 1 else ""),
+            _money(job.get("estimated_cost_usd")),
             _money(job["cost_per_accuracy_point"]),
+            report.TIERS[job["tier"]] if "tier" in job else "",
         )
     out.print(table)
     if document.get("partial"):

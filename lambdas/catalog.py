@@ -517,6 +517,17 @@ STUDY_MATRIX: tuple[tuple[str, str], ...] = tuple(
 # Spot jobs may wait for capacity: allow as long again as the runtime bound (waiting is not billed).
 SPOT_MAX_WAIT_FACTOR = 2
 MAX_RUNTIME_HOURS_LIMIT = 672  # SageMaker's own ceiling: 28 days
+# Per job (or attempt) besides its SageMaker bound: Launch, the last poll's delay and Record. Plan's execution-limit
+# check and Remedy's "could this attempt outlast the execution?" both count it.
+JOB_OVERHEAD_SECONDS = 10 * 60
+
+
+def spot_max_wait_seconds(runtime_seconds: int) -> int:
+    """A spot job's MaxWaitTimeInSeconds for its MaxRuntime: SPOT_MAX_WAIT_FACTOR x the runtime (time to wait for
+    capacity and interruptions), never below the runtime (SageMaker's rule) nor above SageMaker's ceiling."""
+    return max(runtime_seconds, min(runtime_seconds * SPOT_MAX_WAIT_FACTOR, MAX_RUNTIME_HOURS_LIMIT * 3600))
+
+
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 TRAINING_ENTRY_POINT = "train.py"
 

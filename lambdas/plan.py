@@ -362,10 +362,6 @@ def catalog_price(instance_type: str) -> cost.Price:
     return cost.Price(cost.to_decimal(catalog.INSTANCES[instance_type].hourly_price_usd), cost.PRICE_SOURCE_CATALOG)
 
 
-def _max_wait(runtime_seconds: int) -> int:
-    return max(runtime_seconds, min(runtime_seconds * catalog.SPOT_MAX_WAIT_FACTOR, MAX_SECONDS))
-
-
 # Settings a job carries from its resolved experiment into its JobSpec: every hyperparameter but the deployment's.
 _SPEC_SETTINGS = tuple(hp.name for hp in catalog.HYPERPARAMETERS if hp.source is not catalog.Source.DEPLOYMENT)
 
@@ -426,7 +422,7 @@ def build_jobs(
             **{name: exp[name] for name in _SPEC_SETTINGS},
             "max_runtime_seconds": runtime,
             # Waiting for spot capacity is not billed, so allow it generously; SageMaker needs wait >= runtime.
-            "max_wait_seconds": _max_wait(runtime) if exp["spot"] else None,
+            "max_wait_seconds": catalog.spot_max_wait_seconds(runtime) if exp["spot"] else None,
             "hourly_price_usd": float(price.hourly_usd),
             "price_source": price.source,
             "estimated_max_cost_usd": float(maximum),
@@ -533,8 +529,7 @@ EVENTS_PER_POLL = 9
 EVENTS_PER_JOB = 40
 # Per run: execution start and end, Plan, the Map state, Report and Notify.
 EVENTS_PER_RUN = 40
-# Per job besides its own bound: Launch, the last poll's delay and Record. Per run: Plan, Report, Notify.
-JOB_OVERHEAD_SECONDS = 10 * 60
+# Per run: Plan, Report, Notify (per job: catalog.JOB_OVERHEAD_SECONDS).
 RUN_OVERHEAD_SECONDS = 15 * 60
 
 
@@ -553,7 +548,7 @@ def check_execution_limits(
         return
     slots = min(max_concurrency or len(jobs), len(jobs))
     bounds = [job["max_wait_seconds"] or job["max_runtime_seconds"] for job in jobs]
-    worst = [bound + status_poll_seconds + JOB_OVERHEAD_SECONDS for bound in bounds]
+    worst = [bound + status_poll_seconds + catalog.JOB_OVERHEAD_SECONDS for bound in bounds]
     makespan = math.ceil(sum(worst) / slots + (1 - 1 / slots) * max(worst)) + RUN_OVERHEAD_SECONDS
     polls = sum(bound // status_poll_seconds + 1 for bound in bounds)
     events = EVENTS_PER_RUN + EVENTS_PER_JOB * len(jobs) + EVENTS_PER_POLL * polls

@@ -41,8 +41,6 @@ from lambdas.failures import FailureClass
 from lambdas.job_spec import JobSpec
 
 MAX_ATTEMPTS_LIMIT = 10
-# Launch, polling and Record around an attempt's SageMaker bound (Plan's execution-limit check counts the same).
-ATTEMPT_OVERHEAD_SECONDS = 10 * 60
 
 
 @dataclass(frozen=True)
@@ -208,11 +206,6 @@ def _with_instance(job: JobSpec, instance_type: str, count: int, fit: memory.Fit
     }
 
 
-def _max_wait(runtime_seconds: int) -> int:
-    limit = catalog.MAX_RUNTIME_HOURS_LIMIT * 3600
-    return max(runtime_seconds, min(runtime_seconds * catalog.SPOT_MAX_WAIT_FACTOR, limit))
-
-
 def _quota_hint(instance_type: str, spot: bool, count: int) -> str:
     name = catalog.training_quota_name(instance_type, spot)
     return (
@@ -307,7 +300,7 @@ def decide(
         changes = {
             **job,
             "max_runtime_seconds": longer,
-            "max_wait_seconds": _max_wait(longer) if job["spot"] else None,
+            "max_wait_seconds": catalog.spot_max_wait_seconds(longer) if job["spot"] else None,
         }
         remedy = f"resume from checkpoints with MaxRuntime {runtime} s -> {longer} s"
     else:  # throttled, or unknown with retry_unknown
@@ -328,7 +321,7 @@ def decide(
             hint=hint,
         )
     if deadline_epoch_seconds is not None:
-        worst = int(changes["max_wait_seconds"] or changes["max_runtime_seconds"]) + ATTEMPT_OVERHEAD_SECONDS
+        worst = int(changes["max_wait_seconds"] or changes["max_runtime_seconds"]) + catalog.JOB_OVERHEAD_SECONDS
         left = deadline_epoch_seconds - (time.time() if now_epoch_seconds is None else now_epoch_seconds)
         if worst > left:
             return stop(

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from lambdas import naming, plan, remedies
+from lambdas import catalog, naming, plan, remedies
 from lambdas.errors import InvalidExecutionInput
 from lambdas.handlers import plan as plan_handler
 from lambdas.remedies import RemedyPolicy
@@ -155,7 +155,7 @@ def test_a_remedy_over_the_jobs_share_of_the_budget_stops_with_the_numbers() -> 
 
 def test_no_attempt_starts_that_could_outlast_the_execution() -> None:
     job = one_job()  # spot: its worst case is MaxWait
-    worst = job["max_wait_seconds"] + remedies.ATTEMPT_OVERHEAD_SECONDS
+    worst = job["max_wait_seconds"] + catalog.JOB_OVERHEAD_SECONDS
 
     fits = decide(job, "throttled", deadline_epoch_seconds=1000 + worst, now_epoch_seconds=1000)
     too_late = decide(job, "throttled", deadline_epoch_seconds=1000 + worst - 1, now_epoch_seconds=1000)

@@ -195,15 +195,20 @@ def _mark_tiers(entries: list[dict[str, Any]]) -> None:
             e["tier"] = 1 if e["on_pareto_front"] else 2
 
 
-def final_attempts(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def attempts_by_job(entries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Each job's entries, one per attempt in attempt order, by its base job name (job_entry fills both fields)."""
+    by_job: dict[str, list[dict[str, Any]]] = {}
+    for entry in sorted(entries, key=lambda e: e["attempt"]):
+        by_job.setdefault(entry["base_job_name"], []).append(entry)
+    return by_job
+
+
+def final_attempts(by_job: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """One entry per job: its last attempt, carrying how many attempts it took (`attempts`) and what they cost
     together (`attempts_cost_usd`); its cost per accuracy point is over that total, what the accuracy really cost."""
-    by_job: dict[str, list[dict[str, Any]]] = {}
-    for entry in entries:
-        by_job.setdefault(entry["base_job_name"] or entry["job_name"], []).append(entry)
     finals = []
     for attempts in by_job.values():
-        final = max(attempts, key=lambda e: e["attempt"])
+        final = attempts[-1]
         total = round(sum(e["cost_usd"] for e in attempts), 4)
         final["attempts"], final["attempts_cost_usd"] = len(attempts), total
         if final["cost_per_accuracy_point"] is not None:
@@ -212,16 +217,12 @@ def final_attempts(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return finals
 
 
-def attempts_section(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def attempts_section(by_job: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Per job with more than one attempt (or a failure Classify saw): its attempts in order, what failed, what
     was changed, how it ended and what all its attempts cost together."""
-    by_job: dict[str, list[dict[str, Any]]] = {}
-    for entry in entries:
-        by_job.setdefault(entry.get("base_job_name") or entry["job_name"], []).append(entry)
     section = []
     for base, attempts in sorted(by_job.items()):
-        attempts = sorted(attempts, key=lambda e: e.get("attempt") or 1)
-        if len(attempts) == 1 and not attempts[0].get("failure_class"):
+        if len(attempts) == 1 and not attempts[0]["failure_class"]:
             continue
         last = attempts[-1]
         section.append(
@@ -232,13 +233,13 @@ def attempts_section(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "final_status": last["status"],
                 "attempts": [
                     {
-                        "attempt": e.get("attempt") or 1,
+                        "attempt": e["attempt"],
                         "job_name": e["job_name"],
                         "instance_type": e["instance_type"],
                         "spot": e["spot"],
                         "status": e["status"],
-                        "failure_class": e.get("failure_class"),
-                        "remedy": e.get("remedy"),
+                        "failure_class": e["failure_class"],
+                        "remedy": e["remedy"],
                         "cost_usd": e["cost_usd"],
                     }
                     for e in attempts
@@ -290,7 +291,8 @@ def build_report(
     """The report document: ranked jobs, the best job per criterion, totals, and (given `history`, earlier ledger rows
     by "<model>#<approach>") a comparison with earlier runs. Deterministic for the same rows."""
     every_attempt = [job_entry(row) for row in rows]
-    entries = final_attempts(every_attempt)
+    by_job = attempts_by_job(every_attempt)
+    entries = final_attempts(by_job)
     _mark_tiers(entries)
     _mark_baseline_gains(entries)
     entries.sort(
@@ -333,7 +335,7 @@ def build_report(
             "estimated_cost_usd": round(sum(estimated), 4) if estimated else None,
         },
         **({"comparison": comparison(run_id, entries, history)} if history is not None else {}),
-        "attempts": attempts_section(every_attempt),
+        "attempts": attempts_section(by_job),
     }
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lambdas import catalog, cost, naming
-from lambdas.ledger import to_json_value
+from lambdas.ledger import model_approach_key, to_json_value
 
 CHART_NAME = "chart.svg"  # next to report.md, which links it
 PARETO_CHART_NAME = "pareto.svg"
@@ -339,18 +339,13 @@ def build_report(
     }
 
 
-def history_key(model: Any, approach: Any) -> str:
-    """The `history` key of a model x approach (the ledger index's partition value)."""
-    return f"{model}#{approach}"
-
-
 def fetch_history(
     rows: list[dict[str, Any]], query: Callable[[str, str, int], list[dict[str, Any]]]
 ) -> dict[str, list[dict[str, Any]]]:
     """Earlier rows of each model x approach in `rows`, via `query(model, approach, limit)` (the ledger's index)."""
     history: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        key = history_key(row.get("model"), row.get("approach"))
+        key = model_approach_key(row.get("model"), row.get("approach"))
         if key not in history:
             # Ask for a few more: this run's own rows may already be in the index.
             history[key] = query(row["model"], row["approach"], COMPARISON_RUNS + 5)
@@ -362,8 +357,8 @@ def comparison(
 ) -> list[dict[str, Any]]:
     """Per model x approach of this run: its jobs and up to COMPARISON_RUNS earlier jobs (other runs, newest first)."""
     groups: list[dict[str, Any]] = []
-    for key in sorted({history_key(e["model"], e["approach"]) for e in entries}):
-        current = [e for e in entries if history_key(e["model"], e["approach"]) == key]
+    for key in sorted({model_approach_key(e["model"], e["approach"]) for e in entries}):
+        current = [e for e in entries if model_approach_key(e["model"], e["approach"]) == key]
         earlier = [job_entry(row) for row in history.get(key, []) if row.get("run_id") != run_id]
         earlier.sort(key=lambda e: (e["created_at"] or "", e["run_id"] or ""), reverse=True)
         groups.append(

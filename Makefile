@@ -18,7 +18,7 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help demo test synth lint deploy diff destroy upload-mini upload-banking77 clean check-dlc
+.PHONY: help demo test test-fast synth lint deploy diff destroy upload-mini upload-banking77 clean check-dlc
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -41,8 +41,14 @@ node_modules/.installed: package.json package-lock.json
 demo: $(VENV)/.installed ## run the whole pipeline offline (no AWS account needed); INPUT=path.json for another input
 	$(PY) -m finetune.local.demo $(if $(INPUT),--input $(INPUT))
 
+# Every core, one test file per worker (a file's module fixtures, e.g. a trained tiny model, are built once).
+PYTEST_PARALLEL := -n auto --dist loadfile
+
 test: $(VENV)/.installed node_modules/.installed lint ## the whole suite: lint, nag-clean synth, unit, workflow and training tests
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_PARALLEL)
+
+test-fast: $(VENV)/.installed ## unit and contract tests only (no training, workflow runs, demo or fuzz): about a minute
+	$(PY) -m pytest -m "not slow" $(PYTEST_PARALLEL)
 
 synth: $(VENV)/.installed node_modules/.installed ## synthesize nag-checked templates into cdk.out/
 	$(CDK) synth --quiet

@@ -57,3 +57,23 @@ def workflow() -> Any:
     from finetune.local.runner import synthesize
 
     return synthesize()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The fast lane (`make test-fast`): `slow` marks what trains a model, runs the workflow offline, starts DynamoDB Local,
+# runs the demo or the CI recipe, or fuzzes. `make test` (and CI) runs everything; `-m "not slow"` the unit and
+# contract tests. A test is slow by what it uses, so a new test of a slow kind is marked without anyone remembering.
+# --------------------------------------------------------------------------------------------------------------------
+# Fixtures whose setup runs a workflow, a training job or a database server.
+SLOW_FIXTURES = frozenset({"workflow", "tiny_models", "mistral_tiny_model", "dynamodb_local"})
+# Folders whose every test trains, runs the demo or fuzzes (relative to tests/).
+SLOW_FOLDERS = frozenset({"training", "demo", "fuzz", "faults", "security", "workflow", "ledger"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the slow tests (see SLOW_FIXTURES and SLOW_FOLDERS) so `-m "not slow"` leaves the fast lane."""
+    tests_root = config.rootpath / "tests"
+    for item in items:
+        folder = item.path.relative_to(tests_root).parts[0] if item.path.is_relative_to(tests_root) else ""
+        if folder in SLOW_FOLDERS or SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -20,6 +20,9 @@ import pytest
 import yaml
 from moto.server import ThreadedMotoServer
 
+# Runs the real AWS CLI against a moto server executing the state machine: seconds per test.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = ROOT / "examples" / "ci" / "github-actions.yml"
 REGION = "us-east-1"

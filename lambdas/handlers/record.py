@@ -56,7 +56,7 @@ def emit_metrics(row: dict[str, Any], *, deployment: str) -> None:
     """
     try:
         run_metrics.emit(row, deployment=deployment, timestamp_ms=int(time.time() * 1000))
-    except Exception:  # noqa: BLE001 - any failure of the metrics library, by design: the ledger row is what counts
+    except Exception:  # any failure of the metrics library, by design: the ledger row is what counts
         logger.exception("metrics not emitted", extra={"job_name": row.get("job_name")})
 
 

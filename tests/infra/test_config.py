@@ -72,11 +72,11 @@ def test_unknown_dlc_version_fails_at_synth_with_the_versions_sagemaker_core_kno
 
 @pytest.mark.parametrize("region", ["cn-north-1", "cn-northwest-1", "us-gov-west-1", "us-iso-east-1"])
 def test_regions_outside_the_commercial_partition_are_refused_naming_why(region) -> None:
-    # The public Powertools layer (and the Price List API, the DLC registries) exist in the aws partition only.
+    # The Price List API endpoints and the DLC registries this app uses exist in the aws partition only.
     with pytest.raises(ConfigError) as raised:
         load_config({"region": region})
     assert "finetune.region" in str(raised.value)
-    assert "Powertools" in str(raised.value)
+    assert "Price List API" in str(raised.value)
 
 
 def test_commercial_regions_are_accepted() -> None:

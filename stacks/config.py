@@ -184,8 +184,10 @@ def _require_match(key: str, value: Any, pattern: re.Pattern[str], allowed: str)
 
 
 def _require_instance_type(key: str, value: Any) -> str:
-    if value not in catalog.INSTANCES:
-        raise _fail(key, value, "one of " + ", ".join(sorted(catalog.INSTANCES)))
+    if isinstance(value, str) and (unsupported := catalog.unsupported_reason(value)):
+        raise _fail(key, value, f"an instance type the training image runs on, not {unsupported}")
+    if value not in catalog.trainable_instances():
+        raise _fail(key, value, "one of " + ", ".join(sorted(catalog.trainable_instances())))
     return value
 
 

@@ -183,7 +183,8 @@ MODELS: dict[str, Model] = {
             "mistralai/Mistral-7B-v0.1",
             "mistral",
             Architecture(4096, 32, 32, 8, 14336, 32000),
-            gated=False,
+            # Gated since 2024 (its Hub page asks to accept the licence; e.g. mosaicml/llm-foundry#1117).
+            gated=True,
         ),
         _catalog_model(
             "gpt-neox-20b",
@@ -329,6 +330,26 @@ INSTANCES: dict[str, InstanceType] = {
 }
 # The region the fallback prices are for (recorded next to every estimate so nobody mistakes them for local prices).
 CATALOG_PRICE_REGION = "us-east-1"
+
+# Instance families the training image cannot run, with the reason. The one home of the rule: Plan, the deployment's
+# quota requests and the planner's alternative search accept only `trainable_instances()`; the families' hardware
+# stays in INSTANCES so that figures about it (the planner's fp16 path) keep their source.
+_V100 = (
+    "V100 GPUs (compute capability 7.0): the training image's PyTorch is a CUDA 13 (cu130) build, which ships no "
+    "kernels for them (pytorch#172352); choose a g5, g6, p4d or p5 instance"
+)
+UNSUPPORTED_FAMILIES: dict[str, str] = {"ml.p3": _V100, "ml.p3dn": _V100}
+
+
+def unsupported_reason(instance_type: str) -> str | None:
+    """Why the training image cannot run on `instance_type` (`ml.<family>.<size>`), or None when it can."""
+    family = instance_type.rsplit(".", 1)[0]
+    return UNSUPPORTED_FAMILIES.get(family)
+
+
+def trainable_instances() -> dict[str, InstanceType]:
+    """The catalog's instance types a training job may run on (INSTANCES without the unsupported families)."""
+    return {name: spec for name, spec in INSTANCES.items() if unsupported_reason(name) is None}
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -580,7 +580,7 @@ def cheapest_alternative(workload: Workload) -> FitEstimate | None:
     """
     placements = [
         Placement(instance, count)
-        for instance in catalog.INSTANCES.values()
+        for instance in catalog.trainable_instances().values()
         for count in range(1, MAX_ALTERNATIVE_INSTANCES + 1)
     ]
     feasible = [found for found in map(lambda p: best_fit(workload, p), placements) if found is not None]

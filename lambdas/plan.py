@@ -202,12 +202,15 @@ def _resolve_experiment(
         return None
     defaults = catalog.job_defaults(model.params_billion, approach)
     instance_type = experiment.get("instance_type", defaults.instance_type)
-    instance = catalog.INSTANCES.get(instance_type)
+    if unsupported := catalog.unsupported_reason(instance_type):
+        problems.append((f"{path}.instance_type", f"{instance_type} cannot run the training image: {unsupported}"))
+        return None
+    instance = catalog.trainable_instances().get(instance_type)
     if instance is None:
         problems.append(
             (
                 f"{path}.instance_type",
-                f"unknown instance type {instance_type!r}; allowed: {', '.join(catalog.INSTANCES)}",
+                f"unknown instance type {instance_type!r}; allowed: {', '.join(catalog.trainable_instances())}",
             )
         )
         return None

@@ -156,6 +156,12 @@ def _channel(name: str, uri: str) -> dict[str, Any]:
     }
 
 
+# The Hugging Face cache (the model download, datasets) on the instance's NVMe: `/tmp` (like /opt/ml) is on the
+# instance store on g5/p4d, while the default `/root/.cache` is on the container's root volume, which a 70B-class
+# download would fill.
+HF_HOME = "/tmp/huggingface"
+
+
 def create_training_job_request(
     job: JobSpec,
     *,
@@ -185,6 +191,7 @@ def create_training_job_request(
             "EnableSageMakerMetricsTimeSeries": True,
         },
         "RoleArn": role_arn,
+        "Environment": {"HF_HOME": HF_HOME},
         "InputDataConfig": [_channel("train", job["train_s3_uri"]), _channel("test", job["test_s3_uri"])],
         # Without KmsKeyId SageMaker encrypts the model with the account's aws/s3 key, not the bucket's: the data key
         # keeps disabling it a way to cut access to everything the stack stores.

@@ -134,7 +134,6 @@ class Config:
     # The execution must outlive the longest job: max runtime + max spot wait + reporting.
     execution_timeout_hours: int = 48
     notification_emails: tuple[str, ...] = ()
-    powertools_layer_version: int = 27
     # How failed jobs are retried (lambdas/remedies.py); an execution's `remedies` input overrides it field by field.
     remedies: RemedyPolicy = field(default_factory=RemedyPolicy)
 
@@ -185,8 +184,10 @@ def _require_match(key: str, value: Any, pattern: re.Pattern[str], allowed: str)
 
 
 def _require_instance_type(key: str, value: Any) -> str:
-    if value not in catalog.INSTANCES:
-        raise _fail(key, value, "one of " + ", ".join(sorted(catalog.INSTANCES)))
+    if isinstance(value, str) and (unsupported := catalog.unsupported_reason(value)):
+        raise _fail(key, value, f"an instance type the training image runs on, not {unsupported}")
+    if value not in catalog.trainable_instances():
+        raise _fail(key, value, "one of " + ", ".join(sorted(catalog.trainable_instances())))
     return value
 
 
@@ -248,16 +249,15 @@ def _parse_remedies(value: Any) -> RemedyPolicy:
 def _require_commercial_region(key: str, region: str) -> str:
     """Refuse regions outside the `aws` partition, with the reason.
 
-    The Lambdas use the public Powertools layer (account 017000801446), which AWS publishes in the commercial regions
-    only; China and GovCloud get other accounts, other version numbers and not every runtime, and the Price List API
-    and the Hugging Face DLC registries differ there too. Refusing at synth beats a deploy that fails on a layer ARN.
+    The Price List API endpoints and the Hugging Face DLC registries this app uses are those of the commercial
+    partition; China and GovCloud have others. Refusing at synth beats a deploy that fails on an image URI.
     """
     if _OTHER_PARTITION_REGION.match(region):
         raise _fail(
             key,
             region,
             "a region of the commercial aws partition (aws-cn, aws-us-gov and ISO regions are not supported: the "
-            "public Powertools layer, the Price List API and the DLC images this app uses are commercial-only)",
+            "Price List API and the DLC images this app uses are commercial-only)",
         )
     return region
 
@@ -340,6 +340,5 @@ def load_config(context: Mapping[str, Any] | None) -> Config:
         max_runtime_hours=max_runtime_hours,
         execution_timeout_hours=execution_timeout_hours,
         notification_emails=tuple(emails),
-        powertools_layer_version=_require_int("powertools_layer_version", merged["powertools_layer_version"], 1),
         remedies=remedies,
     )

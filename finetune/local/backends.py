@@ -452,8 +452,14 @@ class SubprocessTrainingBackend:
 
     def _command(self, job: _LocalJob) -> tuple[list[str], dict[str, str]]:
         """The DLC's entry point (the toolkit's `train`) and the container environment it runs in."""
+        # The request's Environment reaches the container as SageMaker passes it; the Hugging Face cache it names is
+        # the instance's NVMe there and the job's own folder here (no job writes outside its folder).
+        requested = dict(job.request.get("Environment") or {})
+        if "HF_HOME" in requested:
+            requested["HF_HOME"] = str(job.directory / "huggingface")
         environment = {
             **os.environ,
+            **requested,
             "SAGEMAKER_BASE_DIR": str(job.directory),
             "SAGEMAKER_TRAINING_MODULE": SAGEMAKER_TRAINING_MODULE,
             "TRAINING_JOB_NAME": job.request["TrainingJobName"],

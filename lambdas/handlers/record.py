@@ -46,6 +46,20 @@ def resources_used(job: JobSpec, final: dict[str, Any]) -> dict[str, Any]:
     return used
 
 
+def emit_metrics(row: dict[str, Any], *, deployment: str) -> None:
+    """Emit the row's dashboard metrics; never fail the recording for them.
+
+    The row is already written: an exception here would send the job down the workflow's Unrecorded path and count a
+    Lambda error although the ledger is right (Powertools 3.23.0, the public layer once deployed, lacked
+    `EphemeralMetrics.add_dimensions` and raised AttributeError on every job). A metric that cannot be emitted is
+    logged with its traceback; the graphs miss one point, the ledger and report stay complete.
+    """
+    try:
+        run_metrics.emit(row, deployment=deployment, timestamp_ms=int(time.time() * 1000))
+    except Exception:  # any failure of the metrics library, by design: the ledger row is what counts
+        logger.exception("metrics not emitted", extra={"job_name": row.get("job_name")})
+
+
 @instrumented
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Compute the job's cost and spot savings, collect what it used, write its ledger row and emit its metrics."""
@@ -61,6 +75,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     )
     ledger.put_row(aws.client("dynamodb"), config.table_name, row)
     result = ledger.to_json_value(row)
-    run_metrics.emit(result, deployment=config.job_name_prefix, timestamp_ms=int(time.time() * 1000))
+    emit_metrics(result, deployment=config.job_name_prefix)
     logger.info("job recorded", extra={k: result[k] for k in ("job_name", "status", "cost_usd", "spot_savings_pct")})
     return result

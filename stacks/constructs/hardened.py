@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -17,10 +17,9 @@ from stacks.config import Config, RetryPolicy
 from stacks.nag import acknowledge
 from stacks.packaging import stage_lambda_package
 
-# The newest Lambda Python runtime; the Powertools layer below must exist for it. The layer is published in the
-# commercial partition only, which is why config refuses aws-cn / aws-us-gov regions (stacks/config.py).
+# The newest Lambda Python runtime. Powertools and the AWS SDK come in the function's own asset at the pinned versions
+# (stacks/packaging.py), not from a public layer or the runtime's bundled SDK: docs/runtime.md.
 RUNTIME = lambda_.Runtime.PYTHON_3_14
-_POWERTOOLS_LAYER = "arn:aws:lambda:{region}:017000801446:layer:AWSLambdaPowertoolsPythonV3-python314-x86_64:{v}"
 
 # Lambda service faults that are always safe to retry, our own typed throttling error, and the two ways a function
 # timeout surfaces in Step Functions (`Sandbox.Timedout`: the function hit its timeout; ClientExecutionTimeout: the
@@ -75,13 +74,14 @@ DEFAULT_TIMEOUT = lambda_timeout(1)
 
 
 def lambda_code() -> lambda_.Code:
-    """The single Lambda asset: `lambdas/` staged as an importable package."""
+    """The single Lambda asset: `lambdas/` staged as an importable package with its pinned runtime libraries."""
     return lambda_.Code.from_asset(str(stage_lambda_package()))
 
 
 class HardenedFunction(lambda_.Function):
     """A Python Lambda with its own least-privilege role, its own retained log group, X-Ray tracing,
-    Powertools, the current runtime and a bounded timeout. Grant it only what its handler calls."""
+    the pinned Powertools and SDK in its asset, the current runtime and a bounded timeout. Grant it only what its
+    handler calls."""
 
     def __init__(
         self,
@@ -110,12 +110,6 @@ class HardenedFunction(lambda_.Function):
                 resources=[log_group.log_group_arn],
             )
         )
-        stack = Stack.of(scope)
-        layer = lambda_.LayerVersion.from_layer_version_arn(
-            scope,
-            f"{construct_id}Powertools",
-            _POWERTOOLS_LAYER.format(region=stack.region, v=config.powertools_layer_version),
-        )
         super().__init__(
             scope,
             construct_id,
@@ -129,7 +123,6 @@ class HardenedFunction(lambda_.Function):
             tracing=lambda_.Tracing.ACTIVE,
             timeout=timeout,
             memory_size=memory_size,
-            layers=[layer],
             environment={
                 "POWERTOOLS_SERVICE_NAME": config.resource_prefix,
                 "POWERTOOLS_LOG_LEVEL": "INFO",

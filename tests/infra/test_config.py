@@ -72,11 +72,11 @@ def test_unknown_dlc_version_fails_at_synth_with_the_versions_sagemaker_core_kno
 
 @pytest.mark.parametrize("region", ["cn-north-1", "cn-northwest-1", "us-gov-west-1", "us-iso-east-1"])
 def test_regions_outside_the_commercial_partition_are_refused_naming_why(region) -> None:
-    # The public Powertools layer (and the Price List API, the DLC registries) exist in the aws partition only.
+    # The Price List API endpoints and the DLC registries this app uses exist in the aws partition only.
     with pytest.raises(ConfigError) as raised:
         load_config({"region": region})
     assert "finetune.region" in str(raised.value)
-    assert "Powertools" in str(raised.value)
+    assert "Price List API" in str(raised.value)
 
 
 def test_commercial_regions_are_accepted() -> None:
@@ -147,3 +147,10 @@ def test_default_quota_requests_let_the_study_run_at_max_concurrency() -> None:
     requested = {q.instance_type: q.desired_value for q in config.quota_requests if q.usage == "spot training job"}
     short = {t: (n, requested.get(t, 0)) for t, n in needed.items() if requested.get(t, 0) < n}
     assert not short, f"instance type: (needed at once, requested) {short}"
+
+
+def test_a_quota_request_for_an_instance_the_image_cannot_run_is_refused_naming_why() -> None:
+    # ml.p3 (V100, compute capability 7.0): the cu130 training image has no kernels for it
+    request = {"instance_type": "ml.p3.2xlarge", "usage": "spot training job", "desired_value": 1}
+    with pytest.raises(ConfigError, match=r"quota_requests\[0\]\.instance_type.*V100"):
+        load_config({"quota_requests": [request]})

@@ -39,9 +39,22 @@ def test_every_default_instance_is_in_the_catalog_and_has_a_gpu() -> None:
         assert catalog.INSTANCES[defaults.instance_type].has_gpu, (size, approach)
 
 
-def test_llama2_is_gated_and_the_others_are_not() -> None:
-    assert catalog.MODELS["llama2-7b"].gated
-    assert not catalog.MODELS["mistral-7b"].gated and not catalog.MODELS["gpt-neox-20b"].gated
+def test_llama2_and_mistral_are_gated_and_neox_is_not() -> None:
+    # Mistral-7B-v0.1 is gated on the Hub since 2024: Plan's missing-token refusal must guard its jobs too
+    assert catalog.MODELS["llama2-7b"].gated and catalog.MODELS["mistral-7b"].gated
+    assert not catalog.MODELS["gpt-neox-20b"].gated
+
+
+def test_v100_instances_are_refused_with_the_reason_and_never_offered() -> None:
+    # Given the p3 family (V100, compute capability 7.0) and the cu130 training image, which has no kernels for it
+    reason = catalog.unsupported_reason("ml.p3.2xlarge")
+    # Then the rule names why, and no instance Plan, the planner or a remedy may choose is of that family
+    assert reason is not None and "V100" in reason and "CUDA 13" in reason
+    assert catalog.unsupported_reason("ml.p3dn.24xlarge") == reason
+    assert "ml.p3.2xlarge" not in catalog.trainable_instances()
+    assert all(catalog.unsupported_reason(name) is None for name in catalog.trainable_instances())
+    for candidates in catalog.FALLBACK_INSTANCES.values():
+        assert all(name in catalog.trainable_instances() for name in candidates)
 
 
 def test_hub_id_resolves_with_the_given_size_class() -> None:

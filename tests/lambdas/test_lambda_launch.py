@@ -93,6 +93,13 @@ def test_request_uses_managed_spot_checkpoints_and_the_contract_locations() -> N
     }
 
 
+def test_the_hugging_face_cache_is_on_the_instances_nvme_not_the_root_volume() -> None:
+    # Given a planned job, When its request is built, Then the container's HF_HOME is under /tmp (the instance store
+    # on g5/p4d), not the default /root/.cache on the container's root volume
+    request = request_for(one_job(model="llama2-7b", approach="full"))
+    assert request["Environment"]["HF_HOME"].startswith("/tmp/")
+
+
 def test_on_demand_request_has_no_max_wait() -> None:
     [job] = study_jobs({"experiments": [{"model": "mistral-7b", "approach": "lora"}], "spot": False})
     request = request_for(job)

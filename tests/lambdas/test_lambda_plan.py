@@ -111,6 +111,7 @@ def test_plan_prices_from_the_pricing_api_and_returns_the_run(moto_aws: None, st
 
 
 def test_price_list_request_asks_for_the_training_usage_type(moto_aws: None, stubbed: StubbedClients) -> None:
+    stubbed.token_secret(has_value=True)  # Mistral-7B-v0.1 is gated
     stubbed.pricing_stub.add_response(
         "get_products",
         {"FormatVersion": "aws_v1", "PriceList": [price_list_item("ml.g5.xlarge", "1.408")]},
@@ -129,6 +130,7 @@ def test_price_list_request_asks_for_the_training_usage_type(moto_aws: None, stu
 
 
 def test_pricing_api_failure_falls_back_to_the_catalog_price(moto_aws: None, stubbed: StubbedClients) -> None:
+    stubbed.token_secret(has_value=True)  # Mistral-7B-v0.1 is gated
     stubbed.pricing_stub.add_client_error("get_products", "AccessDeniedException", http_status_code=403)
     stubbed.quota_values({})
     result = run_plan({"experiments": [{"model": "mistral-7b", "approach": "qlora"}]}, stubbed)
@@ -213,6 +215,7 @@ def test_concurrency_limit_lowers_the_quota_need(moto_aws: None, stubbed: Stubbe
 
 
 def test_on_demand_runs_check_the_on_demand_quota(moto_aws: None, stubbed: StubbedClients) -> None:
+    stubbed.token_secret(has_value=True)  # Mistral-7B-v0.1 is gated
     stubbed.prices({"ml.g5.xlarge": "1.408"})
     stubbed.quota_values({"ml.g5.xlarge for spot training job usage": 5, "ml.g5.xlarge for training job usage": 0})
     with pytest.raises(QuotaExceeded, match=r"'ml\.g5\.xlarge for training job usage' is 0"):
@@ -220,6 +223,7 @@ def test_on_demand_runs_check_the_on_demand_quota(moto_aws: None, stubbed: Stubb
 
 
 def test_quota_api_error_is_tolerated(moto_aws: None, stubbed: StubbedClients) -> None:
+    stubbed.token_secret(has_value=True)  # Mistral-7B-v0.1 is gated
     # Given Service Quotas refusing access
     stubbed.prices({"ml.g5.xlarge": "1.408"})
     stubbed.quotas_stub.add_client_error("list_service_quotas", "AccessDeniedException", http_status_code=403)
@@ -229,6 +233,7 @@ def test_quota_api_error_is_tolerated(moto_aws: None, stubbed: StubbedClients) -
 
 
 def test_quotas_are_read_across_pages(moto_aws: None, stubbed: StubbedClients) -> None:
+    stubbed.token_secret(has_value=True)  # Mistral-7B-v0.1 is gated
     stubbed.prices({"ml.g5.xlarge": "1.408"})
     first_page = {"Quotas": [quota("ml.m5.xlarge for training job usage", 9)], "NextToken": "page-2"}
     stubbed.quotas_stub.add_response("list_service_quotas", first_page)
@@ -240,6 +245,7 @@ def test_quotas_are_read_across_pages(moto_aws: None, stubbed: StubbedClients) -
 
 
 def test_plan_handler_returns_the_plan(moto_aws: None, stubbed: StubbedClients, lambda_context: Any) -> None:
+    stubbed.token_secret(has_value=True)  # Mistral-7B-v0.1 is gated
     stubbed.prices({"ml.g5.xlarge": "1.408"})
     stubbed.quota_values({"ml.g5.xlarge for spot training job usage": 2})
     event = {"input": {"experiments": [{"model": "mistral-7b", "approach": "qlora"}]}, "execution_name": "exec_1"}

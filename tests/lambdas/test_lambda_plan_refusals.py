@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import pytest
 
-from lambdas import plan
-from lambdas.errors import ConfigurationError, ExecutionLimitExceeded, HfTokenMissing, InfeasibleJob
+from lambdas import catalog, memory, plan
+from lambdas.errors import (
+    ConfigurationError,
+    ExecutionLimitExceeded,
+    HfTokenMissing,
+    InfeasibleJob,
+    InvalidExecutionInput,
+)
 from tests.lambdas.lambda_testkit import SECRET_ARN, StubbedClients, run_plan, study_jobs
 
 MISTRAL_QLORA = {"model": "mistral-7b", "approach": "qlora"}
 LLAMA_QLORA = {"model": "llama2-7b", "approach": "qlora"}
+NEOX_QLORA = {"model": "gpt-neox-20b", "approach": "qlora"}
 
 
 def catalog_prices(stubbed: StubbedClients, lookups: int = 1) -> None:
@@ -21,18 +28,22 @@ def catalog_prices(stubbed: StubbedClients, lookups: int = 1) -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 # The Hugging Face token of gated models
 # ---------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("experiment", "hub_id"),
+    [(LLAMA_QLORA, "meta-llama/Llama-2-7b-hf"), (MISTRAL_QLORA, "mistralai/Mistral-7B-v0.1")],
+)
 def test_gated_model_without_a_token_is_refused_before_anything_is_billed(
-    moto_aws: None, stubbed: StubbedClients
+    experiment: dict[str, str], hub_id: str, moto_aws: None, stubbed: StubbedClients
 ) -> None:
-    # Given Llama 2 (gated) and a token secret created without a value (no version staged AWSCURRENT)
+    # Given a model gated on the Hub (Llama 2; Mistral-7B-v0.1 since 2024) and a token secret created without a value
     catalog_prices(stubbed)
     stubbed.token_secret(has_value=False)
     # When planned
     with pytest.raises(HfTokenMissing) as caught:
-        run_plan({"experiments": [LLAMA_QLORA]}, stubbed)
+        run_plan({"experiments": [experiment]}, stubbed)
     # Then the refusal names the model, the secret and the command that fixes it; only DescribeSecret was called
     message = caught.value.message
-    assert "meta-llama/Llama-2-7b-hf is gated" in message and SECRET_ARN in message
+    assert f"{hub_id} is gated" in message and SECRET_ARN in message
     assert f"aws secretsmanager put-secret-value --secret-id {SECRET_ARN} --secret-string" in message
     stubbed.secrets_stub.assert_no_pending_responses()
 
@@ -49,7 +60,7 @@ def test_open_models_never_look_at_the_token_secret(moto_aws: None, stubbed: Stu
     catalog_prices(stubbed)
     stubbed.quota_values({})
     # When planned, Then the run is planned without describing the secret
-    assert len(run_plan({"experiments": [MISTRAL_QLORA]}, stubbed)["jobs"]) == 1
+    assert len(run_plan({"experiments": [NEOX_QLORA], "budget_usd": 500}, stubbed)["jobs"]) == 1
 
 
 def test_a_deleted_token_secret_counts_as_no_token(moto_aws: None, stubbed: StubbedClients) -> None:
@@ -138,3 +149,24 @@ def test_a_job_that_cannot_fit_its_instance_is_refused_with_the_numbers_and_an_a
     assert "full_shard_offload" in message and "host memory needs" in message
     assert "Cheapest feasible alternative: instance_type ml.g" in message
     assert "experiments[0]" not in message
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Instances the training image cannot run
+# ---------------------------------------------------------------------------------------------------------------------
+def test_an_instance_family_the_image_cannot_run_is_refused_naming_why() -> None:
+    # Given a job on a V100 instance (ml.p3: compute capability 7.0; the cu130 image has no kernels for it)
+    experiment = {"model": "mistral-7b", "approach": "lora", "instance_type": "ml.p3.2xlarge"}
+    # When validated, Then it is refused before anything is billed, with the reason
+    with pytest.raises(InvalidExecutionInput) as caught:
+        plan.validate_execution_input({"experiments": [experiment]})
+    assert "experiments[0].instance_type: ml.p3.2xlarge cannot run the training image: V100" in caught.value.message
+
+
+def test_the_planner_never_suggests_an_instance_the_image_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a small job that a V100 could hold, and every other GPU family ruled out as well
+    workload = memory.Workload(catalog.resolve_model("Qwen/Qwen2.5-0.5B", params_billion=0.5), "lora", 1, 256)
+    others = {name.rsplit(".", 1)[0] for name in catalog.INSTANCES if not name.startswith("ml.p3.")}
+    monkeypatch.setattr(catalog, "UNSUPPORTED_FAMILIES", {**catalog.UNSUPPORTED_FAMILIES, **dict.fromkeys(others, "x")})
+    # When the planner looks for the cheapest placement that fits, Then it finds none (never the p3)
+    assert memory.cheapest_alternative(workload) is None

@@ -356,3 +356,19 @@ def test_a_failing_metrics_lookup_still_records_the_jobs_cost(moto_aws: None, la
     # Then the row is written with its cost, and no GPU figures
     assert row["cost_usd"] == 1.5 and row["gpu_utilization_pct"] is None
     assert len(stored_items()) == 1
+
+
+def test_a_metrics_library_that_raises_never_fails_the_recording(
+    moto_aws: None, lambda_context: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given the metrics library raising as Powertools 3.23.0 did (no EphemeralMetrics.add_dimensions before 3.25.0)
+    def old_powertools(*args: Any, **kwargs: Any) -> None:
+        raise AttributeError("'AmazonCloudWatchEMFProvider' object has no attribute 'add_dimensions'")
+
+    monkeypatch.setattr(record_handler.run_metrics, "emit", old_powertools)
+    final = {**status(training=3600, billable=3600), "artifact_uri": None}
+    # When the job is recorded
+    row = record_handler.handler({"job": priced_job(hourly=1.5, count=1), "status": final}, lambda_context)
+    # Then Record succeeds with the row it wrote (no Unrecorded path, no Lambda error) and logs what failed
+    assert row["cost_usd"] == 1.5 and len(stored_items()) == 1
+    assert any(r.message == "metrics not emitted" and r.exc_info for r in caplog.records)

@@ -551,6 +551,8 @@ def strategies(workload: Workload, placement: Placement) -> tuple[Strategy, ...]
     never shards (the training code refuses FSDP with 4-bit weights); `split` is one process on one instance; `lean` is
     full fine-tuning on one GPU; a CPU instance runs one process.
     """
+    if workload.approach in catalog.GPU_ONLY_APPROACHES and not placement.instance.has_gpu:
+        return ()
     if not workload.trains or not placement.instance.has_gpu:
         return (Strategy.SINGLE,)  # a baseline: one process, its device map spreads the model over the GPUs
     if placement.world_size == 1:

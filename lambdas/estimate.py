@@ -492,17 +492,22 @@ def cheapest_on(shape: JobShape, *, fixed_batch: bool = True) -> PlannedJob | No
 
 
 def cheapest_plan(
-    shape: JobShape, *, instance_types: Iterable[str] | None = None, fixed_batch: bool = False
+    shape: JobShape,
+    *,
+    instance_types: Iterable[str] | None = None,
+    counts: Iterable[int] | None = None,
+    fixed_batch: bool = False,
 ) -> PlannedJob | None:
     """The cheapest expected plan over instance types (default: those of `catalog.PLANNABLE_FAMILIES`), instance
-    counts and strategies that fits by the memory planner; fewer instances are tried first and more only when none
-    fits. `shape`'s instance and strategy are ignored; its batch is kept only with `fixed_batch`."""
+    counts (default 1 to MAX_PLANNED_INSTANCES) and strategies that fits by the memory planner; fewer instances are
+    tried first and more only when none fits. `shape`'s instance and strategy are ignored; its batch is kept only with
+    `fixed_batch`."""
     names = list(instance_types) if instance_types is not None else planned_instance_types()
-    for count in range(1, MAX_PLANNED_INSTANCES + 1):
+    for count in counts or range(1, MAX_PLANNED_INSTANCES + 1):
         found = [
             plan
             for name in names
-            if count == 1 or catalog.INSTANCES[name].gpus > 1
+            if count == 1 or catalog.INSTANCES[name].gpus > 1 or counts is not None
             for plan in plans_on(replace(shape, instance_type=name, instance_count=count), fixed_batch=fixed_batch)
         ]
         if found:

@@ -273,14 +273,16 @@ def plan_placement(
     """The cheapest expected plan for one resolved experiment: on the instance type the input names (any count it
     names, else one), else over the plannable families (`catalog.PLANNABLE_FAMILIES`); the input's batch_size is kept,
     else each strategy gets the per-device batch that keeps the study's global batch. `InfeasibleJob` (with every
-    strategy's numbers and the cheapest feasible alternative) when nothing fits."""
+    strategy's numbers and the cheapest feasible alternative) when nothing fits. An instance_count without an
+    instance_type is kept: the planner chooses the type for that many instances."""
     shape = _shape(model, values, rows)
     fixed_batch = "batch_size" in asked or not catalog.applies("batch_size", values["approach"])
     if "instance_type" in asked:
         shape = replace(shape, instance_type=asked["instance_type"], instance_count=asked.get("instance_count", 1))
         found = estimate.cheapest_on(shape, fixed_batch=fixed_batch)
     else:
-        found = estimate.cheapest_plan(shape, fixed_batch=fixed_batch)
+        counts = (asked["instance_count"],) if "instance_count" in asked else None
+        found = estimate.cheapest_plan(shape, counts=counts, fixed_batch=fixed_batch)
     if found is None:
         memory.plan_fit(shape.workload, shape.placement)  # raises: nothing fits
         raise InfeasibleJob(f"{model.key} {values['approach']}: no plannable instance type fits it")

@@ -683,7 +683,8 @@ def fallback_instances(params_billion: float, approach: str) -> tuple[str, ...]:
 
 # The Banking77 study: 3 models x 3 approaches, minus GPT-NeoX-20B full (skipped for cost) = 8 jobs. Baselines are
 # not in it by default: the execution input's `baselines: true` adds one per model (see `with_baselines`), at most
-# 2 x $1.01 + $5.75 = $7.77 more at catalog on-demand prices for the study's three models (their 1-hour bounds).
+# 2 x $1.01 + 2 x $5.75 = $13.52 more at catalog on-demand prices for the study's three models (their 1 h and 2 h
+# bounds; a baseline takes minutes).
 STUDY_MODELS: tuple[str, ...] = ("llama2-7b", "mistral-7b", "gpt-neox-20b")
 STUDY_MATRIX: tuple[tuple[str, str], ...] = tuple(
     (model, approach)

@@ -293,7 +293,7 @@ def print_whole(table: Table) -> None:
         return
     width = Measurement.get(out, out.options.update_width(100_000), table).maximum
     # Console.print caps its width at the console's: a console of the table's own width prints it whole.
-    Console(highlight=False, width=max(width, out.width)).print(table)
+    Console(file=out.file, highlight=False, width=max(width, out.width)).print(table)
 
 
 def _minutes(seconds: float) -> str:

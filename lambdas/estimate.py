@@ -299,23 +299,37 @@ def _part_seconds(shape: JobShape, fit: memory.FitEstimate, band: str) -> tuple[
     parts["checkpoint"] = saves * write + (backlog if saves else 0.0)
 
     # Evaluation on one GPU (or the node's GPUs one after another when the model is spread over them).
+    eval_flops, decode_steps = evaluation_work(shape)
+    reload = weight_bytes / _value("load_bytes_per_s", band) if shape.strategy.shards else 0.0
+    prefill = eval_flops / (_peak_flops(instance) * _value("eval_utilisation", band))
+    per_token = weight_bytes / (_bandwidth(instance) * _value("decode_bandwidth_efficiency", band))
+    parts["evaluate"] = reload + prefill + decode_steps * (per_token + _value("decode_step_overhead_s", band))
+
+    artifact = artifact_bytes(shape, fit)
+    save = artifact / _value("checkpoint_write_bytes_per_s", band)
+    parts["upload"] = save + artifact / upload_rate + _value("upload_fixed_s", band)
+    return parts, bottleneck
+
+
+def evaluation_work(shape: JobShape) -> tuple[float, int]:
+    """The evaluation's prefill FLOPs (2N per prompt token) and its decoding steps (each reads every weight once)."""
     tokens = tokens_per_example(
         catalog.BASELINE_PROMPT_STYLE if shape.approach == catalog.BASELINE else shape.prompt_style,
         shape.max_seq_length,
     )
-    reload = weight_bytes / _value("load_bytes_per_s", band) if shape.strategy.shards else 0.0
-    prefill = shape.eval_samples * tokens * 2 * n / (_peak_flops(instance) * _value("eval_utilisation", band))
-    decode_steps = math.ceil(shape.eval_samples / max(shape.eval_batch_size, 1)) * catalog.DECODE_TOKENS_PER_SAMPLE
-    per_token = weight_bytes / (_bandwidth(instance) * _value("decode_bandwidth_efficiency", band))
-    parts["evaluate"] = reload + prefill + decode_steps * (per_token + _value("decode_step_overhead_s", band))
+    flops = shape.eval_samples * tokens * 2 * shape.model.parameters
+    steps = math.ceil(shape.eval_samples / max(shape.eval_batch_size, 1)) * catalog.DECODE_TOKENS_PER_SAMPLE
+    return flops, steps
 
-    # The final artifact: a bf16 model after full fine-tuning or merging, else the adapter (PEFT's fp32 weights).
-    trains = steps > 0
-    merged = shape.approach == "full" or (shape.merge_adapter and trains)
-    artifact = weight_bytes if merged else (4 * fit.workload.adapter_parameters if trains else 0)
-    save = artifact / _value("checkpoint_write_bytes_per_s", band)
-    parts["upload"] = save + artifact / upload_rate + _value("upload_fixed_s", band)
-    return parts, bottleneck
+
+def artifact_bytes(shape: JobShape, fit: memory.FitEstimate) -> float:
+    """The final artifact: a bf16 model after full fine-tuning or merging, else the adapter (PEFT's fp32 weights);
+    nothing for a job that does not train."""
+    if not steps_of(shape):
+        return 0.0
+    if shape.approach == "full" or shape.merge_adapter:
+        return float(catalog.WEIGHT_BYTES_PER_PARAMETER * shape.model.parameters)
+    return float(4 * fit.workload.adapter_parameters)
 
 
 def _with_total(parts: dict[str, float]) -> dict[str, float]:
@@ -380,8 +394,9 @@ def estimate_job(shape: JobShape, calibration: Calibration | None = None) -> Job
 
 def physical_floor(shape: JobShape) -> dict[str, float]:
     """Seconds below which no part can go, at the hardware's peak: the training FLOPs at 100% of peak on the working
-    GPUs, the step's collective bytes at the link's peak, the weights through the instance's network at its peak
-    (download, upload), the checkpoint bytes through the same. The estimate's low end never goes below these."""
+    GPUs or the step's collective bytes at the link's peak, the evaluation's prefill FLOPs at peak plus its decoding
+    steps each reading the weights at peak bandwidth, the weights (download) and the artifact (upload) through the
+    instance's network at its peak. The estimate's low end never goes below these."""
     fit = memory.estimate(shape.workload, shape.placement, shape.strategy)
     instance = shape.instance
     network = catalog.NETWORK_PEAK_GB_PER_S.get(instance.family, catalog.NETWORK_PEAK_DEFAULT_GB_PER_S) * 1e9
@@ -389,6 +404,9 @@ def physical_floor(shape: JobShape) -> dict[str, float]:
     steps = steps_of(shape)
     floor = dict.fromkeys(PARTS, 0.0)
     floor["download"] = weight_bytes / network
+    floor["upload"] = artifact_bytes(shape, fit) / network
+    eval_flops, decode_steps = evaluation_work(shape)
+    floor["evaluate"] = eval_flops / _peak_flops(instance) + decode_steps * weight_bytes / _bandwidth(instance)
     if steps:
         traffic = step_traffic(shape, fit)
         link = catalog.LINK_PEAK_GB_PER_S[catalog.gpu_link(instance)] * 1e9

@@ -29,6 +29,7 @@ import typer
 from botocore.config import Config as ClientConfig
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from finetune import compare as comparison
@@ -69,6 +70,13 @@ class Matrix(StrEnum):
 
 
 MATRIX_INPUTS = {Matrix.STUDY: EXAMPLES / "study-matrix.json"}
+
+
+class OutputFormat(StrEnum):
+    """How `finetune estimate` prints: tables for people, JSON for CI."""
+
+    TABLE = "table"
+    JSON = "json"
 
 
 class ReportFormat(StrEnum):
@@ -220,6 +228,39 @@ class Estimate:
         """Total expected cost (lambdas/estimate.py: at the job's pricing, spot expected for spot jobs)."""
         return sum(job["estimated_cost_usd"] for job in self.jobs)
 
+    def as_json(self) -> dict[str, Any]:
+        """The machine-readable estimate (`finetune estimate --format json`): per job its plan, time parts and dollars;
+        the totals and the budget."""
+        jobs = [_job_json(job, fit) for job, fit in zip(self.jobs, self.fits, strict=True)]
+        return {
+            "jobs": jobs,
+            **{key: round(sum(job[key] for job in jobs), 4) for key in ("expected_usd", "low_usd", "high_usd")},
+            "max_usd": round(self.total_usd, 2),
+            "budget_usd": self.budget_usd,
+        }
+
+
+def _job_json(job: JobSpec, fit: memory.FitEstimate) -> dict[str, Any]:
+    shape = estimate_model.shape_of(job, model=fit.workload.model, rows=job["estimated_train_rows"])
+    return {
+        "model": job["model_key"],
+        "approach": job["approach"],
+        "instance_type": job["instance_type"],
+        "instance_count": job["instance_count"],
+        "gpus_per_instance": job["gpus_per_instance"],
+        "strategy": job["strategy"],
+        "parameters": fit.workload.model.parameters,
+        "epochs": job["epochs"],
+        "train_rows": job["estimated_train_rows"],
+        "tokens_per_example": estimate_model.tokens_per_example(job["prompt_style"], job["max_seq_length"]),
+        "global_batch_size": shape.batch_size * shape.gradient_accumulation_steps * shape.data_parallel,
+        "seconds": job["estimated_seconds"],
+        "expected_usd": job["estimated_cost_usd"],
+        "low_usd": job["estimated_low_cost_usd"],
+        "high_usd": job["estimated_high_cost_usd"],
+        "max_usd": job["estimated_max_cost_usd"],
+    }
+
 
 def estimate_input(doc: Any, config: Config, run_id: str = "estimate") -> Estimate:
     """Plan's own checks and job specs, offline: schema, catalog, memory fit, catalog prices (no AWS call)."""
@@ -244,46 +285,79 @@ def _gib(value: float) -> str:
     return f"{value / memory.GIB:.1f}"
 
 
+def print_whole(table: Table) -> None:
+    """Print a table; when stdout is not a terminal (a pipe, a CI log) at its natural width, so no cell is cut to
+    the 80 columns Rich assumes there."""
+    if out.is_terminal:
+        out.print(table)
+        return
+    width = Measurement.get(out, out.options.update_width(100_000), table).maximum
+    # Console.print caps its width at the console's: a console of the table's own width prints it whole.
+    Console(file=out.file, highlight=False, width=max(width, out.width)).print(table)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f}"
+
+
 def print_estimate(estimate: Estimate) -> None:
-    """Per job: instance, expected and maximum hours and cost, price and its source, the planner's fit; then the
-    totals."""
-    table = Table(title="Estimated cost: expected, and maximum (max runtime x instances x hourly price)")
-    numeric = ("exp h", "exp $", "max h", "max $", "GiB/GPU")
-    for column in (
+    """Per job: the plan (instance, strategy, batch, per-GPU memory), the time parts in minutes, low / expected /
+    high and maximum dollars, the price and its source; the time model's constants; the totals."""
+    table = Table(
+        title="Estimated time (minutes) and cost: low / expected / high (lambdas/estimate.py), and the maximum "
+        "(max runtime x instances x hourly price)"
+    )
+    parts = [part for part in estimate_model.PARTS]
+    numeric = {"batch", "GiB/GPU", *parts, "total", "low $", "exp $", "high $", "max $"}
+    columns = [
         "model",
         "approach",
         "instance",
-        "exp h",
-        "exp $",
-        "max h",
-        "$/h (source)",
-        "max $",
-        "fit",
+        "strategy",
+        "batch",
         "GiB/GPU",
-    ):
-        table.add_column(column, justify="right" if column in numeric else "left")
+        "bound by",
+        *parts,
+        "total",
+        "low $",
+        "exp $",
+        "high $",
+        "max $",
+        "$/h (source)",
+    ]
+    for column in columns:
+        table.add_column(column, justify="right" if column in numeric else "left", no_wrap=True)
     for job, fit in zip(estimate.jobs, estimate.fits, strict=True):
         usable = fit.placement.gpu_usable_bytes
+        seconds = job["estimated_seconds"]
         table.add_row(
             job["model_key"],
             job["approach"],
             f"{job['instance_count']} x {job['instance_type']}" + (" spot" if job["spot"] else ""),
-            f"{job['estimated_hours']:.2f}",
+            job["strategy"],
+            str(job["batch_size"]),
+            f"{_gib(fit.device.total or fit.evaluation_bytes)} of {_gib(usable)}" if usable else "host RAM",
+            job["estimated_bottleneck"],
+            *[_minutes(seconds[part]) for part in parts],
+            _minutes(seconds["total"]),
+            f"{job['estimated_low_cost_usd']:.2f}",
             f"{job['estimated_cost_usd']:.2f}",
-            f"{job['max_runtime_seconds'] / 3600:g}",
-            f"{job['hourly_price_usd']:.3f} ({job['price_source']})",
+            f"{job['estimated_high_cost_usd']:.2f}",
             f"{job['estimated_max_cost_usd']:.2f}",
-            fit.strategy.value,
-            f"{_gib(fit.device.total)} of {_gib(usable)}" if usable else "host RAM",
+            f"{job['hourly_price_usd']:.3f} ({job['price_source']})",
         )
-    out.print(table)
-    assumptions = Table(title="Expected-cost assumptions (lambdas/catalog.py; recalibrate from the report's actuals)")
-    for column in ("assumption", "value", "source"):
-        assumptions.add_column(column)
+    print_whole(table)
+    assumptions = Table(title="Time-model constants (lambdas/catalog.py TIME_MODEL; calibrated from recorded jobs)")
+    for column in ("constant", "best / expected / worst", "source"):
+        assumptions.add_column(column, no_wrap=column != "source")
     for row in estimate_model.assumptions_table():
         assumptions.add_row(*row)
-    out.print(assumptions)
-    out.print(f"total expected: ${estimate.expected_usd:.2f} for {len(estimate.jobs)} jobs")
+    print_whole(assumptions)
+    totals = estimate.as_json()
+    out.print(
+        f"total expected: ${totals['expected_usd']:.2f} (low ${totals['low_usd']:.2f}, high "
+        f"${totals['high_usd']:.2f}) for {len(estimate.jobs)} jobs"
+    )
     verdict = "within" if estimate.total_usd <= estimate.budget_usd else "OVER"
     out.print(
         f"total: ${estimate.total_usd:.2f} maximum for {len(estimate.jobs)} jobs; budget ${estimate.budget_usd:.2f} "
@@ -305,9 +379,20 @@ def validate(ctx: typer.Context, file: InputFile = None, matrix: MatrixOption = 
 
 @app.command()
 @translated_errors
-def estimate(ctx: typer.Context, file: InputFile = None, matrix: MatrixOption = None) -> None:
-    """Each job's maximum cost at catalog prices and the memory planner's fit, offline."""
-    print_estimate(estimate_input(execution_input(file, matrix), ctx.obj.config))
+def estimate(
+    ctx: typer.Context,
+    file: InputFile = None,
+    matrix: MatrixOption = None,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="table for people, json for CI (one JSON object on stdout)")
+    ] = OutputFormat.TABLE,
+) -> None:
+    """Each job's plan, time parts and low / expected / high cost by the time model, and its maximum, offline."""
+    found = estimate_input(execution_input(file, matrix), ctx.obj.config)
+    if output_format is OutputFormat.JSON:
+        print(json.dumps(found.as_json(), indent=2))  # plain print: no Rich wrapping or markup in the JSON
+        return
+    print_estimate(found)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ class JobSpec(AttemptFields):
     max_steps: int
     eval_samples: int
     spot: bool
-    fsdp: str  # "" | "full_shard" | "full_shard_offload": the memory planner's strategy
+    strategy: str  # catalog.STRATEGIES: single | ddp | fsdp | fsdp_offload | split | lean (the planner's choice)
     save_interval_seconds: int
     seed: int
     gradient_accumulation_steps: int
@@ -66,7 +66,12 @@ class JobSpec(AttemptFields):
     estimated_max_cost_usd: float  # the upper bound: max runtime x instances x hourly price (the budget gate's figure)
     estimated_hours: float  # expected wall hours incl. startup and download (lambdas/estimate.py)
     estimated_cost_usd: float  # expected $ at the job's pricing (the expected spot price if spot)
+    estimated_low_cost_usd: float  # the low end of the band (every constant at its best, the lowest spot fraction)
+    estimated_high_cost_usd: float  # the high end (every constant at its worst, the highest spot fraction)
     estimated_on_demand_cost_usd: float
+    estimated_seconds: dict[str, float]  # expected seconds per part (estimate.PARTS) and "total"
+    estimated_bottleneck: str  # what bounds a training step: compute, memory, communication (none: no training)
+    calibration_key: str  # lambdas.calibration.calibration_key: which recorded jobs correct this one's estimate
     estimated_train_rows: float  # the train channel's rows the estimate assumed
     # S3 layout
     train_s3_uri: str

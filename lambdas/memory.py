@@ -40,6 +40,8 @@ GB = 10**9
 # weight plus 0.127 bits of quantization constants (blocks of 64, 8-bit constants in blocks of 256).
 NF4_BYTES_PER_PARAMETER = (4 + 0.127) / 8
 ADAMW_8BIT_BYTES_PER_PARAMETER = 2  # two 1-byte moments; block-wise statistics add well under 1%
+# `lean` full fine-tuning keeps a bf16 Kahan compensation term per weight (stochastic rounding would need none).
+LEAN_COMPENSATION_BYTES_PER_PARAMETER = 2
 # CUDA context (~0.3-0.5 GiB on Ampere and newer), cuBLAS/cuDNN workspaces, NCCL buffers and allocator fragmentation.
 RUNTIME_RESERVE_GIB = 1.0
 HOST_OS_RESERVE_GIB = 2.0  # kernel, SageMaker agents, the training toolkit
@@ -72,16 +74,25 @@ MAX_ALTERNATIVE_INSTANCES = 4
 
 
 class Strategy(StrEnum):
-    """How the training state is spread over the GPUs; the values are the training code's `fsdp` tokens."""
+    """How the training state is spread over the GPUs; the values are the `strategy` hyperparameter
+    (catalog.STRATEGIES describes each)."""
 
-    DDP = "ddp"  # a full replica per GPU (also one GPU, or the CPU)
-    FSDP = "full_shard"  # parameters, gradients and optimizer state sharded over all GPUs
-    FSDP_OFFLOAD = "full_shard_offload"  # sharded, and kept in host memory between uses
+    SINGLE = "single"  # one process on one GPU (or on the CPU)
+    DDP = "ddp"  # one process per GPU under torchrun, a full replica on each
+    FSDP = "fsdp"  # parameters, gradients and optimizer state sharded over all GPUs
+    FSDP_OFFLOAD = "fsdp_offload"  # sharded, and kept in host memory between uses
+    SPLIT = "split"  # one process, the model's layers spread over the node's GPUs by a device map
+    LEAN = "lean"  # one GPU, full fine-tuning: bf16 weights, 8-bit states, fused step, Kahan-compensated updates
 
     @property
-    def fsdp_token(self) -> str:
-        """The `fsdp` hyperparameter: one token, never whitespace ("" = FSDP off)."""
-        return "" if self is Strategy.DDP else self.value
+    def torchrun(self) -> bool:
+        """One process per GPU under torchrun (Launch enables it for these when there is more than one GPU)."""
+        return self.value in catalog.TORCHRUN_STRATEGIES
+
+    @property
+    def shards(self) -> bool:
+        """FSDP: each GPU holds 1/world of the state and gathers layers to run them."""
+        return self in (Strategy.FSDP, Strategy.FSDP_OFFLOAD)
 
 
 class Optimizer(StrEnum):
@@ -361,7 +372,18 @@ def _full_state(workload: Workload, placement: Placement, strategy: Strategy) ->
     precision = placement.precision
     a = _compute_bytes(precision)
     opt = workload.chosen_optimizer
-    if strategy is Strategy.DDP:
+    if strategy is Strategy.LEAN:
+        # bf16 weights, bitsandbytes 8-bit AdamW moments, a bf16 Kahan compensation buffer per weight (the update bits
+        # bf16 rounding would lose), and the optimizer step fused into backward: each layer's gradient is applied and
+        # freed as soon as it exists, so at most one layer's gradient (plus the embeddings') lives at a time.
+        layer = max(_decoder_layer_parameters(workload), workload.model.embedding_parameters // 2)
+        return DeviceMemory(
+            weights=2 * n,
+            master_weights=LEAN_COMPENSATION_BYTES_PER_PARAMETER * n,
+            gradients=2 * 2 * layer,
+            optimizer=ADAMW_8BIT_BYTES_PER_PARAMETER * n,
+        )
+    if not strategy.shards:
         if precision is Precision.BF16:  # pure bf16 training: AdamW's moments are bf16 too
             return DeviceMemory(weights=2 * n, gradients=2 * n, optimizer=_optimizer_bytes_per_parameter(opt, 2) * n)
         # fp16 autocast needs fp32 weights (the grad scaler cannot unscale fp16 gradients) and caches an fp16 cast of
@@ -394,25 +416,36 @@ def _lora_state(workload: Workload, placement: Placement, strategy: Strategy) ->
     adapters = workload.adapter_parameters
     a = _compute_bytes(placement.precision)
     opt = _optimizer_bytes_per_parameter(workload.chosen_optimizer, 4)
-    if strategy is Strategy.DDP:
-        # Frozen base in the compute dtype; PEFT keeps the adapters in fp32 (autocast_adapter_dtype).
+    # Frozen base in the compute dtype; PEFT keeps the adapters in fp32 (autocast_adapter_dtype).
+    replica = DeviceMemory(
+        weights=a * model.parameters,
+        master_weights=4 * adapters,
+        gradients=4 * adapters,
+        optimizer=opt * adapters,
+    )
+    if strategy is Strategy.SPLIT:
+        # One process; the device map puts 1/gpus of the layers (and their adapters) on each GPU.
+        gpus = placement.instance.gpus
         return DeviceMemory(
-            weights=a * model.parameters,
-            master_weights=4 * adapters,
-            gradients=4 * adapters,
-            optimizer=opt * adapters,
+            weights=replica.weights / gpus,
+            master_weights=replica.master_weights / gpus,
+            gradients=replica.gradients / gpus,
+            optimizer=replica.optimizer / gpus,
         )
-    # FSDP with use_orig_params: each decoder layer's flat parameter holds its adapters, so accelerate upcasts the
-    # whole layer to fp32 and FSDP keeps a gradient for all of it; only the frozen root unit stays in the compute dtype.
-    layers = model.parameters - model.embedding_parameters + adapters
+    if not strategy.shards:
+        return replica
+    # FSDP as transformers 5.3 builds it for a PEFT model (FIELD_NOTES "PEFT models under FSDP in 5.3"): PEFT's wrap
+    # policy makes each LoRA leaf its own unit, so the frozen base stays bf16 without gradients (accelerate upcasts
+    # only flat parameters that require grad) and only the adapters get fp32 masters, gradients and AdamW state.
+    # Each GPU keeps 1/world of it and gathers one decoder layer at a time (plus the root unit) to run it.
     working = a * (model.embedding_parameters + FSDP_LIVE_LAYERS * _decoder_layer_parameters(workload))
     if strategy is Strategy.FSDP_OFFLOAD:
         return DeviceMemory(working=working)
     world = placement.world_size
     return DeviceMemory(
-        weights=a * model.embedding_parameters / world,
-        master_weights=4 * layers / world,
-        gradients=4 * layers / world,
+        weights=a * model.parameters / world,
+        master_weights=4 * adapters / world,
+        gradients=4 * adapters / world,
         optimizer=opt * adapters / world,
         working=working,
     )
@@ -434,6 +467,11 @@ def _qlora_state(workload: Workload, placement: Placement) -> DeviceMemory:
     )
 
 
+def processes(placement: Placement, strategy: Strategy) -> int:
+    """Training processes per instance: one per GPU under torchrun, else one."""
+    return placement.processes if strategy.torchrun else 1
+
+
 def _host_memory(workload: Workload, placement: Placement, strategy: Strategy, device: DeviceMemory) -> HostMemory:
     model = workload.model
     if not workload.trains:
@@ -443,18 +481,21 @@ def _host_memory(workload: Workload, placement: Placement, strategy: Strategy, d
             return HostMemory(runtime=runtime, training=_evaluation(workload, placement)[0])
         loading = min(LOAD_SHARD_BYTES, _compute_bytes(placement.precision) * model.parameters)
         return HostMemory(runtime=runtime, loading=loading)
-    runtime = (HOST_OS_RESERVE_GIB + HOST_PER_PROCESS_GIB * placement.processes) * GIB
+    ranks = processes(placement, strategy)
+    runtime = (HOST_OS_RESERVE_GIB + HOST_PER_PROCESS_GIB * ranks) * GIB
     if not placement.instance.has_gpu:
         return HostMemory(runtime=runtime, training=device.total)
     precision = placement.precision
     # The dtype the weights load in: full fine-tuning under fp16 loads fp32 (see `_full_state`).
     load_bytes = 4 if workload.approach == "full" and precision is Precision.FP16 else _compute_bytes(precision)
     if workload.approach == "qlora":
-        loading = placement.processes * min(LOAD_SHARD_BYTES, 2 * model.parameters)
-    elif strategy is Strategy.DDP:
-        loading = placement.processes * load_bytes * model.parameters  # every process materialises its copy
+        loading = ranks * min(LOAD_SHARD_BYTES, 2 * model.parameters)
+    elif strategy is Strategy.SPLIT:
+        loading = min(LOAD_SHARD_BYTES, load_bytes * model.parameters)  # the device map places shard by shard
     else:
-        loading = load_bytes * model.parameters  # cpu_ram_efficient_loading: rank 0 reads, the others receive
+        # Every process materialises the whole model in host RAM first: DDP replicas, and FSDP ranks too under
+        # transformers 5.3 (cpu_ram_efficient_loading does nothing there: FIELD_NOTES, "Deployed versions").
+        loading = ranks * load_bytes * model.parameters
     offloaded = 0.0
     if strategy is Strategy.FSDP_OFFLOAD:
         resident = _full_state if workload.approach == "full" else _lora_state
@@ -503,19 +544,25 @@ def _checkpoint_bytes(workload: Workload, placement: Placement, strategy: Strate
 
 
 def strategies(workload: Workload, placement: Placement) -> tuple[Strategy, ...]:
-    """Strategies the training code supports here, fastest first: DDP, FSDP, FSDP + CPU offload.
+    """Strategies the training code implements for this approach here (the planner prices each and keeps the cheapest
+    that fits).
 
-    QLoRA never shards (the training code refuses FSDP with 4-bit weights), FSDP needs CUDA, and sharding over a single
-    GPU only makes sense with offload.
+    Never ddp/fsdp/fsdp_offload on one GPU in total (nothing to replicate or shard over: single or lean instead); QLoRA
+    never shards (the training code refuses FSDP with 4-bit weights); `split` is one process on one instance; `lean` is
+    full fine-tuning on one GPU; a CPU instance runs one process.
     """
-    if workload.approach == "qlora":
-        return (Strategy.DDP,) if placement.instance.has_gpu else ()
-    if not workload.trains:
-        return (Strategy.DDP,)  # one process, nothing to shard: its device map spreads the model over the GPUs
-    if not placement.instance.has_gpu:
-        return (Strategy.DDP,)
+    if workload.approach in catalog.GPU_ONLY_APPROACHES and not placement.instance.has_gpu:
+        return ()
+    if not workload.trains or not placement.instance.has_gpu:
+        return (Strategy.SINGLE,)  # a baseline: one process, its device map spreads the model over the GPUs
     if placement.world_size == 1:
-        return (Strategy.DDP, Strategy.FSDP_OFFLOAD)
+        return (Strategy.SINGLE, Strategy.LEAN) if workload.approach == "full" else (Strategy.SINGLE,)
+    if workload.approach == "qlora":
+        return (Strategy.DDP,)
+    if workload.approach == "full":
+        return (Strategy.DDP, Strategy.FSDP, Strategy.FSDP_OFFLOAD)
+    if placement.count == 1:
+        return (Strategy.DDP, Strategy.SPLIT, Strategy.FSDP, Strategy.FSDP_OFFLOAD)
     return (Strategy.DDP, Strategy.FSDP, Strategy.FSDP_OFFLOAD)
 
 

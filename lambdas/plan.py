@@ -16,7 +16,8 @@ import math
 import re
 import unicodedata
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,6 +25,7 @@ import fastjsonschema
 from botocore.exceptions import BotoCoreError, ClientError
 
 from lambdas import catalog, cost, estimate, memory, naming
+from lambdas.calibration import Calibration, calibration_key
 from lambdas.errors import (
     BudgetExceeded,
     ConfigurationError,
@@ -249,19 +251,62 @@ def _baseline_problems(experiment: dict[str, Any]) -> list[tuple[str, str]]:
     return found
 
 
-def plan_fit(model: catalog.Model, values: dict[str, Any]) -> memory.FitEstimate:
-    """The memory planner's strategy for one resolved experiment; `InfeasibleJob` when nothing fits its instances.
-    (The CLI's estimate shows it per job.)"""
-    workload = memory.Workload(
+def _shape(model: catalog.Model, values: dict[str, Any], rows: float) -> estimate.JobShape:
+    """The time model's view of a resolved experiment, on its resolved (or default) instance."""
+    return estimate.shape_of(
+        {**values, "strategy": values.get("strategy") or memory.Strategy.SINGLE, "hourly_price_usd": None},
         model=model,
-        approach=values["approach"],
-        batch_size=values["batch_size"],
-        seq_length=memory.planning_seq_length(values["max_seq_length"], values["prompt_style"]),
-        lora_r=values["lora_r"],
-        eval_batch_size=values["eval_batch_size"],
+        rows=rows,
     )
-    placement = memory.Placement(catalog.INSTANCES[values["instance_type"]], values["instance_count"])
-    return memory.plan_fit(workload, placement)
+
+
+def plan_fit(model: catalog.Model, values: dict[str, Any]) -> memory.FitEstimate:
+    """The memory planner's fit of one planned experiment (its instance, count, batch and strategy); `InfeasibleJob`
+    when it does not fit. (The CLI's estimate shows it per job.)"""
+    shape = _shape(model, values, float(catalog.DEFAULT_TRAIN_ROWS))
+    fit = memory.estimate(shape.workload, shape.placement, shape.strategy)
+    if not fit.fits:
+        memory.plan_fit(shape.workload, shape.placement)  # raises with every strategy's numbers and an alternative
+    return fit
+
+
+def plan_placement(
+    model: catalog.Model, values: dict[str, Any], asked: dict[str, Any], rows: float
+) -> estimate.PlannedJob:
+    """The cheapest expected plan for one resolved experiment: on the instance type the input names (any count it
+    names, else one), else over the plannable families (`catalog.PLANNABLE_FAMILIES`); the input's batch_size is kept,
+    else each strategy gets the per-device batch that keeps the study's global batch. `InfeasibleJob` (with every
+    strategy's numbers and the cheapest feasible alternative) when nothing fits. An instance_count without an
+    instance_type is kept: the planner chooses the type for that many instances."""
+    shape = _shape(model, values, rows)
+    fixed_batch = "batch_size" in asked or not catalog.applies("batch_size", values["approach"])
+    if "instance_type" in asked:
+        shape = replace(shape, instance_type=asked["instance_type"], instance_count=asked.get("instance_count", 1))
+        found = estimate.cheapest_on(shape, fixed_batch=fixed_batch)
+    else:
+        counts = (asked["instance_count"],) if "instance_count" in asked else None
+        found = estimate.cheapest_plan(shape, counts=counts, fixed_batch=fixed_batch)
+    if found is None:
+        memory.plan_fit(shape.workload, shape.placement)  # raises: nothing fits
+        raise InfeasibleJob(f"{model.key} {values['approach']}: no plannable instance type fits it")
+    return found
+
+
+# A job's default runtime bound is at least this many times its high estimate (spot interruptions and restarts,
+# a slow download), in whole hours.
+RUNTIME_BOUND_PER_HIGH_ESTIMATE = 2
+
+
+def runtime_bound_seconds(
+    doc: dict[str, Any], floor_seconds: int, found: estimate.JobEstimate, cap_hours: float | None
+) -> int:
+    """MaxRuntime: the input's max_runtime_hours when given; else the catalog's bound for the size class and approach
+    raised to RUNTIME_BOUND_PER_HIGH_ESTIMATE x the plan's high estimate (whole hours), capped by the deployment's."""
+    if doc.get("max_runtime_hours"):
+        return floor_seconds
+    hours = math.ceil(RUNTIME_BOUND_PER_HIGH_ESTIMATE * found.high_seconds["total"] / 3600)
+    seconds = max(floor_seconds, hours * 3600)
+    return min(seconds, round(cap_hours * 3600) if cap_hours else seconds, MAX_SECONDS)
 
 
 def requested_experiments(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -302,7 +347,8 @@ def validate_execution_input(
     """Schema, catalog and memory-fit checks without touching AWS (the CLI runs this before starting an execution).
 
     Returns the validated input (schema defaults filled in) and the resolved experiments (the study matrix when
-    `experiments` is omitted), each with the planner's `fsdp` strategy and `save_interval_seconds`.
+    `experiments` is omitted), each with the planner's instance type and count, batch, `strategy` and
+    `save_interval_seconds` (the cheapest expected plan that fits: `plan_placement`).
     `default_max_runtime_hours` is the deployment's cap on default runtime bounds. Raises `InvalidExecutionInput`
     listing every input problem, then `InfeasibleJob` listing every experiment that does not fit.
     """
@@ -316,16 +362,31 @@ def validate_execution_input(
         raise InvalidExecutionInput(problems)
     planned: list[dict[str, Any]] = []
     infeasible: list[str] = []
+    rows, _ = estimate.train_rows(doc.get("dataset", DEFAULT_DATASET).get("name"))
     for index, item in enumerate(resolved):
         assert item is not None  # no problems means every experiment resolved
         model, values = item
         try:
-            fit = plan_fit(model, values)
+            chosen = plan_placement(model, values, experiments[index], rows)
         except InfeasibleJob as exc:
             infeasible.append(f"experiments[{index}]: {exc.message}")
             continue
-        logger.info("memory plan for experiments[%d]: %s", index, fit.describe())
-        planned.append({**values, "fsdp": fit.strategy.fsdp_token, "save_interval_seconds": fit.save_interval_seconds})
+        fit = chosen.fit
+        logger.info("plan for experiments[%d]: %s", index, fit.describe())
+        planned.append(
+            {
+                **values,
+                "max_runtime_seconds": runtime_bound_seconds(
+                    doc, values["max_runtime_seconds"], chosen.estimate, default_max_runtime_hours
+                ),
+                "instance_type": chosen.shape.instance_type,
+                "instance_count": chosen.shape.instance_count,
+                "gpus_per_instance": chosen.shape.instance.gpus,
+                "batch_size": chosen.shape.batch_size,
+                "strategy": fit.strategy.value,
+                "save_interval_seconds": fit.save_interval_seconds,
+            }
+        )
     if infeasible:
         raise InfeasibleJob("\n".join(infeasible))
     return doc, planned
@@ -378,10 +439,12 @@ def build_jobs(
     job_name_prefix: str,
     price_of: Callable[[str], cost.Price],
     train_bytes: int | None = None,
+    calibrations: Mapping[str, Calibration] | None = None,
 ) -> list[JobSpec]:
     """JobSpecs for resolved experiments; `InvalidExecutionInput` on duplicate experiments.
 
-    Each carries its maximum cost (the budget gate's figure) and its expected hours and cost (`lambdas.estimate`);
+    Each carries its maximum cost (the budget gate's figure), its expected time split and low / expected / high cost
+    (`lambdas.estimate`, corrected by `calibrations` per calibration key when given) and its calibration key;
     `train_bytes`, the train channel's size when Plan could list it, sizes a dataset the catalog does not know."""
     train_uri, test_uri = dataset_location(doc, bucket)
     rows, rows_source = estimate.train_rows(doc.get("dataset", DEFAULT_DATASET).get("name"), train_bytes)
@@ -434,10 +497,15 @@ def build_jobs(
             "checkpoint_s3_uri": naming.checkpoint_uri(bucket, run_id, job_name),
             "output_s3_uri": naming.output_uri(bucket, exp["model_key"], exp["approach"]),
         }
-        expected = estimate.expected_for_job(spec, parameters=exp["parameters"], rows=rows, rows_source=rows_source)
-        spec["estimated_hours"] = round(expected.hours, 4)
-        spec["estimated_cost_usd"] = round(expected.cost_usd, 4)
-        spec["estimated_on_demand_cost_usd"] = round(expected.on_demand_cost_usd, 4)
+        key = calibration_key(exp["instance_type"], exp["approach"], exp["strategy"])
+        found = estimate.estimate_for_job(
+            spec,
+            model=catalog.resolve_model(exp["model_key"], exp["parameters"] / 1e9),
+            rows=rows,
+            rows_source=rows_source,
+            calibration=(calibrations or {}).get(key),
+        )
+        spec.update(estimate.spec_fields(found, key))
         spec["estimated_train_rows"] = rows  # a remedied attempt (lambdas/remedies.py) re-estimates from it
         jobs.append(cast(JobSpec, spec))  # its keys are JobSpec's: tests/lambdas check them
     if problems:

@@ -37,6 +37,7 @@ from decimal import Decimal
 from typing import Any
 
 from lambdas import catalog, cost, estimate, memory, naming
+from lambdas.calibration import calibration_key
 from lambdas.failures import FailureClass
 from lambdas.job_spec import JobSpec
 
@@ -148,20 +149,23 @@ def _model(job: Mapping[str, Any]) -> catalog.Model:
     return catalog.resolve_model(job["model_key"], job.get("params_billion"))
 
 
+def _rows(job: Mapping[str, Any]) -> float:
+    return float(job.get("estimated_train_rows") or catalog.DEFAULT_TRAIN_ROWS)
+
+
 def fits(job: Mapping[str, Any], instance_type: str, instance_count: int) -> memory.FitEstimate | None:
-    """The memory planner's fit of `job` on `instance_count` x `instance_type`, or None when it does not fit."""
+    """The cheapest expected strategy for `job` (its batch kept) on `instance_count` x `instance_type` that fits by
+    the memory planner, or None when none does."""
     instance = catalog.INSTANCES.get(instance_type)
     if instance is None or (job["approach"] in catalog.GPU_ONLY_APPROACHES and not instance.has_gpu):
         return None
-    workload = memory.Workload(
+    shape = estimate.shape_of(
+        {**job, "instance_type": instance_type, "instance_count": instance_count, "hourly_price_usd": None},
         model=_model(job),
-        approach=job["approach"],
-        batch_size=int(job["batch_size"]),
-        seq_length=memory.planning_seq_length(job["max_seq_length"], job["prompt_style"]),
-        lora_r=int(job["lora_r"]),
-        eval_batch_size=int(job["eval_batch_size"]),
+        rows=_rows(job),
     )
-    return memory.best_fit(workload, memory.Placement(instance, instance_count))
+    found = estimate.cheapest_on(shape, fixed_batch=True)
+    return found.fit if found is not None else None
 
 
 def _quota_allows(quota_of: QuotaOf, instance_type: str, spot: bool, count: int) -> bool:
@@ -198,7 +202,7 @@ def _with_instance(job: JobSpec, instance_type: str, count: int, fit: memory.Fit
         "instance_type": instance_type,
         "instance_count": count,
         "gpus_per_instance": catalog.INSTANCES[instance_type].gpus,
-        "fsdp": fit.strategy.fsdp_token,
+        "strategy": fit.strategy.value,
         "save_interval_seconds": fit.save_interval_seconds,
         "hourly_price_usd": float(price.hourly_usd),
         "price_source": price.source,
@@ -335,16 +339,11 @@ def decide(
     if new_checkpoints:
         # The training code refuses to resume a checkpoint written with another batch or approach.
         checkpoint = f"{checkpoint.rstrip('/')}/{name}/"
-    expected = estimate.expected_for_job(
-        changes,
-        parameters=_model(job).parameters,
-        rows=float(job.get("estimated_train_rows") or catalog.DEFAULT_TRAIN_ROWS),
-    )
+    key = calibration_key(changes["instance_type"], changes["approach"], changes["strategy"])
+    expected = estimate.estimate_for_job(changes, model=_model(job), rows=_rows(job))
     next_job = {
         **changes,
-        "estimated_hours": round(expected.hours, 4),
-        "estimated_cost_usd": round(expected.cost_usd, 4),
-        "estimated_on_demand_cost_usd": round(expected.on_demand_cost_usd, 4),
+        **estimate.spec_fields(expected, key),
         "job_name": name,
         "attempt": next_attempt,
         "base_job_name": base_job_name(job),

@@ -57,11 +57,12 @@ def is_not_found(exc: ClientError) -> bool:
 
 
 def uses_torch_distributed(job: JobSpec) -> bool:
-    """More than one GPU in total: the toolkit must launch torchrun, or all GPUs but one sit idle. Not for a baseline:
-    one process evaluates, its model spread over the instance's GPUs by a device map."""
-    if job["approach"] == catalog.BASELINE:
+    """Whether the toolkit launches torchrun (one process per GPU): exactly for the strategies that run a process per
+    GPU (ddp, fsdp, fsdp_offload) over more than one GPU in total. `single`, `split` and `lean` are one process (split
+    spreads its model over the node's GPUs itself); a baseline evaluates in one process."""
+    if job["approach"] == catalog.BASELINE or job.get("strategy") not in catalog.TORCHRUN_STRATEGIES:
         return False
-    return job["gpus_per_instance"] > 1 or job["instance_count"] > 1
+    return job["gpus_per_instance"] * job["instance_count"] > 1
 
 
 def _as_argument(value: Any) -> str:
@@ -74,7 +75,7 @@ def hyperparameters(job: JobSpec, *, hf_token_secret_arn: str, code_s3_uri: str,
     """Training-code hyperparameters from the catalog's table, each JSON-encoded as the SDK does (the DLC toolkit
     JSON-decodes them); `InvalidHyperparameter` when a value could not pass a shell unchanged.
 
-    Unset values (None: e.g. an automatic learning rate; "": FSDP off) are left out, so the training code's own
+    Unset values (None: e.g. an automatic learning rate) are left out, so the training code's own
     default applies and no empty argument reaches the command line. The HF token travels as its Secrets Manager ARN;
     the training code fetches the value itself with the training role, so the token never appears in the job
     description, CloudTrail or the console.

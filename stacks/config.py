@@ -117,7 +117,13 @@ class Config:
     log_retention_days: int = 365
     retain_data: bool = True
     table_deletion_protection: bool = True
+    # The types the planner chooses for the study (lambdas/catalog.DEFAULTS): spot quotas of the g6/g6e families
+    # start at 0 in new accounts, so a deployment asks for them; g5 stays as the remedies' first fallback.
     quota_requests: tuple[QuotaRequest, ...] = (
+        QuotaRequest("ml.g6.xlarge", "spot training job", 1),
+        QuotaRequest("ml.g6.2xlarge", "spot training job", 1),
+        QuotaRequest("ml.g6e.xlarge", "spot training job", 1),
+        QuotaRequest("ml.g6e.2xlarge", "spot training job", 1),
         QuotaRequest("ml.g5.xlarge", "spot training job", 1),
         QuotaRequest("ml.g5.2xlarge", "spot training job", 1),
     )

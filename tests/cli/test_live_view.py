@@ -92,13 +92,14 @@ def test_estimate_shows_expected_hours_and_cost_and_their_total(monkeypatch) -> 
     config = cli.deployment_config()
     estimate = cli.estimate_input({"experiments": [{"model": "mistral-7b", "approach": "lora"}]}, config)
     for job in estimate.jobs:
-        job["estimated_hours"], job["estimated_cost_usd"] = 1.25, 0.8  # type: ignore[typeddict-unknown-key]
+        job["estimated_seconds"] = {**job["estimated_seconds"], "train": 4500.0}
+        job["estimated_cost_usd"] = 0.8
 
     cli.print_estimate(estimate)
 
     text = screen.getvalue()
-    assert "exp h" in text and "exp $" in text and "1.25" in text and "0.80" in text
-    assert "total expected: $0.80 for 1 jobs" in text
+    assert "train" in text and "exp $" in text and "75.0" in text and "0.80" in text  # 4,500 s = 75.0 minutes
+    assert "total expected: $0.80 (low $" in text and "for 1 jobs" in text
 
 
 def test_estimate_prints_expected_cost_and_its_assumptions(monkeypatch) -> None:
@@ -109,6 +110,6 @@ def test_estimate_prints_expected_cost_and_its_assumptions(monkeypatch) -> None:
     cli.print_estimate(estimate)
 
     expected = sum(job["estimated_cost_usd"] for job in estimate.jobs)
-    assert f"total expected: ${expected:.2f} for 8 jobs" in screen.getvalue()
+    assert f"total expected: ${expected:.2f} (low $" in screen.getvalue() and "for 8 jobs" in screen.getvalue()
     assert expected < estimate.total_usd
-    assert "peak dense TFLOP/s per GPU" in screen.getvalue()
+    assert "peak dense bf16 per GPU" in screen.getvalue() and "spot_price_fraction" in screen.getvalue()

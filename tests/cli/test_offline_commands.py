@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from lambdas import catalog
+from lambdas import catalog, estimate
 from tests.cli.conftest import finetune
 
 pytestmark = pytest.mark.usefixtures("no_credentials")
@@ -67,3 +70,59 @@ def test_the_study_estimate_shows_each_job_price_source_fit_and_the_total_agains
         assert " of " in line  # the planner's per-GPU GiB of the usable memory
     # The named matrix carries the budget its maximum needs (examples/study-matrix.json), within it
     assert "maximum for 8 jobs; budget $250.00 (within)" in result.stdout
+    assert "total expected: $" in result.stdout
+
+
+JOB_FIELDS = {
+    "model",
+    "approach",
+    "instance_type",
+    "instance_count",
+    "gpus_per_instance",
+    "strategy",
+    "parameters",
+    "epochs",
+    "train_rows",
+    "tokens_per_example",
+    "global_batch_size",
+    "seconds",
+    "expected_usd",
+    "low_usd",
+    "high_usd",
+    "max_usd",
+}
+
+
+def test_the_estimate_as_json_has_each_jobs_plan_parts_and_dollars_and_the_totals() -> None:
+    # When the study is estimated for a machine
+    result = finetune(None, "estimate", "--matrix", "study", "--format", "json")
+
+    # Then stdout is one JSON object with exactly the documented fields
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    assert set(found) == {"jobs", "expected_usd", "low_usd", "high_usd", "max_usd", "budget_usd"}
+    assert len(found["jobs"]) == 8 and all(set(job) == JOB_FIELDS for job in found["jobs"])
+    first = found["jobs"][0]
+    assert set(first["seconds"]) == {*estimate.PARTS, "total"}
+    assert (first["model"], first["approach"], first["train_rows"], first["epochs"]) == ("llama2-7b", "full", 10003, 1)
+    assert first["global_batch_size"] == 8 and first["tokens_per_example"] == 34.3
+    # and the totals are the jobs' sums, the study's expected spot cost within $10
+    assert found["expected_usd"] == pytest.approx(sum(job["expected_usd"] for job in found["jobs"]), abs=1e-3)
+    assert found["low_usd"] <= found["expected_usd"] <= found["high_usd"] and found["expected_usd"] <= 10
+    assert found["budget_usd"] == 250
+
+
+def test_the_estimate_is_never_cut_when_stdout_is_a_pipe() -> None:
+    # Given the CLI run as CI runs it: stdout a pipe, COLUMNS=80 (Rich's width for non-terminals)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "COLUMNS": "80", "PYTHONPATH": str(root)}
+    env.pop("FORCE_COLOR", None)
+    command = [sys.executable, "-c", "from finetune.cli import app; app()", "estimate", "--matrix", "study"]
+    result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+    # Then every model name, instance type and strategy is printed whole (no "llam…")
+    assert result.returncode == 0, result.stderr
+    assert "…" not in result.stdout
+    for model in catalog.STUDY_MODELS:
+        assert f" {model} " in result.stdout
+    assert "ml.g6e.2xlarge" in result.stdout and " lean " in result.stdout

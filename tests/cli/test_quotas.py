@@ -24,15 +24,15 @@ def _command(code: str, value: int) -> str:
 
 
 def test_quotas_show_open_requests_and_the_command_for_each_short_quota(account_with) -> None:
-    # Given an account with 1 instance of each type, the study needing 2 of some at once, and one request open
+    # Given an account with 1 instance of each type, the study needing 2 or 3 of some at once, and one request open
     account = account_with(lambda _request: ScriptedOutcome(metrics=GOOD_METRICS))
     account.services.quota_value = 1.0
     codes = _codes()
-    xlarge = codes["ml.g5.xlarge for spot training job usage"]
+    xlarge = codes["ml.g6.xlarge for spot training job usage"]
     answer_quota_requests(
         account,
         [
-            {"Id": "r-1", "QuotaCode": xlarge, "ServiceCode": "sagemaker", "DesiredValue": 2.0, "Status": "PENDING"},
+            {"Id": "r-1", "QuotaCode": xlarge, "ServiceCode": "sagemaker", "DesiredValue": 3.0, "Status": "PENDING"},
             {"Id": "r-0", "QuotaCode": xlarge, "ServiceCode": "sagemaker", "DesiredValue": 9.0, "Status": "DENIED"},
         ],
     )
@@ -42,13 +42,13 @@ def test_quotas_show_open_requests_and_the_command_for_each_short_quota(account_
 
     # Then it exits 1; the open request shows, and only quotas without one get a request command
     assert result.exit_code == 1, result.output
-    [xlarge_line] = [line for line in result.stdout.splitlines() if "ml.g5.xlarge for spot" in line]
-    assert "2 PENDING" in xlarge_line and "DENIED" not in xlarge_line and xlarge in xlarge_line
-    assert _command(codes["ml.g5.2xlarge for spot training job usage"], 2) in result.stdout
-    assert _command(codes["ml.g5.48xlarge for spot training job usage"], 2) in result.stdout
+    [xlarge_line] = [line for line in result.stdout.splitlines() if "ml.g6.xlarge for spot" in line]
+    assert "3 PENDING" in xlarge_line and "DENIED" not in xlarge_line and xlarge in xlarge_line
+    assert _command(codes["ml.g6.2xlarge for spot training job usage"], 2) in result.stdout
+    assert _command(codes["ml.g6e.xlarge for spot training job usage"], 2) in result.stdout
     assert f"--quota-code {xlarge} " not in result.stdout
-    assert "ml.p4d.24xlarge for spot training job usage" in result.stdout  # needs 1: enough, no command
-    assert _command(codes["ml.p4d.24xlarge for spot training job usage"], 1) not in result.stdout
+    assert "ml.g6e.2xlarge for spot training job usage" in result.stdout  # needs 1: enough, no command
+    assert _command(codes["ml.g6e.2xlarge for spot training job usage"], 1) not in result.stdout
 
 
 def test_unreadable_request_history_still_shows_the_quotas(account_with) -> None:

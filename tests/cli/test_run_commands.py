@@ -144,5 +144,5 @@ def test_quotas_compare_applied_values_with_what_the_study_holds_at_once(account
     result = finetune(account, "quotas", "--matrix", "study")
 
     assert result.exit_code == 0, result.output
-    assert "ml.g5.xlarge for spot training job usage" in result.stdout
+    assert "ml.g6.xlarge for spot training job usage" in result.stdout
     assert "max_concurrency 3" in result.stdout

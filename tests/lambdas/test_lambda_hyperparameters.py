@@ -142,7 +142,7 @@ def test_the_training_code_accepts_everything_launch_sends(job: JobSpec) -> None
     parsed = training_config.parse_hyperparameters(argv)
     # Then every setting arrives as Plan decided it
     assert parsed.model_id == job["model_id"] and parsed.approach == job["approach"]
-    assert parsed.per_device_batch_size == job["batch_size"] and bool(parsed.fsdp) == bool(job["fsdp"])
+    assert parsed.per_device_batch_size == job["batch_size"] and parsed.strategy == job["strategy"]
     assert parsed.max_seq_length is None  # "auto"
     assert (parsed.prompt_style, parsed.save_interval_seconds) == (job["prompt_style"], job["save_interval_seconds"])
     assert (parsed.eval_batch_size, parsed.warmup_ratio, parsed.decoding) == (8, 0.03, "constrained")
@@ -163,4 +163,4 @@ def test_a_baseline_is_launched_without_training_settings_as_one_process(model: 
     assert "sagemaker_torch_distributed_enabled" not in values
     # And the training code takes them as a listed-prompt baseline
     parsed = training_config.parse_hyperparameters(toolkit_argv(values))
-    assert (parsed.approach, parsed.prompt_style, parsed.fsdp) == ("baseline", "listed", "")
+    assert (parsed.approach, parsed.prompt_style) == ("baseline", "listed")

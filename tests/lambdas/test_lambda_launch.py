@@ -127,8 +127,8 @@ def test_defaults_reach_training_as_the_contract_names_them() -> None:
     assert values["max_seq_length"] == "auto" and values["prompt_style"] == "compact"
     assert values["decoding"] == "constrained" and values["warmup_ratio"] == 0.03
     assert values["eval_batch_size"] == 8 and values["save_interval_seconds"] >= 60
-    # And a job that does not shard sends no fsdp at all (an empty value would be an empty argv element)
-    assert "fsdp" not in values
+    # And the planner's strategy, one token (the fsdp hyperparameter is gone)
+    assert values["strategy"] == "single" and "fsdp" not in values
 
 
 def test_hyperparameters_carry_the_token_secret_arn_never_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -145,13 +145,18 @@ def test_auto_learning_rate_is_omitted() -> None:
     assert "learning_rate" not in request_for(one_job(learning_rate=None))["HyperParameters"]
 
 
-def test_multi_gpu_jobs_launch_with_torchrun() -> None:
-    multi = decoded(request_for(one_job(approach="full")))  # ml.g5.48xlarge: 8 GPUs
-    multi_node = decoded(request_for(one_job(instance_type="ml.g5.2xlarge", instance_count=2)))
-    single = decoded(request_for(one_job()))
+def test_torchrun_launches_exactly_the_per_gpu_strategies_over_more_than_one_gpu() -> None:
+    # Given jobs whose strategy runs a process per GPU (fsdp on 8 GPUs, ddp over 2 instances) and one-process ones
+    fsdp = one_job(approach="full", instance_type="ml.g5.48xlarge")
+    ddp = one_job(instance_type="ml.g5.2xlarge", instance_count=2)
+    split = one_job(model="gpt-neox-20b", approach="lora", instance_type="ml.g5.12xlarge")
+    assert (fsdp["strategy"], ddp["strategy"], split["strategy"]) == ("fsdp", "ddp", "split")
+    multi, multi_node = decoded(request_for(fsdp)), decoded(request_for(ddp))
+    # Then torchrun starts for the first two only; split, lean and single run one process
     assert multi["sagemaker_torch_distributed_enabled"] is True and multi["sagemaker_instance_type"] == "ml.g5.48xlarge"
-    assert multi_node["sagemaker_torch_distributed_enabled"] is True
-    assert "sagemaker_torch_distributed_enabled" not in single
+    assert multi_node["sagemaker_torch_distributed_enabled"] is True and multi["strategy"] == "fsdp"
+    for job in (split, one_job(approach="full"), one_job()):
+        assert "sagemaker_torch_distributed_enabled" not in decoded(request_for(job)), job["strategy"]
 
 
 def test_every_study_hyperparameter_is_one_shell_safe_token() -> None:
@@ -168,7 +173,7 @@ def test_every_study_hyperparameter_is_one_shell_safe_token() -> None:
     ("change", "key"),
     [
         ({"model_id": "org/model name"}, "model_id"),
-        ({"fsdp": "full_shard auto_wrap"}, "fsdp"),
+        ({"strategy": "fsdp auto_wrap"}, "strategy"),
         ({"decoding": "constrained;reboot"}, "decoding"),
     ],
 )

@@ -13,6 +13,9 @@ Sources cited per case:
   mid-2024, whose `prepare_model_for_kbit_training` upcast the 16-bit embeddings and output projection to fp32).
 - [HF-FSDP] Hugging Face blog "Fine-tuning Llama 2 70B using PyTorch FSDP": loading the model on every rank costs
   one copy per rank of CPU RAM; with cpu_ram_efficient_loading only rank 0 loads it.
+- [FN-5.3] FIELD_NOTES "Deployed versions vs tested versions": under transformers 5.3 `cpu_ram_efficient_loading` does
+  nothing (every rank loads the full model into host RAM); "PEFT models under FSDP in 5.3": frozen base weights stay
+  bf16 with no gradients, only the LoRA leaves are upcast.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from lambdas import catalog, memory
+from lambdas import catalog, estimate, memory
 from lambdas.errors import InfeasibleJob
 from lambdas.memory import GB, GIB, Placement, Strategy, Workload
 
@@ -164,13 +167,54 @@ def test_llama3_8b_qlora_matches_the_peft_measurement() -> None:
     assert measured_stack / GIB == pytest.approx(8.0, rel=0.15)
 
 
-def test_fsdp_loads_the_weights_once_per_instance_instead_of_once_per_rank() -> None:
-    # [HF-FSDP]: every rank loading its own copy multiplies host RAM by the GPU count; the training code's
-    # cpu_ram_efficient_loading reads them on rank 0 only
-    workload = Workload(MISTRAL_7B, "full", 1, 256)
+def test_under_transformers_5_3_every_fsdp_rank_loads_the_whole_model_and_split_loads_shard_by_shard() -> None:
+    # [FN-5.3]: cpu_ram_efficient_loading does nothing under 5.3, so FSDP needs a copy per rank like DDP;
+    # `split` is one process whose device map places one safetensors shard at a time
+    workload = Workload(MISTRAL_7B, "lora", 1, 256)
     ddp = memory.estimate(workload, on("ml.g5.48xlarge"), Strategy.DDP)
     fsdp = memory.estimate(workload, on("ml.g5.48xlarge"), Strategy.FSDP)
-    assert ddp.host.loading == 8 * fsdp.host.loading == 8 * 2 * MISTRAL_7B.parameters
+    split = memory.estimate(workload, on("ml.g5.48xlarge"), Strategy.SPLIT)
+    assert ddp.host.loading == fsdp.host.loading == 8 * 2 * MISTRAL_7B.parameters
+    assert split.host.loading == memory.LOAD_SHARD_BYTES
+
+
+def test_a_peft_model_under_fsdp_keeps_its_frozen_base_in_bf16_without_gradients() -> None:
+    # [FN-5.3]: PEFT's wrap policy; only the adapters get fp32 masters, gradients and AdamW state.
+    # Given GPT-NeoX-20B LoRA over the 8 A100s of a p4d
+    found = memory.estimate(Workload(NEOX_20B, "lora", 1, 256), on("ml.p4d.24xlarge"), Strategy.FSDP)
+    adapters = found.workload.adapter_parameters
+    # Then each GPU holds 1/8 of the bf16 base and fp32 state for 1/8 of the adapters only (not ~23.9 GiB of fp32
+    # masters and gradients for the frozen layers)
+    assert found.device.weights == 2 * NEOX_20B.parameters / 8
+    assert found.device.master_weights == found.device.gradients == 4 * adapters / 8
+    assert found.device.total / GIB < 12
+
+
+def test_split_spreads_a_20b_lora_over_four_a10gs_with_no_replica() -> None:
+    # Given GPT-NeoX-20B LoRA in one process over ml.g5.12xlarge's 4 A10Gs
+    found = memory.estimate(Workload(NEOX_20B, "lora", 8, 256), on("ml.g5.12xlarge"), Strategy.SPLIT)
+    # Then each GPU holds a quarter of the bf16 weights (~10.3 GB) and the job fits
+    assert found.device.weights / GB == pytest.approx(10.3, abs=0.05)
+    assert found.fits, found.describe()
+
+
+def test_lean_full_fine_tuning_of_7b_fits_one_48_gb_l40s_and_not_one_a10g() -> None:
+    # bf16 weights + 8-bit moments + a bf16 Kahan buffer = 6 bytes/parameter; one layer's gradient at a time
+    workload = Workload(MISTRAL_7B, "full", 8, 256)
+    l40s = memory.estimate(workload, on("ml.g6e.xlarge"), Strategy.LEAN)
+    a10g = memory.estimate(workload, on("ml.g5.8xlarge"), Strategy.LEAN)
+    state = l40s.device.weights + l40s.device.master_weights + l40s.device.optimizer
+    assert state == 6 * MISTRAL_7B.parameters
+    assert l40s.device.gradients < 0.1 * 2 * MISTRAL_7B.parameters  # a tenth of a whole-model bf16 gradient
+    assert l40s.fits and not a10g.fits
+
+
+@pytest.mark.parametrize("instance_type", ["ml.g5.8xlarge", "ml.g6e.xlarge", "ml.m5.xlarge"])
+def test_one_gpu_in_total_never_gets_ddp_or_fsdp(instance_type: str) -> None:
+    # Issue 17: single-GPU full_shard_offload was accepted and failed at run time
+    for approach in catalog.TRAINING_APPROACHES:
+        found = memory.strategies(Workload(MISTRAL_7B, approach, 8, 256), on(instance_type))
+        assert not any(strategy.torchrun for strategy in found), (approach, found)
 
 
 def test_an_8_bit_optimizer_shrinks_the_sharded_state() -> None:
@@ -187,16 +231,33 @@ def test_an_8_bit_optimizer_shrinks_the_sharded_state() -> None:
 # The study and the catalog's defaults
 # ---------------------------------------------------------------------------------------------------------------------
 STUDY_PLAN = {
-    # (model, approach): (instance type, strategy the planner chooses)
-    ("llama2-7b", "full"): ("ml.g5.48xlarge", Strategy.FSDP),
-    ("llama2-7b", "lora"): ("ml.g5.2xlarge", Strategy.DDP),
-    ("llama2-7b", "qlora"): ("ml.g5.xlarge", Strategy.DDP),
-    ("mistral-7b", "full"): ("ml.g5.48xlarge", Strategy.FSDP),
-    ("mistral-7b", "lora"): ("ml.g5.2xlarge", Strategy.DDP),
-    ("mistral-7b", "qlora"): ("ml.g5.xlarge", Strategy.DDP),
-    ("gpt-neox-20b", "lora"): ("ml.p4d.24xlarge", Strategy.FSDP),
-    ("gpt-neox-20b", "qlora"): ("ml.g5.12xlarge", Strategy.DDP),
+    # (model, approach): (instance type, strategy the planner chooses for the Banking77 study)
+    ("llama2-7b", "full"): ("ml.g6e.xlarge", Strategy.LEAN),
+    ("llama2-7b", "lora"): ("ml.g6.2xlarge", Strategy.SINGLE),
+    ("llama2-7b", "qlora"): ("ml.g6.xlarge", Strategy.SINGLE),
+    ("mistral-7b", "full"): ("ml.g6e.xlarge", Strategy.LEAN),
+    ("mistral-7b", "lora"): ("ml.g6.2xlarge", Strategy.SINGLE),
+    ("mistral-7b", "qlora"): ("ml.g6.xlarge", Strategy.SINGLE),
+    ("gpt-neox-20b", "lora"): ("ml.g6e.2xlarge", Strategy.SINGLE),
+    ("gpt-neox-20b", "qlora"): ("ml.g6.xlarge", Strategy.SINGLE),
 }
+
+
+def planned(model: catalog.Model, approach: str, prompt_style: str = "compact") -> estimate.PlannedJob | None:
+    """The planner's cheapest expected plan for a Banking77-sized job of `model` and `approach`."""
+    baseline = approach == catalog.BASELINE
+    shape = estimate.JobShape(
+        model=model,
+        approach=approach,
+        instance_type="ml.g5.xlarge",
+        instance_count=1,
+        strategy=Strategy.SINGLE,
+        batch_size=8,
+        epochs=1,
+        rows=catalog.DEFAULT_TRAIN_ROWS,
+        prompt_style=catalog.BASELINE_PROMPT_STYLE if baseline else prompt_style,
+    )
+    return estimate.cheapest_plan(shape, fixed_batch=baseline)
 
 
 def default_plan(model: catalog.Model, approach: str, prompt_style: str = "compact") -> memory.FitEstimate:
@@ -208,30 +269,46 @@ def default_plan(model: catalog.Model, approach: str, prompt_style: str = "compa
 def test_the_study_plan_is_the_expected_one() -> None:
     assert set(STUDY_PLAN) == set(catalog.STUDY_MATRIX)
     for (model, approach), (instance_type, strategy) in STUDY_PLAN.items():
-        found = default_plan(catalog.MODELS[model], approach)
-        assert (found.placement.instance.name, found.strategy) == (instance_type, strategy), found.describe()
+        found = planned(catalog.MODELS[model], approach)
+        assert found is not None
+        assert (found.shape.instance_type, found.fit.strategy) == (instance_type, strategy), found.fit.describe()
 
 
 @pytest.mark.parametrize("prompt_style", catalog.PROMPT_STYLES)
 @pytest.mark.parametrize(("model", "approach"), [(m, a) for m in catalog.MODELS for a in catalog.APPROACHES])
-def test_every_catalog_model_fits_its_defaults(model: str, approach: str, prompt_style: str) -> None:
-    # plan_fit raises InfeasibleJob with the numbers if not
-    assert default_plan(catalog.MODELS[model], approach, prompt_style).fits
+def test_every_catalog_model_gets_a_feasible_plan(model: str, approach: str, prompt_style: str) -> None:
+    found = planned(catalog.MODELS[model], approach, prompt_style)
+    assert found is not None and found.fit.fits
+
+
+@pytest.mark.parametrize(("model", "approach"), [(m, a) for m in catalog.MODELS for a in catalog.APPROACHES])
+def test_the_catalog_defaults_are_the_planners_choices(model: str, approach: str) -> None:
+    # Given a catalog model: its size class's DEFAULTS row is what the planner chooses for it (compact prompts)
+    chosen = planned(catalog.MODELS[model], approach)
+    defaults = catalog.job_defaults(catalog.MODELS[model].params_billion, approach)
+    assert chosen is not None
+    assert (chosen.shape.instance_type, chosen.shape.instance_count, chosen.shape.batch_size) == (
+        defaults.instance_type,
+        defaults.instance_count,
+        defaults.batch_size,
+    )
 
 
 @pytest.mark.parametrize("approach", catalog.APPROACHES)
 @pytest.mark.parametrize("params_billion", [0.135, 1.0, *[bound for _, bound in catalog.SIZE_CLASSES]])
-def test_every_size_class_default_fits_hub_models_up_to_its_bound(params_billion: float, approach: str) -> None:
+def test_hub_models_up_to_the_largest_class_get_a_feasible_plan(params_billion: float, approach: str) -> None:
     # Given a Hub id of that size (the planner guesses its shape conservatively)
     model = catalog.resolve_model("org/some-model", params_billion)
-    # Then its class's defaults fit it
-    assert default_plan(model, approach).fits
+    # Then the planner finds a plan on the plannable families
+    found = planned(model, approach)
+    assert found is not None and found.fit.fits
 
 
-def test_7b_full_default_is_sharded_on_gpus_not_offloaded() -> None:
+def test_7b_full_default_is_lean_on_one_gpu_at_the_study_batch() -> None:
     found = default_plan(MISTRAL_7B, "full")
-    assert found.strategy is Strategy.FSDP and found.device.total < found.placement.gpu_usable_bytes
-    assert found.placement.instance.gpus * catalog.job_defaults(7.2, "full").batch_size == 8  # the study's batch
+    assert found.placement.world_size == 1 and found.device.total < found.placement.gpu_usable_bytes
+    chosen = planned(MISTRAL_7B, "full")
+    assert chosen is not None and chosen.fit.strategy is Strategy.LEAN and chosen.shape.batch_size == 8
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -242,9 +319,9 @@ def test_infeasible_job_names_every_strategy_and_a_gpu_resident_single_instance_
         memory.plan_fit(Workload(LLAMA2_7B, "full", 2, 256), on("ml.g5.2xlarge"))
     message = caught.value.message
     assert "llama2-7b full (batch 2 per GPU, 256 tokens) does not fit 1 x ml.g5.2xlarge (1 A10G)" in message
-    assert "- ddp (bf16, adamw) on" in message and "- full_shard_offload (bf16, adamw) on" in message
+    assert "- single (bf16, adamw) on" in message and "- lean (bf16, adamw) on" in message
     alternative = message.split("Cheapest feasible alternative: ")[1]
-    assert "instance_count 1" in alternative and alternative.split(": ", 1)[1].startswith("full_shard (bf16, adamw) on")
+    assert "instance_count 1" in alternative and alternative.split(": ", 1)[1].startswith("lean (bf16, adamw) on")
 
 
 def test_a_model_nothing_can_hold_is_refused_without_an_alternative() -> None:
@@ -266,7 +343,7 @@ def test_small_models_train_on_cpu_in_host_memory() -> None:
     found = memory.plan_fit(
         Workload(catalog.resolve_model("HuggingFaceTB/SmolLM2-135M", 0.135), "lora", 4, 128), on("ml.m5.xlarge")
     )
-    assert found.strategy is Strategy.DDP and found.host.training == found.device.total > 0
+    assert found.strategy is Strategy.SINGLE and found.host.training == found.device.total > 0
 
 
 def test_checkpoints_hold_trainable_weights_and_their_optimizer_state() -> None:
@@ -307,7 +384,7 @@ def test_longer_sequences_need_more_activation_memory() -> None:
 
 @pytest.mark.parametrize(
     ("model", "instance_type", "gpus"),
-    [("mistral-7b", "ml.g5.xlarge", 1), ("llama2-7b", "ml.g5.xlarge", 1), ("gpt-neox-20b", "ml.g5.12xlarge", 4)],
+    [("mistral-7b", "ml.g6.xlarge", 1), ("llama2-7b", "ml.g6.xlarge", 1), ("gpt-neox-20b", "ml.g6.12xlarge", 4)],
 )
 def test_a_baseline_needs_inference_memory_only(model: str, instance_type: str, gpus: int) -> None:
     found = default_plan(catalog.MODELS[model], catalog.BASELINE, "listed")

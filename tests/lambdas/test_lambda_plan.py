@@ -35,7 +35,7 @@ def test_study_matrix_expands_to_fully_resolved_job_specs() -> None:
     assert len({j["job_name"] for j in jobs}) == 8
     assert all(naming.JOB_NAME_PATTERN.match(j["job_name"]) for j in jobs)
     qlora_7b = next(j for j in jobs if j["model_key"] == "llama2-7b" and j["approach"] == "qlora")
-    assert (qlora_7b["instance_type"], qlora_7b["batch_size"], qlora_7b["learning_rate"]) == ("ml.g5.xlarge", 8, 2e-4)
+    assert (qlora_7b["instance_type"], qlora_7b["batch_size"], qlora_7b["learning_rate"]) == ("ml.g6.xlarge", 8, 2e-4)
     assert qlora_7b["model_id"] == "meta-llama/Llama-2-7b-hf" and qlora_7b["spot"] is True
     assert qlora_7b["train_s3_uri"] == f"s3://{BUCKET}/datasets/banking77/train/"
     assert qlora_7b["checkpoint_s3_uri"] == f"s3://{BUCKET}/checkpoints/run-1/{qlora_7b['job_name']}/"
@@ -87,11 +87,11 @@ def test_deployment_runtime_setting_caps_catalog_defaults() -> None:
 
 def test_plan_prices_from_the_pricing_api_and_returns_the_run(moto_aws: None, stubbed: StubbedClients) -> None:
     # Given a dataset in the bucket, Price List prices and ample quotas
-    stubbed.prices({"ml.g5.xlarge": "1.5000000000", "ml.g5.2xlarge": "1.6000000000"})
+    stubbed.prices({"ml.g6.xlarge": "1.5000000000", "ml.g6.2xlarge": "1.6000000000"})
     stubbed.quota_values(
         {
-            catalog.training_quota_name("ml.g5.xlarge", spot=True): 4,
-            catalog.training_quota_name("ml.g5.2xlarge", spot=True): 4,
+            catalog.training_quota_name("ml.g6.xlarge", spot=True): 4,
+            catalog.training_quota_name("ml.g6.2xlarge", spot=True): 4,
         }
     )
     stubbed.token_secret(has_value=True)
@@ -114,19 +114,19 @@ def test_price_list_request_asks_for_the_training_usage_type(moto_aws: None, stu
     stubbed.token_secret(has_value=True)  # Mistral-7B-v0.1 is gated
     stubbed.pricing_stub.add_response(
         "get_products",
-        {"FormatVersion": "aws_v1", "PriceList": [price_list_item("ml.g5.xlarge", "1.408")]},
+        {"FormatVersion": "aws_v1", "PriceList": [price_list_item("ml.g6.xlarge", "1.006")]},
         expected_params={
             "ServiceCode": "AmazonSageMaker",
             "Filters": [
                 {"Type": "TERM_MATCH", "Field": "productFamily", "Value": "ML Instance"},
-                {"Type": "TERM_MATCH", "Field": "usagetype", "Value": "USE1-Train:ml.g5.xlarge"},
+                {"Type": "TERM_MATCH", "Field": "usagetype", "Value": "USE1-Train:ml.g6.xlarge"},
             ],
             "FormatVersion": "aws_v1",
         },
     )
     stubbed.quota_values({})
     result = run_plan({"experiments": [{"model": "mistral-7b", "approach": "qlora"}]}, stubbed)
-    assert result["jobs"][0]["hourly_price_usd"] == 1.408
+    assert result["jobs"][0]["hourly_price_usd"] == 1.006
 
 
 def test_pricing_api_failure_falls_back_to_the_catalog_price(moto_aws: None, stubbed: StubbedClients) -> None:
@@ -135,25 +135,25 @@ def test_pricing_api_failure_falls_back_to_the_catalog_price(moto_aws: None, stu
     stubbed.quota_values({})
     result = run_plan({"experiments": [{"model": "mistral-7b", "approach": "qlora"}]}, stubbed)
     job = result["jobs"][0]
-    assert (job["hourly_price_usd"], job["price_source"]) == (1.408, "catalog")
+    assert (job["hourly_price_usd"], job["price_source"]) == (1.006, "catalog")
 
 
 def test_over_budget_run_is_refused_with_a_per_job_breakdown(moto_aws: None, stubbed: StubbedClients) -> None:
-    # Given the full study and the default $50 budget
-    for _ in range(5):  # one lookup per distinct instance type
+    # Given the full study and a $10 budget (its maximum, at the runtime bounds, is higher)
+    for _ in range(4):  # one lookup per distinct instance type
         stubbed.pricing_stub.add_client_error("get_products", "ServiceUnavailableException", http_status_code=503)
     # When it is planned
     with pytest.raises(BudgetExceeded) as caught:
-        run_plan({}, stubbed)
+        run_plan({"budget_usd": 10}, stubbed)
     # Then nothing is launched and the message itemises every job's estimate
     message = caught.value.message
-    assert "exceeds the budget $50.00" in message
+    assert "exceeds the budget $10.00" in message
     assert message.count("\n- ") == 8
-    assert "2 h x 1 x ml.p4d.24xlarge at $37.688/h (catalog) = $75.38" in message
+    assert "2 h x 1 x ml.g6e.2xlarge at $2.803/h (catalog) = $5.61" in message
 
 
 def test_explicit_budget_allows_the_study(moto_aws: None, stubbed: StubbedClients) -> None:
-    for _ in range(5):  # one lookup per distinct instance type
+    for _ in range(4):  # one lookup per distinct instance type
         stubbed.pricing_stub.add_client_error("get_products", "ServiceUnavailableException", http_status_code=503)
     stubbed.token_secret(has_value=True)
     stubbed.quota_values({})
@@ -189,16 +189,16 @@ def test_dataset_outside_the_datasets_prefix_is_refused_naming_the_field(
 
 
 def test_quota_below_concurrent_need_is_refused(moto_aws: None, stubbed: StubbedClients) -> None:
-    # Given two jobs on ml.g5.xlarge and a spot quota of one instance
-    stubbed.prices({"ml.g5.xlarge": "1.408"})
-    stubbed.quota_values({"ml.g5.xlarge for spot training job usage": 1.0})
+    # Given two jobs on ml.g6.xlarge and a spot quota of one instance
+    stubbed.prices({"ml.g6.xlarge": "1.006"})
+    stubbed.quota_values({"ml.g6.xlarge for spot training job usage": 1.0})
     stubbed.token_secret(has_value=True)  # llama2-7b is gated
     two = {"experiments": [{"model": "mistral-7b", "approach": "qlora"}, {"model": "llama2-7b", "approach": "qlora"}]}
     # When planned
     with pytest.raises(QuotaExceeded) as caught:
         run_plan(two, stubbed)
     # Then the refusal names the type, the quota, its value and the need, and the deployment's concurrency knob
-    assert "ml.g5.xlarge: quota 'ml.g5.xlarge for spot training job usage' is 1 instances but this run needs 2" in (
+    assert "ml.g6.xlarge: quota 'ml.g6.xlarge for spot training job usage' is 1 instances but this run needs 2" in (
         caught.value.message
     )
     assert (
@@ -207,8 +207,8 @@ def test_quota_below_concurrent_need_is_refused(moto_aws: None, stubbed: Stubbed
 
 
 def test_concurrency_limit_lowers_the_quota_need(moto_aws: None, stubbed: StubbedClients) -> None:
-    stubbed.prices({"ml.g5.xlarge": "1.408"})
-    stubbed.quota_values({"ml.g5.xlarge for spot training job usage": 1.0})
+    stubbed.prices({"ml.g6.xlarge": "1.006"})
+    stubbed.quota_values({"ml.g6.xlarge for spot training job usage": 1.0})
     stubbed.token_secret(has_value=True)  # llama2-7b is gated
     two = {"experiments": [{"model": "mistral-7b", "approach": "qlora"}, {"model": "llama2-7b", "approach": "qlora"}]}
     assert len(run_plan(two, stubbed, max_concurrency=1)["jobs"]) == 2
@@ -216,16 +216,16 @@ def test_concurrency_limit_lowers_the_quota_need(moto_aws: None, stubbed: Stubbe
 
 def test_on_demand_runs_check_the_on_demand_quota(moto_aws: None, stubbed: StubbedClients) -> None:
     stubbed.token_secret(has_value=True)  # Mistral-7B-v0.1 is gated
-    stubbed.prices({"ml.g5.xlarge": "1.408"})
-    stubbed.quota_values({"ml.g5.xlarge for spot training job usage": 5, "ml.g5.xlarge for training job usage": 0})
-    with pytest.raises(QuotaExceeded, match=r"'ml\.g5\.xlarge for training job usage' is 0"):
+    stubbed.prices({"ml.g6.xlarge": "1.006"})
+    stubbed.quota_values({"ml.g6.xlarge for spot training job usage": 5, "ml.g6.xlarge for training job usage": 0})
+    with pytest.raises(QuotaExceeded, match=r"'ml\.g6\.xlarge for training job usage' is 0"):
         run_plan({"experiments": [{"model": "mistral-7b", "approach": "qlora"}], "spot": False}, stubbed)
 
 
 def test_quota_api_error_is_tolerated(moto_aws: None, stubbed: StubbedClients) -> None:
     stubbed.token_secret(has_value=True)  # Mistral-7B-v0.1 is gated
     # Given Service Quotas refusing access
-    stubbed.prices({"ml.g5.xlarge": "1.408"})
+    stubbed.prices({"ml.g6.xlarge": "1.006"})
     stubbed.quotas_stub.add_client_error("list_service_quotas", "AccessDeniedException", http_status_code=403)
     # When planned, the run goes on (CreateTrainingJob still enforces quotas)
     result = run_plan({"experiments": [{"model": "mistral-7b", "approach": "qlora"}]}, stubbed)
@@ -234,11 +234,11 @@ def test_quota_api_error_is_tolerated(moto_aws: None, stubbed: StubbedClients) -
 
 def test_quotas_are_read_across_pages(moto_aws: None, stubbed: StubbedClients) -> None:
     stubbed.token_secret(has_value=True)  # Mistral-7B-v0.1 is gated
-    stubbed.prices({"ml.g5.xlarge": "1.408"})
+    stubbed.prices({"ml.g6.xlarge": "1.006"})
     first_page = {"Quotas": [quota("ml.m5.xlarge for training job usage", 9)], "NextToken": "page-2"}
     stubbed.quotas_stub.add_response("list_service_quotas", first_page)
     stubbed.quotas_stub.add_response(
-        "list_service_quotas", {"Quotas": [quota("ml.g5.xlarge for spot training job usage", 0)]}
+        "list_service_quotas", {"Quotas": [quota("ml.g6.xlarge for spot training job usage", 0)]}
     )
     with pytest.raises(QuotaExceeded):
         run_plan({"experiments": [{"model": "mistral-7b", "approach": "qlora"}]}, stubbed)
@@ -246,37 +246,38 @@ def test_quotas_are_read_across_pages(moto_aws: None, stubbed: StubbedClients) -
 
 def test_plan_handler_returns_the_plan(moto_aws: None, stubbed: StubbedClients, lambda_context: Any) -> None:
     stubbed.token_secret(has_value=True)  # Mistral-7B-v0.1 is gated
-    stubbed.prices({"ml.g5.xlarge": "1.408"})
-    stubbed.quota_values({"ml.g5.xlarge for spot training job usage": 2})
+    stubbed.prices({"ml.g6.xlarge": "1.006"})
+    stubbed.quota_values({"ml.g6.xlarge for spot training job usage": 2})
     event = {"input": {"experiments": [{"model": "mistral-7b", "approach": "qlora"}]}, "execution_name": "exec_1"}
     result = plan_handler.handler(event, lambda_context)
     assert result["run_id"].startswith("exec-1-") and result["jobs"][0]["job_name"].startswith("ft-exec-1-")
     json.dumps(result)  # Step Functions needs plain JSON
 
 
-def test_the_memory_planner_decides_which_study_jobs_shard() -> None:
-    # Given the study matrix on the catalog's instances
+def test_the_planner_runs_every_study_job_in_one_process_on_one_gpu() -> None:
+    # Given the study matrix planned offline
     jobs = {(j["model_key"], j["approach"]): j for j in study_jobs()}
-    # Then 7B full on 8x A10G and 20B LoRA on 8x A100 40GB shard their state (FSDP full shard)
-    assert jobs[("mistral-7b", "full")]["fsdp"] == jobs[("llama2-7b", "full")]["fsdp"] == "full_shard"
-    assert jobs[("gpt-neox-20b", "lora")]["fsdp"] == "full_shard"
-    # And single-GPU and QLoRA jobs never do
-    assert not any(jobs[(m, "qlora")]["fsdp"] for m in ("llama2-7b", "mistral-7b", "gpt-neox-20b"))
-    assert not jobs[("mistral-7b", "lora")]["fsdp"]
+    # Then 7B full runs `lean` on one 48 GB L40S, 20B LoRA on one L40S, every (Q)LoRA job on one GPU: no collectives
+    assert jobs[("mistral-7b", "full")]["strategy"] == jobs[("llama2-7b", "full")]["strategy"] == "lean"
+    assert jobs[("mistral-7b", "full")]["instance_type"] == "ml.g6e.xlarge"
+    assert all(job["strategy"] in ("single", "lean") and job["gpus_per_instance"] == 1 for job in jobs.values())
+    assert all(job["batch_size"] == 8 for job in jobs.values())  # the study's global batch of 8
 
 
-def test_a_sharded_job_tells_the_training_code_one_fsdp_token_under_torchrun() -> None:
-    # Given the 7B full job
-    spec = next(j for j in study_jobs() if (j["model_key"], j["approach"]) == ("mistral-7b", "full"))
+def test_a_sharded_job_tells_the_training_code_its_strategy_under_torchrun() -> None:
+    # Given 7B full on the 8 A10Gs the input names
+    [spec] = study_jobs(
+        {"experiments": [{"model": "mistral-7b", "approach": "full", "instance_type": "ml.g5.48xlarge"}]}
+    )
     # When Launch builds its hyperparameters
     params = training_job.hyperparameters(spec, hf_token_secret_arn="arn:s", code_s3_uri="s3://b/k.gz", region=REGION)
-    # Then the training code shards (one token: memory.Strategy.fsdp_token) and the toolkit launches torchrun
-    assert json.loads(params["fsdp"]) == "full_shard"
+    # Then the training code shards with FSDP at batch 1 per GPU (the global batch of 8) and torchrun starts it
+    assert json.loads(params["strategy"]) == "fsdp" and json.loads(params["per_device_batch_size"]) == 1
     assert json.loads(params["sagemaker_torch_distributed_enabled"]) is True
 
 
 def test_explicit_smaller_instance_for_7b_full_is_sharded_with_cpu_offload() -> None:
-    # Given 7B full on the study's 4x A10G (~27 GB of state per GPU: does not fit) with 192 GiB of host RAM
+    # Given 7B full on 4x A10G (~27 GB of state per GPU: does not fit) with 192 GiB of host RAM
     [job] = study_jobs({"experiments": [{"model": "llama2-7b", "approach": "full", "instance_type": "ml.g5.12xlarge"}]})
     # Then the planner keeps the state in host memory
-    assert job["fsdp"] == "full_shard_offload"
+    assert job["strategy"] == "fsdp_offload"

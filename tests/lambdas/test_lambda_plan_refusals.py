@@ -145,9 +145,9 @@ def test_a_job_that_cannot_fit_its_instance_is_refused_with_the_numbers_and_an_a
     # Then the refusal names the experiment, every strategy's numbers and a feasible alternative
     message = caught.value.message
     assert message.startswith("experiments[1]: llama2-7b full")
-    assert "ddp (bf16, adamw) on 1 x ml.g5.2xlarge (1 A10G): 51." in message and "per GPU of 22.5" in message
-    assert "full_shard_offload" in message and "host memory needs" in message
-    assert "Cheapest feasible alternative: instance_type ml.g" in message
+    assert "- single (bf16, adamw) on 1 x ml.g5.2xlarge (1 A10G): " in message and "per GPU of 22.5" in message
+    assert "- lean (bf16, adamw) on" in message
+    assert "Cheapest feasible alternative: instance_type ml.g6e.xlarge" in message
     assert "experiments[0]" not in message
 
 
@@ -170,3 +170,16 @@ def test_the_planner_never_suggests_an_instance_the_image_cannot_run(monkeypatch
     monkeypatch.setattr(catalog, "UNSUPPORTED_FAMILIES", {**catalog.UNSUPPORTED_FAMILIES, **dict.fromkeys(others, "x")})
     # When the planner looks for the cheapest placement that fits, Then it finds none (never the p3)
     assert memory.cheapest_alternative(workload) is None
+
+
+def test_7b_full_on_one_a10g_is_refused_instead_of_sharding_over_one_gpu() -> None:
+    # Issue 17: single-GPU full_shard_offload (7B full on ml.g5.8xlarge) was accepted and failed at run time.
+    # Given 7B full on one A10G with 128 GiB of host RAM
+    with pytest.raises(InfeasibleJob) as caught:
+        plan.validate_execution_input(
+            {"experiments": [{"model": "llama2-7b", "approach": "full", "instance_type": "ml.g5.8xlarge"}]}
+        )
+    # Then it is refused: no FSDP over one GPU in total; single and lean do not fit its 22.5 GiB
+    message = caught.value.message
+    assert "fsdp" not in message.split("Cheapest feasible alternative")[0]
+    assert "- single (bf16, adamw)" in message and "- lean (bf16, adamw)" in message

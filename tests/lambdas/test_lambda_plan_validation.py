@@ -112,12 +112,14 @@ def test_duplicate_experiments_are_refused() -> None:
     assert "experiments[1]: duplicates experiments[0]" in caught.value.message
 
 
-def test_hub_model_with_size_gets_that_size_class_defaults() -> None:
+def test_a_hub_model_with_a_size_is_planned_for_that_size() -> None:
+    # Given a Hub id of 20.6B (its guessed Llama shape has a 128k vocabulary: bigger than GPT-NeoX's own)
     _, [experiment] = plan.validate_execution_input(
         {"experiments": [{"model": "EleutherAI/gpt-neox-20b", "approach": "lora", "params_billion": 20.6}]}
     )
-    assert experiment["instance_type"] == "ml.p4d.24xlarge" and experiment["model_id"] == "EleutherAI/gpt-neox-20b"
-    assert experiment["fsdp"] == "full_shard"
+    # Then the planner finds its cheapest plan on the plannable families: DDP over 4 L40S at batch 2 (global 8)
+    assert experiment["instance_type"] == "ml.g6e.12xlarge" and experiment["model_id"] == "EleutherAI/gpt-neox-20b"
+    assert (experiment["strategy"], experiment["batch_size"]) == ("ddp", 2)
 
 
 def test_null_learning_rate_means_auto() -> None:
@@ -155,12 +157,15 @@ def test_baselines_add_one_zero_shot_job_per_model_of_the_study() -> None:
     baselines = {exp["model_key"]: exp for exp in experiments if exp["approach"] == "baseline"}
     assert len(experiments) == 8 + 3
     assert {key: exp["instance_type"] for key, exp in baselines.items()} == {
-        "llama2-7b": "ml.g5.xlarge",
-        "mistral-7b": "ml.g5.xlarge",
-        "gpt-neox-20b": "ml.g5.12xlarge",
+        "llama2-7b": "ml.g6.xlarge",
+        "mistral-7b": "ml.g6.xlarge",
+        "gpt-neox-20b": "ml.g6.12xlarge",
     }
     assert all(exp["prompt_style"] == "listed" and exp["instance_count"] == 1 for exp in baselines.values())
-    assert all(exp["max_runtime_seconds"] == 3600 and exp["fsdp"] == "" for exp in baselines.values())
+    assert all(exp["strategy"] == "single" for exp in baselines.values())
+    # and a runtime bound of at least an hour and twice its high estimate (the 20B one loads ~41 GB: 2 h)
+    bounds = {key: exp["max_runtime_seconds"] for key, exp in baselines.items()}
+    assert bounds == {"llama2-7b": 3600, "mistral-7b": 3600, "gpt-neox-20b": 7200}
 
 
 def test_baselines_are_off_by_default_and_never_doubled() -> None:
@@ -180,7 +185,7 @@ def test_baselines_are_off_by_default_and_never_doubled() -> None:
     # Then only the other model gets one, sized like its experiment
     added = experiments[3:]
     assert [(exp["model_key"], exp["approach"]) for exp in added] == [("org/small", "baseline")]
-    assert len(experiments) == 4 and added[0]["instance_type"] == "ml.g5.xlarge"
+    assert len(experiments) == 4 and added[0]["instance_type"] == "ml.g6.xlarge"
 
 
 def test_a_baselines_training_settings_are_ignored_and_its_job_spec_keeps_the_defaults() -> None:

@@ -69,19 +69,22 @@ def test_out_of_memory_at_batch_one_switches_lora_to_qlora_only_if_allowed() -> 
 
 
 def test_quota_moves_to_the_next_fallback_type_that_fits_and_has_quota() -> None:
-    job = one_job()  # ml.g5.2xlarge; fallbacks g6.2xlarge, g5.4xlarge, ...
+    job = one_job()  # ml.g6.2xlarge; fallbacks g5.2xlarge, g6.4xlarge, ...
 
-    decision = decide(job, "quota_exhausted", quotas={("ml.g6.2xlarge", True): 0.0})
+    decision = decide(job, "quota_exhausted", quotas={("ml.g5.2xlarge", True): 0.0})
 
     assert decision.retry
-    assert decision.job["instance_type"] == "ml.g5.4xlarge"  # g6.2xlarge's quota is 0
-    assert decision.job["tried_instance_types"] == ["ml.g5.2xlarge"]
+    assert decision.job["instance_type"] == "ml.g6.4xlarge"  # g5.2xlarge's quota is 0
+    assert decision.job["tried_instance_types"] == ["ml.g6.2xlarge"]
     assert decision.job["checkpoint_s3_uri"] == job["checkpoint_s3_uri"]  # same settings: progress is kept
-    assert "ml.g5.2xlarge for spot training job usage" in decision.hint
+    assert "ml.g6.2xlarge for spot training job usage" in decision.hint
+    # and the moved job is planned and estimated for its new type
+    assert decision.job["strategy"] == "single" and decision.job["calibration_key"] == "g6#lora#single"
 
 
 def test_quota_with_no_fallback_left_stops_and_names_the_quota_to_raise() -> None:
-    job = {**one_job(model="gpt-neox-20b", approach="full"), "tried_instance_types": ["ml.p5.48xlarge"]}
+    tried = ["ml.g5.48xlarge", "ml.g6e.48xlarge", "ml.p4d.24xlarge"]
+    job = {**one_job(model="gpt-neox-20b", approach="full"), "tried_instance_types": tried}
 
     decision = decide(job, "quota_exhausted")
 
@@ -98,7 +101,7 @@ def test_spot_capacity_goes_on_demand_or_else_to_the_next_type() -> None:
 
     assert on_demand.job["spot"] is False and on_demand.job["max_wait_seconds"] is None
     assert on_demand.job["instance_type"] == job["instance_type"]
-    assert next_type.job["spot"] is True and next_type.job["instance_type"] == "ml.g6.2xlarge"
+    assert next_type.job["spot"] is True and next_type.job["instance_type"] == "ml.g5.2xlarge"
     # The next attempt's expected cost is estimated again for what changed: on-demand costs what spot was expected to
     assert on_demand.job["estimated_cost_usd"] == pytest.approx(job["estimated_on_demand_cost_usd"], rel=1e-3)
     assert on_demand.job["estimated_cost_usd"] > job["estimated_cost_usd"]
@@ -144,12 +147,12 @@ def test_the_last_allowed_attempt_is_not_retried() -> None:
 
 
 def test_a_remedy_over_the_jobs_share_of_the_budget_stops_with_the_numbers() -> None:
-    job = one_job()  # $3.03 maximum; the failed attempt cost $0.25
+    job = one_job()  # $2.45 maximum (2 h x ml.g6.2xlarge); the failed attempt cost $0.25
 
     decision = decide(job, "out_of_memory", reserve=0.02)
 
     assert not decision.retry
-    assert "$3.03" in decision.cause and "share of budget_usd" in decision.cause
+    assert "$2.45" in decision.cause and "share of budget_usd" in decision.cause
     assert decision.remedy.startswith("per-device batch 8 -> 4")
 
 

@@ -12,8 +12,13 @@ import pytest
 from finetune.local.backends import ScriptedOutcome
 from tests.workflow.conftest import GOOD_METRICS
 
-# mistral-7b LoRA: the catalog puts it on ml.g5.2xlarge at per-device batch 8, 2 h runtime bound.
-LORA_JOB = {"experiments": [{"model": "mistral-7b", "approach": "lora"}], "budget_usd": 100, "max_runtime_hours": 2}
+# mistral-7b LoRA on ml.g5.2xlarge (named: the planner would choose ml.g6.2xlarge, the first of the fallback list),
+# per-device batch 8, 2 h runtime bound.
+LORA_JOB = {
+    "experiments": [{"model": "mistral-7b", "approach": "lora", "instance_type": "ml.g5.2xlarge"}],
+    "budget_usd": 100,
+    "max_runtime_hours": 2,
+}
 QUOTA_ZERO = (
     "The account-level service limit 'ml.g5.2xlarge for spot training job usage' is 0 Instances, with current "
     "utilization of 0 Instances and a request delta of 1 Instances. Please use AWS Service Quotas to request an "

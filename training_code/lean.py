@@ -185,10 +185,8 @@ class LeanAdamW(torch.optim.Optimizer):
 
 def state_bytes_per_parameter(numel: int, compensated: bool = True) -> float:
     """Bytes of optimizer state per parameter for a tensor of `numel` values (bf16 weights: 2 more for the weight)."""
-    if numel < MIN_8BIT_SIZE:
-        moments = 8.0
-    else:
-        moments = 2.0 + 2 * 4 * math.ceil(numel / STATE_BLOCK_SIZE) / numel
+    # two 1-byte moments plus one fp32 scale per block each; fp32 moments (2 x 4 bytes) under MIN_8BIT_SIZE
+    moments = 8.0 if numel < MIN_8BIT_SIZE else 2.0 + 2 * 4 * math.ceil(numel / STATE_BLOCK_SIZE) / numel
     return moments + (2.0 if compensated else 0.0)
 
 

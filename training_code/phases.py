@@ -26,7 +26,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from training_code.checkpoints import list_files
 from training_code.telemetry import metric_line
 
 LOG = logging.getLogger(__name__)
@@ -109,10 +108,17 @@ def make_save_timer(
                 self._started = None
             timer.saves += 1
             checkpoint = checkpoint_dir / f"checkpoint-{state.global_step}"
-            timer.last_bytes = sum(list_files(checkpoint).values()) if checkpoint.is_dir() else 0
+            timer.last_bytes = directory_bytes(checkpoint)
             return control
 
     return SaveTimerCallback(), timer
+
+
+def directory_bytes(directory: Path) -> int:
+    """Bytes of every file under `directory` (its completeness marker included: it is uploaded too); 0 if absent."""
+    if not directory.is_dir():
+        return 0
+    return sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
 
 
 def snapshot_patterns(repo_files: Sequence[str]) -> list[str]:

@@ -154,6 +154,21 @@ def flops_per_token(num_parameters: int, size: str, approach: str) -> int:
     return (6 if approach == "full" else 4) * matmul_parameters
 
 
+def catalog_architecture(size: str):  # -> lambdas.catalog.Architecture
+    """The shape `size` as the catalog describes a model (what the planner and the time model read)."""
+    from lambdas import catalog
+
+    shape = SIZES[size]
+    return catalog.Architecture(
+        hidden_size=shape["hidden_size"],
+        layers=shape["num_hidden_layers"],
+        heads=shape["num_attention_heads"],
+        kv_heads=shape["num_key_value_heads"],
+        intermediate_size=shape["intermediate_size"],
+        vocab_size=shape["vocab_size"],
+    )
+
+
 def planner_prediction(size: str, case: Case, seq_length: int, lora_r: int) -> dict[str, Any]:
     """The memory planner's per-GPU training estimate for the case on one bf16 GPU, or why there is none.
 
@@ -162,15 +177,7 @@ def planner_prediction(size: str, case: Case, seq_length: int, lora_r: int) -> d
     try:
         from lambdas import catalog, memory
 
-        shape = SIZES[size]
-        architecture = catalog.Architecture(
-            hidden_size=shape["hidden_size"],
-            layers=shape["num_hidden_layers"],
-            heads=shape["num_attention_heads"],
-            kv_heads=shape["num_key_value_heads"],
-            intermediate_size=shape["intermediate_size"],
-            vocab_size=shape["vocab_size"],
-        )
+        architecture = catalog_architecture(size)
         model = catalog.Model(
             f"bench-{size}", f"bench/{size}", "llama", architecture, architecture.parameters(), gated=False
         )

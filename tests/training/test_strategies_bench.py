@@ -38,15 +38,7 @@ def test_by_default_the_bench_runs_every_case_on_the_7b_shape(bench) -> None:
 
 
 def test_the_7b_shape_is_llama_2_7b(bench) -> None:
-    shape = bench.SIZES["7b"]
-    architecture = catalog.Architecture(
-        hidden_size=shape["hidden_size"],
-        layers=shape["num_hidden_layers"],
-        heads=shape["num_attention_heads"],
-        kv_heads=shape["num_key_value_heads"],
-        intermediate_size=shape["intermediate_size"],
-        vocab_size=shape["vocab_size"],
-    )
+    architecture = bench.catalog_architecture("7b")
 
     assert architecture.parameters() == pytest.approx(6.74e9, rel=0.01)  # Llama-2-7B's 6,738,415,616
 

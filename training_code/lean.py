@@ -191,7 +191,12 @@ def state_bytes_per_parameter(numel: int, compensated: bool = True) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, learning_rate: float, args: Any) -> LeanAdamW:
-    """The lean optimizer for every trainable parameter of `model`, with the Trainer's Adam settings."""
+    """The lean optimizer for every trainable parameter of `model`, with the Trainer's Adam settings.
+
+    The model goes to the training device first: the hooks and the state belong to the parameters the Trainer will
+    train, so they must be the ones on the GPU (a later `.to()` keeps them today, but nothing needs to rely on it).
+    """
+    model.to(args.device)
     return LeanAdamW(
         (param for param in model.parameters() if param.requires_grad),
         lr=learning_rate,

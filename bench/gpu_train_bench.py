@@ -1,65 +1,110 @@
-"""GPU check of the training code: memory against the planner, compact vs listed prompts, CUDA QLoRA. One script.
+"""GPU bench of what decides the plans (issue 18): memory against the planner, step and decode times, FSDP, lean.
 
-    python bench/gpu_train_bench.py                      # full, LoRA, QLoRA x compact, listed on a ~1B Llama
-    python bench/gpu_train_bench.py --approaches lora --styles compact --steps 60 --out bench-results.jsonl
-    python bench/gpu_train_bench.py --size tiny --allow-cpu --steps 3 --warmup 1   # a CPU dry run of the script
+    python bench/gpu_train_bench.py --out bench-results.jsonl          # on one H100: every case, <= 8 minutes
+    python bench/gpu_train_bench.py --cases lora-b8,lean-b8             # a subset
+    python bench/gpu_train_bench.py --dry-run                           # tiny shapes on the CPU: the script runs
 
-Each run trains `--warmup` + `--steps` optimizer steps on a randomly initialised model saved once to disk
-(TinyLlama-1.1B's shape: hidden 2048, 22 layers, GQA 32/4 heads, vocab 32000), with exactly the model loading,
-PEFT/quantization config, attention choice, batching and trainer arguments `train.py` uses (`build_sft_config`),
-checkpointing off. The tokenizer is Mistral-7B-v0.1's real one when the `mistral-common` package is installed (it
-ships the SentencePiece model; same 32000 vocabulary), a small BPE otherwise (then the token counts are not real).
-The data: the bundled banking77-mini messages with their Banking77 labels; `listed` prompts list all 77 Banking77
-labels (~616 tokens per example with the real tokenizer), `compact` prompts do not (~34).
+Every case trains a randomly initialised model of a real shape (no Hub on the device: Llama-2-7B's by default,
+`--size`), saved once to local disk, with exactly the model loading, strategy, PEFT/quantization config and trainer
+arguments `train.py` uses (`build_sft_config`, `modeling.load_model`, `lean.make_optimizer`), checkpointing off,
+on the bundled banking77-mini messages with compact prompts (~35 tokens per example with Mistral's tokenizer).
 
-Reported per run, over the timed steps:
+Cases (CASES): LoRA and QLoRA at batch 1 and 8 (peak memory against the planner, step time); lean full fine-tuning
+at batch 8; one single-process FSDP LoRA run showing what transformers 5.3 builds (dtypes of the flat parameters,
+peak memory, one sharded checkpoint's files, bytes and seconds); a plain transformers Trainer + PEFT baseline (no
+TRL, no project code) at batch 8; and evaluation decode time with constrained decoding over the 77 labels.
+
+Reported per case (one JSON line each, then a markdown table for docs/benchmarks.md):
+  step_seconds            mean wall seconds per optimizer step after `--warmup` steps
   tokens_per_second       non-padding tokens trained per second
-  peak_memory_gib         torch.cuda.max_memory_allocated from model load to the end of training
-  planner_gib             the memory planner's per-GPU training estimate (lambdas/memory.py) for the same job,
-                          without its fixed runtime reserve (CUDA context, allocator slack: max_memory_allocated
-                          does not see them), and the ratio measured / predicted (meant to be within 15%)
-  mfu                     tokens/s x FLOPs per token / peak dense bf16 FLOP/s, FLOPs per token = 6N (full) or
-                          4N (LoRA/QLoRA), N = parameters except the input embedding
-  quantized_layers        QLoRA: bitsandbytes Linear4bit layers in the model (proves the CUDA 4-bit path ran)
-and for each approach the compact/listed tokens/s ratio and the wall time per epoch of Banking77's 10,003 examples.
+  peak_memory_gib         torch.cuda.max_memory_allocated from model load to the end of the case
+  planner_gib             the memory planner's per-GPU estimate (lambdas/memory.py), runtime reserve excluded
+  mfu                     tokens/s x FLOPs per token / the GPU's peak (lambdas.catalog.ACCELERATORS: one table)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere: import training_code, finetune and lambdas
 
-from training_code import data, modeling  # noqa: E402
+from training_code import data, evaluation, lean, modeling  # noqa: E402
 from training_code.banking77 import LABELS as BANKING77_LABELS  # noqa: E402
 from training_code.config import SageMakerEnv, TrainConfig, resolve_learning_rate  # noqa: E402
 
 DATASET = REPO_ROOT / "examples" / "datasets" / "banking77-mini" / "train.jsonl"
-BANKING77_TRAIN_EXAMPLES = 10_003
-# Peak dense bf16 tensor FLOP/s by GPU name fragment (vendor datasheets); others need --peak-tflops.
-PEAK_BF16_TFLOPS = {
-    "H100 80GB HBM3": 989.0,
-    "H100 SXM": 989.0,
-    "H200": 989.0,
-    "A100": 312.0,
-    "A10G": 125.0,
-    "L4": 121.0,
-}
 SIZES = {
-    # TinyLlama-1.1B's shape.
+    # Llama-2-7B / Mistral-7B's dense shape (Mistral: GQA 8 KV heads, intermediate 14336; Llama-2: below).
+    "7b": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+           "num_key_value_heads": 32, "vocab_size": 32000},
+    # TinyLlama-1.1B's shape: a quicker run on a small GPU.
     "1b": {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
            "num_key_value_heads": 4, "vocab_size": 32000},
     # For a dry run of this script on a CPU.
     "tiny": {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
              "num_key_value_heads": 2, "vocab_size": 32000},
 }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measurement: an approach and strategy at a batch size, through `train.py`'s code or plain HF."""
+
+    name: str
+    approach: str
+    strategy: str
+    batch_size: int
+    kind: str = "train"  # train | hf_baseline | decode
+    fsdp_checkpoint: bool = False
+
+
+CASES = {
+    case.name: case
+    for case in (
+        Case("lora-b1", "lora", "single", 1),
+        Case("lora-b8", "lora", "single", 8),
+        Case("qlora-b1", "qlora", "single", 1),
+        Case("qlora-b8", "qlora", "single", 8),
+        Case("lean-b8", "full", "lean", 8),
+        Case("hf-peft-b8", "lora", "single", 8, kind="hf_baseline"),
+        Case("decode-constrained", "lora", "single", 8, kind="decode"),
+        # Last: it starts a (one-process) process group, which the cases after it would then run under.
+        Case("fsdp-lora-b8", "lora", "fsdp", 8, fsdp_checkpoint=True),
+    )
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The bench's options; `--dry-run` = tiny shapes, CPU allowed, 1 warm-up + 2 timed steps."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of: {', '.join(CASES)}")
+    parser.add_argument("--size", choices=sorted(SIZES), default="7b")
+    parser.add_argument("--warmup", type=int, default=3, help="steps before timing starts (kernels, allocator)")
+    parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps")
+    parser.add_argument("--decode-samples", type=int, default=64, help="prompts generated in the decode case")
+    parser.add_argument("--peak-tflops", type=float, help="peak dense bf16 TFLOP/s when the catalog lacks the GPU")
+    parser.add_argument("--out", type=Path, help="append JSON lines here too")
+    parser.add_argument("--dry-run", action="store_true", help="tiny shapes on whatever device: the script runs")
+    args = parser.parse_args(argv)
+    names = [name.strip() for name in args.cases.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(CASES))
+    if unknown:
+        parser.error(f"unknown case(s): {', '.join(unknown)}; known: {', '.join(CASES)}")
+    args.cases = [CASES[name] for name in names]
+    if args.dry_run:
+        args.size, args.warmup, args.steps, args.decode_samples = "tiny", 1, 2, 8
+    return args
 
 
 def load_examples() -> list[data.Example]:
@@ -93,240 +138,408 @@ def build_model(size: str, out_dir: Path) -> tuple[Path, bool]:
     return out_dir, real_tokenizer
 
 
-def flops_parameters(num_parameters: int, size: str) -> int:
-    """Parameters that take part in matmuls: all but the input embedding (a lookup). LoRA adapters are ignored."""
+def catalog_peak_tflops(device_name: str) -> float | None:
+    """The GPU's peak dense TFLOP/s from lambdas.catalog.ACCELERATORS (the one table), matched by name."""
+    from lambdas import catalog
+
+    matches = [gpu for name, gpu in catalog.ACCELERATORS.items() if name.lower() in device_name.lower()]
+    best = max(matches, key=lambda gpu: len(gpu.name), default=None)
+    return best.peak_tflops if best is not None and best.peak_tflops else None
+
+
+def flops_per_token(num_parameters: int, size: str, approach: str) -> int:
+    """6N (full) or 4N (LoRA/QLoRA: frozen weights need no weight gradients), N = parameters but the embedding."""
     shape = SIZES[size]
-    return num_parameters - shape["vocab_size"] * shape["hidden_size"]
+    matmul_parameters = num_parameters - shape["vocab_size"] * shape["hidden_size"]
+    return (6 if approach == "full" else 4) * matmul_parameters
 
 
-def peak_tflops(override: float | None) -> float | None:
-    """The GPU's peak dense bf16 TFLOP/s (from --peak-tflops, or the table by device name)."""
-    import torch
+def catalog_architecture(size: str):  # -> lambdas.catalog.Architecture
+    """The shape `size` as the catalog describes a model (what the planner and the time model read)."""
+    from lambdas import catalog
 
-    if override:
-        return override
-    if not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name(0)
-    return next((value for fragment, value in PEAK_BF16_TFLOPS.items() if fragment in name), None)
+    shape = SIZES[size]
+    return catalog.Architecture(
+        hidden_size=shape["hidden_size"],
+        layers=shape["num_hidden_layers"],
+        heads=shape["num_attention_heads"],
+        kv_heads=shape["num_key_value_heads"],
+        intermediate_size=shape["intermediate_size"],
+        vocab_size=shape["vocab_size"],
+    )
 
 
-def planner_prediction(size: str, approach: str, batch_size: int, seq_length: int, lora_r: int) -> dict[str, Any]:
-    """The memory planner's per-GPU training estimate for this job on one bf16 GPU, or why there is none.
+def planner_prediction(size: str, case: Case, seq_length: int, lora_r: int) -> dict[str, Any]:
+    """The memory planner's per-GPU training estimate for the case on one bf16 GPU, or why there is none.
 
-    The planner (`lambdas/memory.py`) belongs to the Lambda side and is imported defensively: its API may move, and
-    the bench must still measure. Its fixed runtime reserve is left out (max_memory_allocated does not see it).
+    Imported defensively: the planner belongs to the Lambda side and its API may move; the bench still measures.
     """
     try:
         from lambdas import catalog, memory
 
-        shape = SIZES[size]
-        architecture = catalog.Architecture(
-            hidden_size=shape["hidden_size"],
-            layers=shape["num_hidden_layers"],
-            heads=shape["num_attention_heads"],
-            kv_heads=shape["num_key_value_heads"],
-            intermediate_size=shape["intermediate_size"],
-            vocab_size=shape["vocab_size"],
+        architecture = catalog_architecture(size)
+        model = catalog.Model(
+            f"bench-{size}", f"bench/{size}", "llama", architecture, architecture.parameters(), gated=False
         )
-        parameters = architecture.parameters()
-        model = catalog.Model("bench-1b", "bench/tinyllama-shape", "llama", architecture, parameters, gated=False)
-        gpu = catalog.ACCELERATORS["H100"]  # any bf16 GPU: the per-GPU estimate does not depend on its size
-        instance = catalog.InstanceType("bench", 1, gpu, 128, 0.0)
-        workload = memory.Workload(model, approach, batch_size, seq_length, lora_r=lora_r)
-        estimate = memory.estimate(workload, memory.Placement(instance), memory.Strategy.DDP)
+        instance = catalog.InstanceType("bench", 1, catalog.ACCELERATORS["H100"], 128, 0.0)
+        workload = memory.Workload(model, case.approach, case.batch_size, seq_length, lora_r=lora_r)
+        strategies = {strategy.value: strategy for strategy in memory.Strategy}
+        strategy = strategies.get(case.strategy) or strategies.get("ddp") or next(iter(memory.Strategy))
+        estimate = memory.estimate(workload, memory.Placement(instance), strategy)
         predicted = estimate.device.total - estimate.device.runtime
-        return {"planner_gib": round(predicted / 2**30, 2), "planner_breakdown_gib": estimate.device.gib()}
+        return {"planner_gib": round(predicted / 2**30, 2), "planner_strategy": str(strategy.value)}
     except Exception as exc:  # the planner is optional here: report why, keep measuring
         return {"planner_gib": None, "planner_error": f"{type(exc).__name__}: {exc}"}
 
 
-def bench_run(approach: str, style: str, model_dir: Path, args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
-    """Train `approach` with `style` prompts for warmup + steps and measure the steps after warm-up."""
+class Workbench:
+    """What every case shares: the saved model, its tokenizer, the prompts, the device and the options."""
+
+    def __init__(self, model_dir: Path, args: argparse.Namespace, work_dir: Path) -> None:
+        import torch
+
+        self.model_dir, self.args, self.work_dir = model_dir, args, work_dir
+        self.runtime = modeling.detect_runtime(0)
+        self.tokenizer = modeling.load_tokenizer(str(model_dir), None)
+        self.fmt = data.prompt_format("compact", sorted(BANKING77_LABELS))
+        self.examples = load_examples()
+        self.dataset = data.to_prompt_completion(self.examples, self.fmt, self.tokenizer.eos_token)
+        self.lengths = data.measure_lengths(self.tokenizer, self.dataset, [], generation_tokens=0)
+        self.max_seq_length = data.resolve_max_seq_length(None, self.lengths)
+        self.info = modeling.inspect_model(str(model_dir), None)
+        self.device_name = torch.cuda.get_device_name(0) if self.runtime.use_cuda else "cpu"
+        self.peak_tflops = args.peak_tflops or (
+            catalog_peak_tflops(self.device_name) if self.runtime.use_cuda else None
+        )
+
+    def config(self, case: Case) -> TrainConfig:
+        """The training configuration `train.py` would parse for the case."""
+        return TrainConfig(
+            model_id=str(self.model_dir),
+            approach=case.approach,
+            strategy=case.strategy,
+            max_steps=self.args.warmup + self.args.steps,
+            per_device_batch_size=case.batch_size,
+            checkpoint_dir=str(self.work_dir / f"checkpoints-{case.name}"),
+            logging_steps=max(self.args.steps, 1),
+        )
+
+    def reset_memory(self) -> None:
+        """Free what the previous case left and restart the peak-memory count."""
+        import gc
+
+        import torch
+
+        gc.collect()
+        if self.runtime.use_cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+
+    def peak_gib(self) -> float | None:
+        """Peak GPU memory allocated since `reset_memory`, in GiB (None on CPU)."""
+        import torch
+
+        return round(torch.cuda.max_memory_allocated() / 2**30, 2) if self.runtime.use_cuda else None
+
+
+def _step_timer(warmup: int, total: int, use_cuda: bool, counter: data.PaddingCounter | None):
+    """A TrainerCallback marking time (and real tokens) when warm-up ends and at the last step."""
     import torch
-    from transformers import PrinterCallback, TrainerCallback
+    from transformers import TrainerCallback
+
+    marks: dict[str, float] = {}
+
+    class StepTimer(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step in (warmup, total):
+                if use_cuda:
+                    torch.cuda.synchronize()
+                key = "start" if state.global_step == warmup else "end"
+                marks[key] = time.perf_counter()
+                marks[f"{key}_tokens"] = counter.real_tokens if counter else 0
+            return control
+
+    return StepTimer(), marks
+
+
+def _timing(bench: Workbench, approach: str, marks: dict[str, float]) -> dict[str, Any]:
+    seconds = marks["end"] - marks["start"]
+    tokens = marks["end_tokens"] - marks["start_tokens"]
+    result: dict[str, Any] = {"step_seconds": round(seconds / bench.args.steps, 4)}
+    if tokens:
+        tokens_per_second = tokens / seconds
+        result["tokens_per_second"] = round(tokens_per_second, 1)
+        if bench.peak_tflops:
+            flops = flops_per_token(bench.info.num_parameters, bench.args.size, approach)
+            result["mfu"] = round(tokens_per_second * flops / (bench.peak_tflops * 1e12), 4)
+    return result
+
+
+def _fsdp_single_process_environment() -> None:
+    """What torchrun would set for one process: the Trainer builds FSDP only in a distributed launch."""
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29512")
+
+
+def _leave_single_process_group() -> None:
+    """Undo `_fsdp_single_process_environment` so a later case runs as a plain single process again."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        os.environ.pop(name, None)
+
+
+def fsdp_report(trainer: Any) -> dict[str, Any]:
+    """What FSDP built: the dtype (and trainable share) of every flat parameter, counted by kind."""
+    kinds: dict[str, int] = {}
+    for name, parameter in trainer.model_wrapped.named_parameters():
+        kind = f"{str(parameter.dtype).removeprefix('torch.')}/{'trainable' if parameter.requires_grad else 'frozen'}"
+        if "_flat_param" in name or kind not in kinds:
+            kinds[kind] = kinds.get(kind, 0) + parameter.numel()
+    return {"flat_parameters": kinds, "wrapper": type(trainer.model_wrapped).__name__}
+
+
+def save_checkpoint_report(trainer: Any, checkpoint_dir: Path) -> dict[str, Any]:
+    """Save one checkpoint the way training does (the Trainer's own `_save_checkpoint`) and measure it."""
+    import torch
+
+    started = time.perf_counter()
+    trainer._save_checkpoint(trainer.model_wrapped, trial=None)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    saved = max(checkpoint_dir.glob("checkpoint-*"), key=lambda path: path.stat().st_mtime)
+    files = {str(path.relative_to(saved)): path.stat().st_size for path in saved.rglob("*") if path.is_file()}
+    return {"checkpoint_seconds": round(seconds, 2), "checkpoint_bytes": sum(files.values()), "checkpoint_files": files}
+
+
+def run_train_case(bench: Workbench, case: Case) -> dict[str, Any]:
+    """Train the case through train.py's own setup; time the steps after warm-up; measure memory."""
+    from transformers import PrinterCallback
     from trl import SFTTrainer
 
     from training_code.train import build_sft_config
 
-    config = TrainConfig(
-        model_id=str(model_dir),
-        approach=approach,
-        max_steps=args.warmup + args.steps,
-        per_device_batch_size=args.batch_size,
-        checkpoint_dir=str(work_dir / f"checkpoints-{approach}-{style}"),
-        logging_steps=max(args.steps // 4, 1),
-        batching=args.batching,
-        prompt_style=style,
+    if case.strategy == "fsdp":
+        _fsdp_single_process_environment()
+    config = bench.config(case)
+    env = SageMakerEnv(
+        train_dir=None,
+        test_dir=None,
+        model_dir=bench.work_dir,
+        output_data_dir=bench.work_dir,
+        output_dir=bench.work_dir,
+        launched_by_torchrun=case.strategy == "fsdp",
     )
-    env = SageMakerEnv(train_dir=None, test_dir=None, model_dir=work_dir, output_data_dir=work_dir, output_dir=work_dir)
-    runtime = modeling.detect_runtime(0)
-    tokenizer = modeling.load_tokenizer(config.model_id, None)
-    fmt = data.prompt_format(style, sorted(BANKING77_LABELS))
-    dataset = data.to_prompt_completion(load_examples(), fmt, tokenizer.eos_token)
-    lengths = data.measure_lengths(tokenizer, dataset, [], generation_tokens=0)
-    max_seq_length = data.resolve_max_seq_length(None, lengths)
-    info = modeling.inspect_model(config.model_id, None)
-    gradient_checkpointing = modeling.use_gradient_checkpointing(config, runtime, info.num_parameters)
-    batching = config.batching
-    if batching == "auto":
-        batching = "padding_free" if runtime.padding_free_capable else "length_grouped"
-    sft_args = build_sft_config(
-        config,
-        env,
-        runtime,
-        resolve_learning_rate(config, info.num_parameters),
-        gradient_checkpointing,
-        batching,
-        info.layer_classes,
+    gradient_checkpointing = modeling.use_gradient_checkpointing(config, bench.runtime, bench.info.num_parameters)
+    learning_rate = resolve_learning_rate(config, bench.info.num_parameters)
+    batching = "padding_free" if bench.runtime.padding_free_capable else "length_grouped"
+    args = build_sft_config(
+        config, env, bench.runtime, learning_rate, gradient_checkpointing, batching, bench.info.layer_classes
     )
-
-    if runtime.use_cuda:
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    model = modeling.load_model(config, runtime, None, 0)
+    bench.reset_memory()
+    load_started = time.perf_counter()
+    model = modeling.load_model(config, bench.runtime, None, 0)
+    load_seconds = time.perf_counter() - load_started
+    optimizer = lean.make_optimizer(model, learning_rate, args) if case.strategy == "lean" else None
     trainer = SFTTrainer(
         model=model,
-        args=sft_args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
+        args=args,
+        train_dataset=bench.dataset,
+        processing_class=bench.tokenizer,
         peft_config=modeling.lora_config(config) if config.is_peft else None,
+        optimizers=(optimizer, None),
     )
     trainer.remove_callback(PrinterCallback)
     counter = data.PaddingCounter(trainer.data_collator)
     trainer.data_collator = counter
-    marks: dict[str, float] = {}
-
-    class Timer(TrainerCallback):
-        """Marks time and token counts when warm-up ends and at the last step."""
-
-        def on_step_end(self, a, state, control, **kwargs):
-            if state.global_step in (args.warmup, args.warmup + args.steps):
-                if runtime.use_cuda:
-                    torch.cuda.synchronize()
-                key = "start" if state.global_step == args.warmup else "end"
-                marks[key] = time.perf_counter()
-                marks[f"{key}_real"], marks[f"{key}_batch"] = counter.real_tokens, counter.batch_tokens
-            return control
-
-    trainer.add_callback(Timer())
+    timer, marks = _step_timer(bench.args.warmup, config.max_steps, bench.runtime.use_cuda, counter)
+    trainer.add_callback(timer)
     trainer.train()
-    seconds = marks["end"] - marks["start"]
-    real = marks["end_real"] - marks["start_real"]
-    batch = marks["end_batch"] - marks["start_batch"]
-    tokens_per_second = real / seconds
-    n = flops_parameters(info.num_parameters, args.size)
-    flops_per_token = (6 if approach == "full" else 4) * n
-    peak = peak_tflops(args.peak_tflops)
-    measured_gib = torch.cuda.max_memory_allocated() / 2**30 if runtime.use_cuda else None
-    planner = planner_prediction(args.size, approach, args.batch_size, max_seq_length, config.lora_r)
-    quantized = None
-    if approach == "qlora":
+    result: dict[str, Any] = {
+        "load_seconds": round(load_seconds, 1),
+        **_timing(bench, case.approach, marks),
+        "peak_memory_gib": bench.peak_gib(),
+        "gradient_checkpointing": gradient_checkpointing,
+        **planner_prediction(bench.args.size, case, bench.max_seq_length, config.lora_r),
+    }
+    if trainer.is_fsdp_enabled:
+        result.update(fsdp_report(trainer))
+        if case.fsdp_checkpoint:
+            result.update(save_checkpoint_report(trainer, Path(config.checkpoint_dir)))
+    if case.approach == "qlora":
         import bitsandbytes
 
-        quantized = sum(isinstance(module, bitsandbytes.nn.Linear4bit) for module in trainer.model.modules())
-    result = {
-        "approach": approach,
-        "prompt_style": style,
-        "device": torch.cuda.get_device_name(0) if runtime.use_cuda else "cpu",
-        "size": args.size,
-        "parameters": info.num_parameters,
-        "batch_size": args.batch_size,
-        "batching": batching,
-        "attn_implementation": runtime.attn_implementation,
-        "gradient_checkpointing": gradient_checkpointing,
-        "mean_sequence_tokens": round(lengths.mean_train, 1),
-        "max_seq_length": max_seq_length,
-        "measured_steps": args.steps,
-        "seconds": round(seconds, 3),
-        "tokens_per_second": round(tokens_per_second, 1),
-        "examples_per_second": round(args.steps * args.batch_size / seconds, 2),
-        "padding_fraction": round(1 - real / batch, 4) if batch else 0.0,
-        "peak_memory_gib": round(measured_gib, 2) if measured_gib is not None else None,
-        **planner,
-        "measured_over_planned": (
-            round(measured_gib / planner["planner_gib"], 3) if measured_gib and planner.get("planner_gib") else None
-        ),
-        "mfu": round(tokens_per_second * flops_per_token / (peak * 1e12), 4) if peak else None,
-        "quantized_layers": quantized,
-    }
-    del trainer, model
-    if runtime.use_cuda:
-        torch.cuda.empty_cache()
+        result["quantized_layers"] = sum(isinstance(m, bitsandbytes.nn.Linear4bit) for m in trainer.model.modules())
+    if optimizer is not None:
+        optimizer.remove_hooks()
+    del trainer, model, optimizer
+    if case.strategy == "fsdp":
+        _leave_single_process_group()
     return result
 
 
-def markdown(results: list[dict[str, Any]]) -> str:
-    """The results as the table in docs/benchmarks.md, plus compact vs listed per approach."""
+def run_hf_baseline(bench: Workbench, case: Case) -> dict[str, Any]:
+    """The plain recipe: transformers Trainer + PEFT LoRA (r16, all linear), bf16, no TRL and no project code."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    pairs = zip(bench.dataset["prompt"], bench.dataset["completion"], strict=True)
+    texts = [prompt + completion for prompt, completion in pairs]
+    tokenized = [bench.tokenizer(text)["input_ids"] for text in texts]
+    train = [{"input_ids": ids} for ids in tokenized]
+    bench.reset_memory()
+    model = AutoModelForCausalLM.from_pretrained(str(bench.model_dir), dtype=bench.runtime.dtype)
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
+    total = bench.args.warmup + bench.args.steps
+    args = TrainingArguments(
+        output_dir=str(bench.work_dir / "hf-baseline"),
+        per_device_train_batch_size=case.batch_size,
+        max_steps=total,
+        learning_rate=2e-4,
+        bf16=bench.runtime.bf16,
+        use_cpu=not bench.runtime.use_cuda,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        logging_steps=total,
+    )
+    collator = DataCollatorForLanguageModeling(bench.tokenizer, mlm=False)
+    trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=collator)
+    timer, marks = _step_timer(bench.args.warmup, total, bench.runtime.use_cuda, None)
+    trainer.add_callback(timer)
+    trainer.train()
+    tokens = sum(len(ids) for ids in tokenized) / len(tokenized) * case.batch_size * bench.args.steps
+    marks["start_tokens"], marks["end_tokens"] = 0, tokens  # padded batches: the mean real tokens per step
+    result = {**_timing(bench, case.approach, marks), "peak_memory_gib": bench.peak_gib()}
+    del trainer, model
+    if bench.runtime.use_cuda:
+        torch.cuda.synchronize()
+    return result
+
+
+def run_decode(bench: Workbench, case: Case) -> dict[str, Any]:
+    """Evaluation's decoding: greedy, constrained to the label set, batch 8, as train.py evaluates."""
+    config = bench.config(case)
+    eos = bench.tokenizer.eos_token
+    prompts = [bench.fmt.prompt(example.text) for example in bench.examples[: bench.args.decode_samples]]
+    labels = sorted(BANKING77_LABELS)
+    sequences = evaluation.label_token_sequences(bench.tokenizer, prompts[0], labels, eos)
+    trie = evaluation.LabelTrie(sequences, bench.tokenizer.eos_token_id)
+    max_new_tokens = max(len(sequence) for sequence in sequences) + data.FREE_ANSWER_SLACK_TOKENS
+    bench.reset_memory()
+    model = modeling.load_base_for_inference(config, bench.runtime, None)
+    generations = evaluation.generate(
+        model, bench.tokenizer, prompts, case.batch_size, max_new_tokens, str(model.device), trie=trie, warmup=True
+    )
+    result = {
+        "decode_seconds": round(generations.seconds, 3),
+        "seconds_per_sample": round(generations.seconds / len(prompts), 4),
+        "samples": len(prompts),
+        "max_new_tokens": max_new_tokens,
+        "peak_memory_gib": bench.peak_gib(),
+    }
+    del model
+    return result
+
+
+RUNNERS: dict[str, Callable[[Workbench, Case], dict[str, Any]]] = {
+    "train": run_train_case,
+    "hf_baseline": run_hf_baseline,
+    "decode": run_decode,
+}
+
+
+def run_case(bench: Workbench, case: Case) -> dict[str, Any]:
+    """One case's result row; a failing case is reported (with its error) and the next one still runs."""
+    row: dict[str, Any] = {
+        "case": case.name,
+        "approach": case.approach,
+        "strategy": case.strategy,
+        "batch_size": case.batch_size,
+        "device": bench.device_name,
+        "size": bench.args.size,
+        "parameters": bench.info.num_parameters,
+        "mean_sequence_tokens": round(bench.lengths.mean_train, 1),
+    }
+    started = time.perf_counter()
+    try:
+        row.update(RUNNERS[case.kind](bench, case))
+    except Exception as exc:
+        row["error"] = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+    row["wall_seconds"] = round(time.perf_counter() - started, 1)
+    bench.reset_memory()
+    return row
+
+
+def _cell(value: Any, fmt: str = "{}") -> str:
+    return "—" if value is None else fmt.format(value)
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The results as the table in docs/benchmarks.md (a failed case shows its error)."""
     lines = [
-        "| approach | prompts | tokens/example | tokens/s | examples/s | MFU | peak GiB (measured) | planner GiB | "
-        "measured/planned | attention | grad. ckpt |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| case | strategy | batch | s/step | tokens/s | MFU | peak GiB | planner GiB | measured/planned | notes |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    for r in results:
-        mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
+    for row in rows:
+        measured, planned = row.get("peak_memory_gib"), row.get("planner_gib")
+        ratio = round(measured / planned, 2) if measured and planned else None
+        notes = []
+        if "error" in row:
+            notes.append(f"FAILED: {row['error'][:80]}")
+        if "flat_parameters" in row:
+            notes.append(f"flat params {row['flat_parameters']}")
+        if "checkpoint_bytes" in row:
+            notes.append(f"checkpoint {row['checkpoint_bytes'] / 1e9:.2f} GB in {row['checkpoint_seconds']} s")
+        if "seconds_per_sample" in row:
+            notes.append(f"decode {row['seconds_per_sample']} s/sample (constrained, batch {row['batch_size']})")
+        if "quantized_layers" in row:
+            notes.append(f"{row['quantized_layers']} Linear4bit layers")
         lines.append(
-            f"| {r['approach']} | {r['prompt_style']} | {r['mean_sequence_tokens']} | {r['tokens_per_second']:,.0f} "
-            f"| {r['examples_per_second']} | {mfu} | {r['peak_memory_gib']} | {r['planner_gib']} "
-            f"| {r['measured_over_planned']} | {r['attn_implementation']} | {r['gradient_checkpointing']} |"
+            f"| {row['case']} | {row['strategy']} | {row['batch_size']} | {_cell(row.get('step_seconds'))} "
+            f"| {_cell(row.get('tokens_per_second'), '{:,.0f}')} | {_cell(row.get('mfu'), '{:.1%}')} "
+            f"| {_cell(measured)} | {_cell(planned)} | {_cell(ratio)} | {'; '.join(notes)} |"
         )
-    by_key = {(r["approach"], r["prompt_style"]): r for r in results}
-    for approach in dict.fromkeys(r["approach"] for r in results):
-        compact, listed = by_key.get((approach, "compact")), by_key.get((approach, "listed"))
-        if compact and listed:
-            speedup = compact["examples_per_second"] / listed["examples_per_second"]
-            epoch_hours = {
-                style: BANKING77_TRAIN_EXAMPLES / run["examples_per_second"] / 3600
-                for style, run in (("compact", compact), ("listed", listed))
-            }
-            lines.append(
-                f"\n{approach}: compact prompts train {speedup:.1f}x more examples/s than listed; one Banking77 epoch "
-                f"{epoch_hours['compact']:.2f} h vs {epoch_hours['listed']:.2f} h on this device"
-            )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; print one JSON line per run and a markdown table."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--approaches", default="full,lora,qlora", help="comma-separated (full,lora,qlora)")
-    parser.add_argument("--styles", default="compact,listed", help="prompt styles, comma-separated")
-    parser.add_argument("--size", choices=sorted(SIZES), default="1b")
-    parser.add_argument("--batch-size", type=int, default=8, help="per-device batch size (the study's 8)")
-    parser.add_argument("--warmup", type=int, default=5, help="steps before timing starts (kernels, allocator)")
-    parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps")
-    parser.add_argument("--batching", choices=["auto", "padding_free", "length_grouped"], default="auto")
-    parser.add_argument("--peak-tflops", type=float, help="peak dense bf16 TFLOP/s when the GPU is not in the table")
-    parser.add_argument("--out", type=Path, help="append JSON lines here too")
-    parser.add_argument("--allow-cpu", action="store_true", help="run without a GPU (dry run; numbers meaningless)")
-    args = parser.parse_args(argv)
-
+    """Run the cases; print one JSON line per case and the markdown table."""
+    args = parse_args(argv)
     import datasets
     import torch
 
     datasets.disable_progress_bars()
-    if not torch.cuda.is_available() and not args.allow_cpu:
-        print("no CUDA GPU visible: run on a GPU machine (or pass --allow-cpu for a dry run)", file=sys.stderr)
+    if not torch.cuda.is_available() and not args.dry_run:
+        print("no CUDA GPU visible: run on a GPU machine (or pass --dry-run)", file=sys.stderr)
         return 2
-    if torch.cuda.is_available():
-        import bitsandbytes
-
-        print(f"# {torch.cuda.get_device_name(0)}, torch {torch.__version__}, bitsandbytes {bitsandbytes.__version__}")
-    results = []
+    if args.dry_run:
+        args.cases = [case for case in args.cases if case.strategy != "fsdp" or torch.cuda.is_available()]
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    print(f"# torch {torch.__version__}, device {device}")
+    rows = []
     with tempfile.TemporaryDirectory(prefix="gpu-train-bench-") as tmp:
         work_dir = Path(tmp)
+        started = time.perf_counter()
         model_dir, real_tokenizer = build_model(args.size, work_dir / "model")
-        print(f"# tokenizer: {'Mistral-7B-v0.1 (real)' if real_tokenizer else 'BPE (token counts not real)'}")
-        for approach in [name.strip() for name in args.approaches.split(",") if name.strip()]:
-            for style in [name.strip() for name in args.styles.split(",") if name.strip()]:
-                result = bench_run(approach, style, model_dir, args, work_dir)
-                results.append(result)
-                print(json.dumps(result), flush=True)
-                if args.out:
-                    with args.out.open("a") as handle:
-                        handle.write(json.dumps(result) + "\n")
-    print(markdown(results))
-    return 0
+        tokenizer = "Mistral-7B-v0.1 (real)" if real_tokenizer else "BPE (token counts not real)"
+        print(f"# {args.size} model built in {time.perf_counter() - started:.0f} s; tokenizer: {tokenizer}", flush=True)
+        bench = Workbench(model_dir, args, work_dir)
+        for case in args.cases:
+            row = run_case(bench, case)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if args.out:
+                with args.out.open("a") as handle:
+                    handle.write(json.dumps(row) + "\n")
+    print(markdown(rows))
+    return 0 if all("error" not in row for row in rows) else 1
 
 
 if __name__ == "__main__":

@@ -25,14 +25,30 @@ GRADIENT_CHECKPOINTING = ("auto", "true", "false")
 BATCHING = ("auto", "padding_free", "length_grouped")
 DECODING = ("free", "constrained")
 PROMPT_STYLES = ("compact", "listed")
-# The fsdp hyperparameter is one token (no value sent through the toolkit may contain a space: toolkits before the
-# exec-based launcher joined the command line through a shell, aws/sagemaker-training-toolkit#128); the Trainer's
-# space-separated option string is built from it here.
+# How the training state is spread over the GPUs (the Plan-sourced `strategy` hyperparameter; docs/training.md):
+#   single        one process on one GPU (or on the CPU)
+#   ddp           one process per GPU under torchrun, each a full replica
+#   fsdp          FSDP full shard under torchrun
+#   fsdp_offload  FSDP full shard with params, grads and optimizer state offloaded to the CPU, under torchrun
+#   split         ONE process, the model spread over the node's GPUs by a device map (naive model parallelism)
+#   lean          one GPU, full fine-tuning: bf16 weights, 8-bit optimizer states, the optimizer step fused into
+#                 backward, Kahan-compensated bf16 updates (training_code/lean.py)
+STRATEGIES = ("single", "ddp", "fsdp", "fsdp_offload", "split", "lean")
+# The Trainer's space-separated FSDP option strings. The hyperparameter is one token because no value sent through
+# the toolkit may contain a space (toolkits before the exec-based launcher joined the command line through a shell,
+# aws/sagemaker-training-toolkit#128).
 FSDP_MODES = {
-    "full_shard": "full_shard auto_wrap",
-    "full_shard_offload": "full_shard auto_wrap offload",  # params, grads and optimizer state on the CPU
+    "fsdp": "full_shard auto_wrap",
+    "fsdp_offload": "full_shard auto_wrap offload",  # params, grads and optimizer state on the CPU
 }
-_FSDP_OFF = {"", "false", "0", "no", "off", "none", "null"}
+# What each approach can train with: QLoRA's 4-bit weights cannot be FLAT-sharded by FSDP, and lean is a full
+# fine-tuning optimizer. The baseline trains nothing: one process (or rank 0) generates.
+STRATEGIES_BY_APPROACH = {
+    "full": ("single", "ddp", "fsdp", "fsdp_offload", "split", "lean"),
+    "lora": ("single", "ddp", "fsdp", "fsdp_offload", "split"),
+    "qlora": ("single", "ddp", "split"),
+    "baseline": ("single", "ddp", "split"),
+}
 # Shorter intervals would spend more time writing and uploading checkpoints than they could save (contract minimum).
 MIN_SAVE_INTERVAL_SECONDS = 60
 # Values that mean "not set" for optional string hyperparameters (the toolkit JSON-decodes null to None → "None").
@@ -106,14 +122,19 @@ class TrainConfig:
     decoding: str = "constrained"
     """constrained: greedy generation restricted to the label set, so every answer parses (needed with compact
     prompts, where the labels are not in the prompt to copy from); free: plain greedy generation."""
-    fsdp: str = ""
-    """Empty (off), full_shard, or full_shard_offload (FSDP with params, grads and optimizer state offloaded to
-    the CPU). Legacy `true` = full_shard. Used for models whose training state does not fit one GPU."""
+    strategy: str = "single"
+    """single | ddp | fsdp | fsdp_offload | split | lean (see STRATEGIES); Plan sends the memory planner's choice.
+    ddp, fsdp and fsdp_offload run under torchrun; split and lean run one process."""
 
     @property
     def is_baseline(self) -> bool:
         """Whether the job only evaluates the base model (zero-shot), training nothing."""
         return self.approach == BASELINE
+
+    @property
+    def uses_fsdp(self) -> bool:
+        """Whether the Trainer shards the model with FSDP."""
+        return self.strategy in FSDP_MODES
 
     @property
     def is_peft(self) -> bool:
@@ -144,6 +165,8 @@ class SageMakerEnv:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    launched_by_torchrun: bool = False
+    """Whether a launcher (torchrun) started this process: it sets LOCAL_RANK, which a plain `python` does not."""
 
     @classmethod
     def from_environ(cls, environ: typing.Mapping[str, str] | None = None) -> SageMakerEnv:
@@ -159,6 +182,7 @@ class SageMakerEnv:
             rank=int(env.get("RANK", "0")),
             local_rank=int(env.get("LOCAL_RANK", "0")),
             world_size=int(env.get("WORLD_SIZE", "1")),
+            launched_by_torchrun="LOCAL_RANK" in env,
         )
 
     @property
@@ -237,9 +261,7 @@ def parse_hyperparameters(argv: list[str]) -> TrainConfig:
         )
     if not values.get("model_id"):
         raise ConfigError("hyperparameter model_id is required (a Hub id or a local model directory)")
-    if values.get("fsdp") is not None:
-        values["fsdp"] = _normalise_fsdp(values["fsdp"])
-    for name in ("approach", "gradient_checkpointing", "batching", "decoding", "prompt_style"):
+    for name in ("approach", "strategy", "gradient_checkpointing", "batching", "decoding", "prompt_style"):
         if name in values:
             values[name] = values[name].lower()
     if values.get("approach") == BASELINE:
@@ -247,23 +269,9 @@ def parse_hyperparameters(argv: list[str]) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def _normalise_fsdp(value: str) -> str:
-    """The fsdp token: `full_shard` or `full_shard_offload`; legacy `true` → full_shard; false/empty → off."""
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return "full_shard"
-    if lowered in _FSDP_OFF:
-        return ""
-    if lowered in FSDP_MODES:
-        return lowered
-    raise ConfigError(
-        f"hyperparameter fsdp={value!r} is not one of: {', '.join(FSDP_MODES)} (or empty to turn FSDP off)"
-    )
-
-
-def trainer_fsdp_option(fsdp: str) -> str:
-    """The Trainer's FSDP option string for the fsdp token (empty when off)."""
-    return FSDP_MODES.get(fsdp, "")
+def trainer_fsdp_option(strategy: str) -> str:
+    """The Trainer's FSDP option string for a strategy (empty for every strategy but fsdp and fsdp_offload)."""
+    return FSDP_MODES.get(strategy, "")
 
 
 def qlora_support_problem() -> str | None:
@@ -339,18 +347,12 @@ def validate(config: TrainConfig, env: SageMakerEnv) -> None:
         problem = qlora_support_problem()
         if problem:
             raise ConfigError(f"hyperparameter approach=qlora is not supported on this machine: {problem}")
-        if config.fsdp:
-            raise ConfigError("hyperparameter fsdp is not supported with approach=qlora; use full or lora with fsdp")
         if config.modules_to_save:
             # TRL casts every trainable parameter of a quantized model to bf16, which breaks a fully trained head.
             raise ConfigError("hyperparameter lora_modules_to_save is not supported with approach=qlora")
     if config.is_baseline:
         _validate_baseline(config)
-    if config.fsdp:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError(f"hyperparameter fsdp={config.fsdp!r} needs CUDA GPUs; leave it unset on CPU")
+    _validate_strategy(config, env)
     _validate_channel("SM_CHANNEL_TRAIN", "train", env.train_dir)
     if config.eval_samples > 0:
         _validate_channel("SM_CHANNEL_TEST", "test", env.test_dir)
@@ -368,11 +370,48 @@ def _validate_baseline(config: TrainConfig) -> None:
         )
     if config.eval_samples < 1:
         raise ConfigError("hyperparameter eval_samples=0 leaves approach=baseline nothing to do: it only evaluates")
-    if config.fsdp:
+
+
+def _validate_strategy(config: TrainConfig, env: SageMakerEnv) -> None:
+    """What each strategy needs: the approach it can train, its launcher (torchrun or one process), CUDA for FSDP."""
+    _choice("strategy", config.strategy, STRATEGIES)
+    allowed = STRATEGIES_BY_APPROACH[config.approach]
+    if config.strategy not in allowed:
         raise ConfigError(
-            "hyperparameter fsdp is not supported with approach=baseline: it trains nothing; one process spreads "
-            "the model over the GPUs for inference"
+            f"hyperparameter strategy={config.strategy} is not supported with approach={config.approach}; "
+            f"use one of: {', '.join(allowed)}"
         )
+    if config.strategy in ("split", "lean") and env.world_size > 1:
+        raise ConfigError(
+            f"hyperparameter strategy={config.strategy} runs ONE process, but {env.world_size} were launched: "
+            "turn torchrun off (Launch does for this strategy)"
+        )
+    if config.strategy == "lean" and config.gradient_accumulation_steps > 1:
+        # The optimizer step runs inside backward, once per micro-batch: accumulating would need the full
+        # gradient buffer lean exists to avoid.
+        raise ConfigError(
+            f"hyperparameter gradient_accumulation_steps={config.gradient_accumulation_steps} is not supported with "
+            "strategy=lean: its optimizer step is fused into each backward pass; raise per_device_batch_size instead"
+        )
+    if config.uses_fsdp:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"hyperparameter strategy={config.strategy} needs CUDA GPUs; use single on CPU")
+        if not env.launched_by_torchrun:
+            # The Trainer refuses FSDP outside a distributed launch ("Using fsdp only works in distributed training").
+            raise ConfigError(
+                f"hyperparameter strategy={config.strategy} needs torchrun (sagemaker_torch_distributed_enabled); "
+                "this process was started without it"
+            )
+
+
+def effective_strategy(config: TrainConfig, env: SageMakerEnv) -> str:
+    """The strategy this process trains with: ddp with one process is `single` (one replica has no one to
+    synchronise with; the Trainer would build the same thing); every other strategy as given."""
+    if config.strategy == "ddp" and env.world_size == 1:
+        return "single"
+    return config.strategy
 
 
 def _validate_channel(variable: str, channel: str, directory: Path | None) -> None:
@@ -414,10 +453,12 @@ __all__ = [
     "APPROACHES",
     "BASELINE",
     "FSDP_MODES",
+    "STRATEGIES",
     "ConfigError",
     "SageMakerEnv",
     "TrainConfig",
     "as_dict",
+    "effective_strategy",
     "parse_hyperparameters",
     "qlora_support_problem",
     "resolve_learning_rate",

@@ -25,6 +25,10 @@ FLASH_ATTENTION_MIN_CAPABILITY = (8, 0)
 # Left free on every GPU when a model is dispatched for evaluation, beyond the KV cache: the CUDA context,
 # allocator fragmentation and the last-token logits.
 INFERENCE_HEADROOM_BYTES = 2 * 2**30
+# Left free on every GPU when strategy=split spreads a model for training: the activations of the layers a GPU
+# holds (batch 8 x ~35-token Banking77 sequences: tens of MB per layer), the adapter's gradients and Adam states,
+# the CUDA context and allocator slack. The GPU bench measures what a 7B/20B split actually peaks at.
+SPLIT_TRAINING_HEADROOM_BYTES = 4 * 2**30
 
 
 @dataclass(frozen=True)
@@ -157,23 +161,103 @@ def lora_config(config: TrainConfig):  # -> peft.LoraConfig
     )
 
 
-def load_model(config: TrainConfig, runtime: Runtime, token: str | None, local_rank: int):  # -> PreTrainedModel
-    """The base model for training: 4-bit for QLoRA, `runtime.dtype` otherwise."""
+def training_dtype(config: TrainConfig, runtime: Runtime):  # -> torch.dtype
+    """The dtype the trained weights are loaded in: bf16 always for strategy=lean (its optimizer compensates the
+    rounding), fp32 for full fine-tuning under fp16 autocast, `runtime.dtype` otherwise."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    dtype = runtime.dtype
+    if config.strategy == "lean":
+        return torch.bfloat16
     if config.approach == "full" and runtime.fp16:
         # fp16 autocast needs fp32 master weights: the grad scaler cannot unscale fp16 gradients.
-        dtype = torch.float32
+        return torch.float32
+    return runtime.dtype
+
+
+def split_max_memory(free_bytes: Sequence[int], headroom_bytes: int = SPLIT_TRAINING_HEADROOM_BYTES) -> dict[int, int]:
+    """Per-GPU weight budget for strategy=split: each GPU's free memory less the training headroom."""
+    return {index: max(free - headroom_bytes, 0) for index, free in enumerate(free_bytes)}
+
+
+def balanced_device_map(model: Any, max_memory: dict[int | str, int], dtype: Any) -> dict[str, int | str]:
+    """A device map of `model` (on the meta device) that gives each GPU of `max_memory` an equal share of the
+    weights, decoder layers never split across two GPUs.
+
+    Each GPU but the last is capped at 1/N of the model plus half its largest layer, then accelerate's
+    `infer_auto_device_map` fills them in order: every GPU overshoots its share by at most half a layer. Not
+    accelerate's `get_balanced_memory`: its cap adds a whole largest layer plus a buffer to the first GPUs, which on
+    a 16-layer model over 4 GPUs gave 4/5/5/2 layers (measured, accelerate 1.15), leaving one GPU's memory idle.
+    """
+    from accelerate import infer_auto_device_map
+    from accelerate.utils import compute_module_sizes
+
+    no_split = list(getattr(model, "_no_split_modules", None) or [])
+    sizes = compute_module_sizes(model, dtype=dtype)
+    gpus = [device for device, budget in max_memory.items() if device not in ("cpu", "disk") and budget > 0]
+    budgets = dict(max_memory)
+    if len(gpus) > 1:
+        layers = [sizes[name] for name, module in model.named_modules() if type(module).__name__ in no_split]
+        largest = max(layers, default=0)
+        share = sizes[""] // len(gpus) + largest // 2
+        for device in gpus[:-1]:
+            # accelerate keeps the largest layer's size free on the first GPU (its "main device", for offload
+            # buffers): add it there, or that GPU would get a layer less than the others.
+            budgets[device] = min(max_memory[device], share + (largest if device == gpus[0] else 0))
+    return infer_auto_device_map(model, max_memory=budgets, no_split_module_classes=no_split, dtype=dtype)
+
+
+def split_device_map(model_id: str, token: str | None, max_memory: dict[int | str, int], dtype: Any) -> dict:
+    """strategy=split's device map for `model_id`, computed on a meta instance of it (no weight read)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_id, token=token))
+    return balanced_device_map(model, max_memory, dtype)
+
+
+def _device_map(config: TrainConfig, runtime: Runtime, token: str | None, dtype: Any, local_rank: int) -> Any:
+    """Where the training weights are placed at load (None: the Trainer moves the model to this rank's device).
+
+    split: a balanced map over every GPU of the node (on CPU the same code path with the CPU as the one device),
+    so that transformers' Trainer sees an `hf_device_map` spanning several GPUs, sets `is_model_parallel`, and
+    neither moves the model nor wraps it in DataParallel (transformers 5.3, Trainer.__init__).
+    QLoRA: quantized weights are placed at load; under torchrun each rank holds a full copy on its own GPU.
+    """
+    if config.strategy == "split":
+        max_memory: dict[int | str, int] = (
+            dict(split_max_memory(free_gpu_bytes())) if runtime.use_cuda else {"cpu": _host_memory_bytes()}
+        )
+        device_map = split_device_map(config.model_id, token, max_memory, dtype)
+        devices = sorted(set(device_map.values()), key=str)
+        LOG.info("strategy=split: %d modules over devices %s", len(device_map), devices)
+        return device_map
+    if config.approach == "qlora":
+        return {"": local_rank} if runtime.use_cuda else {"": "cpu"}
+    return None
+
+
+def _host_memory_bytes() -> int:
+    """This machine's physical memory (the CPU's budget when strategy=split runs without GPUs)."""
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def load_model(config: TrainConfig, runtime: Runtime, token: str | None, local_rank: int):  # -> PreTrainedModel
+    """The base model for training: 4-bit for QLoRA, `training_dtype` otherwise; spread over the GPUs for split."""
+    from transformers import AutoModelForCausalLM
+
+    dtype = training_dtype(config, runtime)
     kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": runtime.attn_implementation}
     if config.approach == "qlora":
         kwargs["quantization_config"] = quantization_config(runtime)
-        # Quantized weights are placed at load time; under torchrun each rank holds a full copy on its own GPU.
-        kwargs["device_map"] = {"": local_rank} if runtime.use_cuda else {"": "cpu"}
+    device_map = _device_map(config, runtime, token, dtype, local_rank)
+    if device_map is not None:
+        kwargs["device_map"] = device_map
     model = AutoModelForCausalLM.from_pretrained(config.model_id, token=token, **kwargs)
     precision = "4-bit NF4" if config.approach == "qlora" else dtype
-    LOG.info("loaded %s (%s, %s)", config.model_id, type(model).__name__, precision)
+    LOG.info("loaded %s (%s, %s, strategy %s)", config.model_id, type(model).__name__, precision, config.strategy)
     return model
 
 

@@ -44,12 +44,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from training_code import checkpoints, data, evaluation, modeling, telemetry
+from training_code import checkpoints, data, evaluation, lean, modeling, phases, telemetry
 from training_code.config import (
     ConfigError,
     SageMakerEnv,
     TrainConfig,
     as_dict,
+    effective_strategy,
     parse_hyperparameters,
     resolve_learning_rate,
     trainer_fsdp_option,
@@ -162,10 +163,10 @@ def build_sft_config(
     from trl import SFTConfig
 
     fsdp_kwargs: dict[str, Any] = {}
-    if config.fsdp:
+    if config.uses_fsdp:
         # FSDP wraps each decoder layer; FSDP does its own activation checkpointing (the Trainer's would clash).
         fsdp_kwargs = {
-            "fsdp": trainer_fsdp_option(config.fsdp),
+            "fsdp": trainer_fsdp_option(config.strategy),
             "fsdp_config": {
                 "transformer_layer_cls_to_wrap": layer_classes,
                 "activation_checkpointing": gradient_checkpointing,
@@ -204,6 +205,8 @@ def build_sft_config(
         # NCCL on GPUs (the default); gloo for CPU processes under torchrun. Single process: no process group.
         ddp_backend="gloo" if env.world_size > 1 and not runtime.use_cuda else None,
         ddp_find_unused_parameters=False,
+        # lean steps each parameter inside backward (lean.py): no moment sees every gradient to clip by their norm.
+        max_grad_norm=0.0 if config.strategy == "lean" else 1.0,
         dataloader_pin_memory=runtime.use_cuda,
         report_to="none",
         disable_tqdm=True,
@@ -351,6 +354,7 @@ def evaluate_baseline(
     model_card: dict[str, Any],
     resolved: dict[str, Any],
     dataset_rows: dict[str, int],
+    timing: phases.Phases,
 ) -> int:
     """approach=baseline: generate with the untrained base model and score it like any trained one.
 
@@ -373,19 +377,21 @@ def evaluate_baseline(
     }
     (model_dir / "training_config.json").write_text(json.dumps(note, indent=2) + "\n")
 
-    model = modeling.load_base_for_inference(config, runtime, token, **_placement(runtime, setup))
-    try:
-        generations = _generate(model, tokenizer, setup, config)
-    finally:
-        del model
-        _free_memory(runtime)  # BERTScore runs next
-    peak = telemetry.peak_memory_gb(runtime.use_cuda)  # the high-water mark of generation, before BERTScore's
-    for example, output in list(zip(setup.examples, generations.outputs, strict=True))[:3]:
-        LOG.info("sample prediction: %r → %r (reference %r)", example.text, output.strip(), example.label)
-    references = [example.label for example in setup.examples]
-    scores = evaluation.score(
-        generations.outputs, references, setup.labels, generations.seconds, setup.bertscore, runtime.device
-    )
+    with timing.timed("load"):
+        model = modeling.load_base_for_inference(config, runtime, token, **_placement(runtime, setup))
+    with timing.timed("evaluate"):
+        try:
+            generations = _generate(model, tokenizer, setup, config)
+        finally:
+            del model
+            _free_memory(runtime)  # BERTScore runs next
+        peak = telemetry.peak_memory_gb(runtime.use_cuda)  # the high-water mark of generation, before BERTScore's
+        for example, output in list(zip(setup.examples, generations.outputs, strict=True))[:3]:
+            LOG.info("sample prediction: %r → %r (reference %r)", example.text, output.strip(), example.label)
+        references = [example.label for example in setup.examples]
+        scores = evaluation.score(
+            generations.outputs, references, setup.labels, generations.seconds, setup.bertscore, runtime.device
+        )
     scores.metrics["peak_memory_gb"] = peak
     scores.metrics.update(dataset_rows)
     report(scores, scores, env, model_dir)
@@ -414,6 +420,10 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
         LOG.info("approach=baseline: zero-shot evaluation of the base model; the training settings are unused")
     elif config.merge_adapter and not config.is_peft:
         LOG.warning("merge_adapter is ignored for approach=full: the saved model is already complete")
+    strategy = effective_strategy(config, env)
+    if strategy != config.strategy:
+        LOG.info("strategy=%s with one process trains as %s", config.strategy, strategy)
+    timing = phases.Phases(env.is_main)
 
     train_examples = data.read_jsonl_dir(env.train_dir)
     labels = data.label_set(train_examples)
@@ -437,6 +447,10 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
     elif config.hf_token_secret_arn:
         token = read_hf_token(config.hf_token_secret_arn)  # never logged; None when the secret holds no token
     runtime = modeling.detect_runtime(env.local_rank)
+    with timing.timed("download"):
+        # Every rank of a node asks: huggingface_hub locks each file, so one downloads and the others wait for it
+        # (no process group exists yet to agree through).
+        phases.download_snapshot(config.model_id, token)
     tokenizer = modeling.load_tokenizer(config.model_id, token)
     eos = tokenizer.eos_token
     train_dataset = data.to_prompt_completion(train_examples, fmt, eos)
@@ -479,7 +493,7 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
     if config.is_baseline:
         assert setup is not None  # validate() requires eval_samples >= 1 for a baseline
         return evaluate_baseline(
-            config, env, runtime, token, tokenizer, setup, fmt.describe(eos), resolved, dataset_rows
+            config, env, runtime, token, tokenizer, setup, fmt.describe(eos), resolved, dataset_rows, timing
         )
 
     learning_rate, gradient_checkpointing, batching = (
@@ -501,7 +515,10 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
         checkpoints.check_resumable(resume_from, hyperparameters)
         LOG.info("resuming from %s", resume_from)
 
-    model = modeling.load_model(config, runtime, token, env.local_rank)
+    with timing.timed("load"):
+        model = modeling.load_model(config, runtime, token, env.local_rank)
+    # lean steps every parameter inside backward: the Trainer gets that optimizer instead of building AdamW.
+    optimizer = lean.make_optimizer(model, learning_rate, args) if config.strategy == "lean" else None
     stop = checkpoints.StopRequest()
     checkpoint_callback = checkpoints.make_checkpoint_callback(
         checkpoint_dir,
@@ -513,13 +530,16 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
         is_main=env.is_main,
         is_local_main=env.local_rank == 0,
     )
+    # After the checkpoint callback: it times each save from that callback's decision to its marking (phases.py).
+    save_timer_callback, save_timer = phases.make_save_timer(checkpoint_dir)
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
         processing_class=tokenizer,
         peft_config=modeling.lora_config(config) if config.is_peft else None,
-        callbacks=[checkpoint_callback, telemetry.make_progress_callback(env.is_main)],
+        callbacks=[checkpoint_callback, save_timer_callback, telemetry.make_progress_callback(env.is_main)],
+        optimizers=(optimizer, None),
     )
     del model  # the trainer holds it (wrapped with the adapter); releasing it later must not leave a reference here
     trainer.remove_callback(PrinterCallback)  # our progress callback prints the catalog lines instead
@@ -533,6 +553,7 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
         trainer._load_from_checkpoint(str(resume_from))  # the Trainer's own loader: full weights, adapters, FSDP
         trainer.state = TrainerState.load_from_json(str(resume_from / "trainer_state.json"))
         train_seconds, trained_loss = 0.0, None
+        timing.record_training(0.0, save_timer)
     else:
         stop.install()
         started = time.perf_counter()
@@ -541,14 +562,18 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
         finally:
             stop.uninstall()
         train_seconds, trained_loss = time.perf_counter() - started, output.training_loss
+        timing.record_training(train_seconds, save_timer)
         if stop.requested:
             LOG.warning("stopped by SIGTERM at step %d; the next start resumes from it", trainer.state.global_step)
             return EXIT_STOPPED
 
     model_dir = env.model_dir
-    if trainer.is_fsdp_enabled:
-        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
-    trainer.save_model(str(model_dir))  # every rank calls it (FSDP gathers); only rank 0 writes
+    if optimizer is not None:
+        optimizer.remove_hooks()  # no more training: evaluation must not step the weights
+    with timing.timed("save"):
+        if trainer.is_fsdp_enabled:
+            trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+        trainer.save_model(str(model_dir))  # every rank calls it (FSDP gathers); only rank 0 writes
 
     real, padded = _reduce([counter.real_tokens, counter.batch_tokens], "sum", args.device)
     (peak,) = _reduce([telemetry.peak_memory_gb(runtime.use_cuda)], "max", args.device)
@@ -582,16 +607,17 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
         return EXIT_OK
 
     results = evaluation.Scores(metrics=metrics)
-    if setup is not None:
-        scores = evaluate_trained(trainer, plan, config, runtime, token, tokenizer, setup, model_dir)
-        results.metrics.update(scores.metrics)
-        results.missing.update(scores.missing)
-    report(results, results, env, model_dir)
-    if config.is_peft and config.merge_adapter:
-        merged = merge_and_time(config, runtime, token, tokenizer, setup, model_dir, model_card)
-        results.metrics.update(merged.metrics)
-        results.missing.update(merged.missing)
-        report(merged, results, env, model_dir)
+    with timing.timed("evaluate"):  # the reload, generation, scoring and the merged model's timing
+        if setup is not None:
+            scores = evaluate_trained(trainer, plan, config, runtime, token, tokenizer, setup, model_dir)
+            results.metrics.update(scores.metrics)
+            results.missing.update(scores.missing)
+        report(results, results, env, model_dir)
+        if config.is_peft and config.merge_adapter:
+            merged = merge_and_time(config, runtime, token, tokenizer, setup, model_dir, model_card)
+            results.metrics.update(merged.metrics)
+            results.missing.update(merged.missing)
+            report(merged, results, env, model_dir)
     LOG.info("done: artifacts in %s", model_dir)
     return EXIT_OK
 

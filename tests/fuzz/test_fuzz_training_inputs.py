@@ -169,7 +169,7 @@ def malformed_argv(draw: st.DrawFn) -> tuple[str, list[str]]:
                 "no value",
                 "stray argument",
                 "no model_id",
-                "fsdp on CPU or unknown",
+                "strategy on CPU or unknown",
                 "model_id a missing local path",
                 "number out of range or not finite",
             ]
@@ -217,8 +217,9 @@ def malformed_argv(draw: st.DrawFn) -> tuple[str, list[str]]:
     elif kind == "no model_id":
         index = argv.index("--model_id")
         del argv[index : index + 2]
-    elif kind == "fsdp on CPU or unknown":
-        argv += ["--fsdp", draw(st.sampled_from(["full_shard", "true", "shard_everything", "$(id)", "auto_wrap"]))]
+    elif kind == "strategy on CPU or unknown":
+        strategies = ["fsdp", "fsdp_offload", "shard_everything", "$(id)", "full_shard"]
+        argv += ["--strategy", draw(st.sampled_from(strategies))]
         argv += ["--approach", "full"]
     elif kind == "model_id a missing local path":
         missing = ["/nonexistent/model", "./no-such-dir", "../../no-such-model", "~/nope"]

@@ -15,7 +15,6 @@ from training_code.config import (
     TrainConfig,
     parse_hyperparameters,
     resolve_learning_rate,
-    trainer_fsdp_option,
 )
 
 # The hyperparameter names Launch sends (the wave-2 contract between Launch and train.py).
@@ -37,7 +36,7 @@ CONTRACT_HYPERPARAMETERS = (
     "max_steps",
     "prompt_style",
     "decoding",
-    "fsdp",
+    "strategy",
     "save_interval_seconds",
     "warmup_ratio",
     "eval_batch_size",
@@ -55,7 +54,7 @@ def test_toolkit_style_values_are_decoded() -> None:
             "--per_device_batch_size=4",
             "--max_steps", "1e2",
             "--hf_token_secret_arn", "None",
-            "--fsdp", "true",
+            "--strategy", "FSDP",
             "--sagemaker_program", "train.py",
             "--sagemaker_submit_directory", "s3://bucket/code.tar.gz",
         ]
@@ -68,7 +67,7 @@ def test_toolkit_style_values_are_decoded() -> None:
     assert config.per_device_batch_size == 4
     assert config.max_steps == 100
     assert config.hf_token_secret_arn is None
-    assert config.fsdp == "full_shard"  # legacy `true`
+    assert config.strategy == "fsdp"
 
 
 def test_every_hyperparameter_launch_sends_is_a_train_config_field() -> None:
@@ -86,35 +85,12 @@ def test_defaults_are_compact_prompts_auto_length_constrained_decoding_and_time_
     assert config.save_interval_seconds == 1800
     assert config.warmup_ratio == 0.03
     assert config.eval_batch_size == 8
-    assert config.fsdp == ""
+    assert config.strategy == "single"
 
 
 @pytest.mark.parametrize(("text", "expected"), [("auto", None), ("AUTO", None), ("512", 512), ("1e3", 1000)])
 def test_max_seq_length_is_auto_or_a_number(text: str, expected: int | None) -> None:
     assert parse_hyperparameters(["--model_id", "m", "--max_seq_length", text]).max_seq_length == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "token", "trainer_option"),
-    [
-        ("full_shard", "full_shard", "full_shard auto_wrap"),
-        ("full_shard_offload", "full_shard_offload", "full_shard auto_wrap offload"),
-        ("true", "full_shard", "full_shard auto_wrap"),
-        ("", "", ""),
-        ("false", "", ""),
-    ],
-)
-def test_fsdp_is_one_token_that_maps_to_the_trainers_option_string(text: str, token: str, trainer_option: str) -> None:
-    config = parse_hyperparameters(["--model_id", "m", "--fsdp", text] if text else ["--model_id", "m"])
-
-    assert config.fsdp == token
-    assert " " not in config.fsdp
-    assert trainer_fsdp_option(config.fsdp) == trainer_option
-
-
-def test_an_fsdp_option_string_with_spaces_is_refused() -> None:
-    with pytest.raises(ConfigError, match="fsdp='full_shard auto_wrap' is not one of: full_shard, full_shard_offload"):
-        parse_hyperparameters(["--model_id", "m", "--fsdp", "full_shard auto_wrap"])
 
 
 @pytest.mark.parametrize(
@@ -197,15 +173,15 @@ def refuse_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     ("hyperparameters", "expected"),
     [
         ({"approach": "prefix"}, "hyperparameter approach='prefix' is not one of: full, lora, qlora"),
-        ({"approach": "qlora", "fsdp": "true"}, "fsdp is not supported with approach=qlora"),
+        ({"approach": "qlora", "strategy": "fsdp"}, "strategy=fsdp is not supported with approach=qlora"),
         ({"approach": "qlora", "lora_modules_to_save": "lm_head"}, "lora_modules_to_save is not supported"),
         ({"approach": "baseline", "prompt_style": "compact"}, "prompt_style='compact' is not supported"),
         ({"approach": "baseline", "eval_samples": "0"}, "eval_samples=0 leaves approach=baseline nothing to do"),
-        ({"approach": "baseline", "fsdp": "full_shard"}, "fsdp is not supported with approach=baseline"),
+        ({"approach": "baseline", "strategy": "fsdp"}, "strategy=fsdp is not supported with approach=baseline"),
         ({"lora_dropout": "1.5"}, "lora_dropout=1.5 must be in [0, 1)"),
         ({"max_steps": "0"}, "max_steps=0 must be -1 (epochs decide) or >= 1"),
         ({"decoding": "beam"}, "decoding='beam' is not one of: free, constrained"),
-        ({"fsdp": "full_shard"}, "fsdp='full_shard' needs CUDA GPUs"),
+        ({"strategy": "fsdp"}, "strategy=fsdp needs CUDA GPUs"),
         ({"prompt_style": "verbose"}, "prompt_style='verbose' is not one of: compact, listed"),
         ({"max_seq_length": "8"}, "max_seq_length=8 must be >= 16, or auto"),
         ({"save_interval_seconds": "30"}, "save_interval_seconds=30 must be >= 60"),

@@ -26,9 +26,11 @@ STUDY_JOBS = study_jobs()
 # Offline there is no Hub and no Secrets Manager: the model is a local folder (with the real Mistral tokenizer), no
 # token is read, the BERTScore encoder is the local MiniLM, and the run is a few steps on a few evaluation samples.
 OFFLINE_OVERRIDES = {"max_steps": 3, "eval_samples": 6}
-# FSDP needs CUDA GPUs (train.py refuses it on CPU): the two 7B full jobs and the 20B LoRA job train unsharded here.
-# The sharded path is the planner's business (tests/lambdas/test_lambda_memory.py) and the GPU bench's.
-CPU_OVERRIDES = {"fsdp": ""}
+# FSDP needs CUDA GPUs and torchrun (train.py refuses it on CPU): a job Plan shards trains as one process here.
+# The sharded path is the planner's business (tests/lambdas/test_lambda_memory.py) and the GPU bench's. split, lean
+# and ddp (one process = single) run on the CPU through their own code paths.
+CPU_OVERRIDES = {"strategy": "single"}
+FSDP_STRATEGIES = ("fsdp", "fsdp_offload")
 
 
 def toolkit_argv(job: JobSpec, model: Path, checkpoint_dir: Path, bertscore_model: str) -> list[str]:
@@ -41,7 +43,8 @@ def toolkit_argv(job: JobSpec, model: Path, checkpoint_dir: Path, bertscore_mode
     values.update(
         model_id=str(model), checkpoint_dir=str(checkpoint_dir), bertscore_model=bertscore_model, **OFFLINE_OVERRIDES
     )
-    if values.get("fsdp"):
+    values.pop("fsdp", None)  # the token `strategy` replaced (sent by Launch until issue 18's Lambda side merges)
+    if values.get("strategy") in FSDP_STRATEGIES:
         values.update(CPU_OVERRIDES)
     return [str(argument) for argument in mapping.to_cmd_args(values)]
 

@@ -10,6 +10,9 @@ Pure arithmetic over the catalog's assumptions (`catalog.TOKENS_PER_EXAMPLE`, `U
     other seconds  = startup + model download (+ upload of a full-size model) at the catalog's rates
     hours          = the sum; on-demand $ = hours x instances x hourly price; expected $ = x spot fraction if spot
 
+The same seconds by part (`PARTS`, `Expected.seconds`) are what recorded jobs calibrate (`lambdas.calibration`):
+each part is multiplied by its factor for the job's calibration key before the sum.
+
 The budget gate keeps using the maximum (`cost.estimated_max_cost_usd`); this is what Plan, the CLI and the report
 show so that the assumptions can be checked against what jobs really cost.
 """
@@ -19,9 +22,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lambdas import catalog
+
+if TYPE_CHECKING:
+    from lambdas.calibration import Calibration
+
+# The parts of a job's time that the estimate prices and recorded jobs measure (lambdas/calibration.py).
+PARTS = ("startup", "install", "download", "train", "checkpoint", "evaluate", "upload")
 
 # training_code/modeling.py's `auto` rule (also memory.uses_gradient_checkpointing): QLoRA always, GPU models of 1B+.
 _CHECKPOINTING_MIN_PARAMETERS = 1_000_000_000
@@ -40,6 +49,7 @@ class Expected:
     train_tokens: float
     train_flops: float
     assumptions: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # each of PARTS (calibrated) and "total"
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON (for the CLI and report.json)."""
@@ -88,8 +98,10 @@ def expected_job_cost(
     rows: float,
     rows_source: str = "given",
     merge_adapter: bool = False,
+    calibration: Calibration | None = None,
 ) -> Expected:
-    """The expected hours and dollars of one job (see the module's docstring for the formula)."""
+    """The expected hours and dollars of one job (see the module's docstring for the formula); with a
+    `calibration`, each part's seconds multiplied by its factor."""
     instance = catalog.INSTANCES[instance_type]
     gpu = instance.gpu
     peak_tflops = gpu.peak_tflops if gpu is not None else catalog.CPU_PEAK_TFLOPS
@@ -120,10 +132,23 @@ def expected_job_cost(
 
     # A full-size model goes up at the end when the whole model trained or the adapter is merged.
     uploads_model = approach == "full" or (merge_adapter and per_token > 0)
-    transfer_bytes = weight_bytes * (2 if uploads_model else 1)
-    overhead_seconds = catalog.STARTUP_SECONDS + transfer_bytes / catalog.MODEL_DOWNLOAD_BYTES_PER_SECOND
+    transfer_seconds = weight_bytes / catalog.MODEL_DOWNLOAD_BYTES_PER_SECOND
+    factors = calibration.factors if calibration is not None else {}
+    table = {
+        "startup": float(catalog.STARTUP_SECONDS),
+        "install": 0.0,  # not modelled yet
+        "download": transfer_seconds,
+        "train": training_seconds,
+        "checkpoint": 0.0,  # not modelled yet
+        "evaluate": evaluation_seconds,
+        "upload": transfer_seconds if uploads_model else 0.0,
+    }
+    seconds = {part: table[part] * factors.get(part, 1.0) for part in PARTS}
+    seconds["total"] = sum(seconds.values())
+    training_seconds, evaluation_seconds = seconds["train"], seconds["evaluate"]
+    overhead_seconds = seconds["total"] - training_seconds - evaluation_seconds
 
-    hours = (training_seconds + evaluation_seconds + overhead_seconds) / 3600
+    hours = seconds["total"] / 3600
     on_demand = hours * instance_count * hourly_price_usd
     expected = on_demand * catalog.SPOT_PRICE_FRACTION if spot else on_demand
     assumptions = {
@@ -141,6 +166,7 @@ def expected_job_cost(
         "download_mb_per_s": catalog.MODEL_DOWNLOAD_BYTES_PER_SECOND / 1e6,
         "spot_price_fraction": catalog.SPOT_PRICE_FRACTION if spot else 1.0,
         "spot_price_source": catalog.SPOT_PRICE_SOURCE if spot else "on-demand",
+        "calibration": calibration.as_dict() if calibration is not None else None,
     }
     return Expected(
         hours=hours,
@@ -152,10 +178,18 @@ def expected_job_cost(
         train_tokens=train_tokens,
         train_flops=train_flops,
         assumptions=assumptions,
+        seconds=seconds,
     )
 
 
-def expected_for_job(job: Mapping[str, Any], *, parameters: int, rows: float, rows_source: str = "given") -> Expected:
+def expected_for_job(
+    job: Mapping[str, Any],
+    *,
+    parameters: int,
+    rows: float,
+    rows_source: str = "given",
+    calibration: Calibration | None = None,
+) -> Expected:
     """`expected_job_cost` for a JobSpec (or any mapping with its hyperparameter and placement fields)."""
     return expected_job_cost(
         parameters=parameters,
@@ -174,6 +208,7 @@ def expected_for_job(job: Mapping[str, Any], *, parameters: int, rows: float, ro
         rows=rows,
         rows_source=rows_source,
         merge_adapter=bool(job.get("merge_adapter", False)),
+        calibration=calibration,
     )
 
 

@@ -1,0 +1,158 @@
+"""Calibration from actuals: a recorded job's time by estimate part, and factors shrunk toward the time model."""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from lambdas import calibration, estimate
+from lambdas.calibration import Calibration, actual_seconds, calibration_key, calibrations
+
+KEY = "g5#lora#single"
+ESTIMATED = {"startup": 300.0, "install": 90.0, "download": 60.0, "train": 600.0, "checkpoint": 0.0, "evaluate": 120.0}
+
+
+def recorded(
+    *,
+    train: float = 600.0,
+    startup: float = 300.0,
+    status: str = "Completed",
+    estimated: dict[str, float] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A ledger job row as DynamoDB returns it (Decimals), whose job spent `train` s training."""
+    metrics = {
+        "time_download_seconds": Decimal("50"),
+        "time_load_seconds": Decimal("10"),
+        "time_train_seconds": Decimal(str(train)),
+        "time_evaluate_seconds": Decimal("120"),
+        "time_save_seconds": Decimal("5"),
+    }
+    return {
+        "status": status,
+        "calibration_key": KEY,
+        "estimated_seconds": {k: Decimal(str(v)) for k, v in (ESTIMATED if estimated is None else estimated).items()},
+        "time_split_seconds": {
+            "waiting": Decimal(str(startup - 30)),
+            "downloading": Decimal("30"),
+            "training": Decimal(str(train + 270)),  # 90 s install + download 60 + evaluate 120 + save 5 = 275 s less
+            "uploading": Decimal("15"),
+        },
+        "metrics": metrics,
+        "interruptions": 0,
+        **extra,
+    }
+
+
+def test_key_is_the_instance_family_approach_and_strategy() -> None:
+    assert calibration_key("ml.g5.12xlarge", "lora", "split") == "g5#lora#split"
+    assert calibration_key("ml.p4d.24xlarge", "full", "fsdp") == "p4d#full#fsdp"
+
+
+def test_actual_parts_come_from_the_time_split_and_the_phase_metrics() -> None:
+    # Given a job that waited 270 s, downloaded 30 s, ran the training container 870 s and uploaded 15 s
+    # When its parts are read
+    parts = actual_seconds(recorded())
+    # Then each part is what the contract says, and together they are the job's wall time
+    assert parts == {
+        "startup": 300.0,
+        "download": 60.0,  # the Hub download and the load onto the device
+        "train": 600.0,
+        "evaluate": 120.0,
+        "install": 85.0,  # the Training phase less every printed phase (the save included)
+        "upload": 20.0,  # SageMaker's upload and the final save
+        "total": 1185.0,
+    }
+    assert sum(v for k, v in parts.items() if k != "total") == parts["total"]
+
+
+def test_without_phase_metrics_only_startup_and_upload_are_known() -> None:
+    # Given a row of training code that predates the time_* metrics
+    row = {**recorded(), "metrics": {"eval_intent_accuracy": Decimal("0.9")}}
+    # Then the Training phase is not split (its whole length is not "install")
+    assert actual_seconds(row) == {"startup": 300.0, "upload": 15.0, "total": 1185.0}
+
+
+def test_a_row_without_a_time_split_has_no_actuals() -> None:
+    assert actual_seconds({"status": "Failed", "time_split_seconds": None}) == {}
+
+
+def test_one_sample_moves_a_factor_a_little_and_twenty_most_of_the_way() -> None:
+    # Given jobs that all trained 4x longer than estimated
+    slow = recorded(train=2400.0)
+    # When one, then twenty of them calibrate the key
+    one = calibrations([slow])[KEY].factors["train"]
+    twenty = calibrations([slow] * 20)[KEY].factors["train"]
+    # Then one sample moves the factor a quarter of the way in log space (prior weight 3), twenty 20/23 of it
+    assert one == pytest.approx(4 ** (1 / 4), rel=1e-3) and one < 1.5
+    assert twenty == pytest.approx(4 ** (20 / 23), rel=1e-3) and twenty > 3.0
+    # And parts that matched the estimate stay at 1.0
+    assert calibrations([slow] * 20)[KEY].factors["evaluate"] == 1.0
+
+
+def test_an_outlier_moves_the_factor_by_at_most_the_ratio_bound() -> None:
+    # Given nineteen jobs as estimated and one that trained 1000x longer (a stuck mirror, a broken node)
+    rows = [recorded()] * 19 + [recorded(train=600_000.0)]
+    # Then that job counts as a ratio of 10 at most
+    factor = calibrations(rows)[KEY].factors["train"]
+    assert factor == pytest.approx(math.exp(math.log(calibration.RATIO_BOUND) / 23), rel=1e-3)
+    assert factor < 1.11
+
+
+def test_parts_nothing_measured_stay_at_the_table_value() -> None:
+    # Given an estimate of 0 s for checkpoints (nothing to divide by) and no upload in the estimate at all
+    factors = calibrations([recorded()])[KEY].factors
+    # Then neither part gets a factor: the estimator's `.get(part, 1.0)` keeps the table's value
+    assert "checkpoint" not in factors and "upload" not in factors
+    assert factors["train"] == 1.0
+
+
+def test_rows_without_an_estimate_split_failed_or_interrupted_are_ignored() -> None:
+    rows = [
+        {**recorded(train=6000.0), "estimated_seconds": None},  # recorded before the calibration fields
+        recorded(train=6000.0, status="Failed"),  # cut short: its parts are partial
+        recorded(train=6000.0, interruptions=Decimal("2")),  # waited and restarted: the spot band's business
+        {**recorded(train=6000.0), "calibration_key": None},
+    ]
+    assert calibrations(rows) == {}
+
+
+def test_rows_calibrate_their_own_key_only() -> None:
+    other = {**recorded(train=60.0), "calibration_key": "g6#qlora#single"}
+    result = calibrations([recorded(train=2400.0), other])
+    assert set(result) == {KEY, "g6#qlora#single"}
+    assert result[KEY].factors["train"] > 1 > result["g6#qlora#single"].factors["train"]
+    assert result[KEY].samples == 1 and "1 completed job" in result[KEY].source
+
+
+def test_the_estimator_multiplies_each_part_by_its_factor() -> None:
+    # Given an estimate of a 7B LoRA job, and a calibration that doubles training and halves startup
+    arguments: dict[str, Any] = {
+        "parameters": 7_000_000_000,
+        "approach": "lora",
+        "instance_type": "ml.g5.2xlarge",
+        "instance_count": 1,
+        "epochs": 1.0,
+        "max_steps": -1,
+        "batch_size": 8,
+        "prompt_style": "compact",
+        "max_seq_length": "auto",
+        "eval_samples": 500,
+        "eval_batch_size": 32,
+        "spot": True,
+        "hourly_price_usd": 1.5,
+        "rows": 10_000.0,
+    }
+    table = estimate.expected_job_cost(**arguments)
+    factors = {"train": 2.0, "startup": 0.5}
+    calibrated = estimate.expected_job_cost(**arguments, calibration=Calibration(KEY, factors, 5, "test"))
+    # Then those parts scale, the others do not, and the total and dollars follow
+    assert calibrated.seconds["train"] == pytest.approx(2 * table.seconds["train"])
+    assert calibrated.seconds["startup"] == pytest.approx(0.5 * table.seconds["startup"])
+    assert calibrated.seconds["evaluate"] == pytest.approx(table.seconds["evaluate"])
+    assert calibrated.seconds["total"] == pytest.approx(sum(calibrated.seconds[p] for p in estimate.PARTS))
+    assert calibrated.hours == pytest.approx(calibrated.seconds["total"] / 3600)
+    assert calibrated.assumptions["calibration"]["factors"] == factors

@@ -7,7 +7,7 @@ ones Launch adds); the rest is identity, placement, limits, price and S3 locatio
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import Any, TypedDict
 
 
 class AttemptFields(TypedDict, total=False):
@@ -68,6 +68,9 @@ class JobSpec(AttemptFields):
     estimated_cost_usd: float  # expected $ at the job's pricing (the expected spot price if spot)
     estimated_on_demand_cost_usd: float
     estimated_train_rows: float  # the train channel's rows the estimate assumed
+    estimated_seconds: dict[str, float]  # the estimate's seconds by part (lambdas/estimate.PARTS) and "total"
+    calibration_key: str  # "<instance family>#<approach>#<strategy>" (lambdas/calibration.py)
+    calibration: dict[str, Any]  # the calibration in force: {key, samples, factors, source}
     # S3 layout
     train_s3_uri: str
     test_s3_uri: str
@@ -83,3 +86,4 @@ class PlanOutput(TypedDict):
     total_estimated_max_cost_usd: float
     total_estimated_cost_usd: float  # sum of the jobs' expected costs; shown, never gated on
     budget_usd: float
+    calibration: dict[str, dict[str, Any]]  # the calibration in force per key of the run's jobs

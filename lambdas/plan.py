@@ -14,16 +14,17 @@ import json
 import logging
 import math
 import re
+import time
 import unicodedata
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
 import fastjsonschema
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lambdas import catalog, cost, estimate, memory, naming
+from lambdas import calibration, catalog, cost, estimate, ledger, memory, naming
 from lambdas.errors import (
     BudgetExceeded,
     ConfigurationError,
@@ -375,11 +376,14 @@ def build_jobs(
     job_name_prefix: str,
     price_of: Callable[[str], cost.Price],
     train_bytes: int | None = None,
+    calibrations: Mapping[str, calibration.Calibration] | None = None,
 ) -> list[JobSpec]:
     """JobSpecs for resolved experiments; `InvalidExecutionInput` on duplicate experiments.
 
-    Each carries its maximum cost (the budget gate's figure) and its expected hours and cost (`lambdas.estimate`);
-    `train_bytes`, the train channel's size when Plan could list it, sizes a dataset the catalog does not know."""
+    Each carries its maximum cost (the budget gate's figure) and its expected hours and cost (`lambdas.estimate`),
+    corrected by the calibration of its key when `calibrations` has one (`read_calibrations`), and which calibration
+    that was; `train_bytes`, the train channel's size when Plan could list it, sizes a dataset the catalog does not
+    know."""
     train_uri, test_uri = dataset_location(doc, bucket)
     rows, rows_source = estimate.train_rows(doc.get("dataset", DEFAULT_DATASET).get("name"), train_bytes)
     prices: dict[str, cost.Price] = {}
@@ -431,7 +435,14 @@ def build_jobs(
             "checkpoint_s3_uri": naming.checkpoint_uri(bucket, run_id, job_name),
             "output_s3_uri": naming.output_uri(bucket, exp["model_key"], exp["approach"]),
         }
-        expected = estimate.expected_for_job(spec, parameters=exp["parameters"], rows=rows, rows_source=rows_source)
+        key = experiment_calibration_key(exp)
+        in_force = (calibrations or {}).get(key) or calibration.uncalibrated(key)
+        expected = estimate.expected_for_job(
+            spec, parameters=exp["parameters"], rows=rows, rows_source=rows_source, calibration=in_force
+        )
+        spec["estimated_seconds"] = {part: round(seconds, 1) for part, seconds in expected.seconds.items()}
+        spec["calibration_key"] = key
+        spec["calibration"] = in_force.as_dict()
         spec["estimated_hours"] = round(expected.hours, 4)
         spec["estimated_cost_usd"] = round(expected.cost_usd, 4)
         spec["estimated_on_demand_cost_usd"] = round(expected.on_demand_cost_usd, 4)
@@ -440,6 +451,56 @@ def build_jobs(
     if problems:
         raise InvalidExecutionInput(problems)
     return jobs
+
+
+def experiment_strategy(exp: Mapping[str, Any]) -> str:
+    """How the job uses its GPUs, in the strategy hyperparameter's values (single, ddp, fsdp, fsdp_offload, split,
+    lean). Until the planner emits `strategy` itself, derived from today's `fsdp` token and GPU count: torchrun
+    replicas on more than one GPU unless sharded; a baseline is one process over a device map."""
+    if exp.get("strategy"):
+        return str(exp["strategy"])
+    gpus = int(exp.get("gpus_per_instance") or 0) * int(exp.get("instance_count") or 1)
+    if exp["approach"] == catalog.BASELINE:
+        return "split" if gpus > 1 else "single"
+    return {"full_shard": "fsdp", "full_shard_offload": "fsdp_offload"}.get(
+        str(exp.get("fsdp") or ""), "ddp" if gpus > 1 else "single"
+    )
+
+
+def experiment_calibration_key(exp: Mapping[str, Any]) -> str:
+    """The calibration key of a resolved experiment or JobSpec."""
+    return calibration.calibration_key(exp["instance_type"], exp["approach"], experiment_strategy(exp))
+
+
+# Plan stops reading calibrations after this long (the keys left use the table): with the handler's short client
+# (2 attempts, 10 s read timeout: 31 s at worst per Query) all reads stay within one default call's budget, which
+# is what Plan's Lambda timeout allows for them (stacks/constructs/workflow.py CALLS_AT_WORST).
+CALIBRATION_READ_SECONDS = 60.0
+
+
+def read_calibrations(
+    dynamodb: Any,
+    table_name: str,
+    experiments: list[dict[str, Any]],
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, calibration.Calibration]:
+    """The calibration of each distinct key among `experiments`, from the newest recorded jobs under it (one Query
+    per key on the ledger's calibration index); keys no job calibrates are absent (the table's values apply).
+
+    A key whose read still fails after botocore's retries, or comes after `CALIBRATION_READ_SECONDS` of reads, is
+    estimated from the table: a correction is worth having, not worth refusing or delaying a run for."""
+    rows: list[dict[str, Any]] = []
+    started = clock()
+    for key in sorted({experiment_calibration_key(exp) for exp in experiments}):
+        if clock() - started > CALIBRATION_READ_SECONDS:
+            logger.warning("calibration of %s not read (reads took too long), the time model's table applies", key)
+            continue
+        try:
+            rows += ledger.calibration_rows(dynamodb, table_name, key, calibration.RECENT_JOBS)
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning("calibration of %s not read, the time model's table applies: %s", key, exc)
+    return calibration.calibrations(rows)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -674,9 +735,11 @@ def plan_run(
     pricing: Any,
     quotas: Any,
     secretsmanager: Any,
+    dynamodb: Any = None,
 ) -> PlanOutput:
-    """The Plan step: `{"run_id", "jobs", "total_estimated_max_cost_usd", "total_estimated_cost_usd", "budget_usd"}`
-    or a typed error (the budget gate uses the maximum)."""
+    """The Plan step: `{"run_id", "jobs", "total_estimated_max_cost_usd", "total_estimated_cost_usd", "budget_usd",
+    "calibration"}` or a typed error (the budget gate uses the maximum). With `dynamodb` and the ledger's table name,
+    each job's estimate is calibrated from recorded jobs like it; `calibration` lists what was in force per key."""
     doc, experiments = validate_execution_input(
         execution_input, default_max_runtime_hours=config.default_max_runtime_hours
     )
@@ -694,6 +757,11 @@ def plan_run(
         job_name_prefix=config.job_name_prefix,
         price_of=lambda instance_type: cost.lookup_hourly_price(pricing, instance_type, config.region),
         train_bytes=None if known_rows else train_channel_bytes(s3, train_uri),
+        calibrations=(
+            read_calibrations(dynamodb, config.table_name, experiments)
+            if dynamodb is not None and config.table_name
+            else None
+        ),
     )
     budget = float(doc.get("budget_usd", config.default_budget_usd))
     total = enforce_budget(jobs, budget)
@@ -711,4 +779,10 @@ def plan_run(
         "total_estimated_max_cost_usd": total,
         "total_estimated_cost_usd": total_expected_cost(jobs),
         "budget_usd": budget,
+        "calibration": calibration_in_force(jobs),
     }
+
+
+def calibration_in_force(jobs: list[JobSpec]) -> dict[str, dict[str, Any]]:
+    """The calibration each key of the run's jobs was estimated with, by key (Plan's output, the report)."""
+    return {job["calibration_key"]: job["calibration"] for job in jobs}

@@ -7,9 +7,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from boto3.dynamodb.types import TypeSerializer
+from botocore.exceptions import ClientError
 
-from lambdas import calibration, estimate
+from lambdas import calibration, estimate, ledger, plan
 from lambdas.calibration import Calibration, actual_seconds, calibration_key, calibrations
+from tests.lambdas.lambda_testkit import BUCKET, PREFIX, study_jobs
 
 KEY = "g5#lora#single"
 ESTIMATED = {"startup": 300.0, "install": 90.0, "download": 60.0, "train": 600.0, "checkpoint": 0.0, "evaluate": 120.0}
@@ -156,3 +159,106 @@ def test_the_estimator_multiplies_each_part_by_its_factor() -> None:
     assert calibrated.seconds["total"] == pytest.approx(sum(calibrated.seconds[p] for p in estimate.PARTS))
     assert calibrated.hours == pytest.approx(calibrated.seconds["total"] / 3600)
     assert calibrated.assumptions["calibration"]["factors"] == factors
+
+
+# -- Plan: reading the ledger's recent jobs per key ---------------------------------------------------------------
+class CountingDynamoDB:
+    """A DynamoDB client that records each Query's key and answers from `rows_by_key` (or raises `error`)."""
+
+    def __init__(self, rows_by_key: dict[str, list[dict[str, Any]]] | None = None, error: Exception | None = None):
+        self.rows_by_key, self.error, self.keys = rows_by_key or {}, error, []
+
+    def query(self, **request: Any) -> dict[str, Any]:
+        assert request["IndexName"] == ledger.CALIBRATION_INDEX and request["ScanIndexForward"] is False
+        key = request["ExpressionAttributeValues"][":key"]["S"]
+        self.keys.append(key)
+        if self.error is not None:
+            raise self.error
+        serializer = TypeSerializer()
+        items = [
+            {k: serializer.serialize(v) for k, v in ledger.to_dynamo_value(row).items()}
+            for row in self.rows_by_key.get(key, [])
+        ]
+        return {"Items": items[: request["Limit"]]}
+
+
+def recorded_like(job: dict[str, Any], *, startup: float, train_phase: float) -> dict[str, Any]:
+    """The ledger row of `job` after it started in `startup` s and ran its container `train_phase` s."""
+    split = {"waiting": startup, "downloading": 0, "training": train_phase, "uploading": 0}
+    final = {
+        "status": "Completed",
+        "training_seconds": int(startup + train_phase),
+        "billable_seconds": int(startup + train_phase),
+        "metrics": {},
+        "creation_time": "2026-12-01T00:00:00+00:00",
+        "time_split_seconds": split,
+    }
+    return ledger.to_json_value(ledger.job_row(job, final))  # type: ignore[arg-type]
+
+
+def test_plan_estimates_each_job_with_the_calibration_of_its_key() -> None:
+    # Given five recorded LoRA jobs of this key that started in 30 s where the table assumes 240 s
+    [job] = study_jobs({"experiments": [{"model": "mistral-7b", "approach": "lora"}]})
+    rows = [recorded_like(job, startup=30, train_phase=600)] * 5
+    dynamodb = CountingDynamoDB({job["calibration_key"]: rows})
+    doc, experiments = plan.validate_execution_input({"experiments": [{"model": "mistral-7b", "approach": "lora"}]})
+    # When Plan reads them and builds the job
+    in_force = plan.read_calibrations(dynamodb, "ledger", experiments)
+    [calibrated] = plan.build_jobs(
+        doc,
+        experiments,
+        run_id="run-1",
+        bucket=BUCKET,
+        job_name_prefix=PREFIX,
+        price_of=plan.catalog_price,
+        calibrations=in_force,
+    )
+    # Then its startup estimate moved 5/8 of the way (in log space) toward 30 s, and so did its cost
+    factor = (30 / 240) ** (5 / 8)
+    assert calibrated["estimated_seconds"]["startup"] == pytest.approx(240 * factor, abs=0.1)
+    assert calibrated["estimated_cost_usd"] < job["estimated_cost_usd"]
+    # And the spec says which calibration was in force; the uncalibrated one says it had no samples
+    assert calibrated["calibration"]["samples"] == 5 and calibrated["calibration"]["key"] == job["calibration_key"]
+    assert job["calibration"] == {"key": job["calibration_key"], "samples": 0, "factors": {}, "source": ANY_SOURCE}
+
+
+ANY_SOURCE = calibration.uncalibrated("k").source
+
+
+def test_plan_queries_each_distinct_key_once() -> None:
+    # Given the study matrix (8 jobs) and an empty ledger
+    _, experiments = plan.validate_execution_input({})
+    dynamodb = CountingDynamoDB()
+    # When Plan reads the calibrations
+    assert plan.read_calibrations(dynamodb, "ledger", experiments) == {}
+    # Then it asked once per distinct key of the planned jobs, never twice
+    keys = {plan.experiment_calibration_key(exp) for exp in experiments}
+    assert sorted(dynamodb.keys) == sorted(keys) and len(dynamodb.keys) == len(set(dynamodb.keys))
+
+
+def test_a_calibration_read_that_fails_leaves_the_table_in_force() -> None:
+    # Given a ledger that refuses the Query (after botocore's retries)
+    error = ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "Query")
+    _, experiments = plan.validate_execution_input({"experiments": [{"model": "mistral-7b", "approach": "lora"}]})
+    # Then Plan plans all the same, uncalibrated
+    assert plan.read_calibrations(CountingDynamoDB(error=error), "ledger", experiments) == {}
+
+
+def test_calibration_reads_stop_after_their_time_budget() -> None:
+    # Given reads that each take 40 s
+    _, experiments = plan.validate_execution_input({})
+    ticks = iter(range(0, 10_000, 40))
+    dynamodb = CountingDynamoDB()
+    # When Plan reads the study's keys
+    plan.read_calibrations(dynamodb, "ledger", experiments, clock=lambda: float(next(ticks)))
+    # Then it stops once CALIBRATION_READ_SECONDS have passed: the keys left use the table
+    assert 0 < len(dynamodb.keys) < len({plan.experiment_calibration_key(exp) for exp in experiments})
+
+
+def test_strategy_follows_the_planners_sharding_and_gpu_count() -> None:
+    single = {"approach": "qlora", "gpus_per_instance": 1, "instance_count": 1, "fsdp": ""}
+    assert plan.experiment_strategy(single) == "single"
+    assert plan.experiment_strategy({**single, "gpus_per_instance": 4}) == "ddp"
+    assert plan.experiment_strategy({**single, "gpus_per_instance": 8, "fsdp": "full_shard"}) == "fsdp"
+    assert plan.experiment_strategy({**single, "approach": "baseline", "gpus_per_instance": 4}) == "split"
+    assert plan.experiment_strategy({**single, "strategy": "lean"}) == "lean"  # the planner's own, once it has one

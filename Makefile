@@ -38,8 +38,8 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-demo: $(VENV)/.installed ## run the whole pipeline offline (no AWS account needed); INPUT=path.json for another input
-	$(PY) -m finetune.local.demo $(if $(INPUT),--input $(INPUT))
+demo: $(VENV)/.installed ## run the whole pipeline offline (no AWS account needed); INPUT=path.json for another input, RUNS=2 to see calibration
+	$(PY) -m finetune.local.demo $(if $(INPUT),--input $(INPUT)) $(if $(RUNS),--runs $(RUNS))
 
 test: $(VENV)/.installed node_modules/.installed lint ## the whole suite: lint, nag-clean synth, unit, workflow and training tests
 	$(PY) -m pytest

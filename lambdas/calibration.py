@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lambdas import catalog
 from lambdas.estimate import PARTS
 
 # How many samples' worth of belief the table's own value carries: with 3, a key needs 3 agreeing jobs before the
@@ -60,6 +61,26 @@ def calibration_key(instance_type: str, approach: str, strategy: str) -> str:
     return f"{instance_family(instance_type)}#{approach}#{strategy}"
 
 
+def job_strategy(job: Mapping[str, Any]) -> str:
+    """How a job (a resolved experiment or JobSpec) uses its GPUs, in the strategy hyperparameter's values (single,
+    ddp, fsdp, fsdp_offload, split, lean). Until the planner emits `strategy` itself, derived from today's `fsdp`
+    token and GPU count: torchrun replicas on more than one GPU unless sharded; a baseline is one process over a
+    device map."""
+    if job.get("strategy"):
+        return str(job["strategy"])
+    gpus = int(job.get("gpus_per_instance") or 0) * int(job.get("instance_count") or 1)
+    if job["approach"] == catalog.BASELINE:
+        return "split" if gpus > 1 else "single"
+    return {"full_shard": "fsdp", "full_shard_offload": "fsdp_offload"}.get(
+        str(job.get("fsdp") or ""), "ddp" if gpus > 1 else "single"
+    )
+
+
+def job_calibration_key(job: Mapping[str, Any]) -> str:
+    """The calibration key of a resolved experiment or JobSpec."""
+    return calibration_key(job["instance_type"], job["approach"], job_strategy(job))
+
+
 @dataclass(frozen=True)
 class Calibration:
     """Per-part correction factors for one key (1.0 = the time model's table), from `samples` recorded jobs."""
@@ -72,6 +93,33 @@ class Calibration:
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON (the JobSpec, Plan's output, the report)."""
         return {"key": self.key, "samples": self.samples, "factors": dict(self.factors), "source": self.source}
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any]) -> Calibration:
+        """The inverse of `as_dict` (a JobSpec's `calibration`)."""
+        return cls(
+            key=str(value["key"]),
+            factors={part: float(factor) for part, factor in (value.get("factors") or {}).items()},
+            samples=int(value.get("samples") or 0),
+            source=str(value.get("source") or ""),
+        )
+
+
+def spec_fields(seconds: Mapping[str, float], in_force: Calibration) -> dict[str, Any]:
+    """What a JobSpec carries of its estimate for Record and the report: the seconds by part (and total), its key and
+    the calibration in force."""
+    return {
+        "estimated_seconds": {part: round(float(value), 1) for part, value in seconds.items()},
+        "calibration_key": in_force.key,
+        "calibration": in_force.as_dict(),
+    }
+
+
+def carried_over(job: Mapping[str, Any], key: str) -> Calibration:
+    """The calibration for a changed job (a remedied attempt, which cannot read the ledger): the one its job was
+    planned with when the key is unchanged, else none (the table's values)."""
+    planned = job.get("calibration") or {}
+    return Calibration.from_dict(planned) if planned.get("key") == key else uncalibrated(key)
 
 
 def uncalibrated(key: str) -> Calibration:

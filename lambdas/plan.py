@@ -435,14 +435,12 @@ def build_jobs(
             "checkpoint_s3_uri": naming.checkpoint_uri(bucket, run_id, job_name),
             "output_s3_uri": naming.output_uri(bucket, exp["model_key"], exp["approach"]),
         }
-        key = experiment_calibration_key(exp)
+        key = calibration.job_calibration_key(exp)
         in_force = (calibrations or {}).get(key) or calibration.uncalibrated(key)
         expected = estimate.expected_for_job(
             spec, parameters=exp["parameters"], rows=rows, rows_source=rows_source, calibration=in_force
         )
-        spec["estimated_seconds"] = {part: round(seconds, 1) for part, seconds in expected.seconds.items()}
-        spec["calibration_key"] = key
-        spec["calibration"] = in_force.as_dict()
+        spec.update(calibration.spec_fields(expected.seconds, in_force))
         spec["estimated_hours"] = round(expected.hours, 4)
         spec["estimated_cost_usd"] = round(expected.cost_usd, 4)
         spec["estimated_on_demand_cost_usd"] = round(expected.on_demand_cost_usd, 4)
@@ -451,25 +449,6 @@ def build_jobs(
     if problems:
         raise InvalidExecutionInput(problems)
     return jobs
-
-
-def experiment_strategy(exp: Mapping[str, Any]) -> str:
-    """How the job uses its GPUs, in the strategy hyperparameter's values (single, ddp, fsdp, fsdp_offload, split,
-    lean). Until the planner emits `strategy` itself, derived from today's `fsdp` token and GPU count: torchrun
-    replicas on more than one GPU unless sharded; a baseline is one process over a device map."""
-    if exp.get("strategy"):
-        return str(exp["strategy"])
-    gpus = int(exp.get("gpus_per_instance") or 0) * int(exp.get("instance_count") or 1)
-    if exp["approach"] == catalog.BASELINE:
-        return "split" if gpus > 1 else "single"
-    return {"full_shard": "fsdp", "full_shard_offload": "fsdp_offload"}.get(
-        str(exp.get("fsdp") or ""), "ddp" if gpus > 1 else "single"
-    )
-
-
-def experiment_calibration_key(exp: Mapping[str, Any]) -> str:
-    """The calibration key of a resolved experiment or JobSpec."""
-    return calibration.calibration_key(exp["instance_type"], exp["approach"], experiment_strategy(exp))
 
 
 # Plan stops reading calibrations after this long (the keys left use the table): with the handler's short client
@@ -492,7 +471,7 @@ def read_calibrations(
     estimated from the table: a correction is worth having, not worth refusing or delaying a run for."""
     rows: list[dict[str, Any]] = []
     started = clock()
-    for key in sorted({experiment_calibration_key(exp) for exp in experiments}):
+    for key in sorted({calibration.job_calibration_key(exp) for exp in experiments}):
         if clock() - started > CALIBRATION_READ_SECONDS:
             logger.warning("calibration of %s not read (reads took too long), the time model's table applies", key)
             continue

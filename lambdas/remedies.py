@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from decimal import Decimal
 from typing import Any
 
-from lambdas import catalog, cost, estimate, memory, naming
+from lambdas import calibration, catalog, cost, estimate, memory, naming
 from lambdas.failures import FailureClass
 from lambdas.job_spec import JobSpec
 
@@ -335,13 +335,17 @@ def decide(
     if new_checkpoints:
         # The training code refuses to resume a checkpoint written with another batch or approach.
         checkpoint = f"{checkpoint.rstrip('/')}/{name}/"
+    # Another instance family is another calibration key: the attempt is estimated (and later calibrates) under it.
+    in_force = calibration.carried_over(job, calibration.job_calibration_key(changes))
     expected = estimate.expected_for_job(
         changes,
         parameters=_model(job).parameters,
         rows=float(job.get("estimated_train_rows") or catalog.DEFAULT_TRAIN_ROWS),
+        calibration=in_force,
     )
     next_job = {
         **changes,
+        **calibration.spec_fields(expected.seconds, in_force),
         "estimated_hours": round(expected.hours, 4),
         "estimated_cost_usd": round(expected.cost_usd, 4),
         "estimated_on_demand_cost_usd": round(expected.on_demand_cost_usd, 4),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from decimal import Decimal
 from typing import Any
@@ -10,7 +11,7 @@ import pytest
 from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
-from lambdas import calibration, estimate, ledger, plan
+from lambdas import calibration, estimate, ledger, plan, remedies
 from lambdas.calibration import Calibration, actual_seconds, calibration_key, calibrations
 from tests.lambdas.lambda_testkit import BUCKET, PREFIX, study_jobs
 
@@ -232,7 +233,7 @@ def test_plan_queries_each_distinct_key_once() -> None:
     # When Plan reads the calibrations
     assert plan.read_calibrations(dynamodb, "ledger", experiments) == {}
     # Then it asked once per distinct key of the planned jobs, never twice
-    keys = {plan.experiment_calibration_key(exp) for exp in experiments}
+    keys = {calibration.job_calibration_key(exp) for exp in experiments}
     assert sorted(dynamodb.keys) == sorted(keys) and len(dynamodb.keys) == len(set(dynamodb.keys))
 
 
@@ -252,13 +253,40 @@ def test_calibration_reads_stop_after_their_time_budget() -> None:
     # When Plan reads the study's keys
     plan.read_calibrations(dynamodb, "ledger", experiments, clock=lambda: float(next(ticks)))
     # Then it stops once CALIBRATION_READ_SECONDS have passed: the keys left use the table
-    assert 0 < len(dynamodb.keys) < len({plan.experiment_calibration_key(exp) for exp in experiments})
+    assert 0 < len(dynamodb.keys) < len({calibration.job_calibration_key(exp) for exp in experiments})
 
 
 def test_strategy_follows_the_planners_sharding_and_gpu_count() -> None:
     single = {"approach": "qlora", "gpus_per_instance": 1, "instance_count": 1, "fsdp": ""}
-    assert plan.experiment_strategy(single) == "single"
-    assert plan.experiment_strategy({**single, "gpus_per_instance": 4}) == "ddp"
-    assert plan.experiment_strategy({**single, "gpus_per_instance": 8, "fsdp": "full_shard"}) == "fsdp"
-    assert plan.experiment_strategy({**single, "approach": "baseline", "gpus_per_instance": 4}) == "split"
-    assert plan.experiment_strategy({**single, "strategy": "lean"}) == "lean"  # the planner's own, once it has one
+    assert calibration.job_strategy(single) == "single"
+    assert calibration.job_strategy({**single, "gpus_per_instance": 4}) == "ddp"
+    assert calibration.job_strategy({**single, "gpus_per_instance": 8, "fsdp": "full_shard"}) == "fsdp"
+    assert calibration.job_strategy({**single, "approach": "baseline", "gpus_per_instance": 4}) == "split"
+    assert calibration.job_strategy({**single, "strategy": "lean"}) == "lean"  # the planner's own, once it has one
+
+
+def test_a_remedied_attempt_is_estimated_under_its_own_key() -> None:
+    # Given a job planned with a calibration of its key (g5#lora#single)
+    [job] = study_jobs({"experiments": [{"model": "mistral-7b", "approach": "lora"}]})
+    in_force = Calibration(job["calibration_key"], {"train": 2.0}, 4, "ledger: 4 completed job(s)")
+    planned = {**job, "calibration": in_force.as_dict()}
+    decide = functools.partial(
+        remedies.decide,
+        status={"status": "Failed", "billable_seconds": 60, "training_seconds": 60},
+        evidence="evidence",
+        policy=remedies.RemedyPolicy(),
+        reserve_per_job_usd=1000.0,
+        price_of=plan.catalog_price,
+    )
+    # When a quota remedy moves it to another family (g6: g5.2xlarge's fallbacks start with g6.2xlarge)
+    moved = decide(planned, failure_class="quota_exhausted", quota_of=lambda *_: None).job
+    # Then the attempt carries its own key, uncalibrated (Remedy cannot read the ledger), and an estimate to match
+    assert moved["instance_type"] == "ml.g6.2xlarge" and moved["calibration_key"] == "g6#lora#single"
+    assert moved["calibration"]["samples"] == 0
+    assert moved["estimated_seconds"]["total"] == pytest.approx(
+        sum(moved["estimated_seconds"][p] for p in estimate.PARTS), abs=0.5
+    )
+    # And a remedy that keeps the family keeps the calibration its job was planned with
+    same = decide(planned, failure_class="throttled", quota_of=lambda *_: None).job
+    assert same["calibration"] == in_force.as_dict()
+    assert same["estimated_seconds"]["train"] == pytest.approx(2 * job["estimated_seconds"]["train"], abs=0.2)

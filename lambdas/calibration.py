@@ -4,7 +4,8 @@ correct the next estimate of jobs like them.
 Jobs are alike when they share a *calibration key*, `<instance family>#<approach>#<strategy>` (e.g.
 `g5#lora#single`): the same kind of GPU and interconnect, the same training arithmetic, the same communication.
 For each key and each part of the estimate (`lambdas.estimate.PARTS`), every recorded job gives a ratio
-actual / estimated seconds; the factor is their geometric mean shrunk toward 1.0 (the table's value):
+actual / table seconds (its estimate with the factors it was made with divided out); the factor is their geometric
+mean shrunk toward 1.0 (the table's value):
 
     factor = exp( sum(log ratio_i) / (n + PRIOR_WEIGHT) )
 
@@ -176,15 +177,20 @@ def actual_seconds(row: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _ratios(row: Mapping[str, Any]) -> dict[str, float]:
-    """actual / estimated seconds per part of one row, clipped to the ratio bound; parts without both left out."""
+    """actual / table seconds per part of one row, clipped to the ratio bound; parts without both left out.
+
+    The row's estimate was itself calibrated (by the factors of its `calibration`): dividing them out compares every
+    job with the same table value, so factors converge instead of compounding run after run."""
     estimated = row.get("estimated_seconds") or {}
+    in_force = (row.get("calibration") or {}).get("factors") or {}
     actual = row.get("actual_seconds") or actual_seconds(row)
     ratios: dict[str, float] = {}
     for part in PARTS:
         expected, measured = _number(estimated.get(part)), _number(actual.get(part))
+        factor = _number(in_force.get(part)) or 1.0
         if expected is None or measured is None or expected <= 0:
             continue
-        ratio = max(measured, 0.0) / expected
+        ratio = max(measured, 0.0) / (expected / factor)
         ratios[part] = min(max(ratio, 1.0 / RATIO_BOUND), RATIO_BOUND)
     return ratios
 

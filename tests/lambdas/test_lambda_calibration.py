@@ -97,6 +97,14 @@ def test_one_sample_moves_a_factor_a_little_and_twenty_most_of_the_way() -> None
     assert calibrations([slow] * 20)[KEY].factors["evaluate"] == 1.0
 
 
+def test_jobs_estimated_with_a_calibration_are_compared_with_the_table_value() -> None:
+    # Given a job estimated at 1200 s of training under a factor of 2 (the table said 600 s) that trained 2400 s
+    estimated = {**ESTIMATED, "train": 1200.0}
+    row = recorded(train=2400.0, estimated=estimated, calibration={"key": KEY, "factors": {"train": 2.0}})
+    # Then it says 4x the table, as an uncalibrated job that trained as long would: factors do not compound
+    assert calibrations([row])[KEY].factors["train"] == calibrations([recorded(train=2400.0)])[KEY].factors["train"]
+
+
 def test_an_outlier_moves_the_factor_by_at_most_the_ratio_bound() -> None:
     # Given nineteen jobs as estimated and one that trained 1000x longer (a stuck mirror, a broken node)
     rows = [recorded()] * 19 + [recorded(train=600_000.0)]

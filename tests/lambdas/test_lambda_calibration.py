@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 
 from lambdas import calibration, estimate, ledger, plan, remedies
 from lambdas.calibration import Calibration, actual_seconds, calibration_key, calibrations
-from tests.lambdas.lambda_testkit import BUCKET, PREFIX, study_jobs
+from tests.lambdas.lambda_testkit import study_jobs
 
 KEY = "g5#lora#single"
 ESTIMATED = {"startup": 300.0, "install": 90.0, "download": 60.0, "train": 600.0, "checkpoint": 0.0, "evaluate": 120.0}
@@ -210,17 +210,10 @@ def test_plan_estimates_each_job_with_the_calibration_of_its_key() -> None:
     [job] = study_jobs({"experiments": [{"model": "mistral-7b", "approach": "lora"}]})
     rows = [recorded_like(job, startup=30, train_phase=600)] * 5
     dynamodb = CountingDynamoDB({job["calibration_key"]: rows})
-    doc, experiments = plan.validate_execution_input({"experiments": [{"model": "mistral-7b", "approach": "lora"}]})
     # When Plan reads them and builds the job
-    in_force = plan.read_calibrations(dynamodb, "ledger", experiments)
-    [calibrated] = plan.build_jobs(
-        doc,
-        experiments,
-        run_id="run-1",
-        bucket=BUCKET,
-        job_name_prefix=PREFIX,
-        price_of=plan.catalog_price,
-        calibrations=in_force,
+    [calibrated] = study_jobs(
+        {"experiments": [{"model": "mistral-7b", "approach": "lora"}]},
+        calibrations=lambda experiments: plan.read_calibrations(dynamodb, "ledger", experiments),
     )
     # Then its startup estimate moved 5/8 of the way (in log space) toward 30 s, and so did its cost
     factor = (30 / 240) ** (5 / 8)

@@ -454,8 +454,9 @@ def estimate_for_job(
     return estimate_job(shape_of(job, model=model, rows=rows, rows_source=rows_source), calibration)
 
 
-def spec_fields(found: JobEstimate, calibration_key: str) -> dict[str, Any]:
-    """The JobSpec's estimate fields (Plan and Remedy write the same ones)."""
+def spec_fields(found: JobEstimate, in_force: Calibration) -> dict[str, Any]:
+    """The JobSpec's estimate fields (Plan and Remedy write the same ones), with the calibration in force (its key
+    files the job's actuals under it once Record has them)."""
     return {
         "estimated_hours": round(found.hours, 4),
         "estimated_cost_usd": round(found.expected_usd, 4),
@@ -464,7 +465,8 @@ def spec_fields(found: JobEstimate, calibration_key: str) -> dict[str, Any]:
         "estimated_on_demand_cost_usd": round(found.on_demand_usd, 4),
         "estimated_seconds": {name: round(value, 1) for name, value in found.seconds.items()},
         "estimated_bottleneck": found.bottleneck,
-        "calibration_key": calibration_key,
+        "calibration_key": in_force.key,
+        "calibration": in_force.as_dict(),
     }
 
 

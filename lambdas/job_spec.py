@@ -7,7 +7,7 @@ ones Launch adds); the rest is identity, placement, limits, price and S3 locatio
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import Any, TypedDict
 
 
 class AttemptFields(TypedDict, total=False):
@@ -73,6 +73,9 @@ class JobSpec(AttemptFields):
     estimated_bottleneck: str  # what bounds a training step: compute, memory, communication (none: no training)
     calibration_key: str  # lambdas.calibration.calibration_key: which recorded jobs correct this one's estimate
     estimated_train_rows: float  # the train channel's rows the estimate assumed
+    estimated_seconds: dict[str, float]  # the estimate's seconds by part (lambdas/estimate.PARTS) and "total"
+    calibration_key: str  # "<instance family>#<approach>#<strategy>" (lambdas/calibration.py)
+    calibration: dict[str, Any]  # the calibration in force: {key, samples, factors, source}
     # S3 layout
     train_s3_uri: str
     test_s3_uri: str
@@ -88,3 +91,4 @@ class PlanOutput(TypedDict):
     total_estimated_max_cost_usd: float
     total_estimated_cost_usd: float  # sum of the jobs' expected costs; shown, never gated on
     budget_usd: float
+    calibration: dict[str, dict[str, Any]]  # the calibration in force per key of the run's jobs

@@ -14,7 +14,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from lambdas import catalog, cost, naming
+from lambdas import calibration, catalog, cost, naming
 from lambdas.errors import Throttled
 from lambdas.job_spec import JobSpec
 
@@ -24,7 +24,12 @@ SUMMARY_SK = "SUMMARY"
 MODEL_APPROACH_INDEX = "model-approach"
 MODEL_APPROACH_KEY = "model_approach"
 MODEL_APPROACH_SORT_KEY = "created_at"
-_INDEX_KEYS = frozenset({MODEL_APPROACH_KEY, MODEL_APPROACH_SORT_KEY})
+# The index that calibrates estimates (lambdas/calibration.py): partition `calibration_key` ("<family>#<approach>#
+# <strategy>"), sort `created_at`, so Plan reads the newest jobs of a key in one Query. Rows of specs planned before
+# calibration existed carry no key and stay out of it.
+CALIBRATION_INDEX = "calibration"
+CALIBRATION_KEY = "calibration_key"
+_INDEX_KEYS = frozenset({MODEL_APPROACH_KEY, MODEL_APPROACH_SORT_KEY, CALIBRATION_KEY})
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -146,7 +151,26 @@ def job_row(
         "interruptions": int(status.get("interruptions") or 0),
         "estimated_cost_usd": _optional_decimal(job.get("estimated_cost_usd")),
         "estimated_hours": _optional_decimal(job.get("estimated_hours")),
+        **calibration_fields(job, status),
         **attempt_fields(job, failure, remedy),
+    }
+
+
+def calibration_fields(job: JobSpec, status: dict[str, Any]) -> dict[str, Any]:
+    """What calibrates later estimates: the estimate's seconds by part and its key (from the spec; absent on specs
+    planned before them), the calibration that was in force when it was planned, and what the job actually spent
+    per part (`calibration.actual_seconds` of the row's time split and metrics)."""
+    estimated = job.get("estimated_seconds")
+    return {
+        "estimated_seconds": to_dynamo_value({k: float(v) for k, v in estimated.items()}) if estimated else None,
+        CALIBRATION_KEY: job.get("calibration_key"),
+        "calibration": to_dynamo_value(job.get("calibration")) if job.get("calibration") else None,
+        "actual_seconds": to_dynamo_value(
+            calibration.actual_seconds(
+                {"time_split_seconds": status.get("time_split_seconds"), "metrics": status.get("metrics")}
+            )
+        )
+        or None,
     }
 
 
@@ -191,7 +215,8 @@ def put_row(dynamodb: Any, table_name: str, row: dict[str, Any]) -> None:
     is throttling or conflicting after the SDK's own retries.
 
     An index key attribute may be absent but never NULL (DynamoDB refuses the write), so a row without a creation
-    time (a job that never started) is written without `created_at` and stays out of the model x approach index."""
+    time (a job that never started) is written without `created_at` and stays out of the indexes, and one without
+    a calibration key (a spec planned before calibration) stays out of the calibration index."""
     item = {
         key: _serializer.serialize(value)
         for key, value in to_dynamo_value(row).items()
@@ -232,17 +257,31 @@ def model_approach_rows(
 ) -> list[dict[str, Any]]:
     """The newest `limit` job rows of any run for one model x approach, newest first: one Query on the
     model x approach index (eventually consistent, as every GSI read is; earlier runs are long written)."""
+    return _newest_on_index(
+        dynamodb, table_name, MODEL_APPROACH_INDEX, MODEL_APPROACH_KEY, model_approach_key(model, approach), limit
+    )
+
+
+def _newest_on_index(
+    dynamodb: Any, table_name: str, index: str, key_name: str, key: str, limit: int
+) -> list[dict[str, Any]]:
+    """The newest `limit` items of one partition of an index sorted by `created_at`: one Query, newest first."""
     response = dynamodb.query(
         TableName=table_name,
-        IndexName=MODEL_APPROACH_INDEX,
+        IndexName=index,
         KeyConditionExpression="#key = :key",
-        ExpressionAttributeNames={"#key": MODEL_APPROACH_KEY},
-        ExpressionAttributeValues={":key": {"S": model_approach_key(model, approach)}},
+        ExpressionAttributeNames={"#key": key_name},
+        ExpressionAttributeValues={":key": {"S": key}},
         ScanIndexForward=False,
         Limit=limit,
     )
-    items = response.get("Items", [])
-    return [{key: _deserializer.deserialize(value) for key, value in item.items()} for item in items]
+    return [{k: _deserializer.deserialize(v) for k, v in item.items()} for item in response.get("Items", [])]
+
+
+def calibration_rows(dynamodb: Any, table_name: str, key: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest `limit` job rows recorded under one calibration key, newest first: one Query on the calibration
+    index (eventually consistent; Plan calibrates from jobs of earlier runs)."""
+    return _newest_on_index(dynamodb, table_name, CALIBRATION_INDEX, CALIBRATION_KEY, key, limit)
 
 
 def summary_rows(dynamodb: Any, table_name: str) -> list[dict[str, Any]]:

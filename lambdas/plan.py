@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import re
+import time
 import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -24,8 +25,7 @@ from typing import Any, cast
 import fastjsonschema
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lambdas import catalog, cost, estimate, memory, naming
-from lambdas.calibration import Calibration, calibration_key
+from lambdas import calibration, catalog, cost, estimate, ledger, memory, naming
 from lambdas.errors import (
     BudgetExceeded,
     ConfigurationError,
@@ -439,13 +439,14 @@ def build_jobs(
     job_name_prefix: str,
     price_of: Callable[[str], cost.Price],
     train_bytes: int | None = None,
-    calibrations: Mapping[str, Calibration] | None = None,
+    calibrations: Mapping[str, calibration.Calibration] | None = None,
 ) -> list[JobSpec]:
     """JobSpecs for resolved experiments; `InvalidExecutionInput` on duplicate experiments.
 
     Each carries its maximum cost (the budget gate's figure), its expected time split and low / expected / high cost
-    (`lambdas.estimate`, corrected by `calibrations` per calibration key when given) and its calibration key;
-    `train_bytes`, the train channel's size when Plan could list it, sizes a dataset the catalog does not know."""
+    (`lambdas.estimate`), corrected by the calibration of its key when `calibrations` has one (`read_calibrations`),
+    and which calibration that was; `train_bytes`, the train channel's size when Plan could list it, sizes a dataset
+    the catalog does not know."""
     train_uri, test_uri = dataset_location(doc, bucket)
     rows, rows_source = estimate.train_rows(doc.get("dataset", DEFAULT_DATASET).get("name"), train_bytes)
     prices: dict[str, cost.Price] = {}
@@ -497,20 +498,52 @@ def build_jobs(
             "checkpoint_s3_uri": naming.checkpoint_uri(bucket, run_id, job_name),
             "output_s3_uri": naming.output_uri(bucket, exp["model_key"], exp["approach"]),
         }
-        key = calibration_key(exp["instance_type"], exp["approach"], exp["strategy"])
+        key = calibration.job_calibration_key(exp)
+        in_force = (calibrations or {}).get(key) or calibration.uncalibrated(key)
         found = estimate.estimate_for_job(
             spec,
             model=catalog.resolve_model(exp["model_key"], exp["parameters"] / 1e9),
             rows=rows,
             rows_source=rows_source,
-            calibration=(calibrations or {}).get(key),
+            calibration=in_force,
         )
-        spec.update(estimate.spec_fields(found, key))
+        spec.update(estimate.spec_fields(found, in_force))
         spec["estimated_train_rows"] = rows  # a remedied attempt (lambdas/remedies.py) re-estimates from it
         jobs.append(cast(JobSpec, spec))  # its keys are JobSpec's: tests/lambdas check them
     if problems:
         raise InvalidExecutionInput(problems)
     return jobs
+
+
+# Plan stops reading calibrations after this long (the keys left use the table): with the handler's short client
+# (2 attempts, 10 s read timeout: 31 s at worst per Query) all reads stay within one default call's budget, which
+# is what Plan's Lambda timeout allows for them (stacks/constructs/workflow.py CALLS_AT_WORST).
+CALIBRATION_READ_SECONDS = 60.0
+
+
+def read_calibrations(
+    dynamodb: Any,
+    table_name: str,
+    experiments: list[dict[str, Any]],
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, calibration.Calibration]:
+    """The calibration of each distinct key among `experiments`, from the newest recorded jobs under it (one Query
+    per key on the ledger's calibration index); keys no job calibrates are absent (the table's values apply).
+
+    A key whose read still fails after botocore's retries, or comes after `CALIBRATION_READ_SECONDS` of reads, is
+    estimated from the table: a correction is worth having, not worth refusing or delaying a run for."""
+    rows: list[dict[str, Any]] = []
+    started = clock()
+    for key in sorted({calibration.job_calibration_key(exp) for exp in experiments}):
+        if clock() - started > CALIBRATION_READ_SECONDS:
+            logger.warning("calibration of %s not read (reads took too long), the time model's table applies", key)
+            continue
+        try:
+            rows += ledger.calibration_rows(dynamodb, table_name, key, calibration.RECENT_JOBS)
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning("calibration of %s not read, the time model's table applies: %s", key, exc)
+    return calibration.calibrations(rows)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -745,9 +778,11 @@ def plan_run(
     pricing: Any,
     quotas: Any,
     secretsmanager: Any,
+    dynamodb: Any = None,
 ) -> PlanOutput:
-    """The Plan step: `{"run_id", "jobs", "total_estimated_max_cost_usd", "total_estimated_cost_usd", "budget_usd"}`
-    or a typed error (the budget gate uses the maximum)."""
+    """The Plan step: `{"run_id", "jobs", "total_estimated_max_cost_usd", "total_estimated_cost_usd", "budget_usd",
+    "calibration"}` or a typed error (the budget gate uses the maximum). With `dynamodb` and the ledger's table name,
+    each job's estimate is calibrated from recorded jobs like it; `calibration` lists what was in force per key."""
     doc, experiments = validate_execution_input(
         execution_input, default_max_runtime_hours=config.default_max_runtime_hours
     )
@@ -765,6 +800,11 @@ def plan_run(
         job_name_prefix=config.job_name_prefix,
         price_of=lambda instance_type: cost.lookup_hourly_price(pricing, instance_type, config.region),
         train_bytes=None if known_rows else train_channel_bytes(s3, train_uri),
+        calibrations=(
+            read_calibrations(dynamodb, config.table_name, experiments)
+            if dynamodb is not None and config.table_name
+            else None
+        ),
     )
     budget = float(doc.get("budget_usd", config.default_budget_usd))
     total = enforce_budget(jobs, budget)
@@ -782,4 +822,10 @@ def plan_run(
         "total_estimated_max_cost_usd": total,
         "total_estimated_cost_usd": total_expected_cost(jobs),
         "budget_usd": budget,
+        "calibration": calibration_in_force(jobs),
     }
+
+
+def calibration_in_force(jobs: list[JobSpec]) -> dict[str, dict[str, Any]]:
+    """The calibration each key of the run's jobs was estimated with, by key (Plan's output, the report)."""
+    return {job["calibration_key"]: job["calibration"] for job in jobs}

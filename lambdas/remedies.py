@@ -36,8 +36,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from decimal import Decimal
 from typing import Any
 
-from lambdas import catalog, cost, estimate, memory, naming
-from lambdas.calibration import calibration_key
+from lambdas import calibration, catalog, cost, estimate, memory, naming
 from lambdas.failures import FailureClass
 from lambdas.job_spec import JobSpec
 
@@ -339,11 +338,12 @@ def decide(
     if new_checkpoints:
         # The training code refuses to resume a checkpoint written with another batch or approach.
         checkpoint = f"{checkpoint.rstrip('/')}/{name}/"
-    key = calibration_key(changes["instance_type"], changes["approach"], changes["strategy"])
-    expected = estimate.estimate_for_job(changes, model=_model(job), rows=_rows(job))
+    # Another instance family is another calibration key: the attempt is estimated (and later calibrates) under it.
+    in_force = calibration.carried_over(job, calibration.job_calibration_key(changes))
+    expected = estimate.estimate_for_job(changes, model=_model(job), rows=_rows(job), calibration=in_force)
     next_job = {
         **changes,
-        **estimate.spec_fields(expected, key),
+        **estimate.spec_fields(expected, in_force),
         "job_name": name,
         "attempt": next_attempt,
         "base_job_name": base_job_name(job),

@@ -1,7 +1,8 @@
 """The run report: rank a run's jobs, say which job wins on what, and show how sure and how expected each figure is.
 
 Per job: accuracy with its 95% Wilson interval from the evaluated sample size, cost next to the pre-launch expected
-cost (`lambdas/estimate.py`), whether it is on the cost-vs-accuracy Pareto front, and its time split. Charts: cost per
+cost (`lambdas/estimate.py`) and, part by part, its actual seconds next to the estimate's, whether it is on the
+cost-vs-accuracy Pareto front, and its time split; the calibration each estimate was made with. Charts: cost per
 accuracy point, cost vs accuracy with the front marked, time split per job. Optionally, earlier runs of each job's
 model x approach from the ledger's index.
 
@@ -17,7 +18,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from lambdas import catalog, cost, naming
+from lambdas import calibration, catalog, cost, naming
+from lambdas.estimate import PARTS
 from lambdas.ledger import model_approach_key, to_json_value
 
 CHART_NAME = "chart.svg"  # next to report.md, which links it
@@ -91,6 +93,25 @@ def _eval_samples(row: dict[str, Any], metrics: dict[str, Any]) -> tuple[int, bo
     return int(catalog.default("eval_samples")), True
 
 
+def estimate_error_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """A (JSON) ledger row's estimate by part, what each part actually took (`calibration.actual_seconds`, recorded
+    by Record or derived here for older rows), actual / estimated per part known on both sides, and the key and
+    calibration the estimate was made with (None or empty where a row predates them)."""
+    estimated = {k: float(v) for k, v in (row.get("estimated_seconds") or {}).items() if v is not None}
+    actual = {k: float(v) for k, v in (row.get("actual_seconds") or calibration.actual_seconds(row)).items()}
+    return {
+        "estimated_seconds": estimated,
+        "actual_seconds": actual,
+        "seconds_vs_estimate": {
+            part: round(actual[part] / estimated[part], 3)
+            for part in (*PARTS, "total")
+            if estimated.get(part) and part in actual
+        },
+        "calibration_key": row.get("calibration_key"),
+        "calibration": row.get("calibration"),
+    }
+
+
 def job_entry(row: dict[str, Any]) -> dict[str, Any]:
     """One ledger row as a report line (metrics by their report names; None where a job produced none)."""
     row = to_json_value(row)
@@ -129,6 +150,7 @@ def job_entry(row: dict[str, Any]) -> dict[str, Any]:
         "estimated_hours": _number(row.get("estimated_hours")),
         "cost_vs_estimate": round(cost_usd / estimated, 3) if estimated else None,
         "time_split_seconds": {k: float(v) for k, v in (row.get("time_split_seconds") or {}).items() if v is not None},
+        **estimate_error_fields(row),
         "run_id": row.get("run_id"),
         "created_at": row.get("created_at"),
         # Attempts (lambdas/remedies.py): rows of one job share its base name.
@@ -336,7 +358,72 @@ def build_report(
         },
         **({"comparison": comparison(run_id, entries, history)} if history is not None else {}),
         "attempts": attempts_section(by_job),
+        "calibration": calibration_section(every_attempt),
     }
+
+
+def calibration_section(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per calibration key of the run's jobs: the calibration their estimates were made with (samples, factors,
+    source) and how far off those estimates were (the geometric mean of actual / expected cost over its jobs)."""
+    section = []
+    for key in sorted({e["calibration_key"] for e in entries if e["calibration_key"]}):
+        jobs = [e for e in entries if e["calibration_key"] == key]
+        in_force = next((e["calibration"] for e in jobs if e["calibration"]), None) or {}
+        ratios = [e["cost_vs_estimate"] for e in jobs if e["cost_vs_estimate"]]
+        section.append(
+            {
+                "key": key,
+                "samples": int(in_force.get("samples") or 0),
+                "factors": {part: float(f) for part, f in (in_force.get("factors") or {}).items()},
+                "source": in_force.get("source"),
+                "jobs": len(jobs),
+                "cost_vs_estimate": (
+                    round(math.exp(sum(math.log(r) for r in ratios) / len(ratios)), 3) if ratios else None
+                ),
+            }
+        )
+    return section
+
+
+def render_estimate_error(report: dict[str, Any]) -> list[str]:
+    """The estimate error (actual / estimated seconds per part, per job) and the calibration in force, as Markdown
+    lines (nothing when no job carries an estimate by part)."""
+    jobs = [e for e in report["jobs"] if e.get("estimated_seconds")]
+    if not jobs:
+        return []
+    lines = [
+        "",
+        "## Estimate error",
+        "",
+        "Actual / estimated seconds per part of the time model (`-`: not measured, e.g. training code that does not "
+        "print its phases). Calibration multiplies the next estimates of the same key by its factors.",
+        "",
+        "| # | key | " + " | ".join(PARTS) + " | total | cost |",
+        "|---|---|" + "---|" * (len(PARTS) + 2),
+    ]
+    for e in jobs:
+        cells = [
+            "-"
+            if part not in e["actual_seconds"] or part not in e["estimated_seconds"]
+            else f"{e['actual_seconds'][part]:.0f} / {e['estimated_seconds'][part]:.0f}"
+            for part in (*PARTS, "total")
+        ]
+        lines.append(
+            f"| {e['rank']} | {e['calibration_key'] or '-'} | "
+            + " | ".join(cells)
+            + f" | {_ratio(e['cost_vs_estimate'])} |"
+        )
+    lines += [
+        "",
+        "## Calibration in force",
+        "",
+        "| key | recorded jobs | factors | run's actual / expected cost |",
+        "|---|---|---|---|",
+    ]
+    for c in report.get("calibration") or []:
+        factors = ", ".join(f"{part} {factor:.2f}" for part, factor in c["factors"].items()) or "none (the table)"
+        lines.append(f"| {c['key']} | {c['samples']} | {factors} | {_ratio(c['cost_vs_estimate'])} |")
+    return lines
 
 
 def fetch_history(
@@ -510,6 +597,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         ),
     ]
     lines += render_attempts(report.get("attempts") or [])
+    lines += render_estimate_error(report)
     if report.get("comparison"):
         lines += _comparison_markdown(report["comparison"])
     failures = [e for e in report["jobs"] if e["status"] != "Completed" and e["failure_reason"]]

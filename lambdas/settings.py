@@ -88,6 +88,8 @@ class PlanSettings:
     max_concurrency: int | None = None
     # Optional: the deployment's runtime bound; a job's default is the catalog's per-model/approach bound capped by it.
     default_max_runtime_hours: float | None = None
+    # Optional: the ledger, whose recorded jobs calibrate the estimates ("" : the time model's table alone).
+    table_name: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PlanSettings:
@@ -110,6 +112,7 @@ class PlanSettings:
             default_max_runtime_hours=(
                 _positive_number(env, "DEFAULT_MAX_RUNTIME_HOURS") if env.get("DEFAULT_MAX_RUNTIME_HOURS") else None
             ),
+            table_name=env.get("TABLE_NAME", "").strip(),
         )
 
 

@@ -14,7 +14,7 @@ import tarfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,48 @@ class ScriptedOutcome:
     launch_error: str = ""
     # When set, every DescribeTrainingJob of the job fails with this error code (a 400, so botocore does not retry).
     describe_error: str = ""
+    # When set, the job's wall time by SageMaker phase ({"waiting", "downloading", "training", "uploading"}: seconds),
+    # reported as SecondaryStatusTransitions (Starting, Downloading, Training, Uploading) the way SageMaker does;
+    # else the emulated account's default (Starting until the job started, then Training).
+    time_split: dict[str, float] | None = None
+
+
+# SageMaker's SecondaryStatus for each phase of the time split (lambdas/training_job.TIME_SPLIT_PHASES, inverted).
+_PHASE_STATUSES = (
+    ("waiting", "Starting", "Preparing the instances for training"),
+    ("downloading", "Downloading", "Downloading input data"),
+    ("training", "Training", "Training image download completed. Training in progress."),
+    ("uploading", "Uploading", "Uploading generated training model"),
+)
+
+
+def phase_transitions(
+    created: datetime, time_split: dict[str, float], final_status: str | None
+) -> list[dict[str, Any]]:
+    """SecondaryStatusTransitions of a job that spent `time_split` seconds in each phase from `created` (phases of
+    0 s are left out, as SageMaker lists only the statuses a job went through), then `final_status` (None: still
+    in its last phase, whose EndTime is then absent)."""
+    transitions: list[dict[str, Any]] = []
+    clock = created
+    for phase, status, message in _PHASE_STATUSES:
+        seconds = float(time_split.get(phase) or 0)
+        if seconds <= 0:
+            continue
+        transitions.append(
+            {
+                "Status": status,
+                "StartTime": clock,
+                "EndTime": clock + timedelta(seconds=seconds),
+                "StatusMessage": message,
+            }
+        )
+        clock += timedelta(seconds=seconds)
+    if final_status is None:
+        if transitions:
+            transitions[-1].pop("EndTime")
+        return transitions
+    transitions.append({"Status": final_status, "StartTime": clock, "EndTime": clock, "StatusMessage": final_status})
+    return transitions
 
 
 def describe_fields(
@@ -216,16 +258,32 @@ class ScriptedTrainingBackend:
                     billable_seconds=0,
                     metrics={},
                 )
-            return describe_fields(
-                outcome.status,
-                outcome.secondary_status,
-                started=job["started"],
-                ended=job["started"] + timedelta(seconds=outcome.training_seconds),
-                training_seconds=outcome.training_seconds,
-                billable_seconds=outcome.billable_seconds,
-                metrics=outcome.metrics,
-                failure_reason=outcome.failure_reason,
-            )
+            if outcome.time_split is None:
+                return describe_fields(
+                    outcome.status,
+                    outcome.secondary_status,
+                    started=job["started"],
+                    ended=job["started"] + timedelta(seconds=outcome.training_seconds),
+                    training_seconds=outcome.training_seconds,
+                    billable_seconds=outcome.billable_seconds,
+                    metrics=outcome.metrics,
+                    failure_reason=outcome.failure_reason,
+                )
+            # The job started training after waiting for its instances and ended after its upload.
+            split = outcome.time_split
+            return {
+                **describe_fields(
+                    outcome.status,
+                    outcome.secondary_status,
+                    started=job["started"] + timedelta(seconds=float(split.get("waiting") or 0)),
+                    ended=job["started"] + timedelta(seconds=sum(float(v or 0) for v in split.values())),
+                    training_seconds=outcome.training_seconds,
+                    billable_seconds=outcome.billable_seconds,
+                    metrics=outcome.metrics,
+                    failure_reason=outcome.failure_reason,
+                ),
+                "SecondaryStatusTransitions": phase_transitions(job["started"], split, outcome.secondary_status),
+            }
 
     def stop(self, job_name: str) -> None:
         with self._lock:
@@ -248,6 +306,19 @@ class _LocalJob:
     stop_requested: bool = False
     process: subprocess.Popen | None = None
     secondary_status: str = ""  # when it differs from `state` (an injected MaxWaitTimeExceeded, MaxRuntimeExceeded)
+    created: Any = None  # CreateTrainingJob
+    exited: Any = None  # the container's processes ended; SageMaker's Uploading follows until `ended`
+
+    def time_split(self) -> dict[str, float] | None:
+        """Seconds queued for the local "instance" (SageMaker's waiting), in the container (training) and uploading
+        the model, once the job ran to its end; None before (or for a job that never ran)."""
+        if None in (self.created, self.started, self.exited, self.ended):
+            return None
+        return {
+            "waiting": (self.started - self.created).total_seconds(),
+            "training": (self.exited - self.started).total_seconds(),
+            "uploading": (self.ended - self.exited).total_seconds(),
+        }
 
 
 # What the Hugging Face PyTorch training DLC sets in its image (aws/deep-learning-containers,
@@ -330,7 +401,7 @@ class SubprocessTrainingBackend:
         directory = self.work_dir / name
         self._prepare(request, directory)
         with self._lock:
-            self.jobs[name] = _LocalJob(request=request, directory=directory)
+            self.jobs[name] = _LocalJob(request=request, directory=directory, created=utcnow())
         self._queue.put(name)
 
     def _create_injected(self, request: dict[str, Any], outcome: ScriptedOutcome) -> None:
@@ -359,7 +430,7 @@ class SubprocessTrainingBackend:
             seconds = round((job.ended - job.started).total_seconds()) if ended and job.started else 0
             status = job.state if ended or job.state == "Stopping" else "InProgress"
             metrics = parse_metric_lines("\n".join(job.log)) if ended else {}
-            return describe_fields(
+            fields = describe_fields(
                 status,
                 job.secondary_status or job.state,
                 started=job.started or utcnow(),
@@ -371,6 +442,12 @@ class SubprocessTrainingBackend:
                 metrics=metrics,
                 failure_reason=job.failure_reason,
             )
+            split = job.time_split() if ended else None
+            if split is not None:
+                fields["SecondaryStatusTransitions"] = phase_transitions(
+                    job.created, split, job.secondary_status or job.state
+                )
+            return fields
 
     def stop(self, job_name: str) -> None:
         with self._lock:
@@ -512,6 +589,7 @@ class SubprocessTrainingBackend:
                 log_file.write(line)
                 self._observe(job, line.rstrip("\n"))
             return_code = process.wait()
+        job.exited = utcnow()
         if return_code == 0 and not job.stop_requested:
             self._upload_model(job)
         with self._lock:

@@ -2,17 +2,23 @@
 handlers, real training of a tiny model on the CPU, each job launched through the SageMaker training toolkit as the
 DLC launches it — ending with the cost/quality report.
 
-    python -m finetune.local.demo [--input examples/demo.json] [--out demo-out]
+    python -m finetune.local.demo [--input examples/demo.json] [--out demo-out] [--runs 2]
 
 Exit code 0 when the execution succeeded, 1 when it failed (the Plan error is printed), 2 on bad arguments.
 Costs are estimates for the equivalent SageMaker job on the catalog's instance type, computed exactly as in AWS
 from the local wall time (no spot discount locally).
+
+With `--runs 2` (`make demo RUNS=2`) the same input runs twice against the same emulated account: the first run's
+jobs are in the ledger when the second is planned, so the second run's estimates are calibrated by them
+(lambdas/calibration.py). After each run the demo prints every job's estimated and actual seconds and the
+calibration it was estimated with.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import uuid
@@ -33,9 +39,10 @@ class DemoResult:
     """What a demo run produced (also what the tests assert on)."""
 
     exit_code: int
-    execution: Any  # finetune.local.runner.ExecutionResult
+    execution: Any  # finetune.local.runner.ExecutionResult (the last run's)
     out_dir: Path | None
     training_processes_started: int
+    executions: tuple[Any, ...] = ()  # every run's ExecutionResult, in order
 
 
 def build_demo_model(models_dir: Path) -> Path:
@@ -60,8 +67,11 @@ def run_demo(
     work_dir: Path,
     stream: TextIO | None = None,
     adjust_request: Callable[[dict[str, Any]], None] | None = None,
+    runs: int = 1,
 ) -> DemoResult:
-    """Run one execution offline and write its report, ledger and job folders under `out_root/<run id>/`.
+    """Run the execution offline `runs` times against one emulated account and write each run's report, ledger
+    and job folders under `out_root/<run id>/`; from the second run on, estimates are calibrated by the earlier
+    runs' jobs (the estimate-vs-actual table printed after each run shows it).
 
     `adjust_request` may alter a CreateTrainingJob request before the local backend runs it (tests inject
     faults this way)."""
@@ -90,26 +100,85 @@ def run_demo(
 
     account = LocalAccount(workflow, backend)
     printer = _ProgressPrinter(backend, stream)
-    started = time.monotonic()
+    executions: list[Any] = []
     with account.running():
         account.upload_dataset("banking77-mini", DATASET_DIR / "train.jsonl", DATASET_DIR / "test.jsonl")
-        print("Starting the execution in the local state machine...", file=stream, flush=True)
-        execution = account.execute(execution_input, f"demo-{uuid.uuid4().hex[:8]}", on_poll=printer.update)
-    printer.update()
-    elapsed = time.monotonic() - started
+        for run in range(1, runs + 1):
+            started = time.monotonic()
+            label = f" (run {run} of {runs})" if runs > 1 else ""
+            print(f"Starting the execution in the local state machine{label}...", file=stream, flush=True)
+            execution = account.execute(execution_input, f"demo-{uuid.uuid4().hex[:8]}", on_poll=printer.update)
+            printer.update()
+            executions.append(execution)
+            elapsed = time.monotonic() - started
+            if execution.status != "SUCCEEDED":
+                print(f"\nExecution {execution.status} at {execution.failed_state}: {execution.error}", file=stream)
+                print(_cause_message(execution.cause), file=stream)
+                print(f"Training jobs launched: {len(execution.create_training_job_calls)}", file=stream)
+                return DemoResult(1, execution, None, len(backend.jobs), tuple(executions))
+            out_dir = _write_outputs(out_root, execution, backend)
+            report_md = execution.reports[f"reports/{execution.run_id}/report.md"].decode()
+            print("\n" + report_md, file=stream)
+            print(f"Execution SUCCEEDED in {elapsed:.0f} s. Outputs: {out_dir}", file=stream)
+            print("Costs are estimates for the same jobs on the listed SageMaker instance types.", file=stream)
+            if runs > 1:
+                print(estimate_table(run_rows(execution)), file=stream, flush=True)
+    if runs > 1:
+        errors = [estimate_error(run_rows(e)) for e in executions]
+        print(
+            "Estimate error (geometric mean of actual / estimated seconds, as a factor >= 1) by run: "
+            + ", ".join(f"run {i} x{error:.2f}" for i, error in enumerate(errors, start=1)),
+            file=stream,
+        )
+    return DemoResult(0, execution, out_dir, len(backend.jobs), tuple(executions))
 
-    if execution.status != "SUCCEEDED":
-        print(f"\nExecution {execution.status} at {execution.failed_state}: {execution.error}", file=stream)
-        print(_cause_message(execution.cause), file=stream)
-        print(f"Training jobs launched: {len(execution.create_training_job_calls)}", file=stream)
-        return DemoResult(1, execution, None, len(backend.jobs))
 
-    out_dir = _write_outputs(out_root, execution, backend)
-    report_md = execution.reports[f"reports/{execution.run_id}/report.md"].decode()
-    print("\n" + report_md, file=stream)
-    print(f"Execution SUCCEEDED in {elapsed:.0f} s. Outputs: {out_dir}", file=stream)
-    print("Costs are estimates for the same jobs on the listed SageMaker instance types.", file=stream)
-    return DemoResult(0, execution, out_dir, len(backend.jobs))
+def run_rows(execution: Any) -> list[dict[str, Any]]:
+    """The job rows of one execution's run (the emulated ledger holds every run's)."""
+    return [r for r in execution.ledger_rows if r.get("run_id") == execution.run_id and r["sk"].startswith("JOB#")]
+
+
+def _measured(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], float, float]]:
+    """(row, estimated total seconds, actual total seconds) of every row that has both."""
+    measured = []
+    for row in rows:
+        estimated = (row.get("estimated_seconds") or {}).get("total")
+        actual = (row.get("actual_seconds") or {}).get("total")
+        if estimated and actual:
+            measured.append((row, float(estimated), float(actual)))
+    return measured
+
+
+def estimate_error(rows: list[dict[str, Any]]) -> float:
+    """How far a run's estimates were from what its jobs took: exp(mean |ln(actual / estimated seconds)|), a factor
+    >= 1 (1.0 = exact), over the jobs that have both; NaN when none has."""
+    measured = _measured(rows)
+    if not measured:
+        return math.nan
+    return math.exp(sum(abs(math.log(actual / estimated)) for _, estimated, actual in measured) / len(measured))
+
+
+def estimate_table(rows: list[dict[str, Any]]) -> str:
+    """Each job's estimated and actual seconds (total, startup) and the calibration it was estimated with."""
+    lines = [
+        "",
+        f"Estimate vs actual, run {rows[0]['run_id'] if rows else '-'}:",
+        "| approach | key | calibration samples | estimated s | actual s | actual / estimated "
+        "| startup est. / actual s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row, estimated, actual in sorted(_measured(rows), key=lambda m: m[0]["approach"]):
+        in_force = row.get("calibration") or {}
+        startup = (row["estimated_seconds"].get("startup"), row["actual_seconds"].get("startup"))
+        lines.append(
+            f"| {row['approach']} | {row.get('calibration_key')} | {in_force.get('samples', 0)} | {estimated:.1f} "
+            f"| {actual:.1f} | {actual / estimated:.2f} | {_seconds(startup[0])} / {_seconds(startup[1])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _seconds(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.1f}"
 
 
 def _write_outputs(out_root: Path, execution: Any, backend: Any) -> Path:
@@ -156,12 +225,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--input", type=Path, default=DEFAULT_INPUT, help="execution input JSON (schema v1)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "demo-out", help="where reports land")
     parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "build" / "demo", help="job folders, tiny model")
+    parser.add_argument(
+        "--runs", type=int, default=1, help="run the input this many times in one account (2: see calibration)"
+    )
     args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
     try:
         execution_input = json.loads(args.input.read_text())
     except (OSError, ValueError) as error:
         parser.error(f"cannot read execution input {args.input}: {error}")
-    return run_demo(execution_input, out_root=args.out, work_dir=args.work_dir).exit_code
+    return run_demo(execution_input, out_root=args.out, work_dir=args.work_dir, runs=args.runs).exit_code
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         pricing=aws.pricing_client(config.region),
         quotas=aws.service_quotas_client(config.region),
         secretsmanager=aws.client("secretsmanager"),
+        # Calibration reads are advisory (the table's values are the fallback): few attempts, a short timeout.
+        dynamodb=aws.client("dynamodb", max_attempts=2, read_timeout=10),
     )
     result = {**result, "jobs": with_experiment_fields(event.get("input") or {}, result["jobs"], config)}
     logger.info(

@@ -17,7 +17,7 @@ from enum import StrEnum
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 
-from lambdas.ledger import MODEL_APPROACH_INDEX
+from lambdas.ledger import CALIBRATION_INDEX, MODEL_APPROACH_INDEX
 from stacks.constructs.bucket import DATASETS_PREFIX, MODELS_PREFIX, REPORTS_PREFIX
 from stacks.nag import acknowledge, nag_resource
 
@@ -30,6 +30,7 @@ class Target(StrEnum):
     MODELS = "objects under models/ in the data bucket"
     LEDGER = "the ledger table"
     LEDGER_INDEX = "the ledger's model x approach index"
+    CALIBRATION_INDEX = "the ledger's calibration index"
     DATA_KEY = "the data key"
     TOPIC = "the notification topic"
     TOKEN_SECRET = "the Hugging Face token secret"
@@ -86,6 +87,10 @@ GRANTS: Mapping[str, tuple[Grant, ...]] = {
         ),
         # A gated model needs the token: Plan checks the secret has a value (metadata only, never the value).
         Grant(("secretsmanager:DescribeSecret",), Target.TOKEN_SECRET),
+        # Recent jobs like each planned one calibrate its estimate (lambdas/calibration.py): a Query on that index
+        # only, never the table; DynamoDB decrypts the items with the data key on Plan's behalf.
+        Grant(("dynamodb:Query",), Target.CALIBRATION_INDEX),
+        Grant(("kms:Decrypt",), Target.DATA_KEY),
     ),
     "Launch": (
         Grant(
@@ -185,6 +190,8 @@ def _resource_arn(grant: Grant, targets: GrantTargets) -> str:
         return f"{targets[Target.BUCKET]}/{MODELS_PREFIX}*"
     if grant.target is Target.LEDGER_INDEX:
         return f"{targets[Target.LEDGER]}/index/{MODEL_APPROACH_INDEX}"
+    if grant.target is Target.CALIBRATION_INDEX:
+        return f"{targets[Target.LEDGER]}/index/{CALIBRATION_INDEX}"
     return targets[grant.target]
 
 

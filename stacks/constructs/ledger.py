@@ -7,14 +7,20 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
-from lambdas.ledger import MODEL_APPROACH_INDEX, MODEL_APPROACH_KEY, MODEL_APPROACH_SORT_KEY
+from lambdas.ledger import (
+    CALIBRATION_INDEX,
+    CALIBRATION_KEY,
+    MODEL_APPROACH_INDEX,
+    MODEL_APPROACH_KEY,
+    MODEL_APPROACH_SORT_KEY,
+)
 from stacks.config import Config
 
 
 class Ledger(Construct):
     """On-demand, point-in-time-recoverable, KMS-encrypted table keyed `pk = RUN#<run>`, `sk = JOB#<job>|SUMMARY`,
     with one index by model x approach (newest first) so a report can place a run next to earlier ones without a
-    scan."""
+    scan, and one by calibration key (newest first) so Plan calibrates its estimates from recent jobs like them."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: Config, key: kms.IKey) -> None:
         super().__init__(scope, construct_id)
@@ -35,6 +41,12 @@ class Ledger(Construct):
         self.table.add_global_secondary_index(
             index_name=MODEL_APPROACH_INDEX,
             partition_key=dynamodb.Attribute(name=MODEL_APPROACH_KEY, type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name=MODEL_APPROACH_SORT_KEY, type=dynamodb.AttributeType.STRING),
+            projection_type=dynamodb.ProjectionType.ALL,
+        )
+        self.table.add_global_secondary_index(
+            index_name=CALIBRATION_INDEX,
+            partition_key=dynamodb.Attribute(name=CALIBRATION_KEY, type=dynamodb.AttributeType.STRING),
             sort_key=dynamodb.Attribute(name=MODEL_APPROACH_SORT_KEY, type=dynamodb.AttributeType.STRING),
             projection_type=dynamodb.ProjectionType.ALL,
         )

@@ -37,7 +37,9 @@ from stacks.nag import acknowledge, arn_ref
 # Each function's timeout covers its sequential AWS calls at their worst-case botocore retry budget (107 s each with
 # lambdas/aws.py's client config: see hardened.lambda_timeout), at most Lambda's 15 minutes.
 CALLS_AT_WORST = {
-    "Plan": 4,  # datasets' ListObjectsV2 x2, the token secret, plus Pricing/Service Quotas on their own short clients
+    # datasets' ListObjectsV2 x2, the token secret, the calibration Queries (bounded together to one call's budget:
+    # lambdas/plan.CALIBRATION_READ_SECONDS), plus Pricing/Service Quotas on their own short clients
+    "Plan": 5,
     "Launch": 2,  # CreateTrainingJob, then DescribeTrainingJob when the name already exists
     "Status": 1,  # DescribeTrainingJob
     "Record": 4,  # DescribeTrainingJob (after a Catch), GetMetricData, HeadObject, PutItem

@@ -192,6 +192,25 @@ def test_a_completed_job_reports_the_catalog_metrics_from_its_log(succeeded) -> 
     assert (backend.jobs[request["TrainingJobName"]].directory / "output" / "success").is_file()
 
 
+def test_a_completed_job_reports_its_time_split_as_sagemaker_transitions(succeeded) -> None:
+    # Given a job that ran through the toolkit and was uploaded
+    backend, request = succeeded
+    job = backend.jobs[request["TrainingJobName"]]
+    # When it is described
+    transitions = backend.describe(request["TrainingJobName"])["SecondaryStatusTransitions"]
+    # Then its phases are SageMaker's: queued for the instance, the container, the model upload, then Completed
+    statuses = [t["Status"] for t in transitions]
+    assert [s for s in statuses if s != "Starting"] in (
+        ["Training", "Uploading", "Completed"],
+        ["Training", "Completed"],
+    )
+    assert all(t["StartTime"] <= t["EndTime"] for t in transitions)
+    # And the split Status derives from them adds up to the job's wall time from its creation
+    split = training_job.time_split(transitions)
+    assert sum(split.values()) == pytest.approx((job.ended - job.created).total_seconds(), abs=2)
+    assert split["training"] >= 0 and split["downloading"] == 0
+
+
 def test_the_scripts_failure_file_becomes_the_failure_reason(account, tmp_path: Path) -> None:
     account({"train.py": FAKE_TRAIN_PY})
     backend, request = _run(tmp_path, "fail_with_reason")

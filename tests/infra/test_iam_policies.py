@@ -11,7 +11,7 @@ import pytest
 from finetune.local.cfn import Resolver
 from finetune.local.iam_gate import TRAINING_LOG_GROUP, Gate, Need, lint_policies
 from finetune.local.runner import ACCOUNT_ID, REGION
-from lambdas.ledger import MODEL_APPROACH_INDEX
+from lambdas.ledger import CALIBRATION_INDEX, MODEL_APPROACH_INDEX
 from stacks.app_builder import cdk_json_context
 from stacks.config import CONTEXT_KEY, load_config
 from stacks.packaging import REPO_ROOT
@@ -73,6 +73,14 @@ def test_report_may_query_the_model_approach_index_and_only_report_may(gate) -> 
     assert not _allowed(gate, "Report", "dynamodb:Scan", index)
     assert not _allowed(gate, "Report", "dynamodb:Query", f"{table}/index/other")
     assert not _allowed(gate, "Record", "dynamodb:Query", index)
+
+
+def test_plan_may_query_the_calibration_index_only(gate) -> None:
+    table = _ref(gate, "AWS::DynamoDB::Table", "Arn")
+    assert _allowed(gate, "Plan", "dynamodb:Query", f"{table}/index/{CALIBRATION_INDEX}")
+    assert not _allowed(gate, "Plan", "dynamodb:Query", table)
+    assert not _allowed(gate, "Plan", "dynamodb:Query", f"{table}/index/{MODEL_APPROACH_INDEX}")
+    assert not _allowed(gate, "Plan", "dynamodb:PutItem", table)
 
 
 def test_training_jobs_read_the_token_value_only(gate) -> None:

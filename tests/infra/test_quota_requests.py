@@ -10,6 +10,7 @@ import pytest
 from botocore.stub import Stubber
 
 from lambdas.quotas import QuotaTarget, ensure_quotas, summarize
+from stacks.app_builder import cdk_json_context
 
 SPOT_G5 = QuotaTarget("ml.g5.xlarge", "spot training job", 2)
 
@@ -189,15 +190,15 @@ def test_custom_resource_delete_changes_nothing(monkeypatch) -> None:
 
 
 def test_stack_passes_configured_targets_to_the_custom_resource(synthesized) -> None:
+    # Given cdk.json's quota requests (they follow the planner's default plans: tests/lambdas/test_lambda_estimate.py)
+    configured = cdk_json_context()["finetune"]["quota_requests"]
+    # Then the custom resource asks for exactly those, in order
     synthesized.quotas.has_resource_properties(
         "Custom::SageMakerQuotaRequests",
         {
             "QuotaRequests": [
-                {"InstanceType": "ml.g5.xlarge", "Usage": "spot training job", "DesiredValue": "2"},
-                {"InstanceType": "ml.g5.2xlarge", "Usage": "spot training job", "DesiredValue": "2"},
-                {"InstanceType": "ml.g5.12xlarge", "Usage": "spot training job", "DesiredValue": "1"},
-                {"InstanceType": "ml.g5.48xlarge", "Usage": "spot training job", "DesiredValue": "2"},
-                {"InstanceType": "ml.p4d.24xlarge", "Usage": "spot training job", "DesiredValue": "1"},
+                {"InstanceType": q["instance_type"], "Usage": q["usage"], "DesiredValue": str(q["desired_value"])}
+                for q in configured
             ]
         },
     )

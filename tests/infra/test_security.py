@@ -140,7 +140,7 @@ def test_ledger_is_on_demand_recoverable_encrypted_and_protected(synthesized) ->
     )
 
 
-def test_ledger_has_one_index_by_model_and_approach_newest_first(synthesized) -> None:
+def test_ledger_has_an_index_by_model_and_approach_and_one_by_calibration_key_newest_first(synthesized) -> None:
     synthesized.main.has_resource_properties(
         "AWS::DynamoDB::Table",
         {
@@ -152,7 +152,15 @@ def test_ledger_has_one_index_by_model_and_approach_newest_first(synthesized) ->
                         {"AttributeName": "created_at", "KeyType": "RANGE"},
                     ],
                     "Projection": {"ProjectionType": "ALL"},
-                }
+                },
+                {
+                    "IndexName": "calibration",
+                    "KeySchema": [
+                        {"AttributeName": "calibration_key", "KeyType": "HASH"},
+                        {"AttributeName": "created_at", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                },
             ]
         },
     )

@@ -54,6 +54,7 @@ def moto_aws() -> Iterator[None]:
                 {"AttributeName": "sk", "AttributeType": "S"},
                 {"AttributeName": ledger.MODEL_APPROACH_KEY, "AttributeType": "S"},
                 {"AttributeName": ledger.MODEL_APPROACH_SORT_KEY, "AttributeType": "S"},
+                {"AttributeName": ledger.CALIBRATION_KEY, "AttributeType": "S"},
             ],
             # As stacks/constructs/ledger.py defines it
             GlobalSecondaryIndexes=[
@@ -64,7 +65,15 @@ def moto_aws() -> Iterator[None]:
                         {"AttributeName": ledger.MODEL_APPROACH_SORT_KEY, "KeyType": "RANGE"},
                     ],
                     "Projection": {"ProjectionType": "ALL"},
-                }
+                },
+                {
+                    "IndexName": ledger.CALIBRATION_INDEX,
+                    "KeySchema": [
+                        {"AttributeName": ledger.CALIBRATION_KEY, "KeyType": "HASH"},
+                        {"AttributeName": ledger.MODEL_APPROACH_SORT_KEY, "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                },
             ],
             BillingMode="PAY_PER_REQUEST",
         )

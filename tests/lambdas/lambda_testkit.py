@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -176,11 +177,23 @@ def run_plan(execution_input: Any, stubbed: StubbedClients, **overrides: Any) ->
     )
 
 
-def study_jobs(execution_input: dict[str, Any] | None = None, run_id: str = "run-1") -> list[JobSpec]:
-    """JobSpecs as Plan builds them, priced from the catalog (no AWS)."""
+def study_jobs(
+    execution_input: dict[str, Any] | None = None,
+    run_id: str = "run-1",
+    *,
+    calibrations: Callable[[list[dict[str, Any]]], Any] | None = None,
+) -> list[JobSpec]:
+    """JobSpecs as Plan builds them, priced from the catalog (no AWS); `calibrations(experiments)`, when given, reads
+    the calibrations their estimates use (as plan.read_calibrations does)."""
     doc, experiments = plan.validate_execution_input(execution_input or {})
     return plan.build_jobs(
-        doc, experiments, run_id=run_id, bucket=BUCKET, job_name_prefix=PREFIX, price_of=plan.catalog_price
+        doc,
+        experiments,
+        run_id=run_id,
+        bucket=BUCKET,
+        job_name_prefix=PREFIX,
+        price_of=plan.catalog_price,
+        calibrations=calibrations(experiments) if calibrations else None,
     )
 
 

@@ -346,6 +346,52 @@ def test_rows_of_specs_and_statuses_from_before_these_fields_still_build() -> No
     assert row["estimated_cost_usd"] is None and row["dataset"]["train_rows"] is None
 
 
+def test_recorded_row_carries_the_estimate_by_part_its_calibration_and_the_actual_parts(
+    moto_aws: None, lambda_context: Any
+) -> None:
+    # Given a planned 2-instance job (DDP; its spec carries the estimate by part and its key) that printed its phases
+    job = priced_job()
+    split = {"waiting": 200, "downloading": 40, "training": 900, "uploading": 30}
+    phases = {"time_download_seconds": 100, "time_load_seconds": 20, "time_train_seconds": 600}
+    phases |= {"time_checkpoint_seconds": 30, "time_evaluate_seconds": 60, "time_save_seconds": 10}
+    final = {**status(training=1170, billable=1170, metrics=phases), "time_split_seconds": split}
+    # When recorded
+    row = record_handler.handler({"job": job, "status": final}, lambda_context)
+    # Then the row holds what the estimate said by part, under which key and calibration, and what each part took
+    assert row["estimated_seconds"] == pytest.approx(job["estimated_seconds"])
+    assert row["calibration_key"] == job["calibration_key"] == "g5#lora#ddp"
+    assert row["calibration"]["samples"] == 0 and row["calibration"]["factors"] == {}
+    assert row["actual_seconds"] == {
+        "startup": 240,
+        "download": 120,
+        "train": 600,
+        "checkpoint": 30,
+        "evaluate": 60,
+        "install": 80,
+        "upload": 40,
+        "total": 1170,
+    }
+    # And the stored item is in the calibration index (its key is a string attribute), numbers as numbers
+    [item] = stored_items()
+    assert item["calibration_key"] == {"S": "g5#lora#ddp"}
+    assert item["actual_seconds"]["M"]["train"] == {"N": "600.0"}
+    [read] = ledger.calibration_rows(aws.client("dynamodb"), TABLE, "g5#lora#ddp")
+    assert read["job_name"] == job["job_name"]
+
+
+def test_rows_of_specs_planned_before_calibration_stay_out_of_the_calibration_index(moto_aws: None) -> None:
+    # Given a spec without the estimate by part or calibration key (planned before them)
+    job = priced_job()
+    for key in ("estimated_seconds", "calibration_key", "calibration"):
+        job.pop(key, None)  # type: ignore[misc]
+    row = ledger.job_row(job, status())
+    assert row["estimated_seconds"] is None and row["calibration_key"] is None and row["actual_seconds"] is None
+    # When written, DynamoDB accepts it (an index key may be absent, never NULL)
+    ledger.put_row(aws.client("dynamodb"), TABLE, row)
+    [item] = stored_items()
+    assert "calibration_key" not in item
+
+
 def test_a_failing_metrics_lookup_still_records_the_jobs_cost(moto_aws: None, lambda_context: Any) -> None:
     # Given CloudWatch refuses GetMetricData (after botocore's own retries)
     cloudwatch = aws.client("cloudwatch")

@@ -341,3 +341,47 @@ def test_a_zero_shot_baseline_is_a_reference_row_that_shows_what_fine_tuning_bou
     assert jobs["qlora"]["gain_over_baseline_pts"] is None and jobs["zero-shot"]["gain_over_baseline_pts"] is None
     markdown = report.render_markdown(document)
     assert "| reference |" in markdown and "+77.0 pts" in markdown
+
+
+def test_report_shows_each_jobs_estimate_error_by_part_and_the_calibration_in_force() -> None:
+    # Given a job estimated (with one earlier job's calibration) at 240 s startup and 600 s training, which started in
+    # 60 s and trained 1200 s (its phases printed), and an older row without an estimate by part
+    key = "g5#lora#single"
+    in_force = {"key": key, "samples": 1, "factors": {"startup": 0.8}, "source": "ledger: 1 completed job(s)"}
+    estimated = {"startup": 240.0, "install": 0.0, "train": 600.0, "evaluate": 100.0, "upload": 0.0, "total": 940.0}
+    calibrated = {
+        **row("lora", "mistral-7b", "lora", "Completed", 3.0, 0.92),
+        "estimated_cost_usd": 2.0,
+        "estimated_seconds": estimated,
+        "calibration_key": key,
+        "calibration": in_force,
+        "time_split_seconds": {"waiting": 50, "downloading": 10, "training": 1400, "uploading": 20},
+        "metrics": {"eval_intent_accuracy": 0.92, "time_train_seconds": 1200.0, "time_evaluate_seconds": 150.0},
+    }
+    document = report.build_report("run-1", [calibrated, ROWS[0]])
+    # When the report is built
+    [entry] = [e for e in document["jobs"] if e["job_name"] == "lora"]
+    # Then the job's error is given per part known on both sides (install has no estimate to divide by)
+    assert entry["seconds_vs_estimate"] == {"startup": 0.25, "train": 2.0, "evaluate": 1.5, "total": 1.574}
+    assert entry["actual_seconds"]["install"] == 50.0 and entry["cost_vs_estimate"] == 1.5
+    # And the calibration in force is listed by key, with the run's error under it
+    assert document["calibration"] == [
+        {
+            "key": key,
+            "samples": 1,
+            "factors": {"startup": 0.8},
+            "source": "ledger: 1 completed job(s)",
+            "jobs": 1,
+            "cost_vs_estimate": 1.5,
+        }
+    ]
+    markdown = report.render_markdown(document)
+    assert "## Estimate error" in markdown and "| 60 / 240 | 50 / 0 | - | 1200 / 600 |" in markdown
+    assert f"| {key} | 1 | startup 0.80 | 1.50x |" in markdown
+    # And report.json carries it all (plain JSON)
+    assert json.loads(json.dumps(document))["calibration"][0]["key"] == key
+
+
+def test_report_of_rows_without_estimates_by_part_has_no_estimate_error_section() -> None:
+    document = report.build_report("run-1", ROWS)
+    assert document["calibration"] == [] and "## Estimate error" not in report.render_markdown(document)

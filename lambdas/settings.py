@@ -179,6 +179,9 @@ class CleanupSettings:
     topic_arn: str
     job_name_prefix: str
     stop_wait_seconds: int
+    # When (seconds after it started) Cleanup looks for the run's jobs a second time: a Launch that was mid-call when
+    # the execution ended creates its job after the first look (lambdas/cleanup.py). Unset: no wait before it.
+    resweep_seconds: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CleanupSettings:
@@ -195,6 +198,7 @@ class CleanupSettings:
             topic_arn=_require(env, "TOPIC_ARN"),
             job_name_prefix=_job_name_prefix(env),
             stop_wait_seconds=int(raw_wait),
+            resweep_seconds=int(env.get("CLEANUP_RESWEEP_SECONDS", "0") or 0),
         )
 
 

@@ -154,10 +154,10 @@ def list_deployment_jobs(
                 if training_job.is_not_found(exc):
                     continue
                 raise
-            if run_id is not None and job_run_id(description) != run_id:
-                continue
             tags = sagemaker.list_tags(ResourceArn=description["TrainingJobArn"]).get("Tags", [])
-            jobs.append({**description, "Tags": tags})
+            job = {**description, "Tags": tags}
+            if run_id is None or job_run_id(job) == run_id:
+                jobs.append(job)
     return jobs
 
 

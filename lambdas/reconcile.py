@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from lambdas import cleanup, ledger, naming, report
+from lambdas import cleanup, cost, ledger, naming, report, training_job
 from lambdas.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -120,33 +120,43 @@ def reconcile(
     # to this pass alike (both idempotent).
     jobs = deployment_jobs(sagemaker, config.job_name_prefix, now() - timedelta(days=config.lookback_days))
     watched_runs = running_run_ids(stepfunctions, config.state_machine_arn)
-    recorded_by_run: dict[str, set[str]] = {}
-    unwatched, unrecorded, watched = [], [], []
+    rows_by_run: dict[str, dict[str, dict[str, Any]]] = {}
+    unwatched, unrecorded, under_recorded, watched = [], [], [], []
     for job in jobs:
         run_id = cleanup.job_run_id(job) or ""
         if run_id in watched_runs:
             watched.append(job["TrainingJobName"])
             continue
-        if run_id not in recorded_by_run:
+        if run_id not in rows_by_run:
             items = ledger.run_items(dynamodb, config.table_name, run_id) if run_id else []
-            recorded_by_run[run_id] = {str(i.get("job_name")) for i in items if str(i.get("sk", "")).startswith("JOB#")}
-        running = job.get("TrainingJobStatus") in cleanup.RUNNING_STATUSES
-        if running:
+            rows_by_run[run_id] = {str(i.get("job_name")): i for i in items if str(i.get("sk", "")).startswith("JOB#")}
+        row = rows_by_run[run_id].get(job["TrainingJobName"])
+        if job.get("TrainingJobStatus") in cleanup.RUNNING_STATUSES:
             unwatched.append(job)
-        if job["TrainingJobName"] not in recorded_by_run[run_id]:
+        if row is None:
             unrecorded.append(job)
+        elif int(row.get("billable_seconds") or 0) < int(job.get("BillableTimeInSeconds") or 0):
+            # Recorded while it still ran (a workflow that stopped watching it wrote its cost so far): the bill
+            # grew since. Only the time and cost are brought up to SageMaker's final numbers.
+            under_recorded.append((job, row))
     result: dict[str, Any] = {
         "checked": len(jobs),
         "watched": watched,
         "unwatched": [job["TrainingJobName"] for job in unwatched],
         "unrecorded": [job["TrainingJobName"] for job in unrecorded],
+        "under_recorded": [job["TrainingJobName"] for job, _row in under_recorded],
         "stopped": [],
         "recorded": [],
+        "corrected": [],
         "dry_run": dry_run,
     }
-    if dry_run or not (unwatched or unrecorded):
+    if dry_run or not (unwatched or unrecorded or under_recorded):
         result["message"] = message(result, [])
         return result
+
+    for job, row in under_recorded:
+        ledger.put_row(dynamodb, config.table_name, corrected_row(row, job))
+        result["corrected"].append(job["TrainingJobName"])
 
     stopped = cleanup.stop_running_jobs(sagemaker, unwatched)
     reason = "reconciler: no running execution was watching this job, so it was stopped and recorded"
@@ -170,6 +180,24 @@ def reconcile(
     return result
 
 
+def corrected_row(row: Mapping[str, Any], description: Mapping[str, Any]) -> dict[str, Any]:
+    """`row` with SageMaker's final status, times and the cost they make (at the row's own price)."""
+    final = training_job.normalise_description(dict(description))
+    billable = final["billable_seconds"]
+    note = f"reconciler: cost brought up to SageMaker's final {billable} billable s (recorded while it ran)"
+    return {
+        **row,
+        "status": final["status"],
+        "training_seconds": final["training_seconds"],
+        "billable_seconds": billable,
+        "cost_usd": cost.job_cost_usd(billable, int(row.get("instance_count") or 1), row.get("hourly_price_usd") or 0),
+        "spot_savings_pct": cost.spot_savings_pct(billable, final["training_seconds"]),
+        "failure_reason": (f"{row.get('failure_reason') or ''} | {note}" if row.get("failure_reason") else note)[
+            : training_job.FAILURE_REASON_MAX
+        ],
+    }
+
+
 def message(result: Mapping[str, Any], rows: list[dict[str, Any]]) -> str:
     """What the pass found and did, for the topic and the CLI (at most report.MESSAGE_MAX_BYTES)."""
     verb = "would stop" if result["dry_run"] else "stopped"
@@ -183,6 +211,9 @@ def message(result: Mapping[str, Any], rows: list[dict[str, Any]]) -> str:
         lines.append(f"- unwatched and running: {name} ({verb if name not in result['stopped'] else 'stopped'})")
     for row in rows:
         lines.append(f"- recorded: {row['job_name']} {row['status']} ${float(row['cost_usd']):.4f}")
+    lines.extend(f"- cost corrected to SageMaker's final bill: {name}" for name in result.get("corrected", []))
+    if result["dry_run"]:
+        lines.extend(f"- under-recorded (would correct): {name}" for name in result.get("under_recorded", []))
     if result["dry_run"]:
         lines.extend(f"- unrecorded (would record): {name}" for name in result["unrecorded"])
     text = "\n".join(lines).encode()

@@ -11,7 +11,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lambdas.errors import ConfigurationError
 from lambdas.remedies import RemedyPolicy, parse_policy
@@ -88,6 +88,9 @@ class PlanSettings:
     max_concurrency: int | None = None
     # Optional: the deployment's runtime bound; a job's default is the catalog's per-model/approach bound capped by it.
     default_max_runtime_hours: float | None = None
+    # Optional: the deployment's remedy policy (REMEDY_DEFAULTS, as Remedy reads it): its max_attempts bounds the
+    # attempts, and so the history events, of each job.
+    remedy_defaults: RemedyPolicy = field(default_factory=RemedyPolicy)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PlanSettings:
@@ -110,6 +113,7 @@ class PlanSettings:
             default_max_runtime_hours=(
                 _positive_number(env, "DEFAULT_MAX_RUNTIME_HOURS") if env.get("DEFAULT_MAX_RUNTIME_HOURS") else None
             ),
+            remedy_defaults=_remedy_defaults(env),
         )
 
 
@@ -214,12 +218,16 @@ class RemedySettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> RemedySettings:
         """Parse from `env` (default: `os.environ`)."""
         env = os.environ if env is None else env
-        raw = env.get("REMEDY_DEFAULTS", "").strip() or "{}"
-        try:
-            defaults = parse_policy(json.loads(raw))
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise ConfigurationError(f"environment variable REMEDY_DEFAULTS is not a remedy policy: {exc}") from None
-        return cls(region=_region(env), defaults=defaults)
+        return cls(region=_region(env), defaults=_remedy_defaults(env))
+
+
+def _remedy_defaults(env: Mapping[str, str]) -> RemedyPolicy:
+    """The deployment's remedy policy from REMEDY_DEFAULTS (JSON; unset: the policy's defaults)."""
+    raw = env.get("REMEDY_DEFAULTS", "").strip() or "{}"
+    try:
+        return parse_policy(json.loads(raw))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ConfigurationError(f"environment variable REMEDY_DEFAULTS is not a remedy policy: {exc}") from None
 
 
 # Failure injection (`inject_failure` in the execution input) is for the offline demo only: the offline runner sets

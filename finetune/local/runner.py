@@ -40,6 +40,7 @@ ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
 DATA_BUCKET = "finetune-local-data"
 TABLE_NAME = "finetune-local-ledger"
+STATE_MACHINE_NAME = "finetune-local"
 # Settings that make an offline run quick: short polls and retry intervals; everything else is cdk.json's.
 FAST_SETTINGS = {
     "status_poll_seconds": 1,
@@ -293,6 +294,11 @@ class LocalAccount:
         sagemaker_role = _only(template, "AWS::IAM::Role", lambda k, _v: k.startswith("SageMakerRole"))
         resolver.attributes[(sagemaker_role, "Arn")] = f"arn:aws:iam::{ACCOUNT_ID}:role/local-sagemaker"
 
+        # The state machine is created last (its definition names the functions), but the reconciler's environment
+        # names it: its ARN is known from its name.
+        state_machine = _only(template, "AWS::StepFunctions::StateMachine")
+        resolver.refs[state_machine] = f"arn:aws:states:{REGION}:{ACCOUNT_ID}:stateMachine:{STATE_MACHINE_NAME}"
+
         # The training code asset goes where CDK would publish it, so Launch's CODE_S3_URI points at real bytes.
         assets_bucket = f"cdk-hnb659fds-assets-{ACCOUNT_ID}-{REGION}"
         s3.create_bucket(Bucket=assets_bucket)
@@ -340,12 +346,11 @@ class LocalAccount:
         # AWS); here a Launch returns within a second or two.
         self.environment["CLEANUP_RESWEEP_SECONDS"] = "2"
 
-        state_machine = _only(template, "AWS::StepFunctions::StateMachine")
         definition = resolver.resolve(template["Resources"][state_machine]["Properties"]["DefinitionString"])
         self.state_machine_arn = boto3.client("stepfunctions", region_name=REGION).create_state_machine(
-            name="finetune-local", definition=definition, roleArn=role_arn
+            name=STATE_MACHINE_NAME, definition=definition, roleArn=role_arn
         )["stateMachineArn"]
-        resolver.refs[state_machine] = self.state_machine_arn
+        assert resolver.refs[state_machine] == self.state_machine_arn, self.state_machine_arn
 
         for rule in _resources(template, "AWS::Events::Rule").values():
             props = rule["Properties"]

@@ -80,6 +80,8 @@ class LocalServices:
         # SageMaker Search's index is eventually consistent: a job shows in Search only this long after its creation
         # (0: at once). ListTrainingJobs and DescribeTrainingJob see it from its creation on.
         self.search_lag_seconds = 0.0
+        # Called with each CreateTrainingJob request before it is served (a call still in flight, for scenarios).
+        self.before_create: Callable[[dict[str, Any]], None] | None = None
         self._lock = threading.Lock()
         # Injected errors, for any operation (moto's too): `inject` adds them, `answer` serves them first. Their own
         # lock: `answer` runs again inside CreateTrainingJob, which holds `_lock` while the backend reads S3.
@@ -128,6 +130,9 @@ class LocalServices:
 
     def _create_training_job(self, params: dict[str, Any]) -> dict[str, Any]:
         name = params["TrainingJobName"]
+        if self.before_create is not None:
+            # Outside the lock: a scenario may hold this call in flight while other calls go on (tests/leaks).
+            self.before_create(params)
         with self._lock:
             self.create_calls.append(name)
             if name in self.training_jobs:
@@ -155,6 +160,7 @@ class LocalServices:
             "ResourceConfig": request["ResourceConfig"],
             "StoppingCondition": request["StoppingCondition"],
             "HyperParameters": request.get("HyperParameters", {}),
+            **({"CheckpointConfig": request["CheckpointConfig"]} if "CheckpointConfig" in request else {}),
             "EnableManagedSpotTraining": request.get("EnableManagedSpotTraining", False),
             "ModelArtifacts": {"S3ModelArtifacts": f"{output_path.rstrip('/')}/{name}/output/model.tar.gz"},
             "SecondaryStatusTransitions": _transitions(job["created"], state),

@@ -99,9 +99,11 @@ class Workflow(Construct):
             # Launch: OutputDataConfig.KmsKeyId, so models are encrypted with the data key, not the account's aws/s3.
             "Launch": {"DATA_KEY_ARN": key.key_arn},
             # Plan: refuses runs whose waves of jobs and status polls cannot finish within the execution timeout.
+            # The remedy policy too: its max_attempts multiplies each job's history events.
             "Plan": {
                 "EXECUTION_TIMEOUT_SECONDS": str(config.execution_timeout_hours * 3600),
                 "STATUS_POLL_SECONDS": str(config.status_poll_seconds),
+                "REMEDY_DEFAULTS": json.dumps(config.remedies.as_dict(), sort_keys=True),
             },
             # Remedy: the deployment's remedy policy; an execution's `remedies` input overrides it field by field.
             "Remedy": {"REMEDY_DEFAULTS": json.dumps(config.remedies.as_dict(), sort_keys=True)},

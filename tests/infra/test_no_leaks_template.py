@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from stacks.config import DEFAULT_WATCH_RETRY
 from stacks.constructs.hardened import RETRYABLE_ERRORS
 from tests.infra.test_workflow_template import _definition, _function, _resources
 
@@ -16,6 +15,8 @@ def _iteration(template: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_status_retries_any_describe_failure_for_hours_before_failing_typed(synthesized) -> None:
+    from stacks.config import DEFAULT_WATCH_RETRY
+
     # Given the Status task of the synthesized state machine
     status = _iteration(synthesized.main_json)["States"]["Status"]
 

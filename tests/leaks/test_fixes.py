@@ -13,8 +13,8 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 from botocore.stub import Stubber
 
-from lambdas import aws, catalog, cost, failures, reconcile, training_job
-from lambdas.errors import ConfigurationError, JobStatusUnavailable, QuotaExhausted, TrainingJobNotFound
+from lambdas import aws, catalog, cost, errors, failures, training_job
+from lambdas.errors import ConfigurationError, QuotaExhausted, TrainingJobNotFound
 from lambdas.quotas import QuotaTarget, ensure_quotas
 from stacks.app_builder import cdk_json_context
 from stacks.config import CONTEXT_KEY, load_config
@@ -125,7 +125,7 @@ def test_status_types_an_unexpected_describe_error_as_unavailable_not_lost(failu
     )  # botocore's own retries are already spent
     with Stubber(sagemaker) as stub:
         failure(stub)
-        with pytest.raises(JobStatusUnavailable, match="finetune-x"):
+        with pytest.raises(errors.JobStatusUnavailable, match="finetune-x"):
             training_job.status(sagemaker, "finetune-x")
 
 
@@ -136,7 +136,7 @@ def test_status_types_a_network_failure_as_unavailable(monkeypatch) -> None:
         raise EndpointConnectionError(endpoint_url="https://api.sagemaker.us-east-1.amazonaws.com")
 
     monkeypatch.setattr(sagemaker, "describe_training_job", unreachable)
-    with pytest.raises(JobStatusUnavailable):
+    with pytest.raises(errors.JobStatusUnavailable):
         training_job.status(sagemaker, "finetune-x")
 
 
@@ -167,6 +167,8 @@ def test_the_smoke_example_runs_on_a_gpu_instance_whose_spot_quota_the_deploymen
 
 # -- The reconciler's settings ---------------------------------------------------------------------------------------
 def test_reconciler_settings_name_a_missing_variable() -> None:
+    from lambdas import reconcile
+
     with pytest.raises(ConfigurationError, match="STATE_MACHINE_ARN"):
         reconcile.ReconcileSettings.from_env(
             {"TABLE_NAME": "t", "TOPIC_ARN": "arn:aws:sns:us-east-1:1:t", "JOB_NAME_PREFIX": "finetune-abc123"}

@@ -49,7 +49,7 @@ def jobs_left(account: LocalAccount) -> list[dict[str, Any]]:
     left = []
     for name in sorted(account.services.training_jobs):
         description = sagemaker.describe_training_job(TrainingJobName=name)
-        run_id = cleanup.job_run_id({**description, "Tags": account.services._tags(name)})
+        run_id = {tag["Key"]: tag["Value"] for tag in account.services._tags(name)}.get("run_id")
         own_rows = [row for row in rows if row["job_name"] == name]
         left.append(
             {

@@ -71,11 +71,6 @@ class Lifecycle(Construct):
             "This queue IS the dead-letter destination (of the lifecycle rule's target and of Cleanup's async "
             "invocations); a dead-letter queue of its own would only move the same events one queue further.",
         )
-        self.function.configure_async_invoke(
-            retry_attempts=2,
-            max_event_age=DELIVERY_MAX_AGE,
-            on_failure=destinations.SqsDestination(self.dead_letters),
-        )
         self.rule = events.Rule(
             self,
             "ExecutionEndedEarly",
@@ -86,14 +81,7 @@ class Lifecycle(Construct):
                 detail={"stateMachineArn": [state_machine.state_machine_arn], "status": list(LIFECYCLE_STATUSES)},
             ),
         )
-        self.rule.add_target(
-            targets.LambdaFunction(
-                self.function,
-                dead_letter_queue=self.dead_letters,
-                max_event_age=DELIVERY_MAX_AGE,
-                retry_attempts=DELIVERY_RETRIES,
-            )
-        )
+        self._deliver(self.rule, self.function)
 
         # The reconciler (lambdas/reconcile.py): on a schedule, every job with this deployment's prefix is either
         # watched by a running execution or ended and recorded; what is not is stopped and recorded, and notified.
@@ -108,20 +96,25 @@ class Lifecycle(Construct):
             environment=reconcile_environment,
             timeout=Duration.minutes(LAMBDA_MAX_TIMEOUT_MINUTES),
         )
-        self.reconciler.configure_async_invoke(
-            retry_attempts=2,
-            max_event_age=DELIVERY_MAX_AGE,
-            on_failure=destinations.SqsDestination(self.dead_letters),
-        )
         self.schedule = events.Rule(
             self,
             "ReconcileSchedule",
             description="Runs the fine-tuning reconciler (no training job bills unwatched or unrecorded)",
             schedule=events.Schedule.rate(Duration.minutes(config.reconcile_interval_minutes)),
         )
-        self.schedule.add_target(
+        self._deliver(self.schedule, self.reconciler)
+
+    def _deliver(self, rule: events.Rule, function: HardenedFunction) -> None:
+        """`rule` invokes `function` asynchronously: EventBridge retries delivery, Lambda retries the function twice
+        (every handler is idempotent), and whatever still fails is kept in the dead-letter queue, not lost."""
+        function.configure_async_invoke(
+            retry_attempts=2,
+            max_event_age=DELIVERY_MAX_AGE,
+            on_failure=destinations.SqsDestination(self.dead_letters),
+        )
+        rule.add_target(
             targets.LambdaFunction(
-                self.reconciler,
+                function,
                 dead_letter_queue=self.dead_letters,
                 max_event_age=DELIVERY_MAX_AGE,
                 retry_attempts=DELIVERY_RETRIES,

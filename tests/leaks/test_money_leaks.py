@@ -15,7 +15,6 @@ status changes were delivered and, where the scenario has one, the reconciler's 
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from typing import Any
 
@@ -25,6 +24,7 @@ import pytest
 from finetune.local.backends import ScriptedOutcome
 from finetune.local.runner import REGION, LocalAccount
 from lambdas import cleanup, naming
+from tests.faults.test_fault_injection import _wait_for
 from tests.workflow.conftest import GOOD_METRICS, approach_of
 
 ONE_JOB = {"experiments": [{"model": "mistral-7b", "approach": "lora"}], "budget_usd": 500, "max_runtime_hours": 2}
@@ -85,14 +85,6 @@ def assert_nothing_bills_unwatched(account: LocalAccount, scenario: str) -> list
             )
     assert not problems, "\n".join(problems)
     return left
-
-
-def _wait_for(condition: Any, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.2)
 
 
 def test_a_job_launched_after_cleanups_first_search_is_stopped_and_recorded(account_with) -> None:

@@ -157,7 +157,7 @@ def build_sft_config(
     layer_classes: list[str],
 ):  # -> trl.SFTConfig
     """TRL/Trainer arguments. Checkpoints go to checkpoint_dir, but the Trainer decides none of them: saving on a
-    time interval, at the end and on SIGTERM, and rotation, are the checkpoint callback's (see checkpoints.py)."""
+    time interval and on SIGTERM, and rotation, are the checkpoint callback's (see checkpoints.py)."""
     from trl import SFTConfig
 
     fsdp_kwargs: dict[str, Any] = {}

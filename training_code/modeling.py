@@ -51,6 +51,19 @@ def choose_attention(capability: tuple[int, int] | None, flash_attn_installed: b
     return "sdpa"
 
 
+def flash_attention_importable() -> bool:
+    """Whether the flash_attn package imports here. Being installed is not enough: a wheel built for another torch
+    or CUDA is found by the import system and then fails to load its kernels (an ImportError or OSError on an
+    undefined symbol), and transformers would only find out at the first forward pass."""
+    try:
+        import flash_attn  # noqa: F401
+    except Exception as exc:  # ImportError, OSError (undefined symbol), RuntimeError from its CUDA checks
+        if importlib.util.find_spec("flash_attn") is not None:
+            LOG.warning("flash_attn is installed but does not import (%s: %s): using SDPA", type(exc).__name__, exc)
+        return False
+    return True
+
+
 def detect_runtime(local_rank: int) -> Runtime:
     """CUDA with bf16 where the GPU has it (fp16 on older GPUs), fp32 on CPU; FlashAttention 2 where it runs."""
     import torch
@@ -58,9 +71,7 @@ def detect_runtime(local_rank: int) -> Runtime:
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
         bf16 = torch.cuda.is_bf16_supported()
-        attn = choose_attention(
-            torch.cuda.get_device_capability(local_rank), importlib.util.find_spec("flash_attn") is not None
-        )
+        attn = choose_attention(torch.cuda.get_device_capability(local_rank), flash_attention_importable())
         return Runtime(
             use_cuda=True,
             device=f"cuda:{local_rank}",

@@ -222,11 +222,15 @@ def test_a_bertscore_failure_after_training_leaves_the_model_and_the_other_metri
 ) -> None:
     from training_code import evaluation
 
-    def out_of_memory(*args, **kwargs):
+    scored_before_training = evaluation.bertscore_f1
+
+    def out_of_memory_after_training(predictions, *args, **kwargs):
+        if predictions == ["ok"]:  # prepare_bertscore's trial pair, before training, on the CPU
+            return scored_before_training(predictions, *args, **kwargs)
         raise RuntimeError("CUDA out of memory")
 
-    # Given an encoder that loads before training but fails when scoring
-    monkeypatch.setattr(evaluation, "bertscore_f1", out_of_memory)
+    # Given an encoder that loads and scores before training but fails when scoring after it (GPU memory)
+    monkeypatch.setattr(evaluation, "bertscore_f1", out_of_memory_after_training)
     job = make_job()
 
     # When the job runs

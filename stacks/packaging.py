@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import importlib.metadata
 import io
 import shutil
 import tarfile
+import tempfile
 from pathlib import Path, PurePosixPath
 
 from packaging.utils import canonicalize_name
@@ -132,19 +134,34 @@ def bundle_files(
 
 
 @functools.cache
-def stage_lambda_package(source_dir: Path = REPO_ROOT / "lambdas", staging_dir: Path = BUILD_DIR / "lambda") -> Path:
-    """Stage the Lambda asset in `staging_dir` and return it: `lambdas/` (without caches/tests) as the package
-    `lambdas`, beside the pinned runtime libraries (`bundle_files`). Staged once per process: every function of the
-    app shares the one asset."""
-    if staging_dir.exists():
-        shutil.rmtree(staging_dir)
+def stage_lambda_package(source_dir: Path = REPO_ROOT / "lambdas", staging_root: Path = BUILD_DIR) -> Path:
+    """Stage the Lambda asset under `staging_root` and return its folder: `lambdas/` (without caches/tests) as the
+    package `lambdas`, beside the pinned runtime libraries (`bundle_files`). Staged once per process: every function
+    of the app shares the one asset.
+
+    The folder is named after a digest of what it holds and filled under a private name first, then renamed into
+    place: processes that synthesize at once (pytest-xdist workers, a synth beside a test run) never delete or
+    half-write a folder another one is reading, and the same content is staged once."""
     targets = {
         PurePosixPath(source_dir.name, *path.relative_to(source_dir).parts): path
         for path in _packaged_files(source_dir)
     }
     targets.update(bundle_files())
+    digest = hashlib.sha256()
     for relative, path in sorted(targets.items()):
-        target = staging_dir / relative
+        digest.update(f"{relative}\0".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    staged = staging_root / f"lambda-{digest.hexdigest()[:16]}"
+    if staged.is_dir():
+        return staged
+    staging_root.mkdir(parents=True, exist_ok=True)
+    private = Path(tempfile.mkdtemp(prefix=".lambda-", dir=staging_root))
+    for relative, path in sorted(targets.items()):
+        target = private / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
-    return staging_dir
+    try:
+        private.rename(staged)
+    except OSError:  # another process staged the same content first: use theirs
+        shutil.rmtree(private, ignore_errors=True)
+    return staged

@@ -59,7 +59,19 @@ def test_real_training_code_packs_train_py_at_the_archive_root(tmp_path: Path) -
 
 
 def test_lambda_package_is_staged_as_an_importable_lambdas_package(tmp_path: Path) -> None:
-    staged = stage_lambda_package(staging_dir=tmp_path / "lambda")
+    staged = stage_lambda_package(staging_root=tmp_path)
     assert (staged / "lambdas" / "__init__.py").is_file()
     assert (staged / "lambdas" / "handlers" / "plan.py").is_file()
     assert not list(staged.rglob("__pycache__"))
+
+
+def test_the_lambda_package_is_staged_once_per_content_and_never_rewritten_in_place(tmp_path: Path) -> None:
+    # Given a package staged once (as one pytest-xdist worker or a concurrent synth would)
+    first = stage_lambda_package(staging_root=tmp_path)
+    inode = (first / "lambdas" / "__init__.py").stat().st_ino
+    stage_lambda_package.cache_clear()  # another process: nothing cached
+    # When it is staged again from the same files
+    second = stage_lambda_package(staging_root=tmp_path)
+    # Then the same folder is returned untouched (no delete-and-copy that a reader could see half-done)
+    assert second == first and (second / "lambdas" / "__init__.py").stat().st_ino == inode
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".lambda-")]

@@ -167,7 +167,7 @@ def expected_for_job(job: Mapping[str, Any], *, parameters: int, rows: float, ro
         batch_size=int(job["batch_size"]),
         prompt_style=job["prompt_style"],
         max_seq_length=job["max_seq_length"],
-        eval_samples=int(job["eval_samples"]),
+        eval_samples=catalog.planned_eval_samples(job["eval_samples"]),
         eval_batch_size=int(job.get("eval_batch_size") or catalog.default("eval_batch_size")),
         spot=bool(job["spot"]),
         hourly_price_usd=float(job["hourly_price_usd"]),

@@ -48,7 +48,9 @@ class JobSpec(AttemptFields):
     prompt_style: str
     merge_adapter: bool
     max_steps: int
-    eval_samples: int
+    eval_samples: int | str  # an int, or "all" (the whole test split)
+    task: str  # classification | sft
+    primary_metric: str  # the metric the report ranks by (Plan resolves the task's default)
     spot: bool
     fsdp: str  # "" | "full_shard" | "full_shard_offload": the memory planner's strategy
     save_interval_seconds: int

@@ -38,8 +38,8 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-demo: $(VENV)/.installed ## run the whole pipeline offline (no AWS account needed); INPUT=path.json for another input
-	$(PY) -m finetune.local.demo $(if $(INPUT),--input $(INPUT))
+demo: $(VENV)/.installed ## run the whole pipeline offline (no AWS account needed); INPUT=path.json for another input, DATA=dir for your own train/test.jsonl
+	$(PY) -m finetune.local.demo $(if $(INPUT),--input $(INPUT)) $(if $(DATA),--data $(DATA))
 
 # Every core, one test file per worker (a file's module fixtures, e.g. a trained tiny model, are built once).
 PYTEST_PARALLEL := -n auto --dist loadfile

@@ -160,7 +160,9 @@ def read_answers(s3: Any, artifact_uri: str | None) -> Answers | None:
         return None
 
 
-def fetch_answers(rows: Iterable[Mapping[str, Any]], read: Callable[[str | None], Answers | None]) -> dict[str, Answers]:
+def fetch_answers(
+    rows: Iterable[Mapping[str, Any]], read: Callable[[str | None], Answers | None]
+) -> dict[str, Answers]:
     """Per-sample answers by job name for the completed rows that have them (`read(artifact_uri)`)."""
     found: dict[str, Answers] = {}
     for row in rows:

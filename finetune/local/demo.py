@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from finetune.local import user_data
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_INPUT = REPO_ROOT / "examples" / "demo.json"
 DATASET_DIR = REPO_ROOT / "examples" / "datasets" / "banking77-mini"
@@ -38,19 +40,18 @@ class DemoResult:
     training_processes_started: int
 
 
-def build_demo_model(models_dir: Path) -> Path:
-    """The tiny Llama the demo fine-tunes, built offline once (its tokenizer learns the dataset's words)."""
+def build_demo_model(models_dir: Path, demo_data: user_data.DemoData | None = None) -> Path:
+    """The tiny Llama the demo fine-tunes, built offline once per dataset (its tokenizer learns the data's words)."""
     from finetune.local.tiny_model import build_tiny_model
 
-    target = models_dir / "tiny-llama"
+    if demo_data is None:
+        demo_data = user_data.DemoData(user_data.DEFAULT_DATASET, "classification", DATASET_DIR)
+    # banking77-mini keeps its original folder name: an existing build/ stays valid.
+    suffix = "" if demo_data.directory.resolve() == DATASET_DIR.resolve() else f"-{demo_data.fingerprint}"
+    target = models_dir / f"tiny-llama{suffix}"
     if (target / "config.json").is_file():
         return target
-    corpus = []
-    for split in ("train", "test"):
-        for line in (DATASET_DIR / f"{split}.jsonl").read_text().splitlines():
-            row = json.loads(line)
-            corpus += [row["text"], row["label"]]
-    return build_tiny_model("llama", target, corpus)
+    return build_tiny_model("llama", target, user_data.corpus(demo_data))
 
 
 def run_demo(
@@ -60,11 +61,13 @@ def run_demo(
     work_dir: Path,
     stream: TextIO | None = None,
     adjust_request: Callable[[dict[str, Any]], None] | None = None,
+    data_dir: Path | None = None,
 ) -> DemoResult:
     """Run one execution offline and write its report, ledger and job folders under `out_root/<run id>/`.
 
     `adjust_request` may alter a CreateTrainingJob request before the local backend runs it (tests inject
-    faults this way)."""
+    faults this way). `data_dir` (train.jsonl, test.jsonl) is uploaded under the input's dataset name instead of the
+    shipped dataset of that name (finetune/local/user_data.py)."""
     from finetune.local.backends import SubprocessTrainingBackend
     from finetune.local.runner import LocalAccount, synthesize
     from finetune.local.tiny_model import bertscore_model_path
@@ -72,8 +75,10 @@ def run_demo(
     # Looked up at call time (not as a default argument) so redirected or captured stdout is honoured.
     stream = stream or sys.stdout
     print("Synthesizing the app (cdk-nag checks included)...", file=stream, flush=True)
+    demo_data = user_data.resolve(execution_input, data_dir)
+    user_data.corpus(demo_data)  # reads and validates both splits now, before anything is synthesized or started
     workflow = synthesize()
-    model_path = build_demo_model(work_dir / "models")
+    model_path = build_demo_model(work_dir / "models", demo_data)
     backend = SubprocessTrainingBackend(
         work_dir / "jobs" / uuid.uuid4().hex[:8],
         model_paths={DEMO_MODEL_ID: str(model_path)},
@@ -92,7 +97,7 @@ def run_demo(
     printer = _ProgressPrinter(backend, stream)
     started = time.monotonic()
     with account.running():
-        account.upload_dataset("banking77-mini", DATASET_DIR / "train.jsonl", DATASET_DIR / "test.jsonl")
+        account.upload_dataset(demo_data.name, demo_data.path("train"), demo_data.path("test"))
         print("Starting the execution in the local state machine...", file=stream, flush=True)
         execution = account.execute(execution_input, f"demo-{uuid.uuid4().hex[:8]}", on_poll=printer.update)
     printer.update()
@@ -155,13 +160,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m finetune.local.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", type=Path, default=DEFAULT_INPUT, help="execution input JSON (schema v1)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "demo-out", help="where reports land")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="folder with train.jsonl and test.jsonl, uploaded as the input's dataset"
+    )
     parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "build" / "demo", help="job folders, tiny model")
     args = parser.parse_args(argv)
     try:
         execution_input = json.loads(args.input.read_text())
     except (OSError, ValueError) as error:
         parser.error(f"cannot read execution input {args.input}: {error}")
-    return run_demo(execution_input, out_root=args.out, work_dir=args.work_dir).exit_code
+    try:
+        return run_demo(execution_input, out_root=args.out, work_dir=args.work_dir, data_dir=args.data).exit_code
+    except (user_data.DemoDataError, ValueError) as error:  # DataError (training_code.data) is a ValueError
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -161,7 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--input", type=Path, default=DEFAULT_INPUT, help="execution input JSON (schema v1)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "demo-out", help="where reports land")
     parser.add_argument(
-        "--data", type=Path, default=None, help="folder with train.jsonl and test.jsonl, uploaded as the input's dataset"
+        "--data",
+        type=Path,
+        default=None,
+        help="folder with train.jsonl and test.jsonl, uploaded as the input's dataset",
     )
     parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "build" / "demo", help="job folders, tiny model")
     args = parser.parse_args(argv)

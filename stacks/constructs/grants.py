@@ -143,7 +143,7 @@ GRANTS: Mapping[str, tuple[Grant, ...]] = {
         Grant(("dynamodb:Query",), Target.LEDGER_INDEX),
         _WRITE_REPORTS,
         _DATA_KEY_WRITER,
-        # Each job's per-sample answers (output.tar.gz next to its model.tar.gz) for the paired test (lambdas/paired.py).
+        # Each job's per-sample answers (output.tar.gz next to model.tar.gz) for the paired test (lambdas/paired.py).
         Grant(
             ("s3:GetObject",),
             Target.MODELS,

@@ -626,6 +626,7 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
         scores = evaluate_trained(trainer, plan, config, runtime, token, tokenizer, setup, model_dir)
         results.metrics.update(scores.metrics)
         results.missing.update(scores.missing)
+        results.predictions = scores.predictions
     report(results, results, env, model_dir)
     if config.is_peft and config.merge_adapter:
         merged = merge_and_time(config, runtime, token, tokenizer, setup, model_dir, model_card)

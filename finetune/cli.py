@@ -735,6 +735,9 @@ def data(
     name: Annotated[str | None, typer.Option(help="dataset name: datasets/<name>/ in the bucket")] = None,
     text_column: Annotated[str, typer.Option(help="column holding the message")] = "text",
     label_column: Annotated[str, typer.Option(help="column holding the intent")] = "label",
+    task: Annotated[
+        str, typer.Option(help="classification ({text, label}) or sft ({messages} or {prompt, completion} JSONL)")
+    ] = "classification",
 ) -> None:
     """Banking77 from the Hub, the bundled sample or your files: check the rows ({"text", "label"}; a malformed one
     is refused with its line) and upload them to the bucket's datasets/<name>/{train,test}/, where an execution input
@@ -760,6 +763,7 @@ def data(
                 "file",
                 *("--train", str(train), "--test", str(test), "--name", name, "--out-dir", work),
                 *("--text-column", text_column, "--label-column", label_column),
+                *("--task", task),
                 *("--bucket", bucket),
             ],
             s3_client=session.client("s3"),

@@ -431,7 +431,7 @@ def shape_of(job: Mapping[str, Any], *, model: catalog.Model, rows: float, rows_
         max_seq_length=job["max_seq_length"],
         max_steps=int(job.get("max_steps", -1)),
         gradient_accumulation_steps=int(job.get("gradient_accumulation_steps") or 1),
-        eval_samples=int(job["eval_samples"]),
+        eval_samples=catalog.planned_eval_samples(job["eval_samples"]),
         eval_batch_size=int(job.get("eval_batch_size") or catalog.default("eval_batch_size")),
         lora_r=int(job.get("lora_r") or catalog.default("lora_r")),
         merge_adapter=bool(job.get("merge_adapter", False)),

@@ -341,6 +341,16 @@ def with_baselines(experiments: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [*experiments, *added]
 
 
+def task_problems(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field, why) when the input's primary metric is not one its task reports (e.g. intent accuracy for sft)."""
+    task = doc.get("task") or catalog.CLASSIFICATION
+    requested = doc.get("primary_metric")
+    allowed = catalog.TASK_QUALITY_METRICS[task]
+    if requested is None or requested in allowed:
+        return []
+    return [("primary_metric", f"{requested} is not reported by task {task}; choose one of: {', '.join(allowed)}")]
+
+
 def validate_execution_input(
     execution_input: Any, *, default_max_runtime_hours: float | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -354,7 +364,9 @@ def validate_execution_input(
     """
     doc = validate_schema(execution_input)
     experiments = requested_experiments(doc)
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, str]] = task_problems(doc)
+    # Resolved once here, so every job spec (and the ledger row after it) names the metric its run is ranked by.
+    doc["primary_metric"] = catalog.primary_metric(doc.get("task"), doc.get("primary_metric"))
     resolved = [
         _resolve_experiment(i, exp, doc, problems, default_max_runtime_hours) for i, exp in enumerate(experiments)
     ]

@@ -614,6 +614,12 @@ class SubprocessTrainingBackend:
             for path in sorted((job.directory / "model").iterdir()):
                 tar.add(path, arcname=path.name)
         boto3.client("s3").upload_file(str(archive), bucket, key)
+        # And /opt/ml/output/data as output.tar.gz next to it, as SageMaker does (the report's per-sample answers).
+        outputs = job.directory / "output.tar.gz"
+        with tarfile.open(outputs, "w:gz") as tar:
+            for path in sorted((job.directory / "output" / "data").iterdir()):
+                tar.add(path, arcname=path.name)
+        boto3.client("s3").upload_file(str(outputs), bucket, key.removesuffix("model.tar.gz") + "output.tar.gz")
 
     def _start_grace_period(self, job: _LocalJob) -> None:
         killer = threading.Timer(self.stop_grace_seconds, self._kill, args=(job,))

@@ -148,6 +148,13 @@ GRANTS: Mapping[str, tuple[Grant, ...]] = {
         Grant(("dynamodb:Query",), Target.LEDGER_INDEX),
         _WRITE_REPORTS,
         _DATA_KEY_WRITER,
+        # Each job's per-sample answers (output.tar.gz next to model.tar.gz) for the paired test (lambdas/paired.py).
+        Grant(
+            ("s3:GetObject",),
+            Target.MODELS,
+            wildcard_reason="Job output keys are per job (models/<model>-<approach>/<job>/output/output.tar.gz); the "
+            "grant is limited to the models/ prefix, and Report reads only the small output archive.",
+        ),
     ),
     # Runs when an execution fails, times out or is aborted: stops the run's jobs, records and reports them.
     "Cleanup": (

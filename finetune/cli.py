@@ -252,7 +252,9 @@ def _job_json(job: JobSpec, fit: memory.FitEstimate) -> dict[str, Any]:
         "parameters": fit.workload.model.parameters,
         "epochs": job["epochs"],
         "train_rows": job["estimated_train_rows"],
-        "tokens_per_example": estimate_model.tokens_per_example(job["prompt_style"], job["max_seq_length"]),
+        "tokens_per_example": estimate_model.tokens_per_example(
+            job["prompt_style"], job["max_seq_length"], job.get("task")
+        ),
         "global_batch_size": shape.batch_size * shape.gradient_accumulation_steps * shape.data_parallel,
         "seconds": job["estimated_seconds"],
         "expected_usd": job["estimated_cost_usd"],

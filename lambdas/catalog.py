@@ -282,6 +282,28 @@ ALL_SAMPLES = "all"
 ASSUMED_TEST_ROWS = 3_080
 
 
+# Planning task sft without seeing its tokens. Instruction/chat rows vary far more than Banking77's ~34-token queries
+# (Alpaca-style single turns are a few hundred tokens, multi-turn chats over a thousand), and Plan cannot tokenize the
+# user's data, so it plans with these stated assumptions (docs/architecture.md, "Planning task sft"); the training
+# code measures the real lengths and `max_seq_length` set in the input overrides the planning length:
+# - a training example (chat template, prompt and answer) is SFT_TOKENS_PER_EXAMPLE tokens on average;
+# - memory is sized for sequences of SFT_PLANNING_SEQ_LENGTH tokens (the longest padded batch, ~4x the mean);
+# - each evaluated answer decodes SFT_DECODE_TOKENS_PER_SAMPLE tokens (a sentence or a short paragraph);
+# - the train channel holds SFT_BYTES_PER_TOKEN bytes of JSON Lines per token (English BPE text is ~4 characters a
+#   token; the JSON keys roughly offset the chat template's tokens), so when Plan can list the channel its rows are
+#   its bytes / (SFT_TOKENS_PER_EXAMPLE x SFT_BYTES_PER_TOKEN): the training tokens are then measured from the data's
+#   size rather than assumed.
+SFT_TOKENS_PER_EXAMPLE = 512.0
+SFT_PLANNING_SEQ_LENGTH = 2048
+SFT_DECODE_TOKENS_PER_SAMPLE = 128
+SFT_BYTES_PER_TOKEN = 4.0
+
+
+def is_sft(task: str | None) -> bool:
+    """Whether a job's task is instruction/chat fine-tuning (None: classification, the default)."""
+    return task == SFT
+
+
 def primary_metric(task: str | None, requested: str | None = None) -> str:
     """The run's primary metric: the requested one, else the task's default (classification when unset)."""
     return requested or TASK_QUALITY_METRICS[task or CLASSIFICATION][0]

@@ -374,7 +374,7 @@ def validate_execution_input(
         raise InvalidExecutionInput(problems)
     planned: list[dict[str, Any]] = []
     infeasible: list[str] = []
-    rows, _ = estimate.train_rows(doc.get("dataset", DEFAULT_DATASET).get("name"))
+    rows, _ = estimate.train_rows(doc.get("dataset", DEFAULT_DATASET).get("name"), task=doc.get("task"))
     for index, item in enumerate(resolved):
         assert item is not None  # no problems means every experiment resolved
         model, values = item
@@ -460,7 +460,9 @@ def build_jobs(
     and which calibration that was; `train_bytes`, the train channel's size when Plan could list it, sizes a dataset
     the catalog does not know."""
     train_uri, test_uri = dataset_location(doc, bucket)
-    rows, rows_source = estimate.train_rows(doc.get("dataset", DEFAULT_DATASET).get("name"), train_bytes)
+    rows, rows_source = estimate.train_rows(
+        doc.get("dataset", DEFAULT_DATASET).get("name"), train_bytes, task=doc.get("task")
+    )
     prices: dict[str, cost.Price] = {}
     jobs: list[JobSpec] = []
     first_index_of_name: dict[str, int] = {}

@@ -829,3 +829,38 @@ def quotas(ctx: typer.Context, file: InputFile = None, matrix: MatrixOption = No
             out.print(f"  {command}")
     if short:
         raise typer.Exit(EXIT_FAILED)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# reconcile: the reconciler's pass, from the operator's terminal (lambdas/reconcile.py; the stack runs it hourly)
+# ---------------------------------------------------------------------------------------------------------------------
+@app.command()
+@translated_errors
+def reconcile(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="report only: stop and record nothing")] = False,
+) -> None:
+    """Stop training jobs no running execution watches and record ended jobs the ledger lacks (as the stack's hourly
+    Reconcile Lambda does, with your credentials); exit 1 when it found any. The topic is not notified."""
+    from lambdas import reconcile as reconciler
+
+    session: Session = ctx.obj
+    settings = reconciler.ReconcileSettings(
+        table_name=session.outputs.ledger_table_name,
+        topic_arn="",
+        job_name_prefix=session.config.job_name_prefix,
+        state_machine_arn=session.outputs.state_machine_arn,
+        lookback_days=session.config.reconcile_lookback_days,
+        stop_wait_seconds=session.config.cleanup_stop_wait_seconds,
+    )
+    result = reconciler.reconcile(
+        settings,
+        sagemaker=session.client("sagemaker"),
+        dynamodb=session.client("dynamodb"),
+        stepfunctions=session.client("stepfunctions"),
+        sns=None,
+        dry_run=dry_run,
+    )
+    out.print(result["message"])
+    if result["unwatched"] or result["unrecorded"] or result.get("under_recorded"):
+        raise typer.Exit(EXIT_FAILED)

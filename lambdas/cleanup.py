@@ -2,12 +2,17 @@
 
 The Map's own Record/Report/Notify never run for such an execution, while its training jobs run on (and bill) until
 their MaxRuntime. So, for the run of that execution:
-1. find its training jobs by their `run_id` tag (SageMaker Search; only this deployment's job-name prefix);
+1. find its training jobs two ways: by their `run_id` tag (SageMaker Search, whose index is eventually consistent:
+   a job created moments ago may be missing) and by name (ListTrainingJobs on this deployment's job-name prefix since
+   the execution started, each candidate confirmed by its checkpoint prefix `checkpoints/<run id>/`);
 2. stop those still running (an already ended or stopping job is fine);
 3. wait a bounded time for them to reach Stopped, then record every job the ledger does not hold yet, with its cost
    so far (SageMaker's billable seconds once ended; the elapsed training time, an upper bound, if still stopping);
-4. write a partial report (lambdas/report.py, marked `partial`) and a SUMMARY row, unless Report already ran;
-5. publish the execution's cause to the run topic.
+4. look again once `resweep_seconds` have passed since it started (a Launch that was mid-call when the execution
+   ended creates its job after the first look; Launch's own timeout bounds how late), and stop and record what is
+   new, until a look finds nothing new;
+5. write a partial report (lambdas/report.py, marked `partial`) and a SUMMARY row, unless Report already ran;
+6. publish the execution's cause, and every job stopped and recorded, to the run topic.
 
 Every step is idempotent (stop tolerates ended jobs, recorded jobs are skipped, the report is overwritten), so
 Lambda's async retries and a re-delivered event are safe. Pure logic: clients are parameters.
@@ -17,10 +22,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -38,6 +44,8 @@ RUNNING_STATUSES = frozenset({"InProgress", "Stopping"})
 SEARCH_PAGE_SIZE = 100  # SageMaker Search's maximum
 STOP_POLL_SECONDS = 10
 SUBJECT_MAX = 100  # SNS subject limit
+# Looks for the run's jobs: the first, then again after resweep_seconds until one finds nothing new (bounded).
+MAX_SWEEPS = 3
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,7 @@ class ExecutionEnd:
     status: str
     error: str | None
     cause: str | None
+    start_date: datetime | None = None
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any]) -> ExecutionEnd:
@@ -62,6 +71,12 @@ class ExecutionEnd:
             status=str(detail["status"]),
             error=detail.get("error") or None,
             cause=detail.get("cause") or None,
+            # Epoch milliseconds, as EventBridge carries it; bounds the name lookup (no job of the run is older).
+            start_date=(
+                datetime.fromtimestamp(int(detail["startDate"]) / 1000, UTC)
+                if isinstance(detail.get("startDate"), int | float)
+                else None
+            ),
         )
 
     @property
@@ -102,6 +117,69 @@ def find_run_jobs(sagemaker: Any, run_id: str, job_name_prefix: str, page_size: 
             name = job.get("TrainingJobName", "")
             if name.startswith(f"{job_name_prefix}-") and _tags(job).get("run_id") == run_id:
                 jobs[name] = job
+    return [jobs[name] for name in sorted(jobs)]
+
+
+# ListTrainingJobs lists only what the control plane holds, so a job is listed from its creation on; its time filter
+# is applied with a margin for clock skew between the execution's start and SageMaker's CreationTime.
+LIST_TIME_MARGIN = timedelta(minutes=5)
+LIST_PAGE_SIZE = 100  # ListTrainingJobs' maximum
+
+
+def list_deployment_jobs(
+    sagemaker: Any,
+    job_name_prefix: str,
+    *,
+    created_after: datetime | None = None,
+    status: str | None = None,
+    run_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """This deployment's training jobs by name (ListTrainingJobs, not the Search index), each described and with its
+    tags, like a Search result; only those of `run_id` when given (by their checkpoint prefix, which Plan puts under
+    `checkpoints/<run id>/` for every attempt). `created_after` and `status` narrow the listing."""
+    arguments: dict[str, Any] = {"NameContains": f"{job_name_prefix}-", "MaxResults": LIST_PAGE_SIZE}
+    if created_after is not None:
+        arguments["CreationTimeAfter"] = created_after - LIST_TIME_MARGIN
+    if status is not None:
+        arguments["StatusEquals"] = status
+    jobs = []
+    for page in sagemaker.get_paginator("list_training_jobs").paginate(**arguments):
+        for summary in page.get("TrainingJobSummaries", []):
+            name = summary.get("TrainingJobName", "")
+            if not name.startswith(f"{job_name_prefix}-"):
+                continue
+            try:
+                description = sagemaker.describe_training_job(TrainingJobName=name)
+            except ClientError as exc:
+                if training_job.is_not_found(exc):
+                    continue
+                raise
+            tags = sagemaker.list_tags(ResourceArn=description["TrainingJobArn"]).get("Tags", [])
+            job = {**description, "Tags": tags}
+            if run_id is None or job_run_id(job) == run_id:
+                jobs.append(job)
+    return jobs
+
+
+def job_run_id(job: Mapping[str, Any]) -> str | None:
+    """The run a job belongs to: its `run_id` tag, else the run of its checkpoint prefix (`checkpoints/<run id>/`)."""
+    if run_id := _tags(job).get("run_id"):
+        return run_id
+    uri = (job.get("CheckpointConfig") or {}).get("S3Uri", "")
+    found = _CHECKPOINT_RUN.search(uri)
+    return found.group(1) if found else None
+
+
+_CHECKPOINT_RUN = re.compile(r"^s3://[^/]+/checkpoints/([^/]+)/")
+
+
+def find_all_run_jobs(
+    sagemaker: Any, run_id: str, job_name_prefix: str, created_after: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The run's jobs by tag (Search) and by name (ListTrainingJobs), merged by name."""
+    jobs = {job["TrainingJobName"]: job for job in find_run_jobs(sagemaker, run_id, job_name_prefix)}
+    for job in list_deployment_jobs(sagemaker, job_name_prefix, created_after=created_after, run_id=run_id):
+        jobs.setdefault(job["TrainingJobName"], job)
     return [jobs[name] for name in sorted(jobs)]
 
 
@@ -221,6 +299,34 @@ def status_so_far(description: Mapping[str, Any], reason: str, stopped_by_cleanu
     }
 
 
+def record_jobs(
+    jobs: list[dict[str, Any]],
+    stopped: list[str],
+    reason: str,
+    config: settings.CleanupSettings,
+    *,
+    sagemaker: Any,
+    dynamodb: Any,
+    now: Callable[[], datetime],
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> list[dict[str, Any]]:
+    """Wait (bounded) for `jobs` to end, then write a ledger row for each with its cost so far; the rows as JSON.
+    A job in `stopped` was stopped by the caller and is recorded `Stopped` with `reason`."""
+    described = wait_until_ended(
+        sagemaker, [job["TrainingJobName"] for job in jobs], config.stop_wait_seconds, sleep=sleep, clock=clock
+    )
+    recorded = []
+    for job in jobs:
+        name = job["TrainingJobName"]
+        status = status_so_far(described.get(name, job), reason, name in stopped, now())
+        row = ledger.job_row(job_spec(job), status)
+        ledger.put_row(dynamodb, config.table_name, row)
+        recorded.append(ledger.to_json_value(row))
+        logger.info("job recorded", extra={"job_name": name, "status": row["status"]})
+    return recorded
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Report and notification
 # --------------------------------------------------------------------------------------------------------------------
@@ -270,31 +376,42 @@ def cleanup_run(
 ) -> dict[str, Any]:
     """Stop, record, report and notify for one ended execution; a JSON summary of what was done."""
     run_id = end.run_id
-    jobs = find_run_jobs(sagemaker, run_id, config.job_name_prefix)
-    stopped = stop_running_jobs(sagemaker, jobs)
-
-    items = ledger.run_items(dynamodb, config.table_name, run_id)
-    recorded_names = {item.get("job_name") for item in items if str(item.get("sk", "")).startswith("JOB#")}
-    summary_exists = any(item.get("sk") == ledger.SUMMARY_SK and not item.get("partial") for item in items)
-    unrecorded = [job for job in jobs if job["TrainingJobName"] not in recorded_names]
-    described = wait_until_ended(
-        sagemaker,
-        [job["TrainingJobName"] for job in unrecorded],
-        config.stop_wait_seconds,
-        sleep=sleep,
-        clock=clock,
-    )
-    recorded = []
-    for job in unrecorded:
-        name = job["TrainingJobName"]
-        status = status_so_far(described.get(name, job), end.reason, name in stopped, now())
-        row = ledger.job_row(job_spec(job), status)
-        ledger.put_row(dynamodb, config.table_name, row)
-        recorded.append(ledger.to_json_value(row))
-        logger.info("job recorded by cleanup", extra={"job_name": name, "status": row["status"]})
+    started = clock()
+    jobs: dict[str, dict[str, Any]] = {}
+    stopped: list[str] = []
+    recorded: list[dict[str, Any]] = []
+    summary_exists = False
+    for sweep in range(MAX_SWEEPS):
+        if sweep > 0:
+            # Look again once an in-flight Launch has certainly returned (resweep_seconds after Cleanup started).
+            sleep(max(0.0, config.resweep_seconds - (clock() - started)))
+        found = find_all_run_jobs(sagemaker, run_id, config.job_name_prefix, end.start_date)
+        new = [job for job in found if job["TrainingJobName"] not in jobs]
+        if sweep > 0 and not new:
+            break
+        jobs.update({job["TrainingJobName"]: job for job in new})
+        stopped_now = stop_running_jobs(sagemaker, new)
+        stopped += stopped_now
+        items = ledger.run_items(dynamodb, config.table_name, run_id)
+        recorded_names = {item.get("job_name") for item in items if str(item.get("sk", "")).startswith("JOB#")}
+        summary_exists = any(item.get("sk") == ledger.SUMMARY_SK and not item.get("partial") for item in items)
+        unrecorded = [job for job in new if job["TrainingJobName"] not in recorded_names]
+        recorded += record_jobs(
+            unrecorded,
+            stopped_now,
+            end.reason,
+            config,
+            sagemaker=sagemaker,
+            dynamodb=dynamodb,
+            now=now,
+            sleep=sleep,
+            clock=clock,
+        )
+        if sweep > 0:
+            logger.warning("cleanup found jobs on a later look", extra={"jobs": [j["TrainingJobName"] for j in new]})
 
     md_uri = None
-    if jobs and not summary_exists:
+    if jobs and not summary_exists and end.status in LIFECYCLE_STATUSES:
         rows = ledger.run_rows(dynamodb, config.table_name, run_id)
         written = write_partial_report(s3, config.bucket_name, end, rows)
         md_uri = written["report_md_uri"]
@@ -309,7 +426,7 @@ def cleanup_run(
         "run_id": run_id,
         "execution_status": end.status,
         "reason": end.reason,
-        "jobs_found": [job["TrainingJobName"] for job in jobs],
+        "jobs_found": sorted(jobs),
         "stopped": stopped,
         "recorded": [row["job_name"] for row in recorded],
         "report_md_uri": md_uri,

@@ -51,6 +51,12 @@ BILLING_REGION_PREFIXES = {
     "ap-east-1": "APE1",
     "me-south-1": "MES1",
     "af-south-1": "AFS1",
+    # Regions opened later, with their billing codes (usage types like `ILC1-Train:ml.g5.xlarge`). Missing them
+    # priced jobs there at the catalog's us-east-1 prices without a word.
+    "il-central-1": "ILC1",
+    "me-central-1": "MEC1",
+    "ap-southeast-3": "APS4",
+    "ca-west-1": "CAW1",
 }
 
 
@@ -90,7 +96,14 @@ def lookup_hourly_price(pricing: Any, instance_type: str, region: str) -> Price:
     the estimate is a guard rail, not a bill, and a missing Price List must not block training.
     """
     usage_type = training_usage_type(instance_type, region)
-    if usage_type is not None:
+    if usage_type is None:
+        # Said out loud: the catalog's prices are us-east-1's, so a job elsewhere may cost more than estimated.
+        logger.warning(
+            "no Price List billing code for region %s; %s is priced at the catalog's us-east-1 price",
+            region,
+            instance_type,
+        )
+    else:
         try:
             paginator = pricing.get_paginator("get_products")
             pages = paginator.paginate(

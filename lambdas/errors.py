@@ -85,3 +85,9 @@ class JobNameConflict(WorkflowError):
 class InvalidHyperparameter(LaunchRejected):
     """A hyperparameter value contains whitespace or a shell metacharacter: older SageMaker training toolkits pass the
     command line through a shell, where it would split or expand."""
+
+
+class JobStatusUnavailable(WorkflowError):
+    """DescribeTrainingJob failed after botocore's retries with an error that says nothing about the job (an API
+    incident, a network fault, a permission being propagated). The job may still be billing: the state machine keeps
+    asking (watch_retry) instead of treating it as lost."""

@@ -174,6 +174,9 @@ _QUOTA_NAME = re.compile(r"service limit '([^']+)'")
 _QUOTA_NUMBERS = re.compile(
     r"is (\d+) Instances?, with current utilization of (\d+) Instances? and a request delta of (\d+)", re.IGNORECASE
 )
+# The same sentence for a quota counted in another unit (e.g. 'Longest run time for a training job in seconds' is
+# 432000 Seconds ...): a per-job limit, which no other job's end can free.
+_QUOTA_UNIT = re.compile(r"service limit '[^']+' is \d+ (\w+)", re.IGNORECASE)
 
 
 def quota_name(message: str) -> str | None:
@@ -185,7 +188,11 @@ def quota_name(message: str) -> str | None:
 
 def quota_can_never_fit(message: str) -> bool:
     """True when ResourceLimitExceeded says the job needs more instances than the quota allows at all (a quota of 0
-    on a new account): waiting for other jobs to end cannot help, only another type or a quota increase can."""
+    on a new account), or names a quota that is not an instance count (a runtime or volume limit of the job itself):
+    waiting for other jobs to end cannot help, only another setting or a quota increase can."""
+    unit = _QUOTA_UNIT.search(message or "")
+    if unit and not unit.group(1).lower().startswith("instance"):
+        return True
     found = _QUOTA_NUMBERS.search(message or "")
     if not found:
         return False

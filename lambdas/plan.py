@@ -37,6 +37,7 @@ from lambdas.errors import (
     QuotaExceeded,
 )
 from lambdas.job_spec import JobSpec, PlanOutput
+from lambdas.remedies import RemedyPolicy, parse_policy
 from lambdas.settings import PlanSettings
 
 logger = logging.getLogger(__name__)
@@ -652,7 +653,12 @@ RUN_OVERHEAD_SECONDS = 15 * 60
 
 
 def check_execution_limits(
-    jobs: list[JobSpec], *, max_concurrency: int | None, execution_timeout_seconds: int, status_poll_seconds: int
+    jobs: list[JobSpec],
+    *,
+    max_concurrency: int | None,
+    execution_timeout_seconds: int,
+    status_poll_seconds: int,
+    attempts_per_job: int = 1,
 ) -> None:
     """`ExecutionLimitExceeded` when the run could outlast the execution's timeout or event-history limit.
 
@@ -661,6 +667,12 @@ def check_execution_limits(
     once and starts the next as soon as one ends (list scheduling), so the run ends by Graham's bound
     sum(job worst cases) / max_concurrency + (1 - 1/max_concurrency) x the longest one - roughly ceil(jobs /
     max_concurrency) waves of the longest job. Each job polls at most its bound / poll interval + 1 times.
+
+    The event history counts every attempt the remedies may start (`attempts_per_job`, remedies.max_attempts): each
+    attempt is a Launch, its polls and its Classify/Remedy/RecordAttempt tasks. Its polls are bounded twice: each
+    attempt's own bound, and the clock: at most `max_concurrency` iterations poll at once, each at most once per poll
+    interval, for at most the execution timeout. (The time check stays on the first attempts: Remedy starts no
+    attempt that would outlast the execution.)
     """
     if not jobs:
         return
@@ -668,8 +680,12 @@ def check_execution_limits(
     bounds = [job["max_wait_seconds"] or job["max_runtime_seconds"] for job in jobs]
     worst = [bound + status_poll_seconds + catalog.JOB_OVERHEAD_SECONDS for bound in bounds]
     makespan = math.ceil(sum(worst) / slots + (1 - 1 / slots) * max(worst)) + RUN_OVERHEAD_SECONDS
+    attempts = max(1, attempts_per_job)
     polls = sum(bound // status_poll_seconds + 1 for bound in bounds)
-    events = EVENTS_PER_RUN + EVENTS_PER_JOB * len(jobs) + EVENTS_PER_POLL * polls
+    if attempts > 1:
+        by_clock = slots * (execution_timeout_seconds // status_poll_seconds + 1) + attempts * len(jobs)
+        polls = min(attempts * polls, by_clock)
+    events = EVENTS_PER_RUN + EVENTS_PER_JOB * attempts * len(jobs) + EVENTS_PER_POLL * polls
     waves = math.ceil(len(jobs) / slots)
     found = []
     if makespan > execution_timeout_seconds:
@@ -681,14 +697,24 @@ def check_execution_limits(
         )
     if events > HISTORY_EVENT_LIMIT:
         found.append(
-            f"polling {len(jobs)} jobs every {status_poll_seconds} s for up to their bounds makes ~{events:,} "
-            f"history events, beyond Step Functions' limit of {HISTORY_EVENT_LIMIT:,} per execution"
+            f"polling {len(jobs)} jobs every {status_poll_seconds} s for up to their bounds"
+            + (f", with up to {attempts} attempts each (remedies.max_attempts)," if attempts > 1 else "")
+            + f" makes ~{events:,} history events, beyond Step Functions' limit of {HISTORY_EVENT_LIMIT:,} per "
+            "execution"
         )
     if found:
         raise ExecutionLimitExceeded(
             "; ".join(found) + ". Run fewer experiments per execution, raise max_concurrency (cdk.json "
             "finetune.max_concurrency), lower max_runtime_hours, or poll less often (finetune.status_poll_seconds)."
         )
+
+
+def attempts_per_job(doc: dict[str, Any], defaults: RemedyPolicy) -> int:
+    """The most attempts a job of this run may make: the input's `remedies.max_attempts` over the deployment's."""
+    try:
+        return parse_policy(doc.get("remedies") or {}, defaults).max_attempts
+    except ValueError:
+        return defaults.max_attempts  # Remedy refuses a bad policy itself; the default bounds what it would do
 
 
 def check_hf_token(secretsmanager: Any, secret_arn: str, jobs: list[JobSpec]) -> None:
@@ -827,6 +853,7 @@ def plan_run(
         max_concurrency=config.max_concurrency,
         execution_timeout_seconds=config.execution_timeout_seconds,
         status_poll_seconds=config.status_poll_seconds,
+        attempts_per_job=attempts_per_job(doc, config.remedy_defaults),
     )
     check_hf_token(secretsmanager, config.hf_token_secret_arn, jobs)
     check_quotas(quotas, jobs, spot=doc.get("spot", catalog.default("spot")), max_concurrency=config.max_concurrency)

@@ -7,11 +7,14 @@ or any API error is an *outcome* to report, never an exception: a quota request 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
+
+logger = logging.getLogger(__name__)
 
 SERVICE_CODE = "sagemaker"
 # Request states in which AWS is still deciding. Unknown future states are treated as closed, so at worst
@@ -91,14 +94,17 @@ def ensure_quotas(client: Any, targets: Iterable[QuotaTarget]) -> list[QuotaOutc
     targets = list(targets)
     try:
         applied = _quotas_by_name(client, "list_service_quotas")
-        # Quotas never changed in an account may be missing from the applied list; defaults fill the gap.
-        known = {**_quotas_by_name(client, "list_aws_default_service_quotas"), **applied}
+        # Quotas never changed in an account may be missing from the applied list; the default list still names
+        # them (and gives their codes), but its value is AWS's default, not what this account may use.
+        defaults = _quotas_by_name(client, "list_aws_default_service_quotas")
     except ClientError as error:
         return [QuotaOutcome(**asdict(t), result="error", detail=_error_text(error)) for t in targets]
 
     outcomes = []
     for target in targets:
-        quota = known.get(target.quota_name)
+        quota = applied.get(target.quota_name)
+        if quota is None and target.quota_name in defaults:
+            quota = _applied_value(client, defaults[target.quota_name], target)
         if quota is None:
             outcomes.append(
                 QuotaOutcome(**asdict(target), result="not-found", detail=f"no quota named '{target.quota_name}'")
@@ -108,11 +114,31 @@ def ensure_quotas(client: Any, targets: Iterable[QuotaTarget]) -> list[QuotaOutc
     return outcomes
 
 
+def _applied_value(client: Any, default: Mapping[str, Any], target: QuotaTarget) -> dict[str, Any]:
+    """The applied value of a quota ListServiceQuotas did not list, as far as it can be known.
+
+    AWS documents that ListServiceQuotas (and GetServiceQuota) return applied values only where one is available;
+    a new account's applied value may be *lower* than the default (spot GPU quotas often start at 0). So the default
+    never proves a quota sufficient: GetServiceQuota is asked, and when it has no applied value either, the value is
+    unknown (`Value` None) and an increase is requested (AWS refuses one that is not an increase, reported as error).
+    """
+    if float(default.get("Value", 0.0)) < target.desired_value:
+        return dict(default)  # below what is wanted either way: request it, as before
+    try:
+        response = client.get_service_quota(ServiceCode=SERVICE_CODE, QuotaCode=str(default["QuotaCode"]))
+        return {**default, **response.get("Quota", {})}
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "NoSuchResourceException":
+            logger.warning("GetServiceQuota %s failed: %s", default["QuotaCode"], _error_text(error))
+    return {**default, "Value": None}
+
+
 def _ensure_one(client: Any, target: QuotaTarget, quota: Mapping[str, Any]) -> QuotaOutcome:
     code = str(quota["QuotaCode"])
-    current = float(quota.get("Value", 0.0))
+    value = quota.get("Value", 0.0)
+    current = float(value) if value is not None else None
     base = {**asdict(target), "current_value": current, "quota_code": code}
-    if current >= target.desired_value:
+    if current is not None and current >= target.desired_value:
         return QuotaOutcome(**base, result="sufficient")
     if not quota.get("Adjustable", False):
         return QuotaOutcome(**base, result="not-adjustable", detail="AWS does not allow increasing this quota")

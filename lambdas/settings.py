@@ -11,7 +11,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lambdas.errors import ConfigurationError
 from lambdas.remedies import RemedyPolicy, parse_policy
@@ -90,6 +90,9 @@ class PlanSettings:
     default_max_runtime_hours: float | None = None
     # Optional: the ledger, whose recorded jobs calibrate the estimates ("" : the time model's table alone).
     table_name: str = ""
+    # Optional: the deployment's remedy policy (REMEDY_DEFAULTS, as Remedy reads it): its max_attempts bounds the
+    # attempts, and so the history events, of each job.
+    remedy_defaults: RemedyPolicy = field(default_factory=RemedyPolicy)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PlanSettings:
@@ -113,6 +116,7 @@ class PlanSettings:
                 _positive_number(env, "DEFAULT_MAX_RUNTIME_HOURS") if env.get("DEFAULT_MAX_RUNTIME_HOURS") else None
             ),
             table_name=env.get("TABLE_NAME", "").strip(),
+            remedy_defaults=_remedy_defaults(env),
         )
 
 
@@ -182,6 +186,9 @@ class CleanupSettings:
     topic_arn: str
     job_name_prefix: str
     stop_wait_seconds: int
+    # When (seconds after it started) Cleanup looks for the run's jobs a second time: a Launch that was mid-call when
+    # the execution ended creates its job after the first look (lambdas/cleanup.py). Unset: no wait before it.
+    resweep_seconds: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CleanupSettings:
@@ -198,6 +205,7 @@ class CleanupSettings:
             topic_arn=_require(env, "TOPIC_ARN"),
             job_name_prefix=_job_name_prefix(env),
             stop_wait_seconds=int(raw_wait),
+            resweep_seconds=int(env.get("CLEANUP_RESWEEP_SECONDS", "0") or 0),
         )
 
 
@@ -213,12 +221,16 @@ class RemedySettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> RemedySettings:
         """Parse from `env` (default: `os.environ`)."""
         env = os.environ if env is None else env
-        raw = env.get("REMEDY_DEFAULTS", "").strip() or "{}"
-        try:
-            defaults = parse_policy(json.loads(raw))
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise ConfigurationError(f"environment variable REMEDY_DEFAULTS is not a remedy policy: {exc}") from None
-        return cls(region=_region(env), defaults=defaults)
+        return cls(region=_region(env), defaults=_remedy_defaults(env))
+
+
+def _remedy_defaults(env: Mapping[str, str]) -> RemedyPolicy:
+    """The deployment's remedy policy from REMEDY_DEFAULTS (JSON; unset: the policy's defaults)."""
+    raw = env.get("REMEDY_DEFAULTS", "").strip() or "{}"
+    try:
+        return parse_policy(json.loads(raw))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ConfigurationError(f"environment variable REMEDY_DEFAULTS is not a remedy policy: {exc}") from None
 
 
 # Failure injection (`inject_failure` in the execution input) is for the offline demo only: the offline runner sets

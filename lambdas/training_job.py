@@ -14,12 +14,13 @@ import re
 from datetime import datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from lambdas import catalog, failures
 from lambdas.errors import (
     InvalidHyperparameter,
     JobNameConflict,
+    JobStatusUnavailable,
     LaunchRejected,
     QuotaExhausted,
     ResourceLimitReached,
@@ -204,6 +205,10 @@ def create_training_job_request(
         },
         "StoppingCondition": stopping,
         "EnableManagedSpotTraining": bool(job["spot"]),
+        # Several instances exchange weights and gradients over the network: encrypt it (SageMaker Developer Guide,
+        # "Protect Communications Between ML Compute Instances in a Distributed Training Job"). It has no effect on a
+        # single instance, so it is sent only where it protects something.
+        **({"EnableInterContainerTrafficEncryption": True} if int(job["instance_count"]) > 1 else {}),
         # Spot interruptions resume from here; SageMaker syncs the local path to S3 continuously.
         "CheckpointConfig": {"S3Uri": job["checkpoint_s3_uri"], "LocalPath": catalog.CHECKPOINT_LOCAL_PATH},
         "Tags": tags(job, project),
@@ -343,8 +348,15 @@ def describe(sagemaker: Any, job_name: str) -> dict[str, Any] | None:
 
 
 def status(sagemaker: Any, job_name: str) -> dict[str, Any]:
-    """The Status step: the normalised description; `TrainingJobNotFound` when there is no such job."""
-    described = describe(sagemaker, job_name)
+    """The Status step: the normalised description; `TrainingJobNotFound` when there is no such job (provably gone).
+
+    Any other failure to describe it is `Throttled` or `JobStatusUnavailable`, both retried by the state machine for
+    hours (config `watch_retry`): an unanswered question about a job is never a lost job, since it may be billing.
+    """
+    try:
+        described = describe(sagemaker, job_name)
+    except (ClientError, BotoCoreError) as exc:
+        raise JobStatusUnavailable(f"DescribeTrainingJob {job_name} failed after botocore's retries: {exc}") from None
     if described is None:
         raise TrainingJobNotFound(f"training job {job_name} does not exist")
     return described

@@ -95,6 +95,11 @@ class RetryPolicy:
 # 300 s x 1.5^n capped at 1 h, 8 retries: 300, 450, 675, 1013, 1519, 2278, 3417, 3600 s = about 3.7 h of waiting
 # before the job is recorded Failed. Plan's execution-limit check must leave room for it.
 DEFAULT_QUOTA_RETRY = RetryPolicy(interval_seconds=300, max_attempts=8, backoff_rate=1.5, max_delay_seconds=3600)
+# Status's errors (DescribeTrainingJob failing after botocore's retries, Lambda faults): the job bills on whatever the
+# API says, so the workflow keeps asking rather than stop watching it. 60 s x 2^n capped at 30 min, 40 retries, no
+# jitter: 60 + 120 + ... + 960 + 35 x 1800 s = about 18 h, longer than AWS's longest regional API incidents; then the
+# execution fails (JobUnwatched) and Cleanup stops and records the run's jobs.
+DEFAULT_WATCH_RETRY = RetryPolicy(interval_seconds=60, max_attempts=40, backoff_rate=2.0, max_delay_seconds=1800)
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,11 @@ class Config:
     status_poll_seconds: int = 300
     lambda_retry: RetryPolicy = field(default_factory=RetryPolicy)
     quota_retry: RetryPolicy = DEFAULT_QUOTA_RETRY
+    watch_retry: RetryPolicy = DEFAULT_WATCH_RETRY
+    # The reconciler (lambdas/reconcile.py): how often it compares SageMaker's jobs with the ledger and the running
+    # executions, and how far back it looks for ended jobs the ledger lacks.
+    reconcile_interval_minutes: int = 60
+    reconcile_lookback_days: int = 14
     # How long Cleanup waits for the jobs it stopped to reach Stopped (then it records SageMaker's billable time;
     # past it, the cost so far is estimated from the elapsed training time). SageMaker gives a stopped script 120 s.
     cleanup_stop_wait_seconds: int = 300
@@ -286,6 +296,7 @@ def load_config(context: Mapping[str, Any] | None) -> Config:
 
     retry = _parse_retry("lambda_retry", merged["lambda_retry"], RetryPolicy())
     quota_retry = _parse_retry("quota_retry", merged["quota_retry"], DEFAULT_QUOTA_RETRY)
+    watch_retry = _parse_retry("watch_retry", merged["watch_retry"], DEFAULT_WATCH_RETRY)
 
     quota_requests = merged["quota_requests"]
     if not isinstance(quota_requests, tuple):
@@ -342,6 +353,9 @@ def load_config(context: Mapping[str, Any] | None) -> Config:
         status_poll_seconds=_require_int("status_poll_seconds", merged["status_poll_seconds"], 1),
         lambda_retry=retry,
         quota_retry=quota_retry,
+        watch_retry=watch_retry,
+        reconcile_interval_minutes=_require_int("reconcile_interval_minutes", merged["reconcile_interval_minutes"], 1),
+        reconcile_lookback_days=_require_int("reconcile_lookback_days", merged["reconcile_lookback_days"], 1),
         cleanup_stop_wait_seconds=_require_int("cleanup_stop_wait_seconds", merged["cleanup_stop_wait_seconds"], 0),
         max_runtime_hours=max_runtime_hours,
         execution_timeout_hours=execution_timeout_hours,

@@ -72,7 +72,17 @@ class FineTuneStack(Stack):
             state_machine=self.workflow.state_machine,
             functions={
                 name: getattr(self.workflow, name.lower())
-                for name in ("Plan", "Launch", "Status", "Record", "Classify", "Remedy", "Report", "Cleanup")
+                for name in (
+                    "Plan",
+                    "Launch",
+                    "Status",
+                    "Record",
+                    "Classify",
+                    "Remedy",
+                    "Report",
+                    "Cleanup",
+                    "Reconcile",
+                )
             },
             job_name_prefix=config.job_name_prefix,
         ).dashboard

@@ -38,8 +38,10 @@ class ScriptedOutcome:
     polls_in_progress: int = 1
     # When set, CreateTrainingJob itself fails with this error code (e.g. ResourceLimitExceeded).
     launch_error: str = ""
-    # When set, every DescribeTrainingJob of the job fails with this error code (a 400, so botocore does not retry).
+    # When set, every DescribeTrainingJob of the job fails with this error code (a 400, so botocore does not retry)
+    # after the first `describe_error_after` calls, which answer as usual.
     describe_error: str = ""
+    describe_error_after: int = 0
     # When set, the job's wall time by SageMaker phase ({"waiting", "downloading", "training", "uploading"}: seconds),
     # reported as SecondaryStatusTransitions (Starting, Downloading, Training, Uploading) the way SageMaker does;
     # else the emulated account's default (Starting until the job started, then Training).
@@ -245,7 +247,8 @@ class ScriptedTrainingBackend:
             if job is None:
                 return None
             outcome: ScriptedOutcome = job["outcome"]
-            if outcome.describe_error:
+            job["describes"] = job.get("describes", 0) + 1
+            if outcome.describe_error and job["describes"] > outcome.describe_error_after:
                 raise ServiceError(outcome.describe_error, f"DescribeTrainingJob {job_name} cannot be answered")
             job["polls"] += 1
             if job["polls"] <= outcome.polls_in_progress:

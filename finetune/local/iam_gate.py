@@ -115,6 +115,8 @@ _RESOURCE_OF: dict[str, Callable[[Mapping[str, Any], str, str], str]] = {
     ),
     "secretsmanager": lambda p, _r, _a: _require_arn(p["SecretId"]),
     "sns": lambda p, _r, _a: p["TopicArn"],
+    # ListExecutions is authorized against the state machine whose executions it lists.
+    "stepfunctions": lambda p, _r, _a: p["stateMachineArn"],
 }
 
 # Condition keys a request carries, for the conditions our policies use.

@@ -40,11 +40,13 @@ ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
 DATA_BUCKET = "finetune-local-data"
 TABLE_NAME = "finetune-local-ledger"
+STATE_MACHINE_NAME = "finetune-local"
 # Settings that make an offline run quick: short polls and retry intervals; everything else is cdk.json's.
 FAST_SETTINGS = {
     "status_poll_seconds": 1,
     "lambda_retry": {"interval_seconds": 1, "max_attempts": 2, "backoff_rate": 1.0, "max_delay_seconds": 1},
     "quota_retry": {"interval_seconds": 1, "max_attempts": 2, "backoff_rate": 1.0, "max_delay_seconds": 1},
+    "watch_retry": {"interval_seconds": 1, "max_attempts": 4, "backoff_rate": 1.0, "max_delay_seconds": 1},
     "cleanup_stop_wait_seconds": 5,
 }
 # Execution statuses after which EventBridge emits a status change (RUNNING is emitted too, but at the start).
@@ -162,6 +164,9 @@ class LocalAccount:
         self._stop_reasons: dict[str, dict[str, str]] = {}
         # (event pattern, Lambda target logical ids) of every EventBridge rule in the template, resolved.
         self.rules: list[tuple[dict[str, Any], list[str]]] = []
+        # (schedule expression, Lambda target logical ids) of every scheduled rule (the reconciler's): `run_schedules`
+        # plays their next tick.
+        self.schedules: list[tuple[str, list[str]]] = []
         # Local physical values of the template's resources (the IAM gate resolves the policies with them too).
         self.resolver = Resolver(account_id=ACCOUNT_ID, region=REGION)
         # Every AWS call the handlers make, by function (the IAM gate checks each against its role's policy).
@@ -289,6 +294,11 @@ class LocalAccount:
         sagemaker_role = _only(template, "AWS::IAM::Role", lambda k, _v: k.startswith("SageMakerRole"))
         resolver.attributes[(sagemaker_role, "Arn")] = f"arn:aws:iam::{ACCOUNT_ID}:role/local-sagemaker"
 
+        # The state machine is created last (its definition names the functions), but the reconciler's environment
+        # names it: its ARN is known from its name.
+        state_machine = _only(template, "AWS::StepFunctions::StateMachine")
+        resolver.refs[state_machine] = f"arn:aws:states:{REGION}:{ACCOUNT_ID}:stateMachine:{STATE_MACHINE_NAME}"
+
         # The training code asset goes where CDK would publish it, so Launch's CODE_S3_URI points at real bytes.
         assets_bucket = f"cdk-hnb659fds-assets-{ACCOUNT_ID}-{REGION}"
         s3.create_bucket(Bucket=assets_bucket)
@@ -332,13 +342,15 @@ class LocalAccount:
         # The offline runner is the one place where an experiment's demo-only `inject_failure` is honoured (by the
         # local training backends); deployed functions lack this variable, so Plan refuses the field there.
         self.environment[ALLOW_FAILURE_INJECTION] = "true"
+        # Cleanup looks for a run's jobs again once an in-flight Launch has returned (Launch's timeout + 1 minute in
+        # AWS); here a Launch returns within a second or two.
+        self.environment["CLEANUP_RESWEEP_SECONDS"] = "2"
 
-        state_machine = _only(template, "AWS::StepFunctions::StateMachine")
         definition = resolver.resolve(template["Resources"][state_machine]["Properties"]["DefinitionString"])
         self.state_machine_arn = boto3.client("stepfunctions", region_name=REGION).create_state_machine(
-            name="finetune-local", definition=definition, roleArn=role_arn
+            name=STATE_MACHINE_NAME, definition=definition, roleArn=role_arn
         )["stateMachineArn"]
-        resolver.refs[state_machine] = self.state_machine_arn
+        assert resolver.refs[state_machine] == self.state_machine_arn, self.state_machine_arn
 
         for rule in _resources(template, "AWS::Events::Rule").values():
             props = rule["Properties"]
@@ -347,7 +359,10 @@ class LocalAccount:
                 for target in props.get("Targets", [])
                 if isinstance(target.get("Arn"), dict) and target["Arn"].get("Fn::GetAtt", [None])[0] in functions
             ]
-            self.rules.append((resolver.resolve(props["EventPattern"]), lambda_targets))
+            if "ScheduleExpression" in props:
+                self.schedules.append((props["ScheduleExpression"], lambda_targets))
+            else:
+                self.rules.append((resolver.resolve(props["EventPattern"]), lambda_targets))
 
     def upload_dataset(self, name: str, train: Path, test: Path) -> None:
         """Put a dataset where the S3 layout contract says Plan and training find it."""
@@ -435,6 +450,47 @@ class LocalAccount:
                 delivered.append({"function": function, "event": event, outcome: body})
         return delivered
 
+    def run_schedules(self) -> list[dict[str, Any]]:
+        """What EventBridge does at a scheduled rule's next tick: a "Scheduled Event" to each of its Lambda targets;
+        one entry per target ({"function", "event", "result"} or {"function", "event", "error"})."""
+        delivered = []
+        for expression, functions in self.schedules:
+            for function in functions:
+                event = {
+                    "version": "0",
+                    "id": str(uuid.uuid4()),
+                    "detail-type": "Scheduled Event",
+                    "source": "aws.events",
+                    "account": ACCOUNT_ID,
+                    "time": datetime.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "region": REGION,
+                    "resources": [f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/local-{function}"],
+                    "detail": {},
+                }
+                response_headers: dict[str, str] = {}
+                body = json.loads(self.dispatch(function, json.dumps(event), response_headers))
+                outcome = "error" if response_headers.get("x-amz-function-error") else "result"
+                delivered.append({"function": function, "schedule": expression, "event": event, outcome: body})
+        return delivered
+
+    def seed_orphan_job(self, name: str, run_id: str, *, like: dict[str, Any] | None = None) -> str:
+        """Create a training job no execution watches, as a job a lost Launch (or a person) left behind would be:
+        `name` (with the deployment's prefix), tagged with `run_id`, shaped like `like` (a CreateTrainingJob request
+        of an earlier job) or a minimal request. Its backend decides how it runs. The job's name."""
+        prefix = self.environment["JOB_NAME_PREFIX"]
+        job_name = name if name.startswith(f"{prefix}-") else f"{prefix}-{name}"
+        request = json.loads(json.dumps(like, default=str)) if like else _minimal_request(self, run_id)
+        request["TrainingJobName"] = job_name
+        request["CheckpointConfig"] = {
+            "S3Uri": f"s3://{DATA_BUCKET}/checkpoints/{run_id}/{job_name}/",
+            "LocalPath": "/opt/ml/checkpoints",
+        }
+        request["Tags"] = [t for t in request.get("Tags", []) if t["Key"] != "run_id"] + [
+            {"Key": "run_id", "Value": run_id}
+        ]
+        boto3.client("sagemaker", region_name=REGION).create_training_job(**request)
+        return job_name
+
     def notifications(self) -> list[str]:
         """Messages the Notify step published to the run topic (moto keeps them on the topic)."""
         from moto.sns.models import sns_backends
@@ -510,6 +566,23 @@ def execution_status_change_event(description: dict[str, Any], account_id: str, 
             "error": description.get("error"),
             "cause": description.get("cause"),
         },
+    }
+
+
+def _minimal_request(account: LocalAccount, run_id: str) -> dict[str, Any]:
+    """A small CreateTrainingJob request of this deployment's shape (one ml.g5.xlarge spot instance, 1 h bound)."""
+    return {
+        "AlgorithmSpecification": {
+            "TrainingImage": account.environment["TRAINING_IMAGE_URI"],
+            "TrainingInputMode": "File",
+        },
+        "RoleArn": f"arn:aws:iam::{ACCOUNT_ID}:role/local-sagemaker",
+        "OutputDataConfig": {"S3OutputPath": f"s3://{DATA_BUCKET}/models/orphan/"},
+        "ResourceConfig": {"InstanceType": "ml.g5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200},
+        "EnableManagedSpotTraining": True,
+        "HyperParameters": {"model_id": '"HuggingFaceTB/SmolLM2-135M"', "approach": '"lora"'},
+        "Tags": [{"Key": "model", "Value": "smollm2-135m"}, {"Key": "approach", "Value": "lora"}],
     }
 
 

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import botocore.handlers
@@ -77,6 +77,11 @@ class LocalServices:
         self.training_jobs: dict[str, dict[str, Any]] = {}
         self.create_calls: list[str] = []
         self.stop_calls: list[str] = []
+        # SageMaker Search's index is eventually consistent: a job shows in Search only this long after its creation
+        # (0: at once). ListTrainingJobs and DescribeTrainingJob see it from its creation on.
+        self.search_lag_seconds = 0.0
+        # Called with each CreateTrainingJob request before it is served (a call still in flight, for scenarios).
+        self.before_create: Callable[[dict[str, Any]], None] | None = None
         self._lock = threading.Lock()
         # Injected errors, for any operation (moto's too): `inject` adds them, `answer` serves them first. Their own
         # lock: `answer` runs again inside CreateTrainingJob, which holds `_lock` while the backend reads S3.
@@ -87,6 +92,8 @@ class LocalServices:
             ("sagemaker", "DescribeTrainingJob"): self._describe_training_job,
             ("sagemaker", "StopTrainingJob"): self._stop_training_job,
             ("sagemaker", "Search"): self._search,
+            ("sagemaker", "ListTrainingJobs"): self._list_training_jobs,
+            ("sagemaker", "ListTags"): self._list_tags,
             ("service-quotas", "ListServiceQuotas"): self._list_quotas,
             ("service-quotas", "ListAWSDefaultServiceQuotas"): self._list_quotas,
             ("pricing", "GetProducts"): lambda _params: {"PriceList": [], "FormatVersion": "aws_v1"},
@@ -123,6 +130,9 @@ class LocalServices:
 
     def _create_training_job(self, params: dict[str, Any]) -> dict[str, Any]:
         name = params["TrainingJobName"]
+        if self.before_create is not None:
+            # Outside the lock: a scenario may hold this call in flight while other calls go on (tests/leaks).
+            self.before_create(params)
         with self._lock:
             self.create_calls.append(name)
             if name in self.training_jobs:
@@ -150,6 +160,7 @@ class LocalServices:
             "ResourceConfig": request["ResourceConfig"],
             "StoppingCondition": request["StoppingCondition"],
             "HyperParameters": request.get("HyperParameters", {}),
+            **({"CheckpointConfig": request["CheckpointConfig"]} if "CheckpointConfig" in request else {}),
             "EnableManagedSpotTraining": request.get("EnableManagedSpotTraining", False),
             "ModelArtifacts": {"S3ModelArtifacts": f"{output_path.rstrip('/')}/{name}/output/model.tar.gz"},
             "SecondaryStatusTransitions": _transitions(job["created"], state),
@@ -179,7 +190,10 @@ class LocalServices:
         if set(expression) - {"Filters"}:
             raise ServiceError("ValidationException", "local Search supports SearchExpression.Filters only")
         matches = []
+        indexed_before = utcnow() - timedelta(seconds=self.search_lag_seconds)
         for name in sorted(self.training_jobs):
+            if self.search_lag_seconds and self.training_jobs[name]["created"] > indexed_before:
+                continue  # not in the search index yet
             job = {**self._describe_training_job({"TrainingJobName": name}), "Tags": self._tags(name)}
             if all(_filter_matches(job, f) for f in expression.get("Filters", [])):
                 matches.append(job)
@@ -193,6 +207,43 @@ class LocalServices:
         if start + size < len(matches):
             response["NextToken"] = str(start + size)
         return response
+
+    def _list_training_jobs(self, params: dict[str, Any]) -> dict[str, Any]:
+        """ListTrainingJobs with NameContains, StatusEquals and CreationTimeAfter/Before, newest first (SageMaker's
+        default order), paged by MaxResults/NextToken."""
+        summaries = []
+        for name, job in self.training_jobs.items():
+            described = self._describe_training_job({"TrainingJobName": name})
+            if params.get("NameContains") and params["NameContains"] not in name:
+                continue
+            if params.get("StatusEquals") and described["TrainingJobStatus"] != params["StatusEquals"]:
+                continue
+            if params.get("CreationTimeAfter") and not job["created"] > params["CreationTimeAfter"]:
+                continue
+            if params.get("CreationTimeBefore") and not job["created"] < params["CreationTimeBefore"]:
+                continue
+            summaries.append(
+                {
+                    "TrainingJobName": name,
+                    "TrainingJobArn": job["arn"],
+                    "CreationTime": job["created"],
+                    "TrainingJobStatus": described["TrainingJobStatus"],
+                }
+            )
+        summaries.sort(key=lambda summary: summary["CreationTime"], reverse=True)
+        start = int(params.get("NextToken") or 0)
+        size = int(params.get("MaxResults") or 10)
+        response: dict[str, Any] = {"TrainingJobSummaries": summaries[start : start + size]}
+        if start + size < len(summaries):
+            response["NextToken"] = str(start + size)
+        return response
+
+    def _list_tags(self, params: dict[str, Any]) -> dict[str, Any]:
+        by_arn = {job["arn"]: name for name, job in self.training_jobs.items()}
+        name = by_arn.get(params["ResourceArn"])
+        if name is None:
+            raise ServiceError("ValidationException", f"Resource not found: {params['ResourceArn']}")
+        return {"Tags": self._tags(name)}
 
     def _tags(self, name: str) -> list[dict[str, str]]:
         return list(self.training_jobs[name]["request"].get("Tags", []))

@@ -46,9 +46,12 @@ def spend_per_run_expression(deployment: str) -> str:
 def gpu_utilization_expression(job_name_prefix: str) -> str:
     """GPUUtilization of every host of this deployment's jobs (`Host = <job name>/algo-<n>`), 1-minute averages.
 
-    A SEARCH term cannot anchor a prefix; `Host:<prefix>` is a partial match on the prefix's tokens, and the prefix
-    ends in a hash of the stack (stacks/config.py), so other deployments' and projects' jobs do not match it."""
-    terms = f'MetricName="{job_resources.GPU_UTILIZATION}" Host:{job_name_prefix}'
+    A SEARCH term cannot anchor a prefix; the designator `Host=<prefix>`, unquoted, is a partial match on the
+    prefix's tokens, and the prefix ends in a hash of the stack (stacks/config.py), so other deployments' and
+    projects' jobs do not match it. CloudWatch documents designators as `Name=value` (CloudWatch User Guide,
+    "CloudWatch search expression syntax": "The SearchTerm can include one or more designators, such as
+    MetricName="; quoted values match exactly, unquoted ones partially); `Host:` is not a documented form."""
+    terms = f'MetricName="{job_resources.GPU_UTILIZATION}" Host={job_name_prefix}'
     return search(
         job_resources.TRAINING_JOB_NAMESPACE,
         ("Host",),

@@ -34,6 +34,7 @@ class Target(StrEnum):
     DATA_KEY = "the data key"
     TOPIC = "the notification topic"
     TOKEN_SECRET = "the Hugging Face token secret"
+    STATE_MACHINE = "the fine-tuning state machine"
     SAGEMAKER_ROLE = "the SageMaker execution role"
     TRAINING_JOBS = "this deployment's training jobs (training-job/<job name prefix>*)"
     ANY = "* (actions without resource-level permissions)"
@@ -73,6 +74,20 @@ _TOPIC_KEY_PUBLISHER = Grant(
     Target.DATA_KEY,
     wildcard_reason="SNS encrypts each message under the topic's key on the publisher's behalf; AWS documents the "
     "publisher permission as kms:GenerateDataKey*. The grant is on the one data key.",
+)
+
+# A run's jobs by name as well as by tag: ListTrainingJobs reads no search index (and has no resource-level
+# permissions); a listed job's tags come from ListTags.
+_LIST_JOBS = Grant(
+    ("sagemaker:ListTrainingJobs",),
+    Target.ANY,
+    wildcard_reason="sagemaker:ListTrainingJobs supports no resource-level permissions; it is read-only and the "
+    "caller keeps only names with this deployment's prefix.",
+)
+_STOP_JOBS = Grant(
+    ("sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob", "sagemaker:ListTags"),
+    Target.TRAINING_JOBS,
+    wildcard_reason=_JOB_NAMES_REASON,
 )
 
 GRANTS: Mapping[str, tuple[Grant, ...]] = {
@@ -164,16 +179,20 @@ GRANTS: Mapping[str, tuple[Grant, ...]] = {
             wildcard_reason="sagemaker:Search supports no resource-level permissions; it is read-only and Cleanup "
             "filters by the run_id tag.",
         ),
-        Grant(
-            (
-                "sagemaker:DescribeTrainingJob",
-                "sagemaker:StopTrainingJob",
-            ),
-            Target.TRAINING_JOBS,
-            wildcard_reason=_JOB_NAMES_REASON,
-        ),
+        _LIST_JOBS,
+        _STOP_JOBS,
         Grant(("dynamodb:PutItem", "dynamodb:Query"), Target.LEDGER),
         _WRITE_REPORTS,
+        Grant(("sns:Publish",), Target.TOPIC),
+        _TOPIC_KEY_PUBLISHER,
+    ),
+    # On a schedule: stops jobs no running execution watches and records ended jobs the ledger lacks.
+    "Reconcile": (
+        _LIST_JOBS,
+        _STOP_JOBS,
+        # Which runs are being watched: the state machine's RUNNING executions.
+        Grant(("states:ListExecutions",), Target.STATE_MACHINE),
+        Grant(("dynamodb:PutItem", "dynamodb:Query"), Target.LEDGER),
         Grant(("sns:Publish",), Target.TOPIC),
         _TOPIC_KEY_PUBLISHER,
     ),

@@ -38,6 +38,7 @@ class Lifecycle(Construct):
         config: Config,
         state_machine: sfn.IStateMachine,
         environment: dict[str, str],
+        reconcile_environment: dict[str, str],
         log_key: kms.IKey,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -70,11 +71,6 @@ class Lifecycle(Construct):
             "This queue IS the dead-letter destination (of the lifecycle rule's target and of Cleanup's async "
             "invocations); a dead-letter queue of its own would only move the same events one queue further.",
         )
-        self.function.configure_async_invoke(
-            retry_attempts=2,
-            max_event_age=DELIVERY_MAX_AGE,
-            on_failure=destinations.SqsDestination(self.dead_letters),
-        )
         self.rule = events.Rule(
             self,
             "ExecutionEndedEarly",
@@ -85,9 +81,40 @@ class Lifecycle(Construct):
                 detail={"stateMachineArn": [state_machine.state_machine_arn], "status": list(LIFECYCLE_STATUSES)},
             ),
         )
-        self.rule.add_target(
+        self._deliver(self.rule, self.function)
+
+        # The reconciler (lambdas/reconcile.py): on a schedule, every job with this deployment's prefix is either
+        # watched by a running execution or ended and recorded; what is not is stopped and recorded, and notified.
+        # It is the last line behind Cleanup: a job Search never showed it, a SUCCEEDED run with a job still running.
+        self.reconciler = HardenedFunction(
+            self,
+            "ReconcileFunction",
+            config=config,
+            log_key=log_key,
+            handler="lambdas.handlers.reconcile.handler",
+            description="Stops training jobs no execution watches and records ended jobs the ledger lacks",
+            environment=reconcile_environment,
+            timeout=Duration.minutes(LAMBDA_MAX_TIMEOUT_MINUTES),
+        )
+        self.schedule = events.Rule(
+            self,
+            "ReconcileSchedule",
+            description="Runs the fine-tuning reconciler (no training job bills unwatched or unrecorded)",
+            schedule=events.Schedule.rate(Duration.minutes(config.reconcile_interval_minutes)),
+        )
+        self._deliver(self.schedule, self.reconciler)
+
+    def _deliver(self, rule: events.Rule, function: HardenedFunction) -> None:
+        """`rule` invokes `function` asynchronously: EventBridge retries delivery, Lambda retries the function twice
+        (every handler is idempotent), and whatever still fails is kept in the dead-letter queue, not lost."""
+        function.configure_async_invoke(
+            retry_attempts=2,
+            max_event_age=DELIVERY_MAX_AGE,
+            on_failure=destinations.SqsDestination(self.dead_letters),
+        )
+        rule.add_target(
             targets.LambdaFunction(
-                self.function,
+                function,
                 dead_letter_queue=self.dead_letters,
                 max_event_age=DELIVERY_MAX_AGE,
                 retry_attempts=DELIVERY_RETRIES,

@@ -39,6 +39,8 @@ class QuotaRequests(Construct):
                     "servicequotas:ListServiceQuotas",
                     "servicequotas:ListAWSDefaultServiceQuotas",
                     "servicequotas:ListRequestedServiceQuotaChangeHistoryByQuota",
+                    # The applied value of a quota ListServiceQuotas does not list (lambdas/quotas.py).
+                    "servicequotas:GetServiceQuota",
                 ],
                 resources=["*"],
             )
@@ -59,7 +61,8 @@ class QuotaRequests(Construct):
         acknowledge(
             self.function.role,
             "IAM5[Resource::*]",
-            "servicequotas:List* and X-Ray tracing support no resource-level permissions; all are read-only.",
+            "servicequotas:List*, GetServiceQuota and X-Ray tracing support no resource-level permissions; all are "
+            "read-only.",
         )
         acknowledge(
             self.function.role,

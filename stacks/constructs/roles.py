@@ -20,7 +20,16 @@ class SageMakerExecutionRole(Construct):
         self.role = iam.Role(
             self,
             "Role",
-            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            # Confused-deputy prevention (SageMaker Developer Guide, "Cross-service confused deputy prevention":
+            # use aws:SourceAccount and aws:SourceArn in the role's trust policy): SageMaker may assume this role
+            # only on behalf of a SageMaker resource of this account and region.
+            assumed_by=iam.ServicePrincipal(
+                "sagemaker.amazonaws.com",
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
+                    "ArnLike": {"aws:SourceArn": f"arn:{Aws.PARTITION}:sagemaker:{config.region}:{Aws.ACCOUNT_ID}:*"},
+                },
+            ),
             description="Runs fine-tuning training jobs; no managed policies",
         )
         self.role.add_to_policy(

@@ -30,7 +30,13 @@ from constructs import Construct
 
 from stacks.config import Config
 from stacks.constructs.grants import GrantTargets, Target, apply_grants, secret_policy_arn
-from stacks.constructs.hardened import HardenedFunction, HardenedStateMachine, add_lambda_retry, lambda_timeout
+from stacks.constructs.hardened import (
+    RETRYABLE_ERRORS,
+    HardenedFunction,
+    HardenedStateMachine,
+    add_lambda_retry,
+    lambda_timeout,
+)
 from stacks.constructs.lifecycle import Lifecycle
 from stacks.nag import acknowledge, arn_ref
 
@@ -95,9 +101,11 @@ class Workflow(Construct):
             # Launch: OutputDataConfig.KmsKeyId, so models are encrypted with the data key, not the account's aws/s3.
             "Launch": {"DATA_KEY_ARN": key.key_arn},
             # Plan: refuses runs whose waves of jobs and status polls cannot finish within the execution timeout.
+            # The remedy policy too: its max_attempts multiplies each job's history events.
             "Plan": {
                 "EXECUTION_TIMEOUT_SECONDS": str(config.execution_timeout_hours * 3600),
                 "STATUS_POLL_SECONDS": str(config.status_poll_seconds),
+                "REMEDY_DEFAULTS": json.dumps(config.remedies.as_dict(), sort_keys=True),
             },
             # Remedy: the deployment's remedy policy; an execution's `remedies` input overrides it field by field.
             "Remedy": {"REMEDY_DEFAULTS": json.dumps(config.remedies.as_dict(), sort_keys=True)},
@@ -166,11 +174,29 @@ class Workflow(Construct):
                 "TOPIC_ARN": self.topic.topic_arn,
                 "JOB_NAME_PREFIX": config.job_name_prefix,
                 "CLEANUP_STOP_WAIT_SECONDS": str(config.cleanup_stop_wait_seconds),
+                # Look for the run's jobs again once a Launch that was mid-call when the execution ended has
+                # certainly returned: Launch's own timeout, plus a minute.
+                "CLEANUP_RESWEEP_SECONDS": str(int(self.launch.timeout.to_seconds()) + 60),
+            },
+            reconcile_environment={
+                "TABLE_NAME": table.table_name,
+                "TOPIC_ARN": self.topic.topic_arn,
+                "JOB_NAME_PREFIX": config.job_name_prefix,
+                "STATE_MACHINE_ARN": self.state_machine.state_machine_arn,
+                "RECONCILE_LOOKBACK_DAYS": str(config.reconcile_lookback_days),
+                "CLEANUP_STOP_WAIT_SECONDS": str(config.cleanup_stop_wait_seconds),
             },
         )
         self.cleanup = self.lifecycle.function
-        # Cleanup is created by the Lifecycle construct; its grants come from its row of the table like the others'.
+        self.reconcile = self.lifecycle.reconciler
+        # Cleanup and Reconcile are created by the Lifecycle construct; their grants come from their rows of the
+        # table like the others'.
         apply_grants("Cleanup", self.cleanup.role, grant_targets)
+        apply_grants(
+            "Reconcile",
+            self.reconcile.role,
+            {**grant_targets, Target.STATE_MACHINE: self.state_machine.state_machine_arn},
+        )
 
     def _invoke(
         self,
@@ -285,18 +311,49 @@ class Workflow(Construct):
             max_delay=Duration.seconds(quota.max_delay_seconds),
         )
         add_lambda_retry(
-            [plan, launch, status, record, record_failure, classify, remedy, record_attempt, record_unremedied, report],
+            [plan, launch, record, record_failure, classify, remedy, record_attempt, record_unremedied, report],
             config.lambda_retry,
         )
+        # Status never gives up on a job it cannot describe: the same Lambda faults, its own JobStatusUnavailable
+        # (DescribeTrainingJob failing for any other reason) and a crashed function (Lambda.Unknown) are retried for
+        # about 18 h (watch_retry), without jitter so that the bound is what it says.
+        watch = config.watch_retry
+        status.add_retry(
+            errors=[*RETRYABLE_ERRORS, "JobStatusUnavailable", "Lambda.Unknown"],
+            interval=Duration.seconds(watch.interval_seconds),
+            max_attempts=watch.max_attempts,
+            backoff_rate=watch.backoff_rate,
+            max_delay=Duration.seconds(watch.max_delay_seconds),
+        )
+        # The topic is encrypted with the data key, so Publish also fails when KMS throttles SNS's data-key calls:
+        # SNS's Publish errors include KMSThrottlingException (SNS API Reference, Publish, Errors), which Step
+        # Functions names `SNS.KMSThrottlingException`.
         notify.add_retry(
-            errors=["SNS.SdkClientException", "SNS.InternalErrorException", "SNS.ThrottledException"],
+            errors=[
+                "SNS.SdkClientException",
+                "SNS.InternalErrorException",
+                "SNS.ThrottledException",
+                "SNS.KMSThrottlingException",
+            ],
             max_attempts=config.lambda_retry.max_attempts,
             jitter_strategy=sfn.JitterType.FULL,
         )
 
-        # A refused launch (quota, capacity, validation) or a lost job is a failed attempt like any other.
-        for task in (launch, status):
-            task.add_catch(classify, errors=["States.ALL"], result_path="$.error")
+        # A refused launch (quota, capacity, validation) or a job that provably does not exist is a failed attempt
+        # like any other.
+        launch.add_catch(classify, errors=["States.ALL"], result_path="$.error")
+        status.add_catch(classify, errors=["TrainingJobNotFound"], result_path="$.error")
+        # Any other Status error outlived watch_retry: the workflow can no longer see the job, which may be billing.
+        # The execution fails with a typed error, and the lifecycle's Cleanup stops and records the run's jobs
+        # (the reconciler is the last line behind it).
+        unwatched = sfn.Fail(
+            self,
+            "JobUnwatched",
+            error="JobUnwatched",
+            cause="Status could not describe a training job for the whole watch_retry budget; the execution fails so "
+            "that Cleanup stops and records the run's jobs",
+        )
+        status.add_catch(unwatched, errors=["States.ALL"], result_path="$.error")
         # Classify failing leaves the attempt unclassified: record it as before healing existed.
         classify.add_catch(record_failure, errors=["States.ALL"], result_path="$.error")
         remedy.add_catch(record_unremedied, errors=["States.ALL"], result_path="$.remedy_error")
@@ -306,6 +363,12 @@ class Workflow(Construct):
         record_attempt.add_catch(retry, errors=["States.ALL"], result_path="$.record_error")
         classify.next(remedy).next(record_attempt).next(retry)
         next_attempt.next(launch)
+        # Every iteration ends with an empty output: the Map assembles its iterations' outputs into one result before
+        # it discards it, and a whole iteration state (3-10 KB: job, status, failure, remedy) per job could pass
+        # Step Functions' 256 KiB payload limit (States.DataLimitExceeded) for a large run.
+        done = sfn.Pass(self, "JobDone", comment="The iteration's output is empty", result=sfn.Result.from_object({}))
+        for last in (record, record_failure, record_unremedied, unrecorded, gave_up):
+            last.next(done)
 
         job = (
             launch.next(wait)

@@ -120,5 +120,7 @@ def test_gpu_widget_searches_the_hosts_of_this_deployments_jobs(dashboard, prefi
     [widget] = [w for title, w in dashboard["widgets"].items() if title.startswith("GPU utilisation")]
     [expression] = _expressions(widget)
     assert _search_schema(expression) == (job_resources.TRAINING_JOB_NAMESPACE, "Host")
-    assert 'MetricName="GPUUtilization"' in expression and f"Host:{prefix}" in expression
+    # CloudWatch's documented designator form is `Name=value` (unquoted: partial match), not `Name:value`.
+    assert 'MetricName="GPUUtilization"' in expression and f"Host={prefix}" in expression
+    assert "Host:" not in expression
     assert expression.endswith("'Average', 60)")

@@ -235,7 +235,7 @@ def _job_name_prefix() -> str:
 def test_every_lambda_is_current_traced_bounded_and_logs_to_its_own_retained_group(synthesized) -> None:
     functions = _resources(synthesized.main_json, "AWS::Lambda::Function")
     ours = {k: v for k, v in functions.items() if v["Properties"].get("Handler", "").startswith("lambdas.")}
-    assert len(ours) == 8  # Plan, Launch, Status, Record, Classify, Remedy, Report, Cleanup
+    assert len(ours) == 9  # Plan, Launch, Status, Record, Classify, Remedy, Report, Cleanup, Reconcile
     for function in ours.values():
         props = function["Properties"]
         assert props["Runtime"] == "python3.14"

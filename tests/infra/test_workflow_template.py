@@ -75,7 +75,7 @@ def test_every_function_outlasts_the_sdk_retry_budget_and_every_task_outlasts_it
         for logical_id, function in _resources(template, "AWS::Lambda::Function").items()
         if function["Properties"].get("Handler", "").startswith("lambdas.")
     }
-    assert len(timeouts) == 8  # Plan, Launch, Status, Record, Classify, Remedy, Report, Cleanup
+    assert len(timeouts) == 9  # Plan, Launch, Status, Record, Classify, Remedy, Report, Cleanup, Reconcile
     for logical_id, timeout in timeouts.items():
         assert budget < timeout <= 900, (logical_id, timeout, budget)
     for name, state in _task_states(_definition(template)).items():
@@ -130,7 +130,9 @@ def test_each_lambda_gets_the_contract_environment(synthesized) -> None:
 def test_failed_timed_out_and_aborted_executions_of_this_state_machine_invoke_cleanup(synthesized) -> None:
     template = synthesized.main_json
     [machine] = _resources(template, "AWS::StepFunctions::StateMachine")
-    [rule] = _resources(template, "AWS::Events::Rule").values()
+    [(rule_id, rule)] = [
+        (k, r) for k, r in _resources(template, "AWS::Events::Rule").items() if "EventPattern" in r["Properties"]
+    ]
     pattern = rule["Properties"]["EventPattern"]
     assert pattern["source"] == ["aws.states"]
     assert pattern["detail-type"] == ["Step Functions Execution Status Change"]
@@ -141,7 +143,11 @@ def test_failed_timed_out_and_aborted_executions_of_this_state_machine_invoke_cl
     # An event that cannot be delivered, or whose Cleanup fails 3 times, is kept in a queue, not lost.
     [queue] = _resources(template, "AWS::SQS::Queue")
     assert target["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": [queue, "Arn"]}
-    [invoke_config] = _resources(template, "AWS::Lambda::EventInvokeConfig").values()
+    [invoke_config] = [
+        c
+        for c in _resources(template, "AWS::Lambda::EventInvokeConfig").values()
+        if c["Properties"]["FunctionName"] == {"Ref": cleanup}
+    ]
     assert invoke_config["Properties"]["DestinationConfig"]["OnFailure"]["Destination"] == {
         "Fn::GetAtt": [queue, "Arn"]
     }
@@ -149,6 +155,7 @@ def test_failed_timed_out_and_aborted_executions_of_this_state_machine_invoke_cl
         p["Properties"]
         for p in _resources(template, "AWS::Lambda::Permission").values()
         if p["Properties"]["Principal"] == "events.amazonaws.com"
+        and p["Properties"]["SourceArn"] == {"Fn::GetAtt": [rule_id, "Arn"]}
     ]
     assert permissions and all(p["FunctionName"] == {"Fn::GetAtt": [cleanup, "Arn"]} for p in permissions)
 

@@ -22,8 +22,9 @@ from tests.workflow.test_state_machine import OOM_FAILURE, THREE_JOBS
 # Remedy retries it), one refused for quota (Remedy looks up the fallback types' quotas and prices) and one whose name
 # is taken (Launch describes the existing job).
 GATE_RUN = {**THREE_JOBS, "experiments": [*THREE_JOBS["experiments"], {"model": "llama2-7b", "approach": "lora"}]}
-# A job SageMaker cannot describe: Classify fails on it, and Record describes it after the Catch. Its own run, after
-# the aborted one: Cleanup's Search describes every job, and would fail on this one.
+# A job SageMaker describes once (Status sees it Failed) and never again: Classify fails on it, and Record describes
+# it after the Catch. Its own run, after the aborted one and the reconciler: both describe every job, and would fail
+# on this one. (A job Status itself cannot describe is retried, then fails the execution: tests/leaks.)
 UNDESCRIBABLE_RUN = {"experiments": [{"model": "gpt-neox-20b", "approach": "qlora"}], "budget_usd": 500}
 
 # CDK's SqsDestination grants GetQueueAttributes and GetQueueUrl beside SendMessage; Lambda delivers a failed
@@ -44,8 +45,14 @@ def _outcome(request: dict[str, Any]) -> ScriptedOutcome:
     if "llama" in request["TrainingJobName"]:
         return ScriptedOutcome(launch_error="ResourceInUse")
     if "neox" in request["TrainingJobName"]:
-        return ScriptedOutcome(describe_error="ValidationException")
-    if "aborted" in request["TrainingJobName"]:
+        return ScriptedOutcome(
+            status="Failed",
+            secondary_status="Failed",
+            polls_in_progress=0,
+            describe_error="ValidationException",
+            describe_error_after=1,
+        )
+    if "aborted" in request["TrainingJobName"] or "orphan" in request["TrainingJobName"]:
         return ScriptedOutcome(polls_in_progress=10_000)
     return {
         "full": ScriptedOutcome(metrics=GOOD_METRICS),
@@ -81,6 +88,10 @@ def recorded(workflow) -> Recorded:
         _wait_until(lambda: any("aborted" in name for name in account.services.create_calls))
         account.stop_execution(aborted, error="OperatorStop", cause="the IAM gate's stopped run")
         assert account.wait(aborted).status == "ABORTED"
+        # The reconciler's branches (list, describe, tags, executions, stop, record, notify): a job no run watches.
+        orphan = account.seed_orphan_job("orphan-left-behind", "run-nobody-watches")
+        [tick] = account.run_schedules()
+        assert tick["result"]["stopped"] == [orphan], tick
         assert account.execute(UNDESCRIBABLE_RUN, "iam-gate-undescribable").status == "SUCCEEDED"
     gate = Gate(workflow.template, account.resolver)
     calls = account.calls.calls

@@ -61,6 +61,16 @@ def build_demo_model(models_dir: Path, demo_data: user_data.DemoData | None = No
     return build_tiny_model("llama", target, user_data.corpus(demo_data))
 
 
+def prepare_data(
+    execution_input: dict[str, Any], data_dir: Path | None, models_dir: Path
+) -> tuple[user_data.DemoData, Path]:
+    """The demo's data step: the input's dataset (`data_dir`, else the shipped folder of its name) read and validated
+    by the training code's readers for its task, and the tiny model whose tokenizer learned its words."""
+    demo_data = user_data.resolve(execution_input, data_dir)
+    user_data.corpus(demo_data)  # reads and validates both splits before anything is built, synthesized or started
+    return demo_data, build_demo_model(models_dir, demo_data)
+
+
 def run_demo(
     execution_input: dict[str, Any],
     *,
@@ -85,10 +95,8 @@ def run_demo(
     # Looked up at call time (not as a default argument) so redirected or captured stdout is honoured.
     stream = stream or sys.stdout
     print("Synthesizing the app (cdk-nag checks included)...", file=stream, flush=True)
-    demo_data = user_data.resolve(execution_input, data_dir)
-    user_data.corpus(demo_data)  # reads and validates both splits now, before anything is synthesized or started
+    demo_data, model_path = prepare_data(execution_input, data_dir, work_dir / "models")
     workflow = synthesize()
-    model_path = build_demo_model(work_dir / "models", demo_data)
     backend = SubprocessTrainingBackend(
         work_dir / "jobs" / uuid.uuid4().hex[:8],
         model_paths={DEMO_MODEL_ID: str(model_path)},
@@ -107,7 +115,7 @@ def run_demo(
     printer = _ProgressPrinter(backend, stream)
     executions: list[Any] = []
     with account.running():
-        account.upload_dataset(demo_data.name, demo_data.path("train"), demo_data.path("test"))
+        user_data.upload(account, demo_data)
         for run in range(1, runs + 1):
             started = time.monotonic()
             label = f" (run {run} of {runs})" if runs > 1 else ""

@@ -99,3 +99,9 @@ def corpus(data: DemoData) -> list[str]:
             else:
                 texts += [row.text, row.label]
     return [text for text in texts if text]
+
+
+def upload(account: Any, data: DemoData) -> None:
+    """Put both files where Plan and training look for the input's dataset: `datasets/<name>/{train,test}/`
+    (`account`: a running finetune.local.runner.LocalAccount)."""
+    account.upload_dataset(data.name, data.path("train"), data.path("test"))

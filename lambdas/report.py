@@ -200,7 +200,10 @@ def _mark_baseline_gains(entries: list[dict[str, Any]]) -> None:
     """Set `gain_over_baseline_pts` on each trained job: its accuracy minus its model's zero-shot accuracy in this
     run, in points (None when the run evaluated no baseline of that model, or either accuracy is missing)."""
     baseline_accuracy = {
-        e["model"]: e["accuracy"] for e in entries if is_baseline(e) and e["status"] == "Completed" and e["accuracy"]
+        e["model"]: e["accuracy"]
+        for e in entries
+        # 0.0 is a measured accuracy (a zero-shot model often answers no chat sample exactly), not a missing one
+        if is_baseline(e) and e["status"] == "Completed" and e["accuracy"] is not None
     }
     for e in entries:
         zero_shot = None if is_baseline(e) else baseline_accuracy.get(e["model"])

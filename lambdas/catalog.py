@@ -437,7 +437,17 @@ _V100 = (
     "V100 GPUs (compute capability 7.0): the training image's PyTorch is a CUDA 13 (cu130) build, which ships no "
     "kernels for them (pytorch#172352); choose a g5, g6, p4d or p5 instance"
 )
-UNSUPPORTED_FAMILIES: dict[str, str] = {"ml.p3": _V100, "ml.p3dn": _V100}
+# The Hugging Face PyTorch training DLC (2.9.0 / transformers 5.3.0) is published for GPUs only (cu130): a CPU
+# instance has no image to run (the offline demo trains on the local CPU instead, whatever the planned instance).
+_NO_CPU_IMAGE = (
+    "a CPU instance: the Hugging Face PyTorch training image (transformers 5.3.0) has GPU builds only; the cheapest "
+    "GPU instance, ml.g6.xlarge, runs small models (examples/smoke.json)"
+)
+UNSUPPORTED_FAMILIES: dict[str, str] = {
+    "ml.p3": _V100,
+    "ml.p3dn": _V100,
+    "ml.m5": _NO_CPU_IMAGE,
+}
 
 
 def unsupported_reason(instance_type: str) -> str | None:

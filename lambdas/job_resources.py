@@ -13,8 +13,6 @@ import statistics
 from datetime import datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from lambdas import naming
 
 TRAINING_JOB_NAMESPACE = "/aws/sagemaker/TrainingJobs"
@@ -115,14 +113,21 @@ def gpu_utilization(
 
 
 def artifact_bytes(s3: Any, uri: str | None) -> int | None:
-    """Size of the model artifact at `uri`; None when there is none (no URI, or a job that never uploaded it)."""
+    """Size of the model artifact at `uri` (DescribeTrainingJob's S3ModelArtifacts); None when there is none (no
+    URI, or a job that never uploaded its model).
+
+    Jobs upload their model uncompressed (CompressionType NONE): the URI is a key prefix and the artifact is every
+    object under it, summed over all ListObjectsV2 pages. The prefix ends at a `/`, so a neighbouring key that merely
+    starts with the same characters (`.../model-other/`) is not counted. A `.tar.gz` URI names the one archive of a
+    job launched with GZIP output before, and is listed as its own key.
+    """
     if not uri:
         return None
     bucket, key = naming.split_s3_uri(uri)
-    try:
-        return int(s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
-    except ClientError as exc:
-        # HeadObject has no body, so a missing object is a bare 404 (code "404"), not NoSuchKey.
-        if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
+    prefix = key if key.endswith(("/", ".tar.gz")) else f"{key}/"
+    sizes = [
+        int(item["Size"])
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for item in page.get("Contents", [])
+    ]
+    return sum(sizes) if sizes else None

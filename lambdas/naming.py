@@ -114,7 +114,7 @@ def checkpoint_uri(bucket: str, run_id: str, job_name: str) -> str:
 
 
 def output_uri(bucket: str, model_key: str, approach: str) -> str:
-    """SageMaker's output path; it appends `<job>/output/model.tar.gz` (contract: `models/<model>-<approach>/`)."""
+    """SageMaker's output path; the model lands under `<job>/output/model/` (contract: `models/<model>-<approach>/`)."""
     return f"s3://{bucket}/models/{model_slug(model_key)}-{approach}/"
 
 

@@ -17,8 +17,10 @@ and needs differences of ~3 points at 500 samples; McNemar's test looks at the d
 
 Each job's per-sample answers come from its `predictions.jsonl` (training_code/evaluation.py writes it next to
 metrics.json: one `{"index", "reference", "prediction", "correct"}` row per evaluated test sample, `index` being the
-row's position in the test split). SageMaker uploads the job's output data folder as `output.tar.gz` next to its
-`model.tar.gz`; the Report Lambda reads that small archive only.
+row's position in the test split), in the job's output data folder and in its model folder. Launch asks for
+uncompressed model output (CompressionType NONE), so the model folder's files land under the prefix S3ModelArtifacts
+names and the Report Lambda reads `<prefix>predictions.jsonl` alone; for a job whose model is a `model.tar.gz`
+(GZIP, older runs), it reads the small `output.tar.gz` SageMaker writes next to it instead.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ OUTPUT_ARCHIVE = "output.tar.gz"  # SageMaker's archive of /opt/ml/output/data, 
 # The usual test level and power of a sample-size statement ("80% power at the 5% level").
 ALPHA = 0.05
 POWER = 0.8
-# Larger archives are not a job's output data: never read one whole into a Lambda's memory.
+# Larger files are not a job's answers or output data: never read one whole into a Lambda's memory.
 MAX_OUTPUT_ARCHIVE_BYTES = 64 * 2**20
 
 Answers = dict[int, bool]
@@ -136,11 +138,19 @@ def output_archive_uri(artifact_uri: str | None) -> str | None:
     return artifact_uri[: -len(MODEL_ARCHIVE)] + OUTPUT_ARCHIVE
 
 
+def predictions_uri(artifact_uri: str | None) -> str | None:
+    """Where a job's answers are: predictions.jsonl under an uncompressed model's prefix (S3ModelArtifacts ends in
+    `/`), else the output.tar.gz next to a model.tar.gz (None without an artifact)."""
+    if artifact_uri and artifact_uri.endswith("/"):
+        return artifact_uri + PREDICTIONS_FILE
+    return output_archive_uri(artifact_uri)
+
+
 def read_answers(s3: Any, artifact_uri: str | None) -> Answers | None:
-    """A job's per-sample answers from its output.tar.gz in S3; None (logged) when it has none or cannot be read.
+    """A job's per-sample answers from S3 (`predictions_uri`); None (logged) when it has none or cannot be read.
 
     Never raises: a report without a paired test falls back to Wilson intervals, it does not fail."""
-    uri = output_archive_uri(artifact_uri)
+    uri = predictions_uri(artifact_uri)
     if uri is None:
         return None
     bucket, key = naming.split_s3_uri(uri)
@@ -149,6 +159,8 @@ def read_answers(s3: Any, artifact_uri: str | None) -> Answers | None:
         if int(obj.get("ContentLength") or 0) > MAX_OUTPUT_ARCHIVE_BYTES:
             LOG.warning("%s is larger than %d bytes: not read", uri, MAX_OUTPUT_ARCHIVE_BYTES)
             return None
+        if key.endswith(PREDICTIONS_FILE):
+            return parse_predictions(obj["Body"].read().decode("utf-8"))
         with tarfile.open(fileobj=io.BytesIO(obj["Body"].read()), mode="r:gz") as archive:
             member = next((m for m in archive.getmembers() if m.name.lstrip("./") == PREDICTIONS_FILE), None)
             handle = archive.extractfile(member) if member is not None else None

@@ -158,6 +158,15 @@ def _channel(name: str, uri: str) -> dict[str, Any]:
     }
 
 
+# SageMaker uploads `/opt/ml/model` as it is, not as model.tar.gz: gzipping a full fine-tune's 13-29 GB folder on one
+# core is billed instance time for nothing (AWS, "Uncompressed model output",
+# docs.aws.amazon.com/sagemaker/latest/dg/model-train-storage-uncompressed.html: CompressionType NONE "to output an
+# uncompressed model, recommended for large model outputs"; botocore's model: GZIP | NONE, default GZIP). The files
+# land under `<S3OutputPath>/<job>/output/model/` and DescribeTrainingJob's S3ModelArtifacts names that prefix
+# (finetune/local/services.py `model_artifact_uri` has the sources); Record sizes it as a prefix.
+MODEL_COMPRESSION = "NONE"
+
+
 # The Hugging Face cache (the model download, datasets) on the instance's NVMe: `/tmp` (like /opt/ml) is on the
 # instance store on g5/p4d, while the default `/root/.cache` is on the container's root volume, which a 70B-class
 # download would fill.
@@ -197,7 +206,11 @@ def create_training_job_request(
         "InputDataConfig": [_channel("train", job["train_s3_uri"]), _channel("test", job["test_s3_uri"])],
         # Without KmsKeyId SageMaker encrypts the model with the account's aws/s3 key, not the bucket's: the data key
         # keeps disabling it a way to cut access to everything the stack stores.
-        "OutputDataConfig": {"S3OutputPath": job["output_s3_uri"], "KmsKeyId": data_key_arn},
+        "OutputDataConfig": {
+            "S3OutputPath": job["output_s3_uri"],
+            "KmsKeyId": data_key_arn,
+            "CompressionType": MODEL_COMPRESSION,
+        },
         "ResourceConfig": {
             "InstanceType": job["instance_type"],
             "InstanceCount": int(job["instance_count"]),
@@ -330,7 +343,8 @@ def normalise_description(description: dict[str, Any]) -> dict[str, Any]:
         "end_time": _iso(description.get("TrainingEndTime")),
         "time_split_seconds": time_split(transitions, until),
         "interruptions": interruptions(transitions),
-        # SageMaker names the path even when nothing was written there (a failed job): Record checks the object.
+        # SageMaker names the path even when nothing was written there (a failed job): Record lists what is there.
+        # With CompressionType NONE it is the model folder's key prefix (`model_artifact_uri`).
         "artifact_uri": (description.get("ModelArtifacts") or {}).get("S3ModelArtifacts") or None,
     }
 

@@ -14,7 +14,13 @@ restores from S3 when a spot job restarts. Three facts of that sync shape this m
   and all ranks resume from the newest checkpoint that verifies on *every* node.
 * **No SIGTERM.** The training toolkit does not forward SIGTERM to the script (sagemaker-training-toolkit issues
   #125, #173), so periodic saves are the protection. They happen on a time interval (what an interruption loses is
-  time), plus one at the end. A SIGTERM that does arrive (local runs, torchrun) still saves and stops.
+  time). A SIGTERM that does arrive (local runs, torchrun) still saves and stops.
+
+No checkpoint is forced at the last step: train.py saves the final model right after it, and a checkpoint there
+would write the optimizer state once more for nothing (a 7B full fine-tune: ≈ 81 GB to write and upload). The cost
+is bounded: a restart between the end of training and the end of the upload resumes from the newest interval
+checkpoint and trains at most one interval again (a checkpoint that does land on the last step is still recognised
+by `is_final`, and training is skipped).
 
 Rotation is ours (the newest `save_total_limit` verified checkpoints, by step), not the Trainer's mtime-based one:
 files restored from S3 carry download times.
@@ -311,7 +317,8 @@ def make_checkpoint_callback(
     is_main: bool,
     is_local_main: bool,
 ):  # -> transformers.TrainerCallback
-    """A TrainerCallback that saves on `schedule`, at the last step and on SIGTERM, then marks and rotates.
+    """A TrainerCallback that saves on `schedule` and on SIGTERM (never just because it is the last step: the final
+    model is saved after training anyway), then marks and rotates.
 
     `kept_steps` are the verified checkpoints that already exist (from `plan_resume`); the callback extends and
     rotates that list. The Trainer's own save strategy must be off: this callback decides every save.
@@ -323,7 +330,7 @@ def make_checkpoint_callback(
     kept = list(kept_steps)
 
     class SpotCheckpointCallback(TrainerCallback):
-        """Decides saves (time, end, SIGTERM), marks complete checkpoints, rotates them on every node."""
+        """Decides saves (time, SIGTERM), marks complete checkpoints, rotates them on every node."""
 
         def __init__(self) -> None:
             self.stats = SaveStats()
@@ -344,8 +351,7 @@ def make_checkpoint_callback(
                 stop.requested = True
                 LOG.warning("SIGTERM received: saving a checkpoint at step %d and stopping", state.global_step)
                 control.should_training_stop = True
-            last_step = state.global_step >= state.max_steps
-            if stop_requested or due or last_step:
+            if stop_requested or due:
                 control.should_save = True
                 self._save_started = schedule.now()
             return control

@@ -112,9 +112,9 @@ class TrainConfig:
     max_steps: int = -1
     """-1: epochs decide."""
     save_interval_seconds: int = 1800
-    """Seconds of training between checkpoints (plus one at the end). A time, not a step count, because what a spot
-    interruption loses is time; Launch sends the memory planner's value, sized so that saving takes < ~10% of the
-    wall time. 30 minutes when nobody says otherwise."""
+    """Seconds of training between checkpoints (none is forced at the end: the final model is saved). A time, not a
+    step count, because what a spot interruption loses is time; Launch sends the memory planner's value, sized so
+    that saving takes < ~10% of the wall time. 30 minutes when nobody says otherwise."""
     save_total_limit: int = 2
     """At least two: the newest checkpoint may still be uploading to S3 when the instance is reclaimed."""
     gradient_accumulation_steps: int = 1

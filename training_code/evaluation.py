@@ -11,7 +11,9 @@ fails fast), and a metric that still cannot be computed is reported as missing w
 
 from __future__ import annotations
 
+import json
 import logging
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,6 +39,12 @@ EVAL_METRICS = (
 MERGED_METRICS = ("eval_inference_seconds_merged", "eval_seconds_per_sample_merged")
 # Per-sample answers of the evaluated rows, next to metrics.json (the report's paired test reads them).
 PREDICTIONS_FILE = "predictions.jsonl"
+# A tokenizer whose configuration states no `model_max_length` gets transformers' VERY_LARGE_INTEGER (1e30);
+# anything this large means "unbounded".
+UNBOUNDED_LENGTH = 10**18
+# Encoder families that number positions from padding_idx + 1, so that max_position_embeddings counts two more
+# positions than the tokens they cover (roberta-large: 514 embeddings, 512 tokens).
+PADDING_OFFSET_MODEL_TYPES = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer"})
 
 
 class EvaluationSetupError(RuntimeError):
@@ -143,15 +151,55 @@ def prepare_bertscore(model: str, token: str | None) -> BertScoreEncoder | None:
         encoder = AutoModel.from_pretrained(str(local) if local.is_dir() else model, token=token)
         del encoder
         path = str(local) if local.is_dir() else str(Path(cached_file(model, "config.json", token=token)).parent)
+        encoder_config = AutoConfig.from_pretrained(path)
+        path = bounded_tokenizer_dir(path, encoder_token_limit(encoder_config))
         # bert-score's tuned layer for known names; the last hidden layer for a local or unlisted encoder.
-        num_layers = model2layers.get(model) or AutoConfig.from_pretrained(path).num_hidden_layers
+        num_layers = model2layers.get(model) or encoder_config.num_hidden_layers
+        prepared = BertScoreEncoder(name=model, path=path, num_layers=num_layers)
+        # Score one pair now, the way bert-score will after training: whatever breaks its tokenizer or model path
+        # fails the job here, not as a missing metric after the GPU hours.
+        bertscore_f1(["ok"], ["ok"], prepared, "cpu")
     except Exception as exc:
         raise EvaluationSetupError(
             f"bertscore_model={model!r} cannot be fetched or loaded ({type(exc).__name__}: {exc}); pass a local "
             "encoder directory, or none to skip BERTScore"
         ) from exc
     LOG.info("BERTScore encoder %s ready in %s (layer %d)", model, path, num_layers)
-    return BertScoreEncoder(name=model, path=path, num_layers=num_layers)
+    return prepared
+
+
+def encoder_token_limit(encoder_config: Any) -> int:
+    """The longest input (in tokens, special tokens included) the encoder's position embeddings cover."""
+    positions = int(encoder_config.max_position_embeddings)
+    if encoder_config.model_type in PADDING_OFFSET_MODEL_TYPES:
+        return positions - (int(encoder_config.pad_token_id) + 1)
+    return positions
+
+
+def bounded_tokenizer_dir(path: str, limit: int) -> str:
+    """`path`, or where its tokenizer has no length limit, a folder that states one and links everything else.
+
+    bert-score truncates every input to `tokenizer.model_max_length`. roberta-large (its default encoder) ships no
+    tokenizer_config.json, so transformers 5 (which dropped the built-in per-checkpoint limits) reports 1e30, and
+    the tokenizers backend cannot take it: `OverflowError: int too big to convert` on the first sentence. The
+    folder holds a tokenizer_config.json with `model_max_length` set to the encoder's position limit and links to
+    every other file, so the weights are neither copied nor changed.
+    """
+    from transformers import AutoTokenizer
+
+    if AutoTokenizer.from_pretrained(path).model_max_length < UNBOUNDED_LENGTH:
+        return path
+    source = Path(path)
+    bounded = Path(tempfile.mkdtemp(prefix="bertscore-encoder-"))
+    for entry in source.iterdir():
+        if entry.name != "tokenizer_config.json":
+            (bounded / entry.name).symlink_to(entry.resolve())
+    stated = source / "tokenizer_config.json"
+    tokenizer_config = json.loads(stated.read_text()) if stated.is_file() else {}
+    tokenizer_config["model_max_length"] = limit
+    (bounded / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
+    LOG.info("the tokenizer of %s states no length limit: BERTScore truncates at %d tokens", path, limit)
+    return str(bounded)
 
 
 def bertscore_f1(

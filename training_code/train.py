@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from training_code import checkpoints, data, evaluation, lean, modeling, phases, sft, telemetry
+from training_code import checkpoints, data, evaluation, fsdp, lean, modeling, phases, sft, telemetry
 from training_code.config import (
     ConfigError,
     SageMakerEnv,
@@ -53,7 +53,6 @@ from training_code.config import (
     effective_strategy,
     parse_hyperparameters,
     resolve_learning_rate,
-    trainer_fsdp_option,
     validate,
 )
 from training_code.hf_token import TokenError, read_hf_token
@@ -159,23 +158,13 @@ def build_sft_config(
     layer_classes: list[str],
 ):  # -> trl.SFTConfig
     """TRL/Trainer arguments. Checkpoints go to checkpoint_dir, but the Trainer decides none of them: saving on a
-    time interval, at the end and on SIGTERM, and rotation, are the checkpoint callback's (see checkpoints.py)."""
+    time interval and on SIGTERM, and rotation, are the checkpoint callback's (see checkpoints.py)."""
     from trl import SFTConfig
 
     fsdp_kwargs: dict[str, Any] = {}
     if config.uses_fsdp:
-        # FSDP wraps each decoder layer; FSDP does its own activation checkpointing (the Trainer's would clash).
-        fsdp_kwargs = {
-            "fsdp": trainer_fsdp_option(config.strategy),
-            "fsdp_config": {
-                "transformer_layer_cls_to_wrap": layer_classes,
-                "activation_checkpointing": gradient_checkpointing,
-                "use_orig_params": True,  # lets LoRA mix frozen and trainable parameters in one flat parameter
-                "cpu_ram_efficient_loading": True,  # rank 0 reads the weights, the others receive them
-                "sync_module_states": True,
-                "state_dict_type": "SHARDED_STATE_DICT",  # fast checkpoints; the final save switches to full
-            },
-        }
+        # FSDP wraps each decoder layer and does its own activation checkpointing (the Trainer's would clash).
+        fsdp_kwargs = fsdp.trainer_arguments(config.strategy, layer_classes, gradient_checkpointing)
         gradient_checkpointing = False
     return SFTConfig(
         output_dir=config.checkpoint_dir,
@@ -344,6 +333,25 @@ def merge_and_time(
         del merged
         _free_memory(runtime)
     return scores
+
+
+def save_final_model(
+    trainer: Any, tokenizer: Any, config: TrainConfig, runtime: modeling.Runtime, env: SageMakerEnv, model_dir: Path
+) -> None:
+    """Every rank: save the trained model to `model_dir` (FSDP gathers it onto rank 0, which alone writes).
+
+    A full fine-tune is written in the precision it trained in (`modeling.save_full_model`); an adapter as PEFT
+    saves it (small, and its fp32 weights are what a merge should start from).
+    """
+    if trainer.is_fsdp_enabled:
+        fsdp.use_full_state_dict(trainer.accelerator.state.fsdp_plugin)
+    if config.approach != "full":
+        trainer.save_model(str(model_dir))
+        return
+    state_dict = trainer.accelerator.get_state_dict(trainer.model)  # collective under FSDP; whole on rank 0
+    if env.is_main:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        modeling.save_full_model(model, tokenizer, state_dict, model_dir, modeling.saved_dtype(config, runtime))
 
 
 def resolve_training(config: TrainConfig, runtime: modeling.Runtime, num_parameters: int) -> dict[str, Any]:
@@ -545,6 +553,8 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
     from transformers import PrinterCallback, TrainerState
     from trl import SFTTrainer
 
+    if config.uses_fsdp:
+        fsdp.apply_environment()  # read by accelerate when the trainer builds its FSDP plugin
     args = build_sft_config(config, env, runtime, learning_rate, gradient_checkpointing, batching, info.layer_classes)
     _ = args.device  # initialises the process group now: resuming is agreed between ranks
     checkpoint_dir = Path(config.checkpoint_dir)
@@ -614,9 +624,7 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
     if optimizer is not None:
         optimizer.remove_hooks()  # no more training: evaluation must not step the weights
     with timing.timed("save"):
-        if trainer.is_fsdp_enabled:
-            trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
-        trainer.save_model(str(model_dir))  # every rank calls it (FSDP gathers); only rank 0 writes
+        save_final_model(trainer, tokenizer, config, runtime, env, model_dir)
 
     real, padded = _reduce([counter.real_tokens, counter.batch_tokens], "sum", args.device)
     (peak,) = _reduce([telemetry.peak_memory_gb(runtime.use_cuda)], "max", args.device)

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from finetune.local.services import ServiceError, utcnow
+from finetune.local.services import ServiceError, model_artifact_uri, utcnow
 from lambdas import naming
 from lambdas.catalog import parse_metric_lines
 
@@ -370,8 +370,9 @@ class SubprocessTrainingBackend:
       SIGTERM: the job is Stopping for `stop_grace_seconds`, then its whole process group is killed. A script
       that relies on a SIGTERM save loses its progress here as on SageMaker.
 
-    As SageMaker, a completed job's `/opt/ml/model` is uploaded as `<S3OutputPath>/<job>/output/model.tar.gz`
-    (DescribeTrainingJob's `ModelArtifacts`), before the job reports Completed.
+    As SageMaker, a completed job's `/opt/ml/model` is uploaded before the job reports Completed, where
+    DescribeTrainingJob's `ModelArtifacts` names it: its files one by one under `<S3OutputPath>/<job>/output/model/`
+    with the request's CompressionType NONE (the app's), `<S3OutputPath>/<job>/output/model.tar.gz` with GZIP.
     """
 
     def __init__(
@@ -606,23 +607,33 @@ class SubprocessTrainingBackend:
                 job.failure_reason = _failure_reason(job, return_code)
 
     def _upload_model(self, job: _LocalJob) -> None:
-        """SageMaker's last step of a job: the model folder as model.tar.gz under the job's output path."""
+        """SageMaker's last step of a job: the model folder to S3, uncompressed or as model.tar.gz as requested."""
         import boto3
 
-        name = job.request["TrainingJobName"]
-        output_path = job.request["OutputDataConfig"]["S3OutputPath"].rstrip("/")
-        bucket, key = naming.split_s3_uri(f"{output_path}/{name}/output/model.tar.gz")
+        s3 = boto3.client("s3")
+        model_dir = job.directory / "model"
+        bucket, key = naming.split_s3_uri(
+            model_artifact_uri(job.request["OutputDataConfig"], job.request["TrainingJobName"])
+        )
+        data_dir = job.directory / "output" / "data"
+        if key.endswith("/"):
+            for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+                s3.upload_file(str(path), bucket, key + path.relative_to(model_dir).as_posix())
+            # NONE uploads the output data uncompressed too (AWS, "Uncompressed model output") under a key AWS does not
+            # document; nothing here reads it (the report's per-sample answers are read from the model prefix, where
+            # the training code also writes predictions.jsonl), so it is not emulated.
+            return
         archive = job.directory / "model.tar.gz"
         with tarfile.open(archive, "w:gz") as tar:
-            for path in sorted((job.directory / "model").iterdir()):
+            for path in sorted(model_dir.iterdir()):
                 tar.add(path, arcname=path.name)
-        boto3.client("s3").upload_file(str(archive), bucket, key)
+        s3.upload_file(str(archive), bucket, key)
         # And /opt/ml/output/data as output.tar.gz next to it, as SageMaker does (the report's per-sample answers).
         outputs = job.directory / "output.tar.gz"
         with tarfile.open(outputs, "w:gz") as tar:
-            for path in sorted((job.directory / "output" / "data").iterdir()):
+            for path in sorted(data_dir.iterdir()):
                 tar.add(path, arcname=path.name)
-        boto3.client("s3").upload_file(str(outputs), bucket, key.removesuffix("model.tar.gz") + "output.tar.gz")
+        s3.upload_file(str(outputs), bucket, key.removesuffix("model.tar.gz") + "output.tar.gz")
 
     def _start_grace_period(self, job: _LocalJob) -> None:
         killer = threading.Timer(self.stop_grace_seconds, self._kill, args=(job,))

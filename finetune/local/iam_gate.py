@@ -37,6 +37,7 @@ from policyuniverse.expander_minimizer import get_actions_from_statement
 
 from finetune.local.calls import AwsCall
 from finetune.local.cfn import Resolver
+from finetune.local.services import model_artifact_uri
 from lambdas import naming
 
 
@@ -359,9 +360,10 @@ class Gate:
         yield from need("s3:GetObject", f"arn:aws:s3:::{code_bucket}/{code_key}")
         if secret := hyperparameters.get("hf_token_secret_arn"):
             yield from need("secretsmanager:GetSecretValue", secret)
-        output_bucket, output_prefix = naming.split_s3_uri(request["OutputDataConfig"]["S3OutputPath"])
-        model = f"arn:aws:s3:::{output_bucket}/{output_prefix.rstrip('/')}/{job}/output/model.tar.gz"
-        # model.tar.gz is uploaded in parts; a failed upload is aborted.
+        # The model folder's files uncompressed under a prefix (CompressionType NONE), or one model.tar.gz; either
+        # is uploaded in parts, and a failed upload is aborted.
+        output_bucket, model_key = naming.split_s3_uri(model_artifact_uri(request["OutputDataConfig"], job))
+        model = f"arn:aws:s3:::{output_bucket}/{model_key}" + (_ANY_OBJECT if model_key.endswith("/") else "")
         for action in ("s3:PutObject", "s3:AbortMultipartUpload"):
             yield from need(action, model)
         if output_key := request["OutputDataConfig"].get("KmsKeyId"):

@@ -150,7 +150,6 @@ class LocalServices:
         if job is None or state is None:
             raise ServiceError("ValidationException", f"Requested resource not found: {name}")
         request = job["request"]
-        output_path = request["OutputDataConfig"]["S3OutputPath"]
         return {
             "TrainingJobName": name,
             "TrainingJobArn": job["arn"],
@@ -162,7 +161,7 @@ class LocalServices:
             "HyperParameters": request.get("HyperParameters", {}),
             **({"CheckpointConfig": request["CheckpointConfig"]} if "CheckpointConfig" in request else {}),
             "EnableManagedSpotTraining": request.get("EnableManagedSpotTraining", False),
-            "ModelArtifacts": {"S3ModelArtifacts": f"{output_path.rstrip('/')}/{name}/output/model.tar.gz"},
+            "ModelArtifacts": {"S3ModelArtifacts": model_artifact_uri(request["OutputDataConfig"], name)},
             "SecondaryStatusTransitions": _transitions(job["created"], state),
             **state,
         }
@@ -266,6 +265,25 @@ class LocalServices:
                     }
                 )
         return {"Quotas": quotas}
+
+
+def model_artifact_uri(output_data_config: dict[str, Any], job_name: str) -> str:
+    """Where SageMaker puts a completed job's `/opt/ml/model`, as DescribeTrainingJob's
+    `ModelArtifacts.S3ModelArtifacts` names it, for the request's OutputDataConfig.
+
+    GZIP (the API's default): one archive, `<S3OutputPath>/<job>/output/model.tar.gz` (API reference,
+    "ModelArtifacts": "The path of the S3 object that contains the model artifacts", e.g. `.../model.tar.gz`).
+    NONE: the folder's files uploaded as they are (AWS, "Uncompressed model output",
+    docs.aws.amazon.com/sagemaker/latest/dg/model-train-storage-uncompressed.html), each at its path relative to
+    /opt/ml/model under the key prefix `<S3OutputPath>/<job>/output/model/`, which S3ModelArtifacts then names: the
+    SageMaker Python SDK's `Estimator.model_data` reads S3ModelArtifacts of a NONE job as an S3Prefix model source
+    and adds the trailing `/` when it is missing. AWS's pages show no NONE example of the key itself, so the app
+    never derives it: Record lists whatever prefix S3ModelArtifacts names.
+    """
+    job_output = f"{output_data_config['S3OutputPath'].rstrip('/')}/{job_name}/output"
+    if output_data_config.get("CompressionType", "GZIP") == "NONE":
+        return f"{job_output}/model/"
+    return f"{job_output}/model.tar.gz"
 
 
 def _transitions(created: datetime, state: dict[str, Any]) -> list[dict[str, Any]]:

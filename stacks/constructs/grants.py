@@ -27,7 +27,6 @@ class Target(StrEnum):
 
     BUCKET = "the data bucket"
     REPORTS = "objects under reports/ in the data bucket"
-    MODELS = "objects under models/ in the data bucket"
     LEDGER = "the ledger table"
     LEDGER_INDEX = "the ledger's model x approach index"
     CALIBRATION_INDEX = "the ledger's calibration index"
@@ -132,13 +131,9 @@ GRANTS: Mapping[str, tuple[Grant, ...]] = {
         _DESCRIBE_JOBS,
         Grant(("dynamodb:PutItem",), Target.LEDGER),
         _DATA_KEY_WRITER,
-        # The model artifact's size (HeadObject is authorized as s3:GetObject); Record never reads its body.
-        Grant(
-            ("s3:GetObject",),
-            Target.MODELS,
-            wildcard_reason="Model keys are per job (models/<model>-<approach>/<job>/output/model.tar.gz); the grant "
-            "is limited to the models/ prefix, and Record only asks for an artifact's size.",
-        ),
+        # The model artifact's size: jobs upload their model uncompressed, so Record sums the sizes ListObjectsV2
+        # reports under the job's models/<model>-<approach>/<job>/output/model/ prefix. It reads no object.
+        Grant(("s3:ListBucket",), Target.BUCKET, conditions={"StringLike": {"s3:prefix": [f"{MODELS_PREFIX}*"]}}),
         # The job's GPU utilisation from its hosts' metrics in /aws/sagemaker/TrainingJobs.
         Grant(
             ("cloudwatch:GetMetricData",),
@@ -163,12 +158,14 @@ GRANTS: Mapping[str, tuple[Grant, ...]] = {
         Grant(("dynamodb:Query",), Target.LEDGER_INDEX),
         _WRITE_REPORTS,
         _DATA_KEY_WRITER,
-        # Each job's per-sample answers (output.tar.gz next to model.tar.gz) for the paired test (lambdas/paired.py).
+        # Each job's per-sample answers for the paired test (lambdas/paired.py): predictions.jsonl under its
+        # uncompressed model prefix (or, for a job with a model.tar.gz, the output.tar.gz next to it).
         Grant(
             ("s3:GetObject",),
             Target.MODELS,
-            wildcard_reason="Job output keys are per job (models/<model>-<approach>/<job>/output/output.tar.gz); the "
-            "grant is limited to the models/ prefix, and Report reads only the small output archive.",
+            wildcard_reason="Job output keys are per job (models/<model>-<approach>/<job>/output/model/"
+            "predictions.jsonl); the grant is limited to the models/ prefix, and Report reads only that small file "
+            "(or a GZIP job's output.tar.gz).",
         ),
     ),
     # Runs when an execution fails, times out or is aborted: stops the run's jobs, records and reports them.
@@ -212,8 +209,6 @@ def _resource_arn(grant: Grant, targets: GrantTargets) -> str:
         return "*"
     if grant.target is Target.REPORTS:
         return f"{targets[Target.BUCKET]}/{REPORTS_PREFIX}*"
-    if grant.target is Target.MODELS:
-        return f"{targets[Target.BUCKET]}/{MODELS_PREFIX}*"
     if grant.target is Target.LEDGER_INDEX:
         return f"{targets[Target.LEDGER]}/index/{MODEL_APPROACH_INDEX}"
     if grant.target is Target.CALIBRATION_INDEX:

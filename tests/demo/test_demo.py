@@ -78,8 +78,10 @@ def test_each_job_leaves_its_model_and_metrics(default_demo) -> None:
             continue
         model_dir = result.out_dir / "jobs" / row["job_name"] / "model"
         assert (model_dir / "metrics.json").is_file()
-        # uploaded as SageMaker does (model.tar.gz), and Record read its size onto the row
-        assert row["artifact_uri"].endswith(f"/{row['job_name']}/output/model.tar.gz") and row["artifact_bytes"] > 0
+        # uploaded uncompressed as SageMaker does with CompressionType NONE, file by file under the job's
+        # output/model/ prefix, and Record summed exactly the folder's bytes onto the row
+        assert row["artifact_uri"].endswith(f"/{row['job_name']}/output/model/")
+        assert row["artifact_bytes"] == sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
         assert row["dataset"]["train_rows"] > 0 and row["dataset"]["test_rows"] > 0
         if row["approach"] == "baseline":  # no weights: the prompt format, a note and the metrics
             files = sorted(p.name for p in model_dir.iterdir())

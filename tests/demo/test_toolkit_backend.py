@@ -18,9 +18,11 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from packaging.utils import canonicalize_name
 
 from finetune.local.backends import SAGEMAKER_TRAINING_MODULE, SubprocessTrainingBackend
 from lambdas import plan, training_job
+from tests.dependencies import parity
 
 REGION = "us-east-1"
 DATA_BUCKET = "data"
@@ -31,13 +33,18 @@ MODEL_ID = "demo/tiny-llama"
 # Stand-in entry point: what the toolkit gave it goes to $SM_OUTPUT_DATA_DIR/invocation.json before anything else.
 FAKE_TRAIN_PY = """
 import json, os, signal, sys, time
+from importlib import metadata
 from pathlib import Path
 
 out = Path(os.environ["SM_OUTPUT_DATA_DIR"])
 behaviour = sys.argv[sys.argv.index("--behaviour") + 1]
 if behaviour == "wait_for_stop":
     signal.signal(signal.SIGTERM, lambda *_: (out / "sigterm_received").write_text("yes"))
-(out / "invocation.json").write_text(json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ)}))
+versions = {}
+for distribution in metadata.distributions():  # the first found on sys.path is the one that imports
+    versions.setdefault(distribution.metadata["Name"], distribution.version)
+invocation = {"argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ), "python": sys.executable}
+(out / "invocation.json").write_text(json.dumps({**invocation, "versions": versions}))
 if behaviour == "succeed":
     print("train_step=3; train_loss=0.25;")
     print("eval_intent_accuracy=0.75;")
@@ -179,6 +186,17 @@ def test_the_script_runs_in_the_sagemaker_environment_the_dlc_sets_up(succeeded)
     assert env["SM_HP_APPROACH"] == "lora"
     assert json.loads(env["SM_CHANNELS"]) == ["test", "train"]
     assert env["SM_NUM_GPUS"] == "0"
+
+
+def test_the_script_runs_the_dlcs_library_versions(succeeded) -> None:
+    # Given the versions the job's script saw (the demo's training jobs run the same interpreter and packages)
+    backend, request = succeeded
+    invocation = _invocation(backend, request)
+    seen = {canonicalize_name(name): version for name, version in invocation["versions"].items()}
+
+    # Then it ran the tests' interpreter, and the DLC's resolved versions of every parity package
+    assert invocation["python"] == backend.python
+    assert parity.disagreements(seen, parity.dlc_resolved()) == {}
 
 
 def test_a_completed_job_reports_the_catalog_metrics_from_its_log(succeeded) -> None:

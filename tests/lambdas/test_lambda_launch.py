@@ -68,7 +68,11 @@ def test_request_uses_managed_spot_checkpoints_and_the_contract_locations() -> N
     stopping = request["StoppingCondition"]
     assert stopping["MaxWaitTimeInSeconds"] >= stopping["MaxRuntimeInSeconds"] == job["max_runtime_seconds"]
     assert request["CheckpointConfig"] == {"S3Uri": job["checkpoint_s3_uri"], "LocalPath": "/opt/ml/checkpoints"}
-    assert request["OutputDataConfig"] == {"S3OutputPath": job["output_s3_uri"], "KmsKeyId": DATA_KEY_ARN}
+    assert request["OutputDataConfig"] == {
+        "S3OutputPath": job["output_s3_uri"],
+        "KmsKeyId": DATA_KEY_ARN,
+        "CompressionType": "NONE",
+    }
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"] for c in request["InputDataConfig"]}
     assert channels["train"] == {
         "S3DataType": "S3Prefix",
@@ -91,6 +95,20 @@ def test_request_uses_managed_spot_checkpoints_and_the_contract_locations() -> N
         "attempt": "1",
         "base_job_name": job["job_name"],
     }
+
+
+def test_the_model_is_uploaded_uncompressed_in_a_request_sagemaker_accepts() -> None:
+    # Given a full fine-tune (a 13-29 GB model folder) and a Stubber that validates against the service model
+    job = one_job(model="llama2-7b", approach="full")
+    request = request_for(job)
+    sagemaker = aws.client("sagemaker")
+    with Stubber(sagemaker) as stub:
+        stub.add_response("create_training_job", {"TrainingJobArn": ARN.format(job["job_name"])}, request)
+        # When launched
+        training_job.launch(sagemaker, request)
+        stub.assert_no_pending_responses()
+    # Then SageMaker uploads /opt/ml/model as it is, instead of spending billed minutes gzipping it
+    assert request["OutputDataConfig"]["CompressionType"] == "NONE"
 
 
 def test_the_hugging_face_cache_is_on_the_instances_nvme_not_the_root_volume() -> None:

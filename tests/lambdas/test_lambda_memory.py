@@ -339,7 +339,8 @@ def test_qlora_on_a_cpu_instance_has_no_strategy() -> None:
 
 
 def test_small_models_train_on_cpu_in_host_memory() -> None:
-    # The smoke example: SmolLM2-135M LoRA on ml.m5.xlarge (16 GiB)
+    # A small Hub model (SmolLM2-135M LoRA) fits a CPU instance's 16 GiB (the planner's CPU path; Plan refuses CPU
+    # instances for real jobs: the training image has no CPU build)
     found = memory.plan_fit(
         Workload(catalog.resolve_model("HuggingFaceTB/SmolLM2-135M", 0.135), "lora", 4, 128), on("ml.m5.xlarge")
     )

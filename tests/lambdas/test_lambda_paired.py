@@ -168,3 +168,19 @@ def test_answers_are_read_from_the_jobs_output_archive() -> None:
     # Then the answers come back by sample index, and the missing archive is no error
     assert found == {0: True, 1: False, 2: True, 3: False}
     assert missing is None
+
+
+@mock_aws
+def test_answers_of_an_uncompressed_model_are_read_from_its_prefix() -> None:
+    # Given a job launched with uncompressed model output: its model folder's files under output/model/, among them
+    # the predictions.jsonl the training code writes there (S3ModelArtifacts names the prefix)
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="bucket")
+    lines = "".join(json.dumps({"index": i, "correct": i < 2}) + "\n" for i in range(3))
+    s3.put_object(Bucket="bucket", Key="models/x/job/output/model/predictions.jsonl", Body=lines.encode())
+    # When the report reads it (and a prefix without answers)
+    found = paired.read_answers(s3, "s3://bucket/models/x/job/output/model/")
+    missing = paired.read_answers(s3, "s3://bucket/models/x/other/output/model/")
+    # Then the answers come back by sample index, and the missing file is no error
+    assert found == {0: True, 1: True, 2: False}
+    assert missing is None

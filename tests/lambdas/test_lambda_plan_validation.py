@@ -81,9 +81,11 @@ def test_unknown_instance_type_lists_the_catalog() -> None:
     assert "ml.g5.xlarge" in message
 
 
-def test_qlora_on_a_cpu_instance_is_refused() -> None:
-    message = refusal({"experiments": [{"model": "mistral-7b", "approach": "qlora", "instance_type": "ml.m5.xlarge"}]})
-    assert "experiments[0].instance_type: qlora needs a GPU instance and ml.m5.xlarge has none" in message
+@pytest.mark.parametrize("approach", ["full", "lora", "qlora"])
+def test_a_cpu_instance_is_refused_because_the_training_image_has_no_cpu_build(approach: str) -> None:
+    # Issue 19: the "cheap plumbing check" ran the GPU-only DLC on ml.m5.xlarge
+    message = refusal({"experiments": [{"model": "mistral-7b", "approach": approach, "instance_type": "ml.m5.xlarge"}]})
+    assert "experiments[0].instance_type: ml.m5.xlarge cannot run the training image: a CPU instance" in message
 
 
 def test_every_semantic_problem_is_reported_at_once() -> None:

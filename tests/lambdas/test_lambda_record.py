@@ -266,12 +266,48 @@ def test_job_that_never_started_asks_cloudwatch_nothing() -> None:
     assert used == {"gpu_utilization_pct": None, "gpu_memory_utilization_pct": None}
 
 
-def test_artifact_size_is_read_and_missing_artifacts_are_none(moto_aws: None) -> None:
+def test_an_uncompressed_artifacts_size_is_the_sum_of_the_objects_under_its_prefix(moto_aws: None) -> None:
+    # Given a job's uncompressed model folder (CompressionType NONE), files in a subfolder, and a neighbour job
+    # whose name extends this one's
+    s3 = aws.client("s3")
+    prefix = "models/m-full/j/output/model/"
+    for key, size in {"model.safetensors": 1000, "config.json": 200, "adapter/tokenizer.json": 34}.items():
+        s3.put_object(Bucket=BUCKET, Key=prefix + key, Body=b"x" * size)
+    s3.put_object(Bucket=BUCKET, Key="models/m-full/j/output/model-other/x", Body=b"x" * 99)
+    # When its size is read from DescribeTrainingJob's S3ModelArtifacts, with or without the trailing slash
+    # Then it is the sum of the folder's objects, and nothing outside it
+    assert job_resources.artifact_bytes(s3, f"s3://{BUCKET}/{prefix}") == 1234
+    assert job_resources.artifact_bytes(s3, f"s3://{BUCKET}/{prefix.rstrip('/')}") == 1234
+
+
+def test_an_uncompressed_artifact_listed_over_several_pages_is_summed_in_full() -> None:
+    # Given ListObjectsV2 answering in two pages (a sharded 7B model has many files)
+    s3 = aws.client("s3")
+    prefix = "models/m-full/j/output/model/"
+    with Stubber(s3) as stub:
+        first = {"Contents": [{"Key": prefix + "a", "Size": 1000}], "IsTruncated": True, "NextContinuationToken": "t"}
+        stub.add_response("list_objects_v2", first, {"Bucket": BUCKET, "Prefix": prefix})
+        second = {"Contents": [{"Key": prefix + "b", "Size": 234}], "IsTruncated": False}
+        stub.add_response("list_objects_v2", second, {"Bucket": BUCKET, "Prefix": prefix, "ContinuationToken": "t"})
+        # When its size is read
+        size = job_resources.artifact_bytes(s3, f"s3://{BUCKET}/{prefix}")
+        stub.assert_no_pending_responses()
+    # Then both pages count
+    assert size == 1234
+
+
+def test_a_job_that_uploaded_no_model_has_no_artifact_size(moto_aws: None) -> None:
+    s3 = aws.client("s3")
+    assert job_resources.artifact_bytes(s3, f"s3://{BUCKET}/models/m-lora/failed/output/model/") is None
+    assert job_resources.artifact_bytes(s3, None) is None
+
+
+def test_a_gzipped_artifact_of_a_job_launched_before_uncompressed_output_is_still_sized(moto_aws: None) -> None:
+    # Given a job launched with the default GZIP output (before this deployment), still recorded after it
     s3 = aws.client("s3")
     s3.put_object(Bucket=BUCKET, Key="models/m-lora/j/output/model.tar.gz", Body=b"x" * 1234)
+    # Then its artifact is the one archive
     assert job_resources.artifact_bytes(s3, f"s3://{BUCKET}/models/m-lora/j/output/model.tar.gz") == 1234
-    assert job_resources.artifact_bytes(s3, f"s3://{BUCKET}/models/m-lora/failed/output/model.tar.gz") is None
-    assert job_resources.artifact_bytes(s3, None) is None
 
 
 def test_dataset_name_comes_from_the_s3_layout() -> None:
@@ -284,9 +320,10 @@ def test_recorded_row_carries_what_a_reader_needs_to_compare_jobs(
 ) -> None:
     # Given a completed job whose artifact is in S3, with its time split, an interruption and row counts
     job = {**priced_job(), "estimated_cost_usd": 1.25, "estimated_hours": 0.5}
-    artifact = f"{job['output_s3_uri']}{job['job_name']}/output/model.tar.gz"
+    artifact = f"{job['output_s3_uri']}{job['job_name']}/output/model/"
     bucket, key = naming.split_s3_uri(artifact)
-    aws.client("s3").put_object(Bucket=bucket, Key=key, Body=b"\0" * 4096)
+    for name, size in (("adapter_model.safetensors", 4000), ("adapter_config.json", 96)):
+        aws.client("s3").put_object(Bucket=bucket, Key=key + name, Body=b"\0" * size)
     split = {"waiting": 600, "downloading": 240, "training": 3000, "uploading": 120}
     final = {
         **status(

@@ -264,3 +264,36 @@ def test_every_hyperparameter_is_documented() -> None:
     documented = set(re.findall(r"^\| `(\w+)` \|", (REPO_ROOT / "docs" / "training.md").read_text(), re.MULTILINE))
 
     assert {field.name for field in dataclasses.fields(TrainConfig)} <= documented
+
+
+@pytest.mark.parametrize(
+    ("package_source", "expected"),
+    [
+        ("raise ImportError('flash_attn_2_cuda.so: undefined symbol: _ZN3c104cuda9SetDeviceEi')", "sdpa"),
+        ("raise OSError('libcudart.so.12: cannot open shared object file')", "sdpa"),
+        ("", "flash_attention_2"),
+    ],
+    ids=["built-for-another-torch", "missing-cuda-library", "imports"],
+)
+def test_flash_attention_is_chosen_only_when_the_package_imports(
+    package_source: str, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an Ampere GPU and a flash_attn package that the import system finds, which may fail to load
+    import sys
+
+    import torch
+
+    (tmp_path / "flash_attn").mkdir()
+    (tmp_path / "flash_attn" / "__init__.py").write_text(package_source + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "flash_attn", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: (8, 6))
+
+    # When the runtime is detected
+    runtime = modeling.detect_runtime(0)
+
+    # Then FlashAttention 2 only if the package actually imported
+    assert runtime.attn_implementation == expected

@@ -136,3 +136,26 @@ def test_label_trie_allows_only_label_continuations_then_eos() -> None:
     assert sorted(trie.allowed([5])) == [6, 7]
     assert trie.allowed([5, 6]) == [eos]
     assert trie.allowed([9]) == [eos]  # off the trie: stop
+
+
+@pytest.mark.parametrize("tokenizer_config", [False, True], ids=["no-tokenizer-config", "config-without-max-length"])
+def test_bertscore_is_reported_with_an_encoder_configured_as_roberta_large(tmp_path, tokenizer_config: bool) -> None:
+    # Given a RoBERTa-type encoder saved as roberta-large is: no model_max_length (transformers 5 reports 1e30,
+    # which bert-score passes to the tokenizers backend as the truncation length)
+    from finetune.local.tiny_model import build_roberta_encoder
+
+    corpus = [label.replace("_", " ") for label in LABELS] * 10 + ["my card has not arrived", "what is the rate"]
+    encoder_dir = build_roberta_encoder(tmp_path / "roberta", corpus, tokenizer_config=tokenizer_config)
+
+    # When it is prepared before training and scores predictions after
+    encoder = evaluation.prepare_bertscore(str(encoder_dir), token=None)
+    scores = evaluation.score(PREDICTIONS, REFERENCES, LABELS, 2.0, bertscore=encoder, device="cpu")
+
+    # Then BERTScore is reported, truncating at roberta-large's 512 tokens, and the encoder's files are untouched
+    assert "eval_bertscore_f1" not in scores.missing, scores.missing
+    assert 0.0 < scores.metrics["eval_bertscore_f1"] <= 1.0
+    print(f"eval_bertscore_f1={scores.metrics['eval_bertscore_f1']:.4f} (tokenizer_config={tokenizer_config})")
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(encoder.path).model_max_length == 512
+    assert (encoder_dir / "tokenizer_config.json").is_file() == tokenizer_config

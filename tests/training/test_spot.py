@@ -56,7 +56,7 @@ def _wait_for(predicate, timeout: float, process: subprocess.Popen, what: str) -
 
 def _argv(job: Job, model: Path) -> list[str]:
     # The same hyperparameters every time, as SageMaker restarts a job. The default 30-minute save interval never
-    # elapses here: the only checkpoints are the SIGTERM one and the final one.
+    # elapses here: the only checkpoint is the SIGTERM one (none is forced at the last step).
     return job.argv(
         model, approach="lora", max_steps=MAX_STEPS, logging_steps=10, eval_samples=8, bertscore_model="none"
     )
@@ -165,29 +165,42 @@ def test_hard_killed_run_resumes_from_the_latest_complete_checkpoint_and_ends_at
     for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "metrics.json"):
         assert (job.model_dir / name).is_file(), name
     assert job.metrics()["eval_samples"] == 8
-    # Rotation kept the newest complete checkpoints only (save_total_limit=2): the resumed one and the final one.
-    assert [step for step, _ in checkpoints.complete_checkpoints(job.checkpoint_dir)] == [latest_at_kill, MAX_STEPS]
-    assert len(list(job.checkpoint_dir.glob("checkpoint-*"))) == 2
+    # The broken ones were removed; the resumed one is kept; no checkpoint was forced at the last step.
+    assert [step for step, _ in checkpoints.complete_checkpoints(job.checkpoint_dir)] == [latest_at_kill]
+    assert len(list(job.checkpoint_dir.glob("checkpoint-*"))) == 1
 
 
-def test_restart_after_the_last_step_evaluates_without_training_again(tiny_models: dict[str, Path], make_job) -> None:
+def test_restart_after_a_checkpoint_at_the_last_step_evaluates_without_training_again(
+    tiny_models: dict[str, Path], make_job
+) -> None:
+    # Given a finished run whose save interval elapsed at every step, the last one included (a clock that jumps
+    # 100 s per reading, 60 s interval)
     job = make_job("restart")
-    argv = job.argv(tiny_models["llama"], approach="lora", max_steps=6, eval_samples=4, bertscore_model="none")
-    assert run_main(job, argv).exit_code == 0
+    argv = job.argv(
+        tiny_models["llama"],
+        approach="lora",
+        max_steps=6,
+        eval_samples=4,
+        bertscore_model="none",
+        save_interval_seconds=60,
+    )
+    jumps = itertools.count(start=0, step=100)
+    assert run_main(job, argv, clock=lambda: float(next(jumps))).exit_code == 0
     first_metrics = job.metrics()
 
-    again = run_main(job, argv)  # e.g. the instance was reclaimed while the model was being uploaded
+    # When it starts again, e.g. the instance was reclaimed while the model was being uploaded
+    again = run_main(job, argv)
 
     assert again.exit_code == 0
     assert job.training_config()["global_step"] == 6  # the Trainer alone would resume into a 7th step
-    assert sorted(p.name for p in job.checkpoint_dir.glob("checkpoint-*")) == ["checkpoint-6"]
+    assert sorted(p.name for p in job.checkpoint_dir.glob("checkpoint-*")) == ["checkpoint-5", "checkpoint-6"]
     metrics = job.metrics()
     assert metrics["train_loss"] == first_metrics["train_loss"]  # restored from the checkpoint's log history
     assert metrics["eval_intent_accuracy"] == first_metrics["eval_intent_accuracy"]  # the same trained weights
     assert "train_tokens_per_second" not in metrics  # nothing was trained by this process
 
 
-def test_a_run_saves_checkpoints_on_its_time_interval_and_at_the_end(tiny_models: dict[str, Path], make_job) -> None:
+def test_a_run_saves_checkpoints_on_its_time_interval_only(tiny_models: dict[str, Path], make_job) -> None:
     # Given a clock that advances 7 s each time the checkpoint schedule reads it (about once per step)
     ticks = itertools.count(start=0, step=7)
     job = make_job("interval")
@@ -196,10 +209,27 @@ def test_a_run_saves_checkpoints_on_its_time_interval_and_at_the_end(tiny_models
     # When a 30-step run saves every 60 (fake) seconds
     result = run_main(job, argv, clock=lambda: float(next(ticks)))
 
-    # Then it saved several times before the end and once at the end; the newest two verify and are kept
+    # Then it saved several times before the end and not at the end (the final model is saved anyway); the newest
+    # two verify and are kept
     assert result.exit_code == 0, result.stdout
     saved = job.training_config()["checkpoints"]["steps"]
     assert len(saved) >= 3
-    assert all(step < 30 for step in saved[:-1])
-    assert saved[-1] == 30
+    assert all(step < 30 for step in saved)
     assert [step for step, _ in checkpoints.complete_checkpoints(job.checkpoint_dir)] == saved[-2:]
+
+
+def test_a_run_whose_interval_never_elapses_writes_no_checkpoint_only_the_final_model(
+    tiny_models: dict[str, Path], make_job
+) -> None:
+    # Given a run shorter than its save interval (the default 30 minutes)
+    job = make_job("short")
+    argv = job.argv(tiny_models["llama"], approach="full", max_steps=4, eval_samples=0)
+
+    # When it trains to the end
+    result = run_main(job, argv)
+
+    # Then the final model is its only save: no checkpoint with a second copy of the weights and the optimizer
+    assert result.exit_code == 0, result.stdout
+    assert job.training_config()["checkpoints"]["saves"] == 0
+    assert list(job.checkpoint_dir.glob("checkpoint-*")) == []
+    assert (job.model_dir / "model.safetensors").is_file()

@@ -43,7 +43,6 @@ def toolkit_argv(job: JobSpec, model: Path, checkpoint_dir: Path, bertscore_mode
     values.update(
         model_id=str(model), checkpoint_dir=str(checkpoint_dir), bertscore_model=bertscore_model, **OFFLINE_OVERRIDES
     )
-    values.pop("fsdp", None)  # the token `strategy` replaced (sent by Launch until issue 18's Lambda side merges)
     if values.get("strategy") in FSDP_STRATEGIES:
         values.update(CPU_OVERRIDES)
     return [str(argument) for argument in mapping.to_cmd_args(values)]

@@ -225,11 +225,15 @@ def test_a_bertscore_failure_after_training_leaves_the_model_and_the_other_metri
 ) -> None:
     from training_code import evaluation
 
-    def out_of_memory(*args, **kwargs):
+    scored_before_training = evaluation.bertscore_f1
+
+    def out_of_memory_after_training(predictions, *args, **kwargs):
+        if predictions == ["ok"]:  # prepare_bertscore's trial pair, before training, on the CPU
+            return scored_before_training(predictions, *args, **kwargs)
         raise RuntimeError("CUDA out of memory")
 
-    # Given an encoder that loads before training but fails when scoring
-    monkeypatch.setattr(evaluation, "bertscore_f1", out_of_memory)
+    # Given an encoder that loads and scores before training but fails when scoring after it (GPU memory)
+    monkeypatch.setattr(evaluation, "bertscore_f1", out_of_memory_after_training)
     job = make_job()
 
     # When the job runs
@@ -303,3 +307,30 @@ def test_a_failed_merge_keeps_the_adapter_and_records_the_merged_metrics_as_miss
     assert "eval_intent_accuracy" in metrics
     assert (job.model_dir / "adapter_model.safetensors").is_file()
     assert not (job.model_dir / "merged").exists()
+
+
+def test_a_full_fine_tune_trained_with_fp32_weights_is_saved_in_its_training_precision(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    # Given a fully trained model whose weights are fp32 although training ran in bf16 (FSDP upcasts trainable flat
+    # parameters; fp16 runs keep fp32 masters) and its fp32 state dict, as the final save receives it
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from training_code import modeling
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["llama"], dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["llama"])
+    fp32_bytes = sum(tensor.numel() * 4 for tensor in model.state_dict().values())
+
+    # When the final model is saved for a bf16 run
+    out = modeling.save_full_model(model, tokenizer, model.state_dict(), tmp_path / "model", torch.bfloat16)
+
+    # Then every weight is written in bf16 (half the bytes), and it loads back as bf16 with its tokenizer
+    with safe_open(out / "model.safetensors", framework="pt") as weights:
+        names = weights.keys()  # a safetensors handle, not a dict: it cannot be iterated
+        assert {weights.get_slice(name).get_dtype() for name in names} == {"BF16"}
+    assert (out / "model.safetensors").stat().st_size < 0.55 * fp32_bytes
+    assert AutoModelForCausalLM.from_pretrained(out, dtype="auto").dtype == torch.bfloat16
+    assert (out / "tokenizer.json").is_file()

@@ -27,6 +27,7 @@ class Target(StrEnum):
 
     BUCKET = "the data bucket"
     REPORTS = "objects under reports/ in the data bucket"
+    MODELS = "objects under models/ in the data bucket"
     LEDGER = "the ledger table"
     LEDGER_INDEX = "the ledger's model x approach index"
     CALIBRATION_INDEX = "the ledger's calibration index"
@@ -209,6 +210,8 @@ def _resource_arn(grant: Grant, targets: GrantTargets) -> str:
         return "*"
     if grant.target is Target.REPORTS:
         return f"{targets[Target.BUCKET]}/{REPORTS_PREFIX}*"
+    if grant.target is Target.MODELS:
+        return f"{targets[Target.BUCKET]}/{MODELS_PREFIX}*"
     if grant.target is Target.LEDGER_INDEX:
         return f"{targets[Target.LEDGER]}/index/{MODEL_APPROACH_INDEX}"
     if grant.target is Target.CALIBRATION_INDEX:

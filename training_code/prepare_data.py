@@ -163,6 +163,13 @@ def main(argv: Sequence[str] | None = None, s3_client: Any = None) -> int:
         "labels": len({example.label for example in train}),
         **{f"{split}_path": str(path) for split, path in paths.items()},
     }
+    return _upload_and_summarise(args, s3_client, paths, summary)
+
+
+def _upload_and_summarise(
+    args: argparse.Namespace, s3_client: Any, paths: dict[str, Path], summary: dict[str, Any]
+) -> int:
+    """Upload the channel files when --bucket is given (either task), then print the summary as JSON; exit code 0."""
     if args.bucket:
         if s3_client is None:
             import boto3
@@ -198,14 +205,7 @@ def _prepare_sft(args: argparse.Namespace, s3_client: Any) -> int:
             raise DataError(f"{source}: no rows")
     summary: dict[str, Any] = {"name": args.name, "task": "sft", **{f"{k}_rows": v for k, v in counts.items()}}
     summary.update({f"{split}_path": str(path) for split, path in paths.items()})
-    if args.bucket:
-        if s3_client is None:
-            import boto3
-
-            s3_client = boto3.client("s3", region_name=args.region)
-        summary.update(upload(s3_client, args.bucket, args.name, paths))
-    print(json.dumps(summary, indent=2))
-    return 0
+    return _upload_and_summarise(args, s3_client, paths, summary)
 
 
 if __name__ == "__main__":

@@ -277,6 +277,12 @@ def evaluate_trained(
     finally:
         del model
         _free_memory(runtime)  # BERTScore and the merge need the GPU next
+    return _score(generations, setup, runtime)
+
+
+def _score(generations: evaluation.Generations, setup: EvalSetup, runtime: modeling.Runtime) -> evaluation.Scores:
+    """Every evaluation metric and the per-sample answers of `generations` for the evaluated examples (a few
+    predictions logged first)."""
     for example, output in list(zip(setup.examples, generations.outputs, strict=True))[:3]:
         LOG.info("sample prediction: %r → %r (reference %r)", example.text, output.strip(), example.label)
     references = [example.label for example in setup.examples]
@@ -408,18 +414,7 @@ def evaluate_baseline(
             del model
             _free_memory(runtime)  # BERTScore runs next
         peak = telemetry.peak_memory_gb(runtime.use_cuda)  # the high-water mark of generation, before BERTScore's
-        for example, output in list(zip(setup.examples, generations.outputs, strict=True))[:3]:
-            LOG.info("sample prediction: %r → %r (reference %r)", example.text, output.strip(), example.label)
-        references = [example.label for example in setup.examples]
-        scores = evaluation.score(
-            generations.outputs,
-            references,
-            setup.labels,
-            generations.seconds,
-            setup.bertscore,
-            runtime.device,
-            indices=setup.indices,
-        )
+        scores = _score(generations, setup, runtime)
     scores.metrics["peak_memory_gb"] = peak
     scores.metrics.update(dataset_rows)
     report(scores, scores, env, model_dir)

@@ -633,7 +633,7 @@ def print_report_table(document: dict[str, Any]) -> None:
             _money(job["cost_per_accuracy_point"]),
             report.TIERS[job["tier"]] if "tier" in job else "",
         )
-    out.print(table)
+    print_whole(table)
     if document.get("partial"):
         out.print(f"partial report: the execution ended {document.get('execution_status')}")
     totals = document["totals"]
@@ -685,7 +685,7 @@ def runs(ctx: typer.Context) -> None:
             _money(row.get("cost_usd")),
             str(row.get("best_cost_per_point_job") or ""),
         )
-    out.print(table)
+    print_whole(table)
 
 
 @app.command(name="compare")
@@ -719,7 +719,7 @@ def compare_command(
             table.add_row(
                 job["model"], job["approach"], *(comparison.run_cell(job["runs"][run]) for run in document["runs"])
             )
-        out.print(table)
+        print_whole(table)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -820,7 +820,7 @@ def quotas(ctx: typer.Context, file: InputFile = None, matrix: MatrixOption = No
         )
         if not ok and quota is not None and not any(float(r.get("DesiredValue", 0)) >= count for r in opened):
             commands.append(quota_requests.increase_command(quota.code, count, session.boto.region_name))
-    out.print(table)
+    print_whole(table)
     if requests is None:
         err.print("cannot read open quota requests (servicequotas:ListRequestedServiceQuotaChangeHistory)")
     if commands:

@@ -279,13 +279,17 @@ def test_flash_attention_is_chosen_only_when_the_package_imports(
     package_source: str, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given an Ampere GPU and a flash_attn package that the import system finds, which may fail to load
+    import importlib
     import sys
 
     import torch
 
     (tmp_path / "flash_attn").mkdir()
     (tmp_path / "flash_attn" / "__init__.py").write_text(package_source + "\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    # sys.path by hand: pytest's syspath_prepend calls pkg_resources, which another test's imports may have left as a
+    # bare namespace package in this process
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    importlib.invalidate_caches()
     monkeypatch.delitem(sys.modules, "flash_attn", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)

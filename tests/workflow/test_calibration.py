@@ -63,12 +63,12 @@ def test_second_run_is_estimated_closer_to_what_the_first_runs_jobs_took(account
     assert recorded["calibration"]["samples"] == 0  # nothing recorded before it: the table's values
     # And the second run was planned with that job's calibration, and is closer to what its job took
     [calibrated] = second_rows
-    assert calibrated["calibration"]["samples"] == 1 and calibrated["calibration_key"] == "g5#lora#single"
+    assert calibrated["calibration"]["samples"] == 1 and calibrated["calibration_key"] == "g6#lora#single"
     assert calibrated["estimated_seconds"]["train"] > recorded["estimated_seconds"]["train"]
     assert 1.0 < estimate_error(second_rows) < estimate_error(first_rows)
     # And Plan's output and the second report name the calibration in force
     report = json.loads(second.reports[f"reports/{second.run_id}/report.json"])
     [in_force] = report["calibration"]
-    assert in_force["key"] == "g5#lora#single" and in_force["samples"] == 1 and in_force["factors"]["train"] > 1
+    assert in_force["key"] == "g6#lora#single" and in_force["samples"] == 1 and in_force["factors"]["train"] > 1
     assert "## Calibration in force" in second.reports[f"reports/{second.run_id}/report.md"].decode()
-    assert "| lora | g5#lora#single | 1 |" in estimate_table(second_rows)
+    assert "| lora | g6#lora#single | 1 |" in estimate_table(second_rows)

@@ -38,8 +38,8 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-demo: $(VENV)/.installed ## run the whole pipeline offline (no AWS account needed); INPUT=path.json for another input, RUNS=2 to see calibration
-	$(PY) -m finetune.local.demo $(if $(INPUT),--input $(INPUT)) $(if $(RUNS),--runs $(RUNS))
+demo: $(VENV)/.installed ## run the whole pipeline offline (no AWS account needed); INPUT=path.json for another input, DATA=dir for your own train/test.jsonl, RUNS=2 to see calibration
+	$(PY) -m finetune.local.demo $(if $(INPUT),--input $(INPUT)) $(if $(DATA),--data $(DATA)) $(if $(RUNS),--runs $(RUNS))
 
 # Every core, one test file per worker (a file's module fixtures, e.g. a trained tiny model, are built once).
 PYTEST_PARALLEL := -n auto --dist loadfile

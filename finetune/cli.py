@@ -252,7 +252,9 @@ def _job_json(job: JobSpec, fit: memory.FitEstimate) -> dict[str, Any]:
         "parameters": fit.workload.model.parameters,
         "epochs": job["epochs"],
         "train_rows": job["estimated_train_rows"],
-        "tokens_per_example": estimate_model.tokens_per_example(job["prompt_style"], job["max_seq_length"]),
+        "tokens_per_example": estimate_model.tokens_per_example(
+            job["prompt_style"], job["max_seq_length"], job.get("task")
+        ),
         "global_batch_size": shape.batch_size * shape.gradient_accumulation_steps * shape.data_parallel,
         "seconds": job["estimated_seconds"],
         "expected_usd": job["estimated_cost_usd"],
@@ -735,6 +737,9 @@ def data(
     name: Annotated[str | None, typer.Option(help="dataset name: datasets/<name>/ in the bucket")] = None,
     text_column: Annotated[str, typer.Option(help="column holding the message")] = "text",
     label_column: Annotated[str, typer.Option(help="column holding the intent")] = "label",
+    task: Annotated[
+        str, typer.Option(help="classification ({text, label}) or sft ({messages} or {prompt, completion} JSONL)")
+    ] = "classification",
 ) -> None:
     """Banking77 from the Hub, the bundled sample or your files: check the rows ({"text", "label"}; a malformed one
     is refused with its line) and upload them to the bucket's datasets/<name>/{train,test}/, where an execution input
@@ -760,6 +765,7 @@ def data(
                 "file",
                 *("--train", str(train), "--test", str(test), "--name", name, "--out-dir", work),
                 *("--text-column", text_column, "--label-column", label_column),
+                *("--task", task),
                 *("--bucket", bucket),
             ],
             s3_client=session.client("s3"),

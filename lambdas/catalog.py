@@ -40,6 +40,7 @@ METRICS: tuple[MetricDefinition, ...] = (
     MetricDefinition("peak_memory_gb", "peak accelerator (or host) memory in GiB"),
     MetricDefinition("eval_intent_accuracy", "fraction of test samples whose predicted intent is right"),
     MetricDefinition("eval_parse_rate", "fraction of outputs that are exactly one known label"),
+    MetricDefinition("eval_exact_match", "fraction of test samples whose answer equals the reference (task sft)"),
     MetricDefinition("eval_rouge1", "ROUGE-1 F1 of output vs reference label"),
     MetricDefinition("eval_rouge2", "ROUGE-2 F1"),
     MetricDefinition("eval_rougeL", "ROUGE-L F1"),
@@ -256,6 +257,61 @@ STRATEGIES: tuple[str, ...] = ("single", "ddp", "fsdp", "fsdp_offload", "split",
 TORCHRUN_STRATEGIES: frozenset[str] = frozenset({"ddp", "fsdp", "fsdp_offload"})
 # A zero-shot model cannot know the label set a compact prompt leaves out: a baseline always lists the labels.
 BASELINE_PROMPT_STYLE = "listed"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Tasks: what a dataset's rows are and which metric ranks a job
+# --------------------------------------------------------------------------------------------------------------------
+# classification: `{"text", "label"}` rows (Banking77); sft: instruction/chat rows, `{"messages": [...]}` or
+# `{"prompt", "completion"}` (training_code/sft.py). Both are scored by greedy generation on the test split.
+CLASSIFICATION = "classification"
+SFT = "sft"
+TASKS: tuple[str, ...] = (CLASSIFICATION, SFT)
+# The quality metrics each task reports (higher is better), any of which may be the run's primary metric: the one the
+# report ranks by and prices points of (cost per point). The first is the task's default.
+TASK_QUALITY_METRICS: dict[str, tuple[str, ...]] = {
+    CLASSIFICATION: ("eval_intent_accuracy", "eval_rouge1", "eval_rouge2", "eval_rougeL", "eval_bertscore_f1"),
+    SFT: ("eval_exact_match", "eval_rouge1", "eval_rouge2", "eval_rougeL", "eval_bertscore_f1"),
+}
+QUALITY_METRICS: tuple[str, ...] = tuple(dict.fromkeys(m for ms in TASK_QUALITY_METRICS.values() for m in ms))
+# Shares of samples answered right: a per-sample right/wrong exists, so Wilson intervals and the paired McNemar test
+# (lambdas/paired.py) apply. ROUGE and BERTScore are means of graded scores: no interval is claimed for them.
+PROPORTION_METRICS: frozenset[str] = frozenset({"eval_intent_accuracy", "eval_exact_match"})
+# eval_samples "all": the whole test split. The estimator assumes Banking77's test split for a dataset it cannot see.
+ALL_SAMPLES = "all"
+ASSUMED_TEST_ROWS = 3_080
+
+
+# Planning task sft without seeing its tokens. Instruction/chat rows vary far more than Banking77's ~34-token queries
+# (Alpaca-style single turns are a few hundred tokens, multi-turn chats over a thousand), and Plan cannot tokenize the
+# user's data, so it plans with these stated assumptions (docs/architecture.md, "Planning task sft"); the training
+# code measures the real lengths and `max_seq_length` set in the input overrides the planning length:
+# - a training example (chat template, prompt and answer) is SFT_TOKENS_PER_EXAMPLE tokens on average;
+# - memory is sized for sequences of SFT_PLANNING_SEQ_LENGTH tokens (the longest padded batch, ~4x the mean);
+# - each evaluated answer decodes SFT_DECODE_TOKENS_PER_SAMPLE tokens (a sentence or a short paragraph);
+# - the train channel holds SFT_BYTES_PER_TOKEN bytes of JSON Lines per token (English BPE text is ~4 characters a
+#   token; the JSON keys roughly offset the chat template's tokens), so when Plan can list the channel its rows are
+#   its bytes / (SFT_TOKENS_PER_EXAMPLE x SFT_BYTES_PER_TOKEN): the training tokens are then measured from the data's
+#   size rather than assumed.
+SFT_TOKENS_PER_EXAMPLE = 512.0
+SFT_PLANNING_SEQ_LENGTH = 2048
+SFT_DECODE_TOKENS_PER_SAMPLE = 128
+SFT_BYTES_PER_TOKEN = 4.0
+
+
+def is_sft(task: str | None) -> bool:
+    """Whether a job's task is instruction/chat fine-tuning (None: classification, the default)."""
+    return task == SFT
+
+
+def primary_metric(task: str | None, requested: str | None = None) -> str:
+    """The run's primary metric: the requested one, else the task's default (classification when unset)."""
+    return requested or TASK_QUALITY_METRICS[task or CLASSIFICATION][0]
+
+
+def planned_eval_samples(eval_samples: int | str) -> int:
+    """The samples a job will evaluate, for estimates: the number, or the assumed test rows for `all`."""
+    return ASSUMED_TEST_ROWS if eval_samples == ALL_SAMPLES else int(eval_samples)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -857,8 +913,30 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     Hyperparameter(
         "max_steps", Source.EXPERIMENT, ("integer",), -1, "optimizer steps; -1: epochs decide", "max_steps", True
     ),
-    # The study's evaluation size (+-2.2 points 95% CI on accuracy).
-    Hyperparameter("eval_samples", Source.RUN, ("integer",), 500, "test samples evaluated", "eval_samples", True),
+    # The study's evaluation size (+-2.2 points 95% CI on accuracy); "all": the whole test split (paired tests then
+    # compare jobs on every sample).
+    Hyperparameter(
+        "eval_samples",
+        Source.RUN,
+        ("integer", "string"),
+        500,
+        "test samples evaluated, or all",
+        "eval_samples",
+        True,
+        choices=(ALL_SAMPLES,),
+    ),
+    # What the dataset's rows are; the training code reads and scores them accordingly (training_code/sft.py). Not
+    # hashed into job names: the dataset, which decides it, already is.
+    Hyperparameter("task", Source.RUN, ("string",), CLASSIFICATION, "task type", "task", choices=TASKS),
+    # None: the task's default (`primary_metric`); Plan fills it in, so every job spec names the metric it is ranked by.
+    Hyperparameter(
+        "primary_metric",
+        Source.RUN,
+        ("string",),
+        None,
+        "metric the report ranks by and prices points of",
+        choices=QUALITY_METRICS,
+    ),
     # Managed spot: up to ~70-90% cheaper; checkpoints make interruptions resumable.
     Hyperparameter("spot", Source.RUN, ("boolean",), True, "managed spot training", in_job_name=True),
     # How the job spreads over its GPUs (memory.Strategy), chosen by the planner with the instance: the cheapest

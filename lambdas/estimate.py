@@ -61,6 +61,7 @@ class JobShape:
     rows: float
     prompt_style: str = "compact"
     max_seq_length: int | str = "auto"
+    task: str = catalog.CLASSIFICATION
     max_steps: int = -1
     gradient_accumulation_steps: int = 1
     eval_samples: int = 500
@@ -89,7 +90,7 @@ class JobShape:
             model=self.model,
             approach=self.approach,
             batch_size=self.batch_size,
-            seq_length=memory.planning_seq_length(self.max_seq_length, self.prompt_style),
+            seq_length=memory.planning_seq_length(self.max_seq_length, self.prompt_style, self.task),
             lora_r=self.lora_r,
             eval_batch_size=self.eval_batch_size,
         )
@@ -133,14 +134,20 @@ class JobEstimate:
         return asdict(self)
 
 
-def train_rows(dataset_name: str | None, train_bytes: int | None = None) -> tuple[float, str]:
+def train_rows(dataset_name: str | None, train_bytes: int | None = None, task: str | None = None) -> tuple[float, str]:
     """Rows in the train channel and how they were found: the catalog's count for a known named dataset, else the
-    channel's size / mean bytes per row, else the catalog default."""
+    channel's size / mean bytes per row (task sft: per assumed chat row, catalog.SFT_BYTES_PER_TOKEN), else the
+    catalog default."""
     if dataset_name is not None and dataset_name in catalog.DATASET_TRAIN_ROWS:
         return float(catalog.DATASET_TRAIN_ROWS[dataset_name]), f"{dataset_name} train split (catalog)"
     if train_bytes:
-        rows = max(1.0, train_bytes / catalog.MEAN_BYTES_PER_ROW)
-        return rows, f"{train_bytes:,} bytes / {catalog.MEAN_BYTES_PER_ROW} bytes per row"
+        per_row = (
+            catalog.SFT_TOKENS_PER_EXAMPLE * catalog.SFT_BYTES_PER_TOKEN
+            if catalog.is_sft(task)
+            else catalog.MEAN_BYTES_PER_ROW
+        )
+        rows = max(1.0, train_bytes / per_row)
+        return rows, f"{train_bytes:,} bytes / {per_row:g} bytes per row"
     return float(catalog.DEFAULT_TRAIN_ROWS), "catalog default (Banking77-sized)"
 
 
@@ -152,9 +159,13 @@ def flops_per_token(approach: str, parameters: int, checkpointing: bool) -> floa
     return float((per_parameter + (catalog.RECOMPUTE_FLOPS_PER_PARAMETER if checkpointing else 0)) * parameters)
 
 
-def tokens_per_example(prompt_style: str, max_seq_length: int | str) -> float:
-    """Mean tokens per example: the catalog's measured mean for the prompt style, truncated to an explicit length."""
-    tokens = catalog.TOKENS_PER_EXAMPLE.get(prompt_style, catalog.TOKENS_PER_EXAMPLE["compact"])
+def tokens_per_example(prompt_style: str, max_seq_length: int | str, task: str | None = None) -> float:
+    """Mean tokens per example: the catalog's measured mean for the prompt style (task sft: the assumed chat row,
+    catalog.SFT_TOKENS_PER_EXAMPLE), truncated to an explicit length."""
+    if catalog.is_sft(task):
+        tokens = catalog.SFT_TOKENS_PER_EXAMPLE
+    else:
+        tokens = catalog.TOKENS_PER_EXAMPLE.get(prompt_style, catalog.TOKENS_PER_EXAMPLE["compact"])
     return min(tokens, float(max_seq_length)) if isinstance(max_seq_length, int) else tokens
 
 
@@ -199,7 +210,7 @@ def step_traffic(shape: JobShape, fit: memory.FitEstimate) -> StepTraffic:
     strategy = shape.strategy
     checkpointing = memory.uses_gradient_checkpointing(shape.workload, shape.placement)
     per_token = flops_per_token(shape.approach, n, checkpointing)
-    tokens = tokens_per_example(shape.prompt_style, shape.max_seq_length)
+    tokens = tokens_per_example(shape.prompt_style, shape.max_seq_length, shape.task)
     step_tokens = shape.batch_size * shape.gradient_accumulation_steps * shape.data_parallel * tokens
     # split: one GPU works at a time; torchrun strategies: every GPU on its own batch.
     working = shape.data_parallel
@@ -316,9 +327,13 @@ def evaluation_work(shape: JobShape) -> tuple[float, int]:
     tokens = tokens_per_example(
         catalog.BASELINE_PROMPT_STYLE if shape.approach == catalog.BASELINE else shape.prompt_style,
         shape.max_seq_length,
+        shape.task,
+    )
+    answer_tokens = (
+        catalog.SFT_DECODE_TOKENS_PER_SAMPLE if catalog.is_sft(shape.task) else catalog.DECODE_TOKENS_PER_SAMPLE
     )
     flops = shape.eval_samples * tokens * 2 * shape.model.parameters
-    steps = math.ceil(shape.eval_samples / max(shape.eval_batch_size, 1)) * catalog.DECODE_TOKENS_PER_SAMPLE
+    steps = math.ceil(shape.eval_samples / max(shape.eval_batch_size, 1)) * answer_tokens
     return flops, steps
 
 
@@ -358,8 +373,9 @@ def estimate_job(shape: JobShape, calibration: Calibration | None = None) -> Job
     steps = steps_of(shape)
     traffic = step_traffic(shape, fit) if steps else None
     train_flops = steps * traffic.flops if traffic else 0.0
-    tokens = tokens_per_example(shape.prompt_style, shape.max_seq_length)
+    tokens = tokens_per_example(shape.prompt_style, shape.max_seq_length, shape.task)
     assumptions = {
+        "task": shape.task,
         "strategy": shape.strategy.value,
         "train_rows": round(shape.rows, 1),
         "train_rows_source": shape.rows_source,
@@ -429,9 +445,10 @@ def shape_of(job: Mapping[str, Any], *, model: catalog.Model, rows: float, rows_
         rows=rows,
         prompt_style=job["prompt_style"],
         max_seq_length=job["max_seq_length"],
+        task=job.get("task") or catalog.CLASSIFICATION,
         max_steps=int(job.get("max_steps", -1)),
         gradient_accumulation_steps=int(job.get("gradient_accumulation_steps") or 1),
-        eval_samples=int(job["eval_samples"]),
+        eval_samples=catalog.planned_eval_samples(job["eval_samples"]),
         eval_batch_size=int(job.get("eval_batch_size") or catalog.default("eval_batch_size")),
         lora_r=int(job.get("lora_r") or catalog.default("lora_r")),
         merge_adapter=bool(job.get("merge_adapter", False)),
@@ -555,6 +572,13 @@ def assumptions_table() -> list[tuple[str, str, str]]:
     flops = ", ".join(f"{k} {v}N" for k, v in catalog.TRAINING_FLOPS_PER_PARAMETER.items())
     return [
         ("tokens per example", tokens, "Banking77 train, Mistral-7B tokenizer (measured)"),
+        (
+            "task sft",
+            f"{catalog.SFT_TOKENS_PER_EXAMPLE:g} tokens per example, {catalog.SFT_PLANNING_SEQ_LENGTH} planning "
+            f"length, {catalog.SFT_DECODE_TOKENS_PER_SAMPLE} answer tokens, {catalog.SFT_BYTES_PER_TOKEN:g} bytes "
+            "per token",
+            "assumed for chat rows (catalog.py); the training code measures the real lengths",
+        ),
         (
             "FLOPs per token",
             f"{flops}; +{catalog.RECOMPUTE_FLOPS_PER_PARAMETER}N with gradient checkpointing",

@@ -48,7 +48,9 @@ class JobSpec(AttemptFields):
     prompt_style: str
     merge_adapter: bool
     max_steps: int
-    eval_samples: int
+    eval_samples: int | str  # an int, or "all" (the whole test split)
+    task: str  # classification | sft
+    primary_metric: str  # the metric the report ranks by (Plan resolves the task's default)
     spot: bool
     strategy: str  # catalog.STRATEGIES: single | ddp | fsdp | fsdp_offload | split | lean (the planner's choice)
     save_interval_seconds: int

@@ -115,9 +115,12 @@ def default_optimizer(approach: str) -> Optimizer:
     return Optimizer.ADAMW_8BIT if approach == "qlora" else Optimizer.ADAMW
 
 
-def planning_seq_length(max_seq_length: int | str, prompt_style: str) -> int:
-    """The sequence length the planner sizes activations for: the explicit one, or the planning length of `auto`."""
-    return max_seq_length if isinstance(max_seq_length, int) else PLANNING_SEQ_LENGTH[prompt_style]
+def planning_seq_length(max_seq_length: int | str, prompt_style: str, task: str | None = None) -> int:
+    """The sequence length the planner sizes activations for: the explicit one, or the planning length of `auto`
+    (task sft: catalog.SFT_PLANNING_SEQ_LENGTH, whatever the prompt style, which only classification prompts use)."""
+    if isinstance(max_seq_length, int):
+        return max_seq_length
+    return catalog.SFT_PLANNING_SEQ_LENGTH if catalog.is_sft(task) else PLANNING_SEQ_LENGTH[prompt_style]
 
 
 @dataclass(frozen=True)

@@ -342,6 +342,16 @@ def with_baselines(experiments: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [*experiments, *added]
 
 
+def task_problems(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field, why) when the input's primary metric is not one its task reports (e.g. intent accuracy for sft)."""
+    task = doc.get("task") or catalog.CLASSIFICATION
+    requested = doc.get("primary_metric")
+    allowed = catalog.TASK_QUALITY_METRICS[task]
+    if requested is None or requested in allowed:
+        return []
+    return [("primary_metric", f"{requested} is not reported by task {task}; choose one of: {', '.join(allowed)}")]
+
+
 def validate_execution_input(
     execution_input: Any, *, default_max_runtime_hours: float | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -355,7 +365,9 @@ def validate_execution_input(
     """
     doc = validate_schema(execution_input)
     experiments = requested_experiments(doc)
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, str]] = task_problems(doc)
+    # Resolved once here, so every job spec (and the ledger row after it) names the metric its run is ranked by.
+    doc["primary_metric"] = catalog.primary_metric(doc.get("task"), doc.get("primary_metric"))
     resolved = [
         _resolve_experiment(i, exp, doc, problems, default_max_runtime_hours) for i, exp in enumerate(experiments)
     ]
@@ -363,7 +375,7 @@ def validate_execution_input(
         raise InvalidExecutionInput(problems)
     planned: list[dict[str, Any]] = []
     infeasible: list[str] = []
-    rows, _ = estimate.train_rows(doc.get("dataset", DEFAULT_DATASET).get("name"))
+    rows, _ = estimate.train_rows(doc.get("dataset", DEFAULT_DATASET).get("name"), task=doc.get("task"))
     for index, item in enumerate(resolved):
         assert item is not None  # no problems means every experiment resolved
         model, values = item
@@ -449,7 +461,9 @@ def build_jobs(
     and which calibration that was; `train_bytes`, the train channel's size when Plan could list it, sizes a dataset
     the catalog does not know."""
     train_uri, test_uri = dataset_location(doc, bucket)
-    rows, rows_source = estimate.train_rows(doc.get("dataset", DEFAULT_DATASET).get("name"), train_bytes)
+    rows, rows_source = estimate.train_rows(
+        doc.get("dataset", DEFAULT_DATASET).get("name"), train_bytes, task=doc.get("task")
+    )
     prices: dict[str, cost.Price] = {}
     jobs: list[JobSpec] = []
     first_index_of_name: dict[str, int] = {}

@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from lambdas import calibration, catalog, cost, naming
+from lambdas import calibration, catalog, cost, naming, paired
 from lambdas.estimate import PARTS
 from lambdas.ledger import model_approach_key, to_json_value
 
@@ -30,8 +30,9 @@ MESSAGE_MAX_BYTES = 1024  # SNS allows far more; this keeps e-mail and chat noti
 # so the ranking first asks whether a job is as accurate as the best one within the evidence (the 95% intervals
 # overlap), and only then how cheap each point was.
 RANKING = (
-    "tiers, then cost per accuracy point (cost_usd / (eval_intent_accuracy x 100), lowest first): (1) completed jobs "
-    "whose 95% accuracy interval overlaps the most accurate job's, (2) the rest of the cost-vs-accuracy Pareto front, "
+    "tiers, then cost per accuracy point (cost_usd / (primary metric x 100), lowest first): (1) completed jobs "
+    "not significantly worse than the most accurate job (exact McNemar test on their paired answers when both "
+    "answered the same samples, else overlapping 95% intervals), (2) the rest of the cost-vs-accuracy Pareto front, "
     "(3) dominated jobs, (4) jobs without an accuracy, (5) zero-shot baselines, which are references: they show what "
     "fine-tuning bought (each trained job's gain_over_baseline_pts) and never compete for best"
 )
@@ -88,7 +89,7 @@ def _eval_samples(row: dict[str, Any], metrics: dict[str, Any]) -> tuple[int, bo
     """How many test samples the accuracy is over, and whether that is the catalog default (assumed, not recorded)."""
     hyperparameters = row.get("hyperparameters") or {}
     for value in (metrics.get("eval_samples"), row.get("eval_samples"), hyperparameters.get("eval_samples")):
-        if value is not None and float(value) > 0:
+        if value is not None and value != catalog.ALL_SAMPLES and float(value) > 0:
             return int(value), False
     return int(catalog.default("eval_samples")), True
 
@@ -112,15 +113,25 @@ def estimate_error_fields(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def primary_metric(row: dict[str, Any]) -> str:
+    """The metric a job is ranked by: its run's primary metric, else its task's default (rows that predate tasks:
+    intent accuracy)."""
+    hyperparameters = row.get("hyperparameters") or {}
+    return catalog.primary_metric(hyperparameters.get("task"), hyperparameters.get("primary_metric"))
+
+
 def job_entry(row: dict[str, Any]) -> dict[str, Any]:
     """One ledger row as a report line (metrics by their report names; None where a job produced none)."""
     row = to_json_value(row)
     metrics = row.get("metrics") or {}
-    accuracy = _number(metrics.get("eval_intent_accuracy"))
+    metric = primary_metric(row)
+    accuracy = _number(metrics.get(metric))  # "accuracy": the run's primary metric (intent accuracy by default)
     cost_usd = float(row.get("cost_usd") or 0)
     per_point = cost.cost_per_accuracy_point(cost_usd, accuracy) if row.get("status") == "Completed" else None
     samples, samples_assumed = _eval_samples(row, metrics)
-    low, high = wilson_interval(accuracy, samples) if accuracy is not None else (None, None)
+    # Wilson intervals are for shares of samples answered right; a mean ROUGE or BERTScore gets none.
+    proportion = accuracy is not None and metric in catalog.PROPORTION_METRICS
+    low, high = wilson_interval(accuracy, samples) if proportion else (None, None)
     estimated = _number(row.get("estimated_cost_usd"))  # copied from the job spec by Record; absent in older rows
     return {
         "job_name": row.get("job_name"),
@@ -132,6 +143,8 @@ def job_entry(row: dict[str, Any]) -> dict[str, Any]:
         "status": row.get("status"),
         "failure_reason": row.get("failure_reason"),
         "accuracy": accuracy,
+        "primary_metric": metric,
+        "exact_match": _number(metrics.get("eval_exact_match")),
         "parse_rate": _number(metrics.get("eval_parse_rate")),
         "rouge_l": _number(metrics.get("eval_rougeL")),
         "bertscore_f1": _number(metrics.get("eval_bertscore_f1")),
@@ -187,7 +200,10 @@ def _mark_baseline_gains(entries: list[dict[str, Any]]) -> None:
     """Set `gain_over_baseline_pts` on each trained job: its accuracy minus its model's zero-shot accuracy in this
     run, in points (None when the run evaluated no baseline of that model, or either accuracy is missing)."""
     baseline_accuracy = {
-        e["model"]: e["accuracy"] for e in entries if is_baseline(e) and e["status"] == "Completed" and e["accuracy"]
+        e["model"]: e["accuracy"]
+        for e in entries
+        # 0.0 is a measured accuracy (a zero-shot model often answers no chat sample exactly), not a missing one
+        if is_baseline(e) and e["status"] == "Completed" and e["accuracy"] is not None
     }
     for e in entries:
         zero_shot = None if is_baseline(e) else baseline_accuracy.get(e["model"])
@@ -195,8 +211,23 @@ def _mark_baseline_gains(entries: list[dict[str, Any]]) -> None:
         e["gain_over_baseline_pts"] = None if gain is None else round(gain, 2)
 
 
-def _mark_tiers(entries: list[dict[str, Any]]) -> None:
-    """Set `on_pareto_front` and `tier` (an index into TIERS) on each entry; baselines are references, outside."""
+def _tied_with_best(entry: dict[str, Any], best: dict[str, Any], answers: dict[str, paired.Answers]) -> bool:
+    """Whether `entry` is as good as `best` within the evidence: the exact McNemar test on their paired answers when
+    both jobs answered the same samples of the same dataset (recorded as `paired_with_best`), else overlapping
+    Wilson intervals (a proportion metric's; a mean metric without answers ties only the best itself)."""
+    mine, theirs = answers.get(entry["job_name"]), answers.get(best["job_name"])
+    same_data = (entry["dataset"] or {}).get("name") == (best["dataset"] or {}).get("name")
+    if entry is not best and mine and theirs and mine.keys() == theirs.keys() and same_data:
+        entry["paired_with_best"] = {"best_job_name": best["job_name"], **paired.compare_with_best(theirs, mine)}
+        return entry["paired_with_best"]["tied"]
+    if entry["accuracy_ci_high"] is None or best["accuracy_ci_low"] is None:
+        return entry is best
+    return entry["accuracy_ci_high"] >= best["accuracy_ci_low"]
+
+
+def _mark_tiers(entries: list[dict[str, Any]], answers: dict[str, paired.Answers] | None = None) -> None:
+    """Set `on_pareto_front` and `tier` (an index into TIERS) on each entry; baselines are references, outside.
+    `answers`: per-sample answers by job name (lambdas/paired.py), for the paired test against the best job."""
     candidates = [e for e in entries if not is_baseline(e)]
     front = pareto_front(candidates)
     scored = [e for e in candidates if e["cost_per_accuracy_point"] is not None]
@@ -211,7 +242,7 @@ def _mark_tiers(entries: list[dict[str, Any]]) -> None:
         )
         if e["cost_per_accuracy_point"] is None:
             e["tier"] = 3
-        elif best is not None and e["accuracy_ci_high"] >= best["accuracy_ci_low"]:
+        elif best is not None and _tied_with_best(e, best, answers or {}):
             e["tier"] = 0
         else:
             e["tier"] = 1 if e["on_pareto_front"] else 2
@@ -308,14 +339,19 @@ def _best(entry: dict[str, Any] | None, value_key: str) -> dict[str, Any] | None
 
 
 def build_report(
-    run_id: str, rows: list[dict[str, Any]], *, history: dict[str, list[dict[str, Any]]] | None = None
+    run_id: str,
+    rows: list[dict[str, Any]],
+    *,
+    history: dict[str, list[dict[str, Any]]] | None = None,
+    answers: dict[str, paired.Answers] | None = None,
 ) -> dict[str, Any]:
     """The report document: ranked jobs, the best job per criterion, totals, and (given `history`, earlier ledger rows
-    by "<model>#<approach>") a comparison with earlier runs. Deterministic for the same rows."""
+    by "<model>#<approach>") a comparison with earlier runs. `answers` (per-sample answers by job name, from
+    `paired.fetch_answers`) lets "tied with the best" be decided by a paired test. Deterministic for the same rows."""
     every_attempt = [job_entry(row) for row in rows]
     by_job = attempts_by_job(every_attempt)
     entries = final_attempts(by_job)
-    _mark_tiers(entries)
+    _mark_tiers(entries, answers)
     _mark_baseline_gains(entries)
     entries.sort(
         key=lambda e: (
@@ -359,6 +395,7 @@ def build_report(
         **({"comparison": comparison(run_id, entries, history)} if history is not None else {}),
         "attempts": attempts_section(by_job),
         "calibration": calibration_section(every_attempt),
+        "paired": [{"job_name": e["job_name"], **e["paired_with_best"]} for e in entries if e.get("paired_with_best")],
     }
 
 
@@ -494,10 +531,19 @@ def _per_point(value: float | None) -> str:
     return "-" if value is None else f"${value:.4f}"
 
 
+def _bounds(e: dict[str, Any]) -> tuple[float, float]:
+    """A scored entry's interval, or its value twice where its metric has none (a mean ROUGE or BERTScore)."""
+    if e["accuracy_ci_low"] is None:
+        return e["accuracy"], e["accuracy"]
+    return e["accuracy_ci_low"], e["accuracy_ci_high"]
+
+
 def _interval(e: dict[str, Any]) -> str:
     """Accuracy with its 95% interval in points; `~` marks an interval over the assumed (default) sample size."""
     if e["accuracy"] is None:
         return "-"
+    if e["accuracy_ci_low"] is None:  # a mean metric (ROUGE, BERTScore): no interval is claimed
+        return f"{e['accuracy'] * 100:.1f}% (n={e['eval_samples']})"
     approx = "~" if e["eval_samples_assumed"] else ""
     return (
         f"{e['accuracy'] * 100:.1f}% ({approx}{e['accuracy_ci_low'] * 100:.1f}-{e['accuracy_ci_high'] * 100:.1f}, "
@@ -552,7 +598,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{totals['jobs']} jobs: {totals['completed']} completed, {totals['failed']} failed, {totals['stopped']} "
         f"stopped. Total cost {_usd(totals['cost_usd'])} (failed and stopped jobs included).",
         "",
-        f"Ranked by {report['ranking']}. Accuracy intervals are 95% Wilson intervals over the n samples evaluated "
+        f"Ranked by {report['ranking']}. Accuracy: the run's primary metric "
+        f"({', '.join(sorted({e['primary_metric'] for e in report['jobs']})) or '-'}). "
+        "Accuracy intervals are 95% Wilson intervals over the n samples evaluated "
         "(~: n not recorded, the default assumed). Expected cost: the estimate made before launch.",
         "",
         f"![cost per accuracy point]({CHART_NAME}) ![cost vs accuracy]({PARETO_CHART_NAME}) "
@@ -596,6 +644,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             "Best value (cheapest per point among the most accurate)", best["cost_per_accuracy_point"], _per_point
         ),
     ]
+    lines += render_paired(report)
     lines += render_attempts(report.get("attempts") or [])
     lines += render_estimate_error(report)
     if report.get("comparison"):
@@ -607,6 +656,32 @@ def render_markdown(report: dict[str, Any]) -> str:
             reason = " ".join(e["failure_reason"].split())  # one line: reasons hold tracebacks
             lines.append(f"- `{e['job_name']}` ({e['status']}): {reason[:300]}")
     return "\n".join(lines) + "\n"
+
+
+def render_paired(report: dict[str, Any]) -> list[str]:
+    """The paired comparisons with the best job as Markdown lines (nothing when no job had paired answers)."""
+    comparisons = report.get("paired") or []
+    if not comparisons:
+        return []
+    metric = next((e["primary_metric"] for e in report["jobs"] if e.get("primary_metric")), "accuracy")
+    lines = [
+        "",
+        "## Paired comparison with the best job",
+        "",
+        f"Primary metric {metric}. Exact McNemar test on the samples both jobs answered (b: only the best job right, "
+        "c: only this job right); tied when p >= 0.05. Samples needed: to tell this difference apart at 80% power "
+        "(two-sided 5%; Connor 1987, with the observed share of disagreements).",
+        "",
+        "| job | vs best | n | b | c | difference | p | tied | samples needed |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in comparisons:
+        lines.append(
+            f"| `{c['job_name']}` | `{c['best_job_name']}` | {c['samples']} | {c['best_only_right']} "
+            f"| {c['other_only_right']} | {c['difference_pts']:+.1f} pts | {c['p_value']:.4f} "
+            f"| {'yes' if c['tied'] else 'no'} | {c['samples_needed'] or '-'} |"
+        )
+    return lines
 
 
 def _comparison_markdown(groups: list[dict[str, Any]]) -> list[str]:
@@ -622,6 +697,8 @@ def _comparison_markdown(groups: list[dict[str, Any]]) -> list[str]:
             accuracy = (
                 "-"
                 if line["accuracy"] is None
+                else f"{line['accuracy'] * 100:.1f}%"
+                if line["accuracy_ci_low"] is None
                 else f"{line['accuracy'] * 100:.1f}% ({line['accuracy_ci_low'] * 100:.1f}-"
                 f"{line['accuracy_ci_high'] * 100:.1f})"
             )
@@ -706,7 +783,7 @@ def render_pareto_svg(report: dict[str, Any]) -> str:
         parts += [f'<text x="10" y="{top + 14}">No completed job reported an accuracy.</text>', "</svg>"]
         return "\n".join(parts) + "\n"
     max_cost = max(e["cost_usd"] for e in scored) or 1.0
-    low = min(e["accuracy_ci_low"] for e in scored)
+    low = min(_bounds(e)[0] for e in scored)
     y_min = math.floor(low * 10) / 10  # whole tenths: the axis starts at a round number below every interval
     plot_w, plot_h = width - left - right, height - top - bottom
 
@@ -743,8 +820,8 @@ def render_pareto_svg(report: dict[str, Any]) -> str:
         colour = "#d9534f" if e["on_pareto_front"] else "#3b6ea5"
         label = html.escape(f"#{e['rank']} {e['model']} {e['approach']}")
         parts += [
-            f'<line class="interval" x1="{x}" y1="{y_of(e["accuracy_ci_low"])}" x2="{x}" '
-            f'y2="{y_of(e["accuracy_ci_high"])}" stroke="{colour}"/>',
+            f'<line class="interval" x1="{x}" y1="{y_of(_bounds(e)[0])}" x2="{x}" '
+            f'y2="{y_of(_bounds(e)[1])}" stroke="{colour}"/>',
             f'<circle class="job" cx="{x}" cy="{y}" r="5" fill="{colour}">'
             f"<title>{html.escape(e['job_name'] or '')}</title></circle>",
             f'<text x="{x + 8}" y="{y + 4}">{label} ({_usd(e["cost_usd"])}, {_pct(e["accuracy"])})</text>',

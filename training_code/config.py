@@ -11,6 +11,7 @@ import dataclasses
 import importlib.util
 import math
 import os
+import sys
 import types
 import typing
 from dataclasses import dataclass
@@ -34,6 +35,13 @@ PROMPT_STYLES = ("compact", "listed")
 #   lean          one GPU, full fine-tuning: bf16 weights, 8-bit optimizer states, the optimizer step fused into
 #                 backward, Kahan-compensated bf16 updates (training_code/lean.py)
 STRATEGIES = ("single", "ddp", "fsdp", "fsdp_offload", "split", "lean")
+# classification: {"text", "label"} rows (data.py); sft: instruction/chat rows (sft.py).
+CLASSIFICATION, SFT = "classification", "sft"
+TASKS = (CLASSIFICATION, SFT)
+# eval_samples=all: every test row. Kept as the largest int, so every "how many" rule (skip at 0, take all when
+# asking for more than there are) already means "all" without a special case.
+ALL_SAMPLES = "all"
+ALL_SAMPLES_COUNT = sys.maxsize
 # The Trainer's space-separated FSDP option strings. The hyperparameter is one token because no value sent through
 # the toolkit may contain a space (toolkits before the exec-based launcher joined the command line through a shell,
 # aws/sagemaker-training-toolkit#128).
@@ -92,7 +100,11 @@ class TrainConfig:
     """compact: the prompt does not list the labels, the model learns them (Banking77 with Mistral-7B's tokenizer:
     31 tokens per example instead of 613); listed: every prompt lists the labels (zero-shot baselines)."""
     eval_samples: int = 500
-    """The study's evaluation size (±2.2 points 95% CI at 93% accuracy); 0 skips evaluation."""
+    """The study's evaluation size (±2.2 points 95% CI at 93% accuracy); 0 skips evaluation; `all` (parsed to
+    ALL_SAMPLES_COUNT) evaluates the whole test split."""
+    task: str = CLASSIFICATION
+    """classification ({"text", "label"} rows, intent accuracy) or sft (instruction/chat rows: `messages` or
+    `prompt`/`completion`; exact match, ROUGE and BERTScore of the answer; see sft.py)."""
     seed: int = 42
     merge_adapter: bool = False
     checkpoint_dir: str = "/opt/ml/checkpoints"
@@ -140,6 +152,11 @@ class TrainConfig:
     def is_peft(self) -> bool:
         """Whether the approach trains a LoRA adapter (LoRA or QLoRA) rather than all weights."""
         return self.approach in ("lora", "qlora")
+
+    @property
+    def is_sft(self) -> bool:
+        """Whether the job trains on instruction/chat rows (task sft) rather than classification rows."""
+        return self.task == SFT
 
     @property
     def target_modules(self) -> str | list[str]:
@@ -254,6 +271,9 @@ def parse_hyperparameters(argv: list[str]) -> TrainConfig:
         if name not in fields:
             unknown.append(name)
             continue
+        if name == "eval_samples" and raw.strip().lower() == ALL_SAMPLES:
+            values[name] = ALL_SAMPLES_COUNT
+            continue
         values[name] = _coerce(name, raw, hints[name])
     if unknown:
         raise ConfigError(
@@ -261,7 +281,7 @@ def parse_hyperparameters(argv: list[str]) -> TrainConfig:
         )
     if not values.get("model_id"):
         raise ConfigError("hyperparameter model_id is required (a Hub id or a local model directory)")
-    for name in ("approach", "strategy", "gradient_checkpointing", "batching", "decoding", "prompt_style"):
+    for name in ("approach", "strategy", "gradient_checkpointing", "batching", "decoding", "prompt_style", "task"):
         if name in values:
             values[name] = values[name].lower()
     if values.get("approach") == BASELINE:
@@ -308,6 +328,7 @@ def validate(config: TrainConfig, env: SageMakerEnv) -> None:
     _choice("batching", config.batching, BATCHING)
     _choice("decoding", config.decoding, DECODING)
     _choice("prompt_style", config.prompt_style, PROMPT_STYLES)
+    _choice("task", config.task, TASKS)
     positive = {
         "per_device_batch_size": config.per_device_batch_size,
         "gradient_accumulation_steps": config.gradient_accumulation_steps,

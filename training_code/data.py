@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,9 +49,9 @@ class Example:
     label: str
 
 
-def read_jsonl_dir(directory: Path) -> list[Example]:
-    """All rows of the `*.jsonl` files under `directory` (sorted by path, so the order is reproducible)."""
-    examples: list[Example] = []
+def jsonl_rows(directory: Path) -> Iterator[tuple[str, Any]]:
+    """(`path:line`, decoded JSON value) of every non-blank line of the `*.jsonl` files under `directory`, sorted by
+    path so the order is reproducible; a line that is not UTF-8 or not JSON is a `DataError` naming it."""
     for path in sorted(p for p in Path(directory).rglob("*.jsonl") if p.is_file()):
         with path.open("rb") as handle:
             for number, raw in enumerate(handle, start=1):
@@ -63,27 +63,34 @@ def read_jsonl_dir(directory: Path) -> list[Example]:
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
+                    yield f"{path}:{number}", json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
                 except RecursionError:  # e.g. [[[[...]]]] nested deeper than the decoder's recursion limit
                     raise DataError(f"{path}:{number}: not a row (JSON nested too deeply)") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{path}:{number}: expected an object with text and label")
-                text, label = row.get("text"), row.get("label")
-                if not isinstance(text, str) or not text.strip():
-                    raise DataError(f"{path}:{number}: missing or empty 'text'")
-                # bool is an int to Python, but `true` is no label; an int is (some datasets number their classes).
-                if isinstance(label, bool) or not isinstance(label, str | int) or not str(label).strip():
-                    raise DataError(f"{path}:{number}: missing or empty 'label'")
-                if not _is_unicode(text) or not _is_unicode(str(label)):
-                    # A lone surrogate (`"\ud800"` in the JSON) is not text: tokenizers and UTF-8 writers fail on it.
-                    raise DataError(f"{path}:{number}: 'text' or 'label' holds an unpaired surrogate (invalid Unicode)")
-                examples.append(Example(text=" ".join(text.split()), label=str(label).strip()))
+
+
+def read_jsonl_dir(directory: Path) -> list[Example]:
+    """All rows of the `*.jsonl` files under `directory` (sorted by path, so the order is reproducible)."""
+    examples: list[Example] = []
+    for where, row in jsonl_rows(directory):
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: expected an object with text and label")
+        text, label = row.get("text"), row.get("label")
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{where}: missing or empty 'text'")
+        # bool is an int to Python, but `true` is no label; an int is (some datasets number their classes).
+        if isinstance(label, bool) or not isinstance(label, str | int) or not str(label).strip():
+            raise DataError(f"{where}: missing or empty 'label'")
+        if not is_unicode(text) or not is_unicode(str(label)):
+            # A lone surrogate (`"\ud800"` in the JSON) is not text: tokenizers and UTF-8 writers fail on it.
+            raise DataError(f"{where}: 'text' or 'label' holds an unpaired surrogate (invalid Unicode)")
+        examples.append(Example(text=" ".join(text.split()), label=str(label).strip()))
     return examples
 
 
-def _is_unicode(text: str) -> bool:
+def is_unicode(text: str) -> bool:
+    """Whether `text` encodes as UTF-8 (a lone surrogate from a `\\ud800` JSON escape does not)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -228,11 +235,20 @@ def assert_completions_supervised(prepared: Any, eos_token_id: int) -> None:
             raise DataError(f"training example {index} does not end with an unmasked EOS token; it would never stop")
 
 
+def select_eval_indices(total: int, count: int, seed: int) -> list[int]:
+    """Positions of `count` of `total` test rows drawn with `seed` (all, in file order, when there are fewer).
+
+    Two jobs with the same test split, count and seed evaluate the same rows: their answers pair up (the report's
+    McNemar test, lambdas/paired.py)."""
+    if count >= total:
+        return list(range(total))
+    # Sampling positions draws exactly what sampling the rows themselves would (random.sample picks by position).
+    return random.Random(seed).sample(range(total), count)
+
+
 def select_eval_examples(test: Sequence[Example], count: int, seed: int) -> list[Example]:
     """`count` test rows drawn with `seed` (all rows, in file order, when there are fewer)."""
-    if count >= len(test):
-        return list(test)
-    return random.Random(seed).sample(list(test), count)
+    return [test[index] for index in select_eval_indices(len(test), count, seed)]
 
 
 class PaddingCounter:

@@ -26,6 +26,7 @@ LOG = logging.getLogger(__name__)
 EVAL_METRICS = (
     "eval_intent_accuracy",
     "eval_parse_rate",
+    "eval_exact_match",
     "eval_rouge1",
     "eval_rouge2",
     "eval_rougeL",
@@ -36,6 +37,8 @@ EVAL_METRICS = (
 )
 # Inference time of the adapter merged into the base (merge_adapter), next to the unmerged time above.
 MERGED_METRICS = ("eval_inference_seconds_merged", "eval_seconds_per_sample_merged")
+# Per-sample answers of the evaluated rows, next to metrics.json (the report's paired test reads them).
+PREDICTIONS_FILE = "predictions.jsonl"
 # A tokenizer whose configuration states no `model_max_length` gets transformers' VERY_LARGE_INTEGER (1e30);
 # anything this large means "unbounded".
 UNBOUNDED_LENGTH = 10**18
@@ -70,6 +73,47 @@ def intent_metrics(predictions: Sequence[str], references: Sequence[str], labels
         "eval_intent_accuracy": sum(correct) / len(predictions),
         "eval_parse_rate": sum(parsed) / len(predictions),
     }
+
+
+def normalise_answer(text: str) -> str:
+    """An answer as exact match compares it: surrounding and repeated whitespace removed."""
+    return " ".join(text.split())
+
+
+def exact_match(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Share of answers equal to their reference after whitespace normalisation (task sft's accuracy)."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    right = sum(answer_is_right(p, r) for p, r in zip(predictions, references, strict=True))
+    return {"eval_exact_match": right / len(predictions) if predictions else 0.0}
+
+
+def answer_is_right(prediction: str, reference: str) -> bool:
+    """One sft sample's right/wrong: the answers are equal after whitespace normalisation."""
+    return normalise_answer(prediction) == normalise_answer(reference)
+
+
+def prediction_rows(
+    indices: Sequence[int], predictions: Sequence[str], references: Sequence[str], *, labelled: bool
+) -> list[dict[str, Any]]:
+    """One `{"index", "reference", "prediction", "correct"}` row per evaluated sample; `index` is the row's position
+    in the test split, so two jobs' rows pair up by it. `correct` counts as the task's accuracy does: the stripped
+    output equals the label (`labelled`, classification), or the normalised answer equals the reference (sft)."""
+    rows = []
+    for index, prediction, reference in zip(indices, predictions, references, strict=True):
+        right = prediction.strip() == reference if labelled else answer_is_right(prediction, reference)
+        rows.append({"index": index, "reference": reference, "prediction": prediction.strip(), "correct": right})
+    return rows
+
+
+def write_predictions(rows: Sequence[dict[str, Any]], *directories: Path) -> None:
+    """predictions.jsonl (one row per evaluated sample) into each directory."""
+    import json
+
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    for directory in directories:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / PREDICTIONS_FILE).write_text(text, encoding="utf-8")
 
 
 def rouge_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
@@ -243,11 +287,15 @@ def generate(
     device: str,
     trie: LabelTrie | None = None,
     warmup: bool = False,
+    add_special_tokens: bool = True,
+    stop_token_ids: Sequence[int] | None = None,
 ) -> Generations:
     """Batched greedy generation, left-padded, stopping at EOS; returns the decoded new tokens and wall seconds.
 
     With `warmup`, one untimed batch runs first (CUDA kernels, allocator, caches), so that the timed seconds of
-    two models (e.g. adapter and merged) compare like for like, whichever runs first.
+    two models (e.g. adapter and merged) compare like for like, whichever runs first. `add_special_tokens=False`
+    for prompts that already hold them (a chat template's text); `stop_token_ids`: tokens that end an answer
+    besides EOS (a chat template's end of turn).
     """
     import torch
 
@@ -255,7 +303,9 @@ def generate(
     tokenizer.padding_side = "left"  # so every prompt ends at the same position and generation starts together
 
     def run_batch(batch_prompts: Sequence[str], new_tokens: int) -> list[str]:
-        batch = tokenizer(list(batch_prompts), return_tensors="pt", padding=True).to(device)
+        batch = tokenizer(
+            list(batch_prompts), return_tensors="pt", padding=True, add_special_tokens=add_special_tokens
+        ).to(device)
         prompt_length = batch["input_ids"].shape[1]
         kwargs: dict[str, Any] = {}
         if trie is not None:
@@ -266,7 +316,7 @@ def generate(
                 max_new_tokens=new_tokens,
                 do_sample=False,
                 num_beams=1,
-                eos_token_id=tokenizer.eos_token_id,
+                eos_token_id=list(stop_token_ids) if stop_token_ids else tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id,
                 use_cache=True,
                 **kwargs,
@@ -290,6 +340,8 @@ class Scores:
 
     metrics: dict[str, float] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    """Per-sample answers (`prediction_rows`), written as predictions.jsonl; empty when not evaluated."""
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -304,10 +356,20 @@ def score(
     inference_seconds: float,
     bertscore: BertScoreEncoder | None,
     device: str,
+    indices: Sequence[int] | None = None,
 ) -> Scores:
-    """Every evaluation metric of the catalog for these predictions; a metric that fails is recorded as missing."""
+    """Every evaluation metric of the catalog for these predictions; a metric that fails is recorded as missing.
+
+    With `labels` (classification): intent accuracy and parse rate; without (sft, free text): exact match, and no
+    parse rate (there is no label set to parse against). `indices`: the samples' positions in the test split, for
+    the per-sample rows (in order 0..n-1 when not given)."""
     scores = Scores()
-    scores.metrics.update(intent_metrics(predictions, references, labels))
+    if labels:
+        scores.metrics.update(intent_metrics(predictions, references, labels))
+    else:
+        scores.metrics.update(exact_match(predictions, references))
+    positions = list(indices) if indices is not None else list(range(len(predictions)))
+    scores.predictions = prediction_rows(positions, predictions, references, labelled=bool(labels))
     try:
         scores.metrics.update(rouge_metrics(predictions, references))
     except Exception as exc:

@@ -130,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     file.add_argument("--bucket", help="upload to s3://BUCKET/datasets/NAME/{train,test}/")
     file.add_argument("--region", help="AWS region of the bucket's client (default: your AWS configuration)")
     file.add_argument("--seed", type=int, default=42, help="seed of the stratified split (42)")
+    file.add_argument(
+        "--task",
+        choices=("classification", "sft"),
+        default="classification",
+        help="classification: {text, label} rows; sft: {messages} or {prompt, completion} JSONL rows (needs --test)",
+    )
     return parser
 
 
@@ -139,6 +145,8 @@ def main(argv: Sequence[str] | None = None, s3_client: Any = None) -> int:
     try:
         if not _NAME_RE.match(args.name):
             raise DataError(f"--name={args.name!r}: use lowercase letters, digits, '.', '_' or '-' (max 63)")
+        if args.task == "sft":
+            return _prepare_sft(args, s3_client)
         train = to_examples(read_rows(args.train), args.text_column, args.label_column, str(args.train))
         if args.test is not None:
             test = to_examples(read_rows(args.test), args.text_column, args.label_column, str(args.test))
@@ -155,6 +163,13 @@ def main(argv: Sequence[str] | None = None, s3_client: Any = None) -> int:
         "labels": len({example.label for example in train}),
         **{f"{split}_path": str(path) for split, path in paths.items()},
     }
+    return _upload_and_summarise(args, s3_client, paths, summary)
+
+
+def _upload_and_summarise(
+    args: argparse.Namespace, s3_client: Any, paths: dict[str, Path], summary: dict[str, Any]
+) -> int:
+    """Upload the channel files when --bucket is given (either task), then print the summary as JSON; exit code 0."""
     if args.bucket:
         if s3_client is None:
             import boto3
@@ -163,6 +178,34 @@ def main(argv: Sequence[str] | None = None, s3_client: Any = None) -> int:
         summary.update(upload(s3_client, args.bucket, args.name, paths))
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _prepare_sft(args: argparse.Namespace, s3_client: Any) -> int:
+    """task=sft: check both files with the training code's own reader (errors name the line and field), copy them
+    into the channel layout unchanged and upload them like classification data."""
+    import shutil
+
+    from training_code import sft
+
+    if args.test is None:
+        raise DataError("--task sft needs --test: instruction rows have no label to stratify a split by")
+    out_dir = args.out_dir or Path("data") / args.name
+    paths = {"train": out_dir / "train" / "train.jsonl", "test": out_dir / "test" / "test.jsonl"}
+    counts = {}
+    for split, source in (("train", args.train), ("test", args.test)):
+        if source.suffix.lower() not in (".jsonl", ".ndjson"):
+            raise DataError(f"{source}: --task sft reads JSON Lines (.jsonl)")
+        paths[split].parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, paths[split])
+        try:
+            counts[split] = len(sft.read_sft_dir(paths[split].parent))
+        except DataError as exc:  # name the user's file, not the copy
+            raise DataError(str(exc).replace(str(paths[split]), str(source))) from None
+        if not counts[split]:
+            raise DataError(f"{source}: no rows")
+    summary: dict[str, Any] = {"name": args.name, "task": "sft", **{f"{k}_rows": v for k, v in counts.items()}}
+    summary.update({f"{split}_path": str(path) for split, path in paths.items()})
+    return _upload_and_summarise(args, s3_client, paths, summary)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from training_code import checkpoints, data, evaluation, fsdp, lean, modeling, phases, telemetry
+from training_code import checkpoints, data, evaluation, fsdp, lean, modeling, phases, sft, telemetry
 from training_code.config import (
     ConfigError,
     SageMakerEnv,
@@ -215,6 +215,12 @@ class EvalSetup:
     bertscore: evaluation.BertScoreEncoder | None
     reserve_bytes: int
     """GPU memory left free per GPU when a model is dispatched for inference (KV cache + headroom)."""
+    indices: list[int] | None = None
+    """Each evaluated example's position in the test split (predictions.jsonl pairs jobs by it)."""
+    add_special_tokens: bool = True
+    """False for task sft: its prompts are rendered with their special tokens already."""
+    stop_token_ids: list[int] | None = None
+    """Tokens that end an answer besides EOS (a chat template's end of turn)."""
 
 
 def _placement(runtime: modeling.Runtime, setup: EvalSetup) -> dict[str, Any]:
@@ -237,6 +243,8 @@ def _generate(model: Any, tokenizer: Any, setup: EvalSetup, config: TrainConfig)
         device=str(model.device),
         trie=setup.trie,
         warmup=True,
+        add_special_tokens=setup.add_special_tokens,
+        stop_token_ids=setup.stop_token_ids,
     )
 
 
@@ -269,11 +277,23 @@ def evaluate_trained(
     finally:
         del model
         _free_memory(runtime)  # BERTScore and the merge need the GPU next
+    return _score(generations, setup, runtime)
+
+
+def _score(generations: evaluation.Generations, setup: EvalSetup, runtime: modeling.Runtime) -> evaluation.Scores:
+    """Every evaluation metric and the per-sample answers of `generations` for the evaluated examples (a few
+    predictions logged first)."""
     for example, output in list(zip(setup.examples, generations.outputs, strict=True))[:3]:
         LOG.info("sample prediction: %r → %r (reference %r)", example.text, output.strip(), example.label)
     references = [example.label for example in setup.examples]
     return evaluation.score(
-        generations.outputs, references, setup.labels, generations.seconds, setup.bertscore, runtime.device
+        generations.outputs,
+        references,
+        setup.labels,
+        generations.seconds,
+        setup.bertscore,
+        runtime.device,
+        indices=setup.indices,
     )
 
 
@@ -394,12 +414,7 @@ def evaluate_baseline(
             del model
             _free_memory(runtime)  # BERTScore runs next
         peak = telemetry.peak_memory_gb(runtime.use_cuda)  # the high-water mark of generation, before BERTScore's
-        for example, output in list(zip(setup.examples, generations.outputs, strict=True))[:3]:
-            LOG.info("sample prediction: %r → %r (reference %r)", example.text, output.strip(), example.label)
-        references = [example.label for example in setup.examples]
-        scores = evaluation.score(
-            generations.outputs, references, setup.labels, generations.seconds, setup.bertscore, runtime.device
-        )
+        scores = _score(generations, setup, runtime)
     scores.metrics["peak_memory_gb"] = peak
     scores.metrics.update(dataset_rows)
     report(scores, scores, env, model_dir)
@@ -413,6 +428,8 @@ def report(new: evaluation.Scores, everything: evaluation.Scores, env: SageMaker
     for name, reason in new.missing.items():
         LOG.warning("metric %s is missing: %s", name, reason)
     telemetry.write_metrics_json(everything.metrics, everything.missing, env.output_data_dir, model_dir)
+    if new.predictions:
+        evaluation.write_predictions(new.predictions, env.output_data_dir, model_dir)
 
 
 def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.monotonic) -> int:
@@ -433,21 +450,27 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
         LOG.info("strategy=%s with one process trains as %s", config.strategy, strategy)
     timing = phases.Phases(env.is_main)
 
-    train_examples = data.read_jsonl_dir(env.train_dir)
-    labels = data.label_set(train_examples)
-    eval_examples: list[data.Example] = []
+    # task=sft reads instruction/chat rows (sft.py); classification reads {"text", "label"} rows.
+    read_rows = sft.read_sft_dir if config.is_sft else data.read_jsonl_dir
+    train_examples = read_rows(env.train_dir)
+    labels = [] if config.is_sft else data.label_set(train_examples)
+    if config.is_sft and not train_examples:
+        raise data.DataError(f"the train channel {env.train_dir} has no rows")
+    eval_examples: list[Any] = []
+    eval_indices: list[int] = []
     dataset_rows = {"dataset_train_rows": len(train_examples)}
     if config.eval_samples > 0:
-        test_examples = data.read_jsonl_dir(env.test_dir)
+        test_examples = read_rows(env.test_dir)
         dataset_rows["dataset_test_rows"] = len(test_examples)
         if not test_examples:
             raise data.DataError(f"the test channel {env.test_dir} has no rows; eval_samples=0 skips evaluation")
-        unseen = sorted({example.label for example in test_examples} - set(labels))
+        unseen = [] if config.is_sft else sorted({example.label for example in test_examples} - set(labels))
         if unseen:
             LOG.warning("test labels never seen in train count as errors: %s", ", ".join(unseen))
-        eval_examples = data.select_eval_examples(test_examples, config.eval_samples, config.seed)
+        eval_indices = data.select_eval_indices(len(test_examples), config.eval_samples, config.seed)
+        eval_examples = [test_examples[index] for index in eval_indices]
     LOG.info("%d train examples, %d labels, %d eval examples", len(train_examples), len(labels), len(eval_examples))
-    fmt = data.prompt_format(config.prompt_style, labels)
+    fmt = None if config.is_sft else data.prompt_format(config.prompt_style, labels)
 
     token = None
     if config.hf_token_secret_arn and Path(config.model_id).expanduser().is_dir():
@@ -461,12 +484,20 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
         phases.download_snapshot(config.model_id, token)
     tokenizer = modeling.load_tokenizer(config.model_id, token)
     eos = tokenizer.eos_token
-    train_dataset = data.to_prompt_completion(train_examples, fmt, eos)
-    eval_prompts = [fmt.prompt(example.text) for example in eval_examples]
-    # Every label's tokens as generated after a prompt: the generation room and the constrained-decoding trie.
-    label_sequences = evaluation.label_token_sequences(tokenizer, train_dataset["prompt"][0], labels, eos)
-    max_new_tokens = max(len(sequence) for sequence in label_sequences) + data.FREE_ANSWER_SLACK_TOKENS
-    lengths = data.measure_lengths(tokenizer, train_dataset, eval_prompts, max_new_tokens)
+    prepared_sft = sft.prepare(tokenizer, train_examples, eval_examples) if config.is_sft else None
+    if prepared_sft is not None:
+        train_dataset, eval_prompts = prepared_sft.train_dataset, prepared_sft.eval_prompts
+        label_sequences, max_new_tokens = [], prepared_sft.max_new_tokens
+        lengths, model_card = prepared_sft.lengths, prepared_sft.model_card
+    else:
+        assert fmt is not None
+        train_dataset = data.to_prompt_completion(train_examples, fmt, eos)
+        eval_prompts = [fmt.prompt(example.text) for example in eval_examples]
+        # Every label's tokens as generated after a prompt: the generation room and the constrained-decoding trie.
+        label_sequences = evaluation.label_token_sequences(tokenizer, train_dataset["prompt"][0], labels, eos)
+        max_new_tokens = max(len(sequence) for sequence in label_sequences) + data.FREE_ANSWER_SLACK_TOKENS
+        lengths = data.measure_lengths(tokenizer, train_dataset, eval_prompts, max_new_tokens)
+        model_card = fmt.describe(eos)
     info = modeling.inspect_model(config.model_id, token)
     max_seq_length = data.resolve_max_seq_length(config.max_seq_length, lengths, info.max_positions)
     resolved: dict[str, Any] = {
@@ -483,7 +514,8 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
         resolved.update(resolve_training(config, runtime, info.num_parameters))
     LOG.info("resolved: %s", json.dumps(resolved, sort_keys=True))
     setup = None
-    constrained = config.decoding == "constrained"
+    # Constrained decoding chooses among labels; an sft answer is free text.
+    constrained = config.decoding == "constrained" and not config.is_sft
     if eval_examples:
         setup = EvalSetup(
             examples=eval_examples,
@@ -496,12 +528,15 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
             reserve_bytes=modeling.inference_reserve_bytes(
                 info, config.eval_batch_size, max_seq_length, runtime.dtype.itemsize
             ),
+            indices=eval_indices,
+            add_special_tokens=not config.is_sft,
+            stop_token_ids=prepared_sft.stop_token_ids if prepared_sft is not None else None,
         )
 
     if config.is_baseline:
         assert setup is not None  # validate() requires eval_samples >= 1 for a baseline
         return evaluate_baseline(
-            config, env, runtime, token, tokenizer, setup, fmt.describe(eos), resolved, dataset_rows, timing
+            config, env, runtime, token, tokenizer, setup, model_card, resolved, dataset_rows, timing
         )
 
     learning_rate, gradient_checkpointing, batching = (
@@ -553,7 +588,10 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
     )
     del model  # the trainer holds it (wrapped with the adapter); releasing it later must not leave a reference here
     trainer.remove_callback(PrinterCallback)  # our progress callback prints the catalog lines instead
-    data.assert_completions_supervised(trainer.train_dataset, tokenizer.eos_token_id)
+    if config.is_sft:
+        sft.assert_answers_supervised(trainer.train_dataset)
+    else:
+        data.assert_completions_supervised(trainer.train_dataset, tokenizer.eos_token_id)
     counter = data.PaddingCounter(trainer.data_collator)
     trainer.data_collator = counter
 
@@ -592,7 +630,6 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
     if real > 0:  # a restart after the last step trains nothing: no throughput to report
         metrics["train_tokens_per_second"] = real / train_seconds
         metrics["train_padding_fraction"] = 1.0 - real / padded
-    model_card = fmt.describe(eos)
     if env.is_main:
         # Written before evaluation: whatever happens next, the artifact says how to prompt the model.
         (model_dir / LABELS_FILE).write_text(json.dumps(model_card, indent=2) + "\n")
@@ -620,6 +657,7 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
             scores = evaluate_trained(trainer, plan, config, runtime, token, tokenizer, setup, model_dir)
             results.metrics.update(scores.metrics)
             results.missing.update(scores.missing)
+            results.predictions = scores.predictions
         report(results, results, env, model_dir)
         if config.is_peft and config.merge_adapter:
             merged = merge_and_time(config, runtime, token, tokenizer, setup, model_dir, model_card)

@@ -615,15 +615,25 @@ class SubprocessTrainingBackend:
         bucket, key = naming.split_s3_uri(
             model_artifact_uri(job.request["OutputDataConfig"], job.request["TrainingJobName"])
         )
+        data_dir = job.directory / "output" / "data"
         if key.endswith("/"):
             for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
                 s3.upload_file(str(path), bucket, key + path.relative_to(model_dir).as_posix())
+            # NONE uploads the output data uncompressed too (AWS, "Uncompressed model output") under a key AWS does not
+            # document; nothing here reads it (the report's per-sample answers are read from the model prefix, where
+            # the training code also writes predictions.jsonl), so it is not emulated.
             return
         archive = job.directory / "model.tar.gz"
         with tarfile.open(archive, "w:gz") as tar:
             for path in sorted(model_dir.iterdir()):
                 tar.add(path, arcname=path.name)
         s3.upload_file(str(archive), bucket, key)
+        # And /opt/ml/output/data as output.tar.gz next to it, as SageMaker does (the report's per-sample answers).
+        outputs = job.directory / "output.tar.gz"
+        with tarfile.open(outputs, "w:gz") as tar:
+            for path in sorted(data_dir.iterdir()):
+                tar.add(path, arcname=path.name)
+        s3.upload_file(str(outputs), bucket, key.removesuffix("model.tar.gz") + "output.tar.gz")
 
     def _start_grace_period(self, job: _LocalJob) -> None:
         killer = threading.Timer(self.stop_grace_seconds, self._kill, args=(job,))

@@ -2,7 +2,7 @@
 handlers, real training of a tiny model on the CPU, each job launched through the SageMaker training toolkit as the
 DLC launches it — ending with the cost/quality report.
 
-    python -m finetune.local.demo [--input examples/demo.json] [--out demo-out] [--runs 2]
+    python -m finetune.local.demo [--input examples/demo.json] [--data my-dataset/] [--out demo-out] [--runs 2]
 
 Exit code 0 when the execution succeeded, 1 when it failed (the Plan error is printed), 2 on bad arguments.
 Costs are estimates for the equivalent SageMaker job on the catalog's instance type, computed exactly as in AWS
@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from finetune.local import user_data
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_INPUT = REPO_ROOT / "examples" / "demo.json"
 DATASET_DIR = REPO_ROOT / "examples" / "datasets" / "banking77-mini"
@@ -45,19 +47,28 @@ class DemoResult:
     executions: tuple[Any, ...] = ()  # every run's ExecutionResult, in order
 
 
-def build_demo_model(models_dir: Path) -> Path:
-    """The tiny Llama the demo fine-tunes, built offline once (its tokenizer learns the dataset's words)."""
+def build_demo_model(models_dir: Path, demo_data: user_data.DemoData | None = None) -> Path:
+    """The tiny Llama the demo fine-tunes, built offline once per dataset (its tokenizer learns the data's words)."""
     from finetune.local.tiny_model import build_tiny_model
 
-    target = models_dir / "tiny-llama"
+    if demo_data is None:
+        demo_data = user_data.DemoData(user_data.DEFAULT_DATASET, "classification", DATASET_DIR)
+    # banking77-mini keeps its original folder name: an existing build/ stays valid.
+    suffix = "" if demo_data.directory.resolve() == DATASET_DIR.resolve() else f"-{demo_data.fingerprint}"
+    target = models_dir / f"tiny-llama{suffix}"
     if (target / "config.json").is_file():
         return target
-    corpus = []
-    for split in ("train", "test"):
-        for line in (DATASET_DIR / f"{split}.jsonl").read_text().splitlines():
-            row = json.loads(line)
-            corpus += [row["text"], row["label"]]
-    return build_tiny_model("llama", target, corpus)
+    return build_tiny_model("llama", target, user_data.corpus(demo_data))
+
+
+def prepare_data(
+    execution_input: dict[str, Any], data_dir: Path | None, models_dir: Path
+) -> tuple[user_data.DemoData, Path]:
+    """The demo's data step: the input's dataset (`data_dir`, else the shipped folder of its name) read and validated
+    by the training code's readers for its task, and the tiny model whose tokenizer learned its words."""
+    demo_data = user_data.resolve(execution_input, data_dir)
+    user_data.corpus(demo_data)  # reads and validates both splits before anything is built, synthesized or started
+    return demo_data, build_demo_model(models_dir, demo_data)
 
 
 def run_demo(
@@ -68,13 +79,15 @@ def run_demo(
     stream: TextIO | None = None,
     adjust_request: Callable[[dict[str, Any]], None] | None = None,
     runs: int = 1,
+    data_dir: Path | None = None,
 ) -> DemoResult:
     """Run the execution offline `runs` times against one emulated account and write each run's report, ledger
     and job folders under `out_root/<run id>/`; from the second run on, estimates are calibrated by the earlier
     runs' jobs (the estimate-vs-actual table printed after each run shows it).
 
     `adjust_request` may alter a CreateTrainingJob request before the local backend runs it (tests inject
-    faults this way)."""
+    faults this way). `data_dir` (train.jsonl, test.jsonl) is uploaded under the input's dataset name instead of the
+    shipped dataset of that name (finetune/local/user_data.py)."""
     from finetune.local.backends import SubprocessTrainingBackend
     from finetune.local.runner import LocalAccount, synthesize
     from finetune.local.tiny_model import bertscore_model_path
@@ -82,8 +95,8 @@ def run_demo(
     # Looked up at call time (not as a default argument) so redirected or captured stdout is honoured.
     stream = stream or sys.stdout
     print("Synthesizing the app (cdk-nag checks included)...", file=stream, flush=True)
+    demo_data, model_path = prepare_data(execution_input, data_dir, work_dir / "models")
     workflow = synthesize()
-    model_path = build_demo_model(work_dir / "models")
     backend = SubprocessTrainingBackend(
         work_dir / "jobs" / uuid.uuid4().hex[:8],
         model_paths={DEMO_MODEL_ID: str(model_path)},
@@ -102,7 +115,7 @@ def run_demo(
     printer = _ProgressPrinter(backend, stream)
     executions: list[Any] = []
     with account.running():
-        account.upload_dataset("banking77-mini", DATASET_DIR / "train.jsonl", DATASET_DIR / "test.jsonl")
+        user_data.upload(account, demo_data)
         for run in range(1, runs + 1):
             started = time.monotonic()
             label = f" (run {run} of {runs})" if runs > 1 else ""
@@ -224,6 +237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m finetune.local.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", type=Path, default=DEFAULT_INPUT, help="execution input JSON (schema v1)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "demo-out", help="where reports land")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="folder with train.jsonl and test.jsonl, uploaded as the input's dataset",
+    )
     parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "build" / "demo", help="job folders, tiny model")
     parser.add_argument(
         "--runs", type=int, default=1, help="run the input this many times in one account (2: see calibration)"
@@ -235,7 +254,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         execution_input = json.loads(args.input.read_text())
     except (OSError, ValueError) as error:
         parser.error(f"cannot read execution input {args.input}: {error}")
-    return run_demo(execution_input, out_root=args.out, work_dir=args.work_dir, runs=args.runs).exit_code
+    try:
+        return run_demo(
+            execution_input, out_root=args.out, work_dir=args.work_dir, runs=args.runs, data_dir=args.data
+        ).exit_code
+    except (user_data.DemoDataError, ValueError) as error:  # DataError (training_code.data) is a ValueError
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lambdas import aws, ledger, report, settings
+from lambdas import aws, ledger, paired, report, settings
 from lambdas.handlers.observability import instrumented, logger
 
 
@@ -32,8 +32,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             logger.warning("no earlier runs for the comparison", extra={"model": model, "error": str(exc)})
             return []
 
-    document = report.build_report(run_id, rows, history=report.fetch_history(rows, earlier))
-    json_uri, md_uri = report.write_report(aws.client("s3"), config.bucket_name, document)
+    s3 = aws.client("s3")
+    # Per-sample answers for the paired test; a job without them is compared by its Wilson interval instead.
+    answers = paired.fetch_answers(rows, lambda uri: paired.read_answers(s3, uri))
+    document = report.build_report(run_id, rows, history=report.fetch_history(rows, earlier), answers=answers)
+    json_uri, md_uri = report.write_report(s3, config.bucket_name, document)
     summary = report.summary_fields(document, json_uri, md_uri)
     ledger.put_row(dynamodb, config.table_name, ledger.summary_row(run_id, summary))
     message = report.summary_message(document, md_uri)

@@ -27,6 +27,7 @@ class Target(StrEnum):
 
     BUCKET = "the data bucket"
     REPORTS = "objects under reports/ in the data bucket"
+    MODELS = "objects under models/ in the data bucket"
     LEDGER = "the ledger table"
     LEDGER_INDEX = "the ledger's model x approach index"
     CALIBRATION_INDEX = "the ledger's calibration index"
@@ -158,6 +159,15 @@ GRANTS: Mapping[str, tuple[Grant, ...]] = {
         Grant(("dynamodb:Query",), Target.LEDGER_INDEX),
         _WRITE_REPORTS,
         _DATA_KEY_WRITER,
+        # Each job's per-sample answers for the paired test (lambdas/paired.py): predictions.jsonl under its
+        # uncompressed model prefix (or, for a job with a model.tar.gz, the output.tar.gz next to it).
+        Grant(
+            ("s3:GetObject",),
+            Target.MODELS,
+            wildcard_reason="Job output keys are per job (models/<model>-<approach>/<job>/output/model/"
+            "predictions.jsonl); the grant is limited to the models/ prefix, and Report reads only that small file "
+            "(or a GZIP job's output.tar.gz).",
+        ),
     ),
     # Runs when an execution fails, times out or is aborted: stops the run's jobs, records and reports them.
     "Cleanup": (
@@ -200,6 +210,8 @@ def _resource_arn(grant: Grant, targets: GrantTargets) -> str:
         return "*"
     if grant.target is Target.REPORTS:
         return f"{targets[Target.BUCKET]}/{REPORTS_PREFIX}*"
+    if grant.target is Target.MODELS:
+        return f"{targets[Target.BUCKET]}/{MODELS_PREFIX}*"
     if grant.target is Target.LEDGER_INDEX:
         return f"{targets[Target.LEDGER]}/index/{MODEL_APPROACH_INDEX}"
     if grant.target is Target.CALIBRATION_INDEX:

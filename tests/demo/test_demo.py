@@ -83,9 +83,9 @@ def test_each_job_leaves_its_model_and_metrics(default_demo) -> None:
         assert row["artifact_uri"].endswith(f"/{row['job_name']}/output/model/")
         assert row["artifact_bytes"] == sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
         assert row["dataset"]["train_rows"] > 0 and row["dataset"]["test_rows"] > 0
-        if row["approach"] == "baseline":  # no weights: the prompt format, a note and the metrics
+        if row["approach"] == "baseline":  # no weights: the prompt format, a note, the metrics and the answers
             files = sorted(p.name for p in model_dir.iterdir())
-            assert files == ["labels.json", "metrics.json", "training_config.json"]
+            assert files == ["labels.json", "metrics.json", "predictions.jsonl", "training_config.json"]
             continue
         expected = "config.json" if row["approach"] == "full" else "adapter_config.json"
         assert (model_dir / expected).is_file(), sorted(p.name for p in model_dir.iterdir())

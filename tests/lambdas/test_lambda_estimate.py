@@ -274,3 +274,37 @@ def test_the_cheapest_plan_ranks_by_expected_cost_and_honours_a_fixed_batch() ->
     assert chosen.estimate.expected_usd == min(p.estimate.expected_usd for p in every)
     fixed = estimate.cheapest_plan(replace(job, batch_size=2), fixed_batch=True)
     assert fixed is not None and fixed.shape.batch_size == 2
+
+
+def test_an_sft_job_is_planned_with_the_stated_chat_assumptions_not_banking77s_prompt_lengths() -> None:
+    # Given the same job as classification and as instruction/chat fine-tuning (max_seq_length auto)
+    classification, chat = shape(), shape(task=catalog.SFT)
+    # Then the chat job trains and evaluates on the assumed chat row, not Banking77's 34-token compact prompt
+    assert estimate.estimate_job(chat).assumptions["tokens_per_example"] == catalog.SFT_TOKENS_PER_EXAMPLE
+    assert estimate.estimate_job(chat).train_tokens > 10 * estimate.estimate_job(classification).train_tokens
+    # and its memory is sized for the planning length of chats, its answers for the assumed answer length
+    assert chat.workload.seq_length == catalog.SFT_PLANNING_SEQ_LENGTH > classification.workload.seq_length
+    decode_steps = estimate.evaluation_work(chat)[1]
+    assert decode_steps == math.ceil(chat.eval_samples / chat.eval_batch_size) * catalog.SFT_DECODE_TOKENS_PER_SAMPLE
+    # An explicit max_seq_length still bounds both
+    assert shape(task=catalog.SFT, max_seq_length=256).workload.seq_length == 256
+
+
+def test_an_sft_train_channel_is_sized_by_its_bytes_per_assumed_chat_row() -> None:
+    # Given 2,048,000 bytes of chat rows (2,048 bytes per 512-token row at 4 bytes per token)
+    rows, source = estimate.train_rows("mine", 2_048_000, task=catalog.SFT)
+    # Then Plan counts 1,000 rows (not the 18,618 short queries the classification rule would count)
+    assert rows == 1_000 and "2048 bytes per row" in source
+    assert estimate.train_rows("mine", 2_048_000)[0] > 18_000
+
+
+def test_plan_carries_the_task_into_every_job_and_its_estimate() -> None:
+    # Given an sft input planned offline
+    doc, experiments = plan.validate_execution_input(
+        {"experiments": [{"model": "mistral-7b", "approach": "lora"}], "task": "sft", "dataset": {"name": "chats"}}
+    )
+    kwargs: dict[str, Any] = {"run_id": "r", "bucket": BUCKET, "job_name_prefix": "ft", "price_of": plan.catalog_price}
+    (job,) = plan.build_jobs(doc, experiments, **kwargs)
+    # Then the job spec names the task and the shape the estimator prices is an sft one
+    assert job["task"] == "sft" and job["primary_metric"] == "eval_exact_match"
+    assert estimate.shape_of(job, model=MISTRAL_7B, rows=1_000).task == catalog.SFT

@@ -385,3 +385,13 @@ def test_report_shows_each_jobs_estimate_error_by_part_and_the_calibration_in_fo
 def test_report_of_rows_without_estimates_by_part_has_no_estimate_error_section() -> None:
     document = report.build_report("run-1", ROWS)
     assert document["calibration"] == [] and "## Estimate error" not in report.render_markdown(document)
+
+
+def test_a_baseline_that_answered_nothing_right_still_measures_the_gain_of_fine_tuning() -> None:
+    # Given a zero-shot baseline that scored 0% (usual for exact match on chat answers) beside its fine-tuned jobs
+    rows = [*ROWS, row("zero-shot", "mistral-7b", "baseline", "Completed", 0.01, 0.0)]
+
+    jobs = {e["job_name"]: e for e in report.build_report("run-1", rows)["jobs"]}
+
+    # Then each trained job's gain is its whole accuracy in points (0% is a measurement, not a missing one)
+    assert jobs["full"]["gain_over_baseline_pts"] == 94.0 and jobs["lora"]["gain_over_baseline_pts"] == 92.0

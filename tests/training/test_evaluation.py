@@ -90,6 +90,7 @@ def test_metric_lines_parse_with_the_catalog_regexes() -> None:
         "peak_memory_gb": 0.62,
         "eval_intent_accuracy": 0.9312,
         "eval_parse_rate": 1.0,
+        "eval_exact_match": 0.5,
         "eval_rouge1": 0.5,
         "eval_rouge2": float("nan"),
         "eval_rougeL": 0.25,

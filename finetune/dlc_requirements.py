@@ -63,11 +63,14 @@ def requirements_sha256(path: Path = REQUIREMENTS) -> str:
 
 
 def pinned_requirements(path: Path = REQUIREMENTS) -> dict[str, str]:
-    """The `name==version` pins of a requirements file, by normalised name."""
-    pins = {}
+    """The `name==version` pins of a requirements file and of the files it includes with `-r`, by normalised name."""
+    pins: dict[str, str] = {}
     for line in path.read_text().splitlines():
         text = line.split("#", 1)[0].strip()
         if not text:
+            continue
+        if text.startswith("-r"):
+            pins.update(pinned_requirements(path.parent / text.removeprefix("-r").strip()))
             continue
         requirement = Requirement(text)
         exact = [spec.version for spec in requirement.specifier if spec.operator == "=="]

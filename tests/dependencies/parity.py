@@ -12,8 +12,7 @@ import json
 from importlib import metadata
 from pathlib import Path
 
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
+from finetune.dlc_requirements import pinned_requirements
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DLC_RECORD = REPO_ROOT / "dlc-requirements.json"
@@ -74,16 +73,4 @@ def disagreements(versions: dict[str, str | None], resolved: dict[str, str]) -> 
 
 def pinned(path: Path = DEV_REQUIREMENTS) -> dict[str, str]:
     """`name==version` pins of a requirements file and of the files it includes with `-r`, by normalised name."""
-    pins: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        text = line.split("#", 1)[0].strip()
-        if not text:
-            continue
-        if text.startswith("-r"):
-            pins.update(pinned(path.parent / text.removeprefix("-r").strip()))
-            continue
-        requirement = Requirement(text)
-        exact = [spec.version for spec in requirement.specifier if spec.operator == "=="]
-        if exact:
-            pins[canonicalize_name(requirement.name)] = exact[0]
-    return pins
+    return pinned_requirements(path)

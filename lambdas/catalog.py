@@ -94,12 +94,21 @@ class Architecture:
     gated_mlp: bool = True  # SwiGLU (gate, up, down: Llama, Mistral); False: up, down (GPT-NeoX)
     linear_bias: bool = False  # GPT-NeoX has biases on every linear layer and LayerNorm; Llama/Mistral none
     fused_qkv: bool = False  # GPT-NeoX projects Q, K and V with one linear layer (`query_key_value`)
-    tied_embeddings: bool = False  # the three catalog models keep a separate output projection
+    tied_embeddings: bool = False  # one matrix is both the token embeddings and the output projection
+    # config.json's `head_dim` where it is not hidden_size / heads: Qwen3-4B has 32 heads of 128 on a 2560-wide
+    # model, so its Q projection (32 x 128 = 4096) is wider than the hidden state. None: hidden_size // heads.
+    explicit_head_dim: int | None = None
+    qk_norm: bool = False  # Qwen3 RMS-normalises Q and K per head: two head_dim-wide norm weights per layer
 
     @property
     def head_dim(self) -> int:
         """Width of one attention head."""
-        return self.hidden_size // self.heads
+        return self.explicit_head_dim or self.hidden_size // self.heads
+
+    @property
+    def q_dim(self) -> int:
+        """Width of the Q projection (and of the attention output that o_proj maps back to hidden_size)."""
+        return self.heads * self.head_dim
 
     @property
     def kv_dim(self) -> int:
@@ -109,10 +118,10 @@ class Architecture:
     def layer_linears(self) -> tuple[tuple[int, int], ...]:
         """(in, out) features of every linear layer of one decoder layer: what LoRA's `all-linear` targets and
         what bitsandbytes quantizes to 4 bits (embeddings and the output projection stay 16-bit)."""
-        h, i, kv = self.hidden_size, self.intermediate_size, self.kv_dim
-        qkv = ((h, h + 2 * kv),) if self.fused_qkv else ((h, h), (h, kv), (h, kv))
+        h, i, q, kv = self.hidden_size, self.intermediate_size, self.q_dim, self.kv_dim
+        qkv = ((h, q + 2 * kv),) if self.fused_qkv else ((h, q), (h, kv), (h, kv))
         mlp = ((h, i), (h, i), (i, h)) if self.gated_mlp else ((h, i), (i, h))
-        return (*qkv, (h, h), *mlp)
+        return (*qkv, (q, h), *mlp)
 
     def layer_parameters(self) -> int:
         """Parameters of one decoder layer: its linear layers plus two norms (and biases where the model has them)."""
@@ -120,7 +129,8 @@ class Architecture:
         weights = sum(fan_in * fan_out for fan_in, fan_out in linears)
         biases = sum(fan_out for _, fan_out in linears) if self.linear_bias else 0
         norms = 2 * self.hidden_size * (2 if self.linear_bias else 1)  # LayerNorm has a bias, RMSNorm does not
-        return weights + biases + norms
+        qk_norms = 2 * self.head_dim if self.qk_norm else 0  # one weight per head width, shared by the heads
+        return weights + biases + norms + qk_norms
 
     def embedding_parameters(self) -> int:
         """Token embeddings plus the output projection (once when tied) and the final norm."""
@@ -202,6 +212,57 @@ MODELS: dict[str, Model] = {
             "EleutherAI/gpt-neox-20b",
             "gpt_neox",
             Architecture(6144, 44, 64, 64, 24576, 50432, gated_mlp=False, linear_bias=True, fused_qkv=True),
+            gated=False,
+        ),
+        # ---- Today's models (examples/study-2026.json). Values are config.json's hidden_size, num_hidden_layers,
+        # num_attention_heads, num_key_value_heads, intermediate_size, vocab_size, tie_word_embeddings (and head_dim
+        # where it is not hidden / heads), as copied in the sources cited per model.
+        _catalog_model(
+            "llama3.1-8b",
+            "meta-llama/Llama-3.1-8B",
+            "llama",
+            # config.json as quoted in citsjtu2020/LLM-Prof sglang/Model_Config.md ("Llama-3.1-8B"):
+            # 4096, 32, 32, 8, 14336, 128256, tie_word_embeddings false.
+            Architecture(4096, 32, 32, 8, 14336, 128_256),
+            gated=True,  # Llama 3.1 Community License: the Hub asks to accept it
+        ),
+        _catalog_model(
+            "llama3.2-3b",
+            "meta-llama/Llama-3.2-3B",
+            "llama",
+            # Same source ("Llama-3.2-3B"): 3072, 28, 24, 8, 8192, 128256, head_dim 128 (= 3072 / 24),
+            # tie_word_embeddings true.
+            Architecture(3072, 28, 24, 8, 8192, 128_256, tied_embeddings=True),
+            gated=True,  # Llama 3.2 Community License
+        ),
+        _catalog_model(
+            "mistral-7b-v0.3",
+            "mistralai/Mistral-7B-v0.3",
+            "mistral",
+            # Mistral-7B-v0.1's shape with the vocabulary "extended to 32768" (the v0.3 model card); its linear
+            # shapes (q 4096x4096, k/v 1024x4096, gate/up 14336x4096) as listed for "Mistral-7B-v0.3" in the code
+            # corpus; tie_word_embeddings false.
+            Architecture(4096, 32, 32, 8, 14336, 32_768),
+            gated=True,  # its Hub page asks to agree to share contact details (extra_gated_description)
+        ),
+        _catalog_model(
+            "qwen3-8b",
+            "Qwen/Qwen3-8B",
+            "qwen3",
+            # config.json as copied in Chen-Oliver/qwen3-8b-base config.json: 4096, 36, 32, 8, 12288, 151936,
+            # head_dim 128, tie_word_embeddings false; Qwen3 normalises Q and K (no QKV bias, unlike Qwen2).
+            Architecture(4096, 36, 32, 8, 12288, 151_936, explicit_head_dim=128, qk_norm=True),
+            gated=False,  # Apache 2.0, ungated
+        ),
+        _catalog_model(
+            "qwen3-4b",
+            "Qwen/Qwen3-4B",
+            "qwen3",
+            # config.json as copied in akougkas/warpio-cli warpio-docs/ai-docs/model_cards/qwen3:4b.md: 2560, 36, 32,
+            # 8, 9728, 151936, head_dim 128 (32 x 128 = 4096 > 2560), tie_word_embeddings true.
+            Architecture(
+                2560, 36, 32, 8, 9728, 151_936, tied_embeddings=True, explicit_head_dim=128, qk_norm=True
+            ),
             gated=False,
         ),
     )

@@ -349,7 +349,7 @@ def activation_bytes(workload: Workload, placement: Placement) -> float:
     h, i = arch.hidden_size, arch.intermediate_size
     tokens = workload.batch_size * workload.seq_length
     mlp_intermediates = 4 if arch.gated_mlp else 2
-    per_token = a * (3 * h + 2 * arch.kv_dim + h + mlp_intermediates * i) + 2 * 4 * h
+    per_token = a * (2 * h + 2 * arch.q_dim + 2 * arch.kv_dim + mlp_intermediates * i) + 2 * 4 * h
     if workload.approach != "full":
         per_token += a * sum(fan_in for fan_in, _ in arch.layer_linears())
     layer = tokens * per_token

@@ -46,6 +46,30 @@ def test_llama2_and_mistral_are_gated_and_neox_is_not() -> None:
     assert not catalog.MODELS["gpt-neox-20b"].gated
 
 
+def test_llama_and_mistral_models_are_gated_and_qwen3_and_neox_are_not() -> None:
+    # Given the catalog's models: Meta's community licences and Mistral's contact form gate their Hub repos,
+    # Qwen3 (Apache 2.0) and GPT-NeoX are open
+    gated = {key for key, model in catalog.MODELS.items() if model.gated}
+    # Then exactly those need the HF token
+    assert gated == {"llama2-7b", "mistral-7b", "llama3.1-8b", "llama3.2-3b", "mistral-7b-v0.3"}
+
+
+def test_an_explicit_head_dim_widens_q_and_o_and_the_kv_cache_but_not_the_mlp() -> None:
+    # Given Qwen3-4B's shape: 32 heads of 128 (config.json's head_dim) on a 2560-wide hidden state
+    shape = catalog.MODELS["qwen3-4b"].architecture
+    # Then Q and the attention output are 4096 wide, K and V 8 x 128, not hidden / heads = 80 per head
+    assert (shape.head_dim, shape.q_dim, shape.kv_dim) == (128, 4096, 1024)
+    q_proj, k_proj, v_proj, o_proj, *mlp = shape.layer_linears()
+    assert (q_proj, k_proj, v_proj, o_proj) == ((2560, 4096), (2560, 1024), (2560, 1024), (4096, 2560))
+    assert mlp == [(2560, 9728), (2560, 9728), (9728, 2560)]
+    # and without head_dim the width is hidden / heads, as for every older catalog model
+    assert catalog.Architecture(4096, 32, 32, 8, 14336, 32_000).head_dim == 128
+    # and the q/k norms add one head_dim-wide weight each per layer
+    assert shape.layer_parameters() - catalog.Architecture(
+        2560, 36, 32, 8, 9728, 151_936, tied_embeddings=True, explicit_head_dim=128
+    ).layer_parameters() == 2 * 128
+
+
 def test_v100_instances_are_refused_with_the_reason_and_never_offered() -> None:
     # Given the p3 family (V100, compute capability 7.0) and the cu130 training image, which has no kernels for it
     reason = catalog.unsupported_reason("ml.p3.2xlarge")
@@ -85,6 +109,15 @@ def test_size_classes_cover_every_size_up_to_their_bounds(params_billion: float,
         ("llama2-7b", 6_738_415_616, 39_976_960),
         ("mistral-7b", 7_241_732_096, 41_943_040),
         ("gpt-neox-20b", 20_554_567_680, 69_206_016),
+        # Today's models: the safetensors totals on their Hub pages, exact (no tolerance needed: every norm, the
+        # tied embedding and Qwen3's q/k norms are counted; Llama-3.2's RoPE frequency buffer is not a parameter),
+        # and PEFT's trainable counts for r=16 all-linear as printed by users (Qwen3-4B 33,030,144; Qwen3-8B
+        # 43,646,976; Llama-3.1-8B 41,943,040; Llama-3.2-3B 24,313,856).
+        ("llama3.1-8b", 8_030_261_248, 41_943_040),
+        ("llama3.2-3b", 3_212_749_824, 24_313_856),
+        ("mistral-7b-v0.3", 7_248_023_552, 41_943_040),
+        ("qwen3-8b", 8_190_735_360, 43_646_976),
+        ("qwen3-4b", 4_022_468_096, 33_030_144),
     ],
 )
 def test_catalog_shapes_give_the_published_parameter_counts(model: str, parameters: int, lora_r16: int) -> None:

@@ -260,9 +260,7 @@ MODELS: dict[str, Model] = {
             "qwen3",
             # config.json as copied in akougkas/warpio-cli warpio-docs/ai-docs/model_cards/qwen3:4b.md: 2560, 36, 32,
             # 8, 9728, 151936, head_dim 128 (32 x 128 = 4096 > 2560), tie_word_embeddings true.
-            Architecture(
-                2560, 36, 32, 8, 9728, 151_936, tied_embeddings=True, explicit_head_dim=128, qk_norm=True
-            ),
+            Architecture(2560, 36, 32, 8, 9728, 151_936, tied_embeddings=True, explicit_head_dim=128, qk_norm=True),
             gated=False,
         ),
     )

@@ -65,9 +65,13 @@ def test_an_explicit_head_dim_widens_q_and_o_and_the_kv_cache_but_not_the_mlp() 
     # and without head_dim the width is hidden / heads, as for every older catalog model
     assert catalog.Architecture(4096, 32, 32, 8, 14336, 32_000).head_dim == 128
     # and the q/k norms add one head_dim-wide weight each per layer
-    assert shape.layer_parameters() - catalog.Architecture(
-        2560, 36, 32, 8, 9728, 151_936, tied_embeddings=True, explicit_head_dim=128
-    ).layer_parameters() == 2 * 128
+    assert (
+        shape.layer_parameters()
+        - catalog.Architecture(
+            2560, 36, 32, 8, 9728, 151_936, tied_embeddings=True, explicit_head_dim=128
+        ).layer_parameters()
+        == 2 * 128
+    )
 
 
 def test_v100_instances_are_refused_with_the_reason_and_never_offered() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lambdas import plan
+from lambdas import catalog, plan
 from lambdas.errors import InvalidExecutionInput
 from tests.lambdas.lambda_testkit import study_jobs
 
@@ -138,12 +138,28 @@ def test_validation_does_not_modify_the_callers_input() -> None:
 
 
 @pytest.mark.parametrize(
-    ("example", "jobs"), [("single-lora.json", 1), ("study-matrix.json", 8), ("smoke.json", 1), ("demo.json", 4)]
+    ("example", "jobs"),
+    [("single-lora.json", 1), ("study-matrix.json", 8), ("smoke.json", 1), ("demo.json", 4), ("study-2026.json", 16)],
 )
 def test_shipped_examples_are_valid_and_within_their_own_budget(example: str, jobs: int) -> None:
     execution_input = json.loads((Path(__file__).parents[2] / "examples" / example).read_text())
     planned = study_jobs(execution_input)
     assert len(planned) == jobs
+    assert plan.enforce_budget(planned, execution_input["budget_usd"]) <= execution_input["budget_usd"]
+
+
+def test_the_2026_study_plans_todays_models_like_the_seed_study() -> None:
+    # Given examples/study-2026.json: the seed study's approaches on today's models, baselines on
+    execution_input = json.loads((Path(__file__).parents[2] / "examples" / "study-2026.json").read_text())
+    # When Plan validates it (every job must fit its planned instance, or validation raises InfeasibleJob)
+    planned = study_jobs(execution_input)
+    # Then every model gets full, LoRA, QLoRA and one baseline, each from the catalog (no guessed shape)
+    models = {"llama3.1-8b", "qwen3-8b", "mistral-7b-v0.3", "qwen3-4b"}
+    assert sorted((job["model_key"], job["approach"]) for job in planned) == sorted(
+        (model, approach) for model in models for approach in ("full", "lora", "qlora", "baseline")
+    )
+    assert all(job["model_id"] == catalog.MODELS[job["model_key"]].hf_id for job in planned)
+    # and the run stays within its own budget
     assert plan.enforce_budget(planned, execution_input["budget_usd"]) <= execution_input["budget_usd"]
 
 

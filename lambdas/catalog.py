@@ -898,7 +898,14 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     ),
     # Rank 16 on all linear layers: the usual LoRA/QLoRA setting for 7B-20B classification-like SFT.
     Hyperparameter(
-        "lora_r", Source.EXPERIMENT, ("integer",), 16, "LoRA rank", "lora_r", True, bounds={"minimum": 1, "maximum": 1024}
+        "lora_r",
+        Source.EXPERIMENT,
+        ("integer",),
+        16,
+        "LoRA rank",
+        "lora_r",
+        True,
+        bounds={"minimum": 1, "maximum": 1024},
     ),
     # alpha = 2r keeps the adapter's update scale constant if r changes.
     Hyperparameter(

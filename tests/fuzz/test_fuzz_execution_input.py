@@ -198,6 +198,9 @@ FOUND = {
     "max_steps too long for a HyperParameterValue (2500 characters)": {
         "experiments": [{"model": "mistral-7b", "approach": "lora", "max_steps": 10**3000}]
     },
+    "learning_rate 1 passed the schema (maximum 1) and failed the training code (0 < lr < 1) after startup": {
+        "experiments": [{"model": "mistral-7b", "approach": "lora", "learning_rate": 1}]
+    },
     "a Hub id with a trailing newline (the catalog's pattern ends in `$`)": {
         "experiments": [{"model": "org/name\n", "approach": "lora"}]
     },

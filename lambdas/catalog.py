@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -886,6 +887,11 @@ class Hyperparameter:
     training_name: str | None = None  # the `--name` train.py takes; None: not sent to training
     in_job_name: bool = False  # hashed into the job name: two jobs of a run that differ here get two names
     choices: tuple[str, ...] = ()
+    # The numeric range the input accepts, in JSON Schema's own keywords (minimum, maximum, exclusiveMinimum,
+    # exclusiveMaximum): the execution-input schema carries exactly these (tests/lambdas/test_lambda_hyperparameters.py)
+    # and the training code's `RANGES` accepts at least this range (the contract test there), so a value Plan accepts
+    # never fails the job after it has paid for startup.
+    bounds: Mapping[str, float] = field(default_factory=dict, hash=False)
 
 
 HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
@@ -908,10 +914,25 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         in_job_name=True,
     ),
     Hyperparameter(
-        "instance_count", Source.EXPERIMENT, ("integer",), BY_SIZE_CLASS, "number of instances", in_job_name=True
+        "instance_count",
+        Source.EXPERIMENT,
+        ("integer",),
+        BY_SIZE_CLASS,
+        "number of instances",
+        in_job_name=True,
+        bounds={"minimum": 1, "maximum": 16},
     ),
     # One epoch over Banking77's ~10k short queries reaches the study's accuracy; more mostly costs.
-    Hyperparameter("epochs", Source.EXPERIMENT, ("number",), 1, "training epochs", "epochs", True),
+    Hyperparameter(
+        "epochs",
+        Source.EXPERIMENT,
+        ("number",),
+        1,
+        "training epochs",
+        "epochs",
+        True,
+        bounds={"exclusiveMinimum": 0, "maximum": 100},
+    ),
     Hyperparameter(
         "batch_size",
         Source.EXPERIMENT,
@@ -920,6 +941,7 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         "per-device batch size",
         "per_device_batch_size",
         True,
+        bounds={"minimum": 1, "maximum": 1024},
     ),
     # null: the training code picks by approach and size.
     Hyperparameter(
@@ -930,13 +952,42 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         "peak learning rate",
         "learning_rate",
         True,
+        # Both ends open: a rate of 1 or more diverges at once, and the training code refuses it.
+        bounds={"exclusiveMinimum": 0, "exclusiveMaximum": 1},
     ),
     # Rank 16 on all linear layers: the usual LoRA/QLoRA setting for 7B-20B classification-like SFT.
-    Hyperparameter("lora_r", Source.EXPERIMENT, ("integer",), 16, "LoRA rank", "lora_r", True),
+    Hyperparameter(
+        "lora_r",
+        Source.EXPERIMENT,
+        ("integer",),
+        16,
+        "LoRA rank",
+        "lora_r",
+        True,
+        bounds={"minimum": 1, "maximum": 1024},
+    ),
     # alpha = 2r keeps the adapter's update scale constant if r changes.
-    Hyperparameter("lora_alpha", Source.EXPERIMENT, ("integer",), 32, "LoRA alpha", "lora_alpha", True),
+    Hyperparameter(
+        "lora_alpha",
+        Source.EXPERIMENT,
+        ("integer",),
+        32,
+        "LoRA alpha",
+        "lora_alpha",
+        True,
+        bounds={"minimum": 1, "maximum": 4096},
+    ),
     # The QLoRA paper's dropout for models up to 13B.
-    Hyperparameter("lora_dropout", Source.EXPERIMENT, ("number",), 0.05, "LoRA dropout", "lora_dropout", True),
+    Hyperparameter(
+        "lora_dropout",
+        Source.EXPERIMENT,
+        ("number",),
+        0.05,
+        "LoRA dropout",
+        "lora_dropout",
+        True,
+        bounds={"minimum": 0, "exclusiveMaximum": 1},
+    ),
     # auto: the longest tokenized example plus generation room, measured by the training code on the real data.
     Hyperparameter(
         "max_seq_length",
@@ -947,6 +998,7 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         "max_seq_length",
         True,
         choices=("auto",),
+        bounds={"minimum": 16, "maximum": 32768},
     ),
     # compact: the model learns the label set; listing 77 labels costs ~600 tokens per example (zero-shot baselines).
     Hyperparameter(
@@ -969,8 +1021,16 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         "merge_adapter",
         True,
     ),
+    # The schema also refuses 0 (`not`): -1 or at least one step.
     Hyperparameter(
-        "max_steps", Source.EXPERIMENT, ("integer",), -1, "optimizer steps; -1: epochs decide", "max_steps", True
+        "max_steps",
+        Source.EXPERIMENT,
+        ("integer",),
+        -1,
+        "optimizer steps; -1: epochs decide",
+        "max_steps",
+        True,
+        bounds={"minimum": -1, "maximum": 100_000_000},
     ),
     # The study's evaluation size (+-2.2 points 95% CI on accuracy); "all": the whole test split (paired tests then
     # compare jobs on every sample).
@@ -983,6 +1043,7 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         "eval_samples",
         True,
         choices=(ALL_SAMPLES,),
+        bounds={"minimum": 1, "maximum": 100000},
     ),
     # What the dataset's rows are; the training code reads and scores them accordingly (training_code/sft.py). Not
     # hashed into job names: the dataset, which decides it, already is.

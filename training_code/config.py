@@ -59,6 +59,38 @@ STRATEGIES_BY_APPROACH = {
 }
 # Shorter intervals would spend more time writing and uploading checkpoints than they could save (contract minimum).
 MIN_SAVE_INTERVAL_SECONDS = 60
+# Each numeric hyperparameter's accepted range, in JSON Schema's keywords (minimum, maximum, exclusiveMinimum,
+# exclusiveMaximum). Lambdas' hyperparameter table (lambdas/catalog.py `HYPERPARAMETERS[].bounds`) is the home of the
+# ranges Plan accepts; this package cannot import it, so a contract test (tests/lambdas/test_lambda_hyperparameters.py)
+# holds every range Plan accepts inside these. They may be wider (eval_samples=0 skips evaluation in a direct run).
+RANGES: dict[str, dict[str, float]] = {
+    "epochs": {"exclusiveMinimum": 0},  # checked only when max_steps is -1 (epochs decide)
+    "per_device_batch_size": {"minimum": 1},
+    "gradient_accumulation_steps": {"minimum": 1},
+    "learning_rate": {"exclusiveMinimum": 0, "exclusiveMaximum": 1},  # None (auto) is not checked
+    "lora_r": {"minimum": 1},
+    "lora_alpha": {"minimum": 1},
+    "lora_dropout": {"minimum": 0, "exclusiveMaximum": 1},
+    "max_seq_length": {"minimum": 16},  # None (auto) is not checked
+    "max_steps": {"minimum": -1},  # and not 0: -1 (epochs decide) or at least one step
+    "eval_samples": {"minimum": 0},  # 0 skips evaluation
+    "eval_batch_size": {"minimum": 1},
+    "logging_steps": {"minimum": 1},
+    "warmup_ratio": {"minimum": 0, "exclusiveMaximum": 0.5},
+    "save_interval_seconds": {"minimum": MIN_SAVE_INTERVAL_SECONDS},
+    "save_total_limit": {"minimum": 2},
+}
+# Why a range is what it is, appended to the refusal where the bare range would puzzle the reader.
+_RANGE_REASONS = {
+    "learning_rate": ", or auto",
+    "max_seq_length": ", or auto",
+    "eval_samples": " (0 skips evaluation)",
+    "save_interval_seconds": ": a checkpoint must finish uploading before the next one replaces it",
+    "save_total_limit": (
+        ": the newest checkpoint may still be uploading to S3 when the instance is reclaimed, so the one before it "
+        "must survive"
+    ),
+}
 # Values that mean "not set" for optional string hyperparameters (the toolkit JSON-decodes null to None → "None").
 _UNSET = {"", "none", "null", "auto"}
 _TRUE = {"true", "1", "yes", "y", "on"}
@@ -321,58 +353,73 @@ def _jsonl_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*.jsonl") if p.is_file())
 
 
-def validate(config: TrainConfig, env: SageMakerEnv) -> None:
-    """Check values, combinations and input channels; raise `ConfigError` naming the hyperparameter at fault."""
+def in_range(value: float, keywords: dict[str, float]) -> bool:
+    """Whether `value` lies in the range that JSON Schema `keywords` describe (NaN never does)."""
+    checks = {
+        "minimum": lambda bound: value >= bound,
+        "maximum": lambda bound: value <= bound,
+        "exclusiveMinimum": lambda bound: value > bound,
+        "exclusiveMaximum": lambda bound: value < bound,
+    }
+    return all(checks[keyword](bound) for keyword, bound in keywords.items())
+
+
+def describe_range(keywords: dict[str, float]) -> str:
+    """The range as a reader writes it: `in (0, 1)`, `in [0, 0.5)`, `>= 16`, `> 0`."""
+    low = ("[", keywords["minimum"]) if "minimum" in keywords else ("(", keywords.get("exclusiveMinimum"))
+    high = ("]", keywords["maximum"]) if "maximum" in keywords else (")", keywords.get("exclusiveMaximum"))
+    if low[1] is not None and high[1] is not None:
+        return f"in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+    if low[1] is not None:
+        return f"{'>=' if low[0] == '[' else '>'} {low[1]:g}"
+    return f"{'<=' if high[0] == ']' else '<'} {high[1]:g}"
+
+
+def _validate_ranges(config: TrainConfig) -> None:
+    """Every numeric hyperparameter within `RANGES` (auto values and epochs that max_steps overrides are not)."""
+    if config.max_steps == 0 or config.max_steps < -1:
+        raise ConfigError(f"hyperparameter max_steps={config.max_steps} must be -1 (epochs decide) or >= 1")
+    for name, keywords in RANGES.items():
+        value = getattr(config, name)
+        if value is None or (name == "epochs" and config.max_steps != -1):
+            continue
+        if not in_range(value, keywords):
+            when = " when max_steps is -1" if name == "epochs" else ""
+            raise ConfigError(
+                f"hyperparameter {name}={value} must be {describe_range(keywords)}{when}{_RANGE_REASONS.get(name, '')}"
+            )
+
+
+def validate_values(config: TrainConfig) -> None:
+    """The checks that depend on the hyperparameters alone (not on this machine, its launcher or its input
+    channels): choices, ranges and combinations. Raise `ConfigError` naming the hyperparameter at fault."""
     _choice("approach", config.approach, APPROACHES)
     _choice("gradient_checkpointing", config.gradient_checkpointing, GRADIENT_CHECKPOINTING)
     _choice("batching", config.batching, BATCHING)
     _choice("decoding", config.decoding, DECODING)
     _choice("prompt_style", config.prompt_style, PROMPT_STYLES)
     _choice("task", config.task, TASKS)
-    positive = {
-        "per_device_batch_size": config.per_device_batch_size,
-        "gradient_accumulation_steps": config.gradient_accumulation_steps,
-        "lora_r": config.lora_r,
-        "lora_alpha": config.lora_alpha,
-        "logging_steps": config.logging_steps,
-        "eval_batch_size": config.eval_batch_size,
-    }
-    for name, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"hyperparameter {name}={value} must be >= 1")
-    if config.save_interval_seconds < MIN_SAVE_INTERVAL_SECONDS:
-        raise ConfigError(
-            f"hyperparameter save_interval_seconds={config.save_interval_seconds} must be >= "
-            f"{MIN_SAVE_INTERVAL_SECONDS}: a checkpoint must finish uploading before the next one replaces it"
-        )
-    if config.save_total_limit < 2:
-        raise ConfigError(
-            f"hyperparameter save_total_limit={config.save_total_limit} must be >= 2: the newest checkpoint may "
-            "still be uploading to S3 when the instance is reclaimed, so the one before it must survive"
-        )
-    if not 0 <= config.warmup_ratio < 0.5:
-        raise ConfigError(f"hyperparameter warmup_ratio={config.warmup_ratio} must be in [0, 0.5)")
-    if config.max_steps == 0 or config.max_steps < -1:
-        raise ConfigError(f"hyperparameter max_steps={config.max_steps} must be -1 (epochs decide) or >= 1")
-    if config.max_steps == -1 and config.epochs <= 0:
-        raise ConfigError(f"hyperparameter epochs={config.epochs} must be > 0 when max_steps is -1")
-    if config.learning_rate is not None and not 0 < config.learning_rate < 1:
-        raise ConfigError(f"hyperparameter learning_rate={config.learning_rate} must be in (0, 1), or auto")
-    if not 0 <= config.lora_dropout < 1:
-        raise ConfigError(f"hyperparameter lora_dropout={config.lora_dropout} must be in [0, 1)")
-    if config.max_seq_length is not None and config.max_seq_length < 16:
-        raise ConfigError(f"hyperparameter max_seq_length={config.max_seq_length} must be >= 16, or auto")
-    if config.eval_samples < 0:
-        raise ConfigError(f"hyperparameter eval_samples={config.eval_samples} must be >= 0 (0 skips evaluation)")
-    if config.approach == "qlora":
-        problem = qlora_support_problem()
-        if problem:
-            raise ConfigError(f"hyperparameter approach=qlora is not supported on this machine: {problem}")
-        if config.modules_to_save:
-            # TRL casts every trainable parameter of a quantized model to bf16, which breaks a fully trained head.
-            raise ConfigError("hyperparameter lora_modules_to_save is not supported with approach=qlora")
+    _choice("strategy", config.strategy, STRATEGIES)
+    _validate_ranges(config)
+    if config.approach == "qlora" and config.modules_to_save:
+        # TRL casts every trainable parameter of a quantized model to bf16, which breaks a fully trained head.
+        raise ConfigError("hyperparameter lora_modules_to_save is not supported with approach=qlora")
     if config.is_baseline:
         _validate_baseline(config)
+    allowed = STRATEGIES_BY_APPROACH[config.approach]
+    if config.strategy not in allowed:
+        raise ConfigError(
+            f"hyperparameter strategy={config.strategy} is not supported with approach={config.approach}; "
+            f"use one of: {', '.join(allowed)}"
+        )
+
+
+def validate(config: TrainConfig, env: SageMakerEnv) -> None:
+    """Check values, combinations, this machine and the input channels; raise `ConfigError` naming the
+    hyperparameter at fault."""
+    validate_values(config)
+    if config.approach == "qlora" and (problem := qlora_support_problem()):
+        raise ConfigError(f"hyperparameter approach=qlora is not supported on this machine: {problem}")
     _validate_strategy(config, env)
     _validate_channel("SM_CHANNEL_TRAIN", "train", env.train_dir)
     if config.eval_samples > 0:
@@ -394,14 +441,8 @@ def _validate_baseline(config: TrainConfig) -> None:
 
 
 def _validate_strategy(config: TrainConfig, env: SageMakerEnv) -> None:
-    """What each strategy needs: the approach it can train, its launcher (torchrun or one process), CUDA for FSDP."""
-    _choice("strategy", config.strategy, STRATEGIES)
-    allowed = STRATEGIES_BY_APPROACH[config.approach]
-    if config.strategy not in allowed:
-        raise ConfigError(
-            f"hyperparameter strategy={config.strategy} is not supported with approach={config.approach}; "
-            f"use one of: {', '.join(allowed)}"
-        )
+    """What each strategy needs of this process: its launcher (torchrun or one process), CUDA for FSDP (the
+    approach it can train is `validate_values`')."""
     if config.strategy in ("split", "lean") and env.world_size > 1:
         raise ConfigError(
             f"hyperparameter strategy={config.strategy} runs ONE process, but {env.world_size} were launched: "
@@ -474,15 +515,19 @@ __all__ = [
     "APPROACHES",
     "BASELINE",
     "FSDP_MODES",
+    "RANGES",
     "STRATEGIES",
     "ConfigError",
     "SageMakerEnv",
     "TrainConfig",
     "as_dict",
+    "describe_range",
     "effective_strategy",
+    "in_range",
     "parse_hyperparameters",
     "qlora_support_problem",
     "resolve_learning_rate",
     "trainer_fsdp_option",
     "validate",
+    "validate_values",
 ]

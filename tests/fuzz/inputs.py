@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from collections.abc import Mapping
 from typing import Any
 
 from hypothesis import HealthCheck, settings
@@ -27,23 +28,63 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
-# Fields of one experiment with their (type, minimum, maximum) in the schema; None: no bound on that side.
+
+def _number_kind(hp: catalog.Hyperparameter) -> type:
+    return int if "integer" in hp.json_type else float
+
+
+def _low(bounds: Mapping[str, float]) -> float | None:
+    return bounds.get("minimum", bounds.get("exclusiveMinimum"))
+
+
+def _high(bounds: Mapping[str, float]) -> float | None:
+    return bounds.get("maximum", bounds.get("exclusiveMaximum"))
+
+
+# Fields of one experiment with their (type, minimum, maximum): the hyperparameter table's bounds (which the schema
+# states), and params_billion, the model's size rather than a setting. None: no bound on that side.
+_BOUNDED = {hp.name: hp for hp in catalog.HYPERPARAMETERS if hp.bounds}
 NUMBER_FIELDS: dict[str, tuple[type, float | None, float | None]] = {
-    "instance_count": (int, 1, 16),
-    "epochs": (float, 0, 100),  # exclusive minimum
-    "batch_size": (int, 1, 1024),
-    "learning_rate": (float, 0, 1),  # exclusive minimum
-    "lora_r": (int, 1, 1024),
-    "lora_alpha": (int, 1, 4096),
-    "lora_dropout": (float, 0, 1),  # exclusive maximum
-    "max_steps": (int, -1, 100_000_000),
+    **{
+        hp.name: (_number_kind(hp), _low(hp.bounds), _high(hp.bounds))
+        for hp in _BOUNDED.values()
+        if hp.source is catalog.Source.EXPERIMENT and hp.name != "max_seq_length"  # its own mutation below
+    },
     "params_billion": (float, 0, 1000),  # exclusive minimum
 }
 TOP_NUMBER_FIELDS: dict[str, tuple[type, float | None, float | None]] = {
     "max_runtime_hours": (float, 0, 672),
     "budget_usd": (float, 0, None),
-    "eval_samples": (int, 1, 100000),
+    "eval_samples": (int, _low(_BOUNDED["eval_samples"].bounds), _high(_BOUNDED["eval_samples"].bounds)),
 }
+
+
+def within(bounds: Mapping[str, float], kind: type, *, at_most: float | None = None) -> st.SearchStrategy[Any]:
+    """Numbers inside a JSON Schema range (open ends excluded); `at_most` narrows the top, for sizes whose upper end
+    the schema allows but the memory planner would refuse every time (the test then plans nothing)."""
+    low, high = _low(bounds), _high(bounds)
+    if at_most is not None:
+        high = at_most if high is None else min(high, at_most)
+    if kind is int:
+        low_int = None if low is None else int(low) + int("exclusiveMinimum" in bounds)
+        high_int = None if high is None else int(high) - int("exclusiveMaximum" in bounds and high == _high(bounds))
+        return st.integers(low_int, high_int)
+    return st.floats(
+        low,
+        high,
+        exclude_min="exclusiveMinimum" in bounds,
+        exclude_max="exclusiveMaximum" in bounds and high == _high(bounds),
+        allow_nan=False,
+        allow_infinity=False,
+    )
+
+
+def table_values(name: str, *, at_most: float | None = None) -> st.SearchStrategy[Any]:
+    """Values of hyperparameter `name` that its table bounds (and so the schema) accept."""
+    hp = _BOUNDED[name]
+    return within(hp.bounds, _number_kind(hp), at_most=at_most)
+
+
 EXPERIMENT_FIELDS = (
     "model",
     "approach",
@@ -117,14 +158,16 @@ def valid_experiment(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         experiment["instance_type"] = draw(st.sampled_from(sorted(catalog.INSTANCES)))
     optional = {
-        "epochs": st.floats(0.01, 100, allow_nan=False),
-        "batch_size": st.integers(1, 64),
-        "learning_rate": st.one_of(st.none(), st.floats(1e-7, 0.99, allow_nan=False)),
-        "lora_r": st.integers(1, 256),
-        "lora_alpha": st.integers(1, 4096),
-        "lora_dropout": st.floats(0, 0.99, allow_nan=False),
-        "max_steps": st.one_of(st.just(-1), st.integers(1, 10_000_000)),
-        "max_seq_length": st.one_of(st.just("auto"), st.integers(16, 4096)),
+        # The table's whole range (the ends included where closed, their neighbours where open), so a value the
+        # schema accepts and the training code refuses shows up here.
+        "epochs": table_values("epochs"),
+        "batch_size": table_values("batch_size", at_most=64),
+        "learning_rate": st.one_of(st.none(), table_values("learning_rate")),
+        "lora_r": table_values("lora_r", at_most=256),
+        "lora_alpha": table_values("lora_alpha"),
+        "lora_dropout": table_values("lora_dropout"),
+        "max_steps": table_values("max_steps").filter(lambda steps: steps != 0),  # the schema's `not 0`
+        "max_seq_length": st.one_of(st.just("auto"), table_values("max_seq_length", at_most=4096)),
         "prompt_style": st.sampled_from(catalog.PROMPT_STYLES),
         "merge_adapter": st.booleans(),
     }
@@ -182,8 +225,10 @@ def _wrong_type(expected: type) -> st.SearchStrategy[Any]:
     return st.one_of(*[strategy for kind, strategy in everything.items() if kind not in excluded])
 
 
-def _out_of_range(kind: type, low: float | None, high: float | None, *, exclusive_low: bool) -> Any:
-    """A number outside [low, high], or not finite."""
+def _out_of_range(
+    kind: type, low: float | None, high: float | None, *, exclusive_low: bool, exclusive_high: bool = False
+) -> Any:
+    """A number outside [low, high] (or the open end itself), or not finite."""
     options: list[st.SearchStrategy[Any]] = [non_finite] if kind is float else []
     if low is not None:
         below = (
@@ -198,10 +243,15 @@ def _out_of_range(kind: type, low: float | None, high: float | None, *, exclusiv
             if kind is float
             else st.integers(min_value=int(high) + 1)
         )
+        if exclusive_high:
+            options.append(st.just(high))  # an open end itself: learning_rate 1 once passed the schema
     return st.one_of(*options)
 
 
-_EXCLUSIVE_LOW = {"epochs", "learning_rate", "params_billion", "max_runtime_hours"}
+_EXCLUSIVE_LOW = {"params_billion", "max_runtime_hours"} | {
+    name for name, hp in _BOUNDED.items() if "exclusiveMinimum" in hp.bounds
+}
+_EXCLUSIVE_HIGH = {name for name, hp in _BOUNDED.items() if "exclusiveMaximum" in hp.bounds}
 
 
 @st.composite
@@ -261,11 +311,17 @@ def malformed_input(draw: st.DrawFn) -> tuple[str, Any]:
     elif kind == "experiment number out of range":
         field = draw(st.sampled_from(sorted(NUMBER_FIELDS)))
         number_kind, low, high = NUMBER_FIELDS[field]
-        value = draw(_out_of_range(number_kind, low, high, exclusive_low=field in _EXCLUSIVE_LOW))
+        value = draw(
+            _out_of_range(
+                number_kind,
+                low,
+                high,
+                exclusive_low=field in _EXCLUSIVE_LOW,
+                exclusive_high=field in _EXCLUSIVE_HIGH,
+            )
+        )
         if field == "max_steps" and value == 0:
             value = -2
-        if field == "lora_dropout" and isinstance(value, float) and value == 1.0:
-            value = 1.0  # exclusive maximum: 1 itself is out
         experiment[field] = value
     elif kind == "top-level number out of range":
         field = draw(st.sampled_from(sorted(TOP_NUMBER_FIELDS)))

@@ -3,7 +3,7 @@
 Malformed inputs: Plan must refuse every one with `InvalidExecutionInput` naming a field; no other exception may
 escape, and nothing that launches or writes may be called. Valid inputs: every job Plan makes must give a
 CreateTrainingJob request (built by Launch's own function) that botocore's service model accepts, patterns and
-lengths included, and hyperparameters the training code parses back.
+lengths included, and hyperparameters the training code parses back and validates.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from tests.lambdas.lambda_testkit import (
     SECRET_ARN,
     plan_settings,
 )
-from training_code.config import parse_hyperparameters
+from training_code.config import parse_hyperparameters, validate_values
 
 # Calls Plan may make: reads only. Anything else (create, put, start, stop, delete, tag) would be a launch or a write.
 READ_ONLY = {"list_objects_v2", "get_paginator", "describe_secret"}
@@ -166,6 +166,9 @@ def test_valid_inputs_plan_into_requests_the_service_model_accepts(
             assert bucket == BUCKET and 0 < len(key.encode()) <= 1024, uri
         config = parse_hyperparameters(_as_training_argv(request["HyperParameters"]))
         assert config.model_id == job["model_id"] and config.approach == job["approach"]
+        # Through both: what Plan accepts, the training code's validation accepts too (ranges, choices and their
+        # combinations; the rest of `validate` checks the machine the job runs on).
+        validate_values(config)
         assert job["job_name"].startswith(PREFIX)
 
 
@@ -194,6 +197,9 @@ FOUND = {
     },
     "max_steps too long for a HyperParameterValue (2500 characters)": {
         "experiments": [{"model": "mistral-7b", "approach": "lora", "max_steps": 10**3000}]
+    },
+    "learning_rate 1 passed the schema (maximum 1) and failed the training code (0 < lr < 1) after startup": {
+        "experiments": [{"model": "mistral-7b", "approach": "lora", "learning_rate": 1}]
     },
     "a Hub id with a trailing newline (the catalog's pattern ends in `$`)": {
         "experiments": [{"model": "org/name\n", "approach": "lora"}]

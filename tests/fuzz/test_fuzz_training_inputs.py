@@ -19,9 +19,17 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from tests.fuzz.inputs import FUZZ, INJECTIONS, any_text, hub_ids
+from tests.fuzz.inputs import FUZZ, INJECTIONS, any_text, hub_ids, within
 from training_code import data, modeling, train
-from training_code.config import ConfigError, SageMakerEnv, TrainConfig, parse_hyperparameters, validate
+from training_code.config import (
+    RANGES,
+    ConfigError,
+    SageMakerEnv,
+    TrainConfig,
+    in_range,
+    parse_hyperparameters,
+    validate,
+)
 
 GOOD_ROWS = [
     json.dumps({"text": "where is my card?", "label": "card_arrival"}),
@@ -65,12 +73,14 @@ def _run_until_a_model_would_load(argv: list[str], env: SageMakerEnv) -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 # Hyperparameters
 # ---------------------------------------------------------------------------------------------------------------------
-def _spellings(value: Any) -> st.SearchStrategy[str]:
-    """How the toolkit may spell a value on the command line."""
+def _spellings(name: str, value: Any) -> st.SearchStrategy[str]:
+    """How the toolkit may spell a value on the command line (a rounded spelling only where the rounding keeps it
+    in range: 0.9999999 rounds to 1, which is a different, refused, learning rate)."""
     if isinstance(value, bool):
         return st.sampled_from(["true", "True", "1", "yes"] if value else ["false", "False", "0", "no"])
     if isinstance(value, float):
-        return st.sampled_from([repr(value), f"{value:e}", f"{value:.6g}"])
+        spellings = [repr(value), f"{value:e}", f"{value:.6g}"]
+        return st.sampled_from([s for s in spellings if name not in RANGES or in_range(float(s), RANGES[name])])
     return st.just(str(value))
 
 
@@ -78,10 +88,10 @@ VALID_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "approach": st.sampled_from(["full", "lora", "LoRA", "qlora"]),
     "epochs": st.floats(0.01, 50),
     "per_device_batch_size": st.integers(1, 64),
-    "learning_rate": st.floats(1e-7, 0.5),
+    "learning_rate": within(RANGES["learning_rate"], float),
     "lora_r": st.integers(1, 256),
     "lora_alpha": st.integers(1, 512),
-    "lora_dropout": st.floats(0, 0.9),
+    "lora_dropout": within(RANGES["lora_dropout"], float),
     "max_seq_length": st.integers(16, 8192),
     "prompt_style": st.sampled_from(["compact", "listed"]),
     "eval_samples": st.integers(0, 1000),
@@ -91,7 +101,7 @@ VALID_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "save_interval_seconds": st.integers(60, 86400),
     "save_total_limit": st.integers(2, 10),
     "gradient_accumulation_steps": st.integers(1, 64),
-    "warmup_ratio": st.floats(0, 0.49),
+    "warmup_ratio": within(RANGES["warmup_ratio"], float),
     "decoding": st.sampled_from(["free", "constrained"]),
     "batching": st.sampled_from(["auto", "padding_free", "length_grouped"]),
 }
@@ -102,7 +112,7 @@ def valid_argv(draw: st.DrawFn) -> list[str]:
     argv = ["--model_id", draw(hub_ids)]
     for name in draw(st.lists(st.sampled_from(sorted(VALID_VALUES)), unique=True, max_size=8)):
         value = draw(VALID_VALUES[name])
-        argv += [f"--{name}", draw(_spellings(value))] if draw(st.booleans()) else [f"--{name}={value}"]
+        argv += [f"--{name}", draw(_spellings(name, value))] if draw(st.booleans()) else [f"--{name}={value}"]
     argv += ["--sagemaker_program", "train.py"]  # toolkit keys are ignored
     return argv
 

@@ -4,6 +4,7 @@ accepts everything Launch sends, exactly as the SageMaker training toolkit hands
 from __future__ import annotations
 
 import json
+import math
 import typing
 from typing import Any
 
@@ -67,6 +68,66 @@ def test_schema_types_defaults_and_choices_agree_with_the_table(hp: catalog.Hype
     assert (hp.name in EXPERIMENT_SCHEMA.get("required", [])) == (
         hp.default is None and hp.source is catalog.Source.EXPERIMENT
     )
+
+
+BOUND_KEYWORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
+def schema_bounds(prop: dict[str, Any]) -> dict[str, float]:
+    """The numeric bounds a schema property states (on its number branch, for `anyOf` ones like max_seq_length)."""
+    branches = prop.get("anyOf", [prop])
+    return {key: value for branch in branches for key, value in branch.items() if key in BOUND_KEYWORDS}
+
+
+@pytest.mark.parametrize(
+    "hp", by_source(catalog.Source.EXPERIMENT) + by_source(catalog.Source.RUN), ids=lambda hp: hp.name
+)
+def test_the_schemas_numeric_bounds_are_the_tables(hp: catalog.Hyperparameter) -> None:
+    # Given the schema property of a table entry the input may set
+    properties = EXPERIMENT_SCHEMA["properties"] if hp.source is catalog.Source.EXPERIMENT else SCHEMA["properties"]
+    # Then it states exactly the table's bounds, and every numeric setting has some
+    assert schema_bounds(properties[hp.name]) == dict(hp.bounds)
+    assert bool(hp.bounds) == bool({"integer", "number"} & set(hp.json_type))
+
+
+Interval = tuple[float, bool, float, bool]  # low, low is open, high, high is open
+
+
+def interval(keywords: dict[str, float] | Any) -> Interval:
+    """A JSON Schema range as an interval (an absent side is unbounded)."""
+    low = (keywords["exclusiveMinimum"], True) if "exclusiveMinimum" in keywords else (keywords.get("minimum"), False)
+    high = (keywords["exclusiveMaximum"], True) if "exclusiveMaximum" in keywords else (keywords.get("maximum"), False)
+    return (
+        -math.inf if low[0] is None else low[0],
+        low[1],
+        math.inf if high[0] is None else high[0],
+        high[1],
+    )
+
+
+def contains(outer: Interval, inner: Interval) -> bool:
+    low_ok = inner[0] > outer[0] or (inner[0] == outer[0] and (inner[1] or not outer[1]))
+    high_ok = inner[2] < outer[2] or (inner[2] == outer[2] and (inner[3] or not outer[3]))
+    return low_ok and high_ok
+
+
+@pytest.mark.parametrize(
+    "hp", [hp for hp in catalog.HYPERPARAMETERS if hp.bounds and hp.training_name], ids=lambda hp: hp.name
+)
+def test_every_value_plan_accepts_is_in_the_training_codes_range(hp: catalog.Hyperparameter) -> None:
+    # Given a bounded setting the training code receives (the two packages cannot share code: a contract)
+    assert hp.training_name
+    # Then the training code's range holds every value the table (and so the schema and Plan) accepts
+    training_range = training_config.RANGES[hp.training_name]
+    assert contains(interval(training_range), interval(hp.bounds)), (hp.bounds, training_range)
+
+
+def test_the_range_check_agrees_with_the_interval_reading() -> None:
+    # The training code's own reading of the keywords: open ends exclude their bound, closed ones include it
+    assert training_config.in_range(0.5, {"exclusiveMinimum": 0, "exclusiveMaximum": 1})
+    assert not training_config.in_range(1, {"exclusiveMinimum": 0, "exclusiveMaximum": 1})
+    assert training_config.in_range(16, {"minimum": 16}) and not training_config.in_range(math.nan, {"minimum": 0})
+    assert training_config.describe_range({"exclusiveMinimum": 0, "exclusiveMaximum": 1}) == "in (0, 1)"
 
 
 def test_fixed_defaults_are_refused_where_the_size_class_decides() -> None:
@@ -146,6 +207,8 @@ def test_the_training_code_accepts_everything_launch_sends(job: JobSpec) -> None
     assert parsed.max_seq_length is None  # "auto"
     assert (parsed.prompt_style, parsed.save_interval_seconds) == (job["prompt_style"], job["save_interval_seconds"])
     assert (parsed.eval_batch_size, parsed.warmup_ratio, parsed.decoding) == (8, 0.03, "constrained")
+    # And the training code's validation of values accepts them (the rest of `validate` checks this machine)
+    training_config.validate_values(parsed)
 
 
 @pytest.mark.parametrize("model", catalog.STUDY_MODELS)
@@ -164,3 +227,4 @@ def test_a_baseline_is_launched_without_training_settings_as_one_process(model: 
     # And the training code takes them as a listed-prompt baseline
     parsed = training_config.parse_hyperparameters(toolkit_argv(values))
     assert (parsed.approach, parsed.prompt_style) == ("baseline", "listed")
+    training_config.validate_values(parsed)

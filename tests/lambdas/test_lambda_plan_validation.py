@@ -131,6 +131,16 @@ def test_null_learning_rate_means_auto() -> None:
     assert experiment["learning_rate"] is None
 
 
+def test_a_learning_rate_of_one_is_refused_naming_the_field_and_the_allowed_range() -> None:
+    # Given a learning rate of 1, which the training code refuses (0 < lr < 1) after the job has paid for startup
+    execution_input = {"experiments": [{"model": "mistral-7b", "approach": "lora", "learning_rate": 1}]}
+    # When Plan validates it
+    message = refusal(execution_input)
+    # Then it is refused before any launch, naming the field and the range the training code accepts
+    assert "experiments[0].learning_rate:" in message
+    assert "smaller than 1" in message and "(0, 1)" in message
+
+
 def test_validation_does_not_modify_the_callers_input() -> None:
     execution_input: dict[str, Any] = {"experiments": [{"model": "mistral-7b", "approach": "lora"}]}
     plan.validate_execution_input(execution_input)

@@ -37,8 +37,9 @@ def test_torchrun_with_two_processes_trains_lora_and_writes_one_set_of_artifacts
     # Only rank 0 prints: each final metric line appears exactly once, and so does each progress line.
     lines = output.splitlines()
     for metric in METRICS:
-        # BERTScore is off here, and the adapter is not merged, so there is no merged inference time.
-        if metric.name not in ("train_step", "eval_bertscore_f1", *MERGED_METRICS):
+        # BERTScore is off here, the adapter is not merged (no merged inference time), and exact match is the sft
+        # task's metric (this job classifies).
+        if metric.name not in ("train_step", "eval_bertscore_f1", "eval_exact_match", *MERGED_METRICS):
             assert len([line for line in lines if re.fullmatch(metric.regex, line)]) == 1, metric.name
     assert len([line for line in lines if line.startswith("train_step=10;")]) == 1
     # Rank 0 alone generated all 16 evaluation samples (one GPU's timing, as for every approach).
@@ -49,6 +50,7 @@ def test_torchrun_with_two_processes_trains_lora_and_writes_one_set_of_artifacts
         "adapter_model.safetensors",
         "labels.json",
         "metrics.json",
+        "predictions.jsonl",
         "tokenizer.json",
         "tokenizer_config.json",
         "training_args.bin",

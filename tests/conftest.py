@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +59,25 @@ def workflow() -> Any:
     from finetune.local.runner import synthesize
 
     return synthesize()
+
+
+@pytest.fixture(autouse=True)
+def _no_log_handler_left_on_a_closed_stream() -> Iterator[None]:
+    """After each test, drop log handlers whose stream a capture (capsys, CliRunner, redirect_stdout) has closed.
+
+    Code that configures logging for a process of its own (train.py, library loggers configured on first use) binds
+    a handler to the stream of that moment; in one test process that stream is a test's capture, closed when the test
+    ends, and any later record on that logger (botocore's credential message, say) prints a "Logging error" traceback
+    into whatever the next test captures. Which tests share a process depends on pytest-xdist's distribution."""
+    yield
+    loggers = [
+        logging.getLogger(),
+        *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)),
+    ]
+    for logger in loggers:
+        for handler in logger.handlers[:]:
+            if getattr(getattr(handler, "stream", None), "closed", False):
+                logger.removeHandler(handler)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -163,8 +164,16 @@ def run_main(job: Job, argv: list[str], clock: Callable[[], float] | None = None
 
     environ = {name: value for name, value in os.environ.items() if name not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
     stdout = io.StringIO()
-    with mock.patch.dict(os.environ, {**environ, **job.environ}, clear=True), contextlib.redirect_stdout(stdout):
-        exit_code = train.main(argv, clock=clock) if clock is not None else train.main(argv)
+    # train.setup_logging configures the root logger for a process of its own (basicConfig on the stderr of the
+    # moment, force=True): put it back, or later tests in this process log into a stream a capture has closed.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        with mock.patch.dict(os.environ, {**environ, **job.environ}, clear=True), contextlib.redirect_stdout(stdout):
+            exit_code = train.main(argv, clock=clock) if clock is not None else train.main(argv)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
     return InProcessResult(exit_code=exit_code, stdout=stdout.getvalue())
 
 

@@ -59,16 +59,17 @@ class JobShape:
     batch_size: int  # per device
     epochs: float
     rows: float
-    prompt_style: str = "compact"
-    max_seq_length: int | str = "auto"
+    # Defaults are the hyperparameter table's (catalog.HYPERPARAMETERS), not copies of them.
+    prompt_style: str = catalog.default("prompt_style")
+    max_seq_length: int | str = catalog.default("max_seq_length")
     task: str = catalog.CLASSIFICATION
-    max_steps: int = -1
+    max_steps: int = catalog.default("max_steps")
     gradient_accumulation_steps: int = 1
-    eval_samples: int = 500
-    eval_batch_size: int = 8
-    lora_r: int = 16
-    merge_adapter: bool = False
-    spot: bool = True
+    eval_samples: int = catalog.default("eval_samples")
+    eval_batch_size: int = catalog.default("eval_batch_size")
+    lora_r: int = catalog.default("lora_r")
+    merge_adapter: bool = catalog.default("merge_adapter")
+    spot: bool = catalog.default("spot")
     hourly_price_usd: float | None = None  # None: the catalog's
     max_runtime_seconds: int = 3600
     rows_source: str = "given"

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -186,10 +187,10 @@ def create_training_job_request(
 ) -> dict[str, Any]:
     """The full CreateTrainingJob request for a JobSpec (pure: tests validate it against the service model)."""
     instance = catalog.INSTANCES.get(job["instance_type"])
-    stopping: dict[str, int] = {"MaxRuntimeInSeconds": int(job["max_runtime_seconds"])}
+    stopping: dict[str, int] = {"MaxRuntimeInSeconds": job["max_runtime_seconds"]}
     if job["spot"]:
         # SageMaker requires wait >= runtime for managed spot; Plan already guarantees it, this keeps it true.
-        stopping["MaxWaitTimeInSeconds"] = max(int(job["max_wait_seconds"] or 0), stopping["MaxRuntimeInSeconds"])
+        stopping["MaxWaitTimeInSeconds"] = max(job["max_wait_seconds"] or 0, stopping["MaxRuntimeInSeconds"])
     return {
         "TrainingJobName": job["job_name"],
         "HyperParameters": hyperparameters(
@@ -213,15 +214,15 @@ def create_training_job_request(
         },
         "ResourceConfig": {
             "InstanceType": job["instance_type"],
-            "InstanceCount": int(job["instance_count"]),
+            "InstanceCount": job["instance_count"],
             "VolumeSizeInGB": instance.volume_size_gb if instance else 200,
         },
         "StoppingCondition": stopping,
-        "EnableManagedSpotTraining": bool(job["spot"]),
+        "EnableManagedSpotTraining": job["spot"],
         # Several instances exchange weights and gradients over the network: encrypt it (SageMaker Developer Guide,
         # "Protect Communications Between ML Compute Instances in a Distributed Training Job"). It has no effect on a
         # single instance, so it is sent only where it protects something.
-        **({"EnableInterContainerTrafficEncryption": True} if int(job["instance_count"]) > 1 else {}),
+        **({"EnableInterContainerTrafficEncryption": True} if job["instance_count"] > 1 else {}),
         # Spot interruptions resume from here; SageMaker syncs the local path to S3 continuously.
         "CheckpointConfig": {"S3Uri": job["checkpoint_s3_uri"], "LocalPath": catalog.CHECKPOINT_LOCAL_PATH},
         "Tags": tags(job, project),
@@ -376,7 +377,7 @@ def status(sagemaker: Any, job_name: str) -> dict[str, Any]:
     return described
 
 
-def workflow_error_text(error: dict[str, Any]) -> str:
+def workflow_error_text(error: Mapping[str, Any]) -> str:
     """`Error: message` from a Step Functions Catch output; a Lambda error's JSON Cause is unwrapped."""
     name = str(error.get("Error") or "Error")
     cause = str(error.get("Cause") or "")
@@ -390,7 +391,7 @@ def workflow_error_text(error: dict[str, Any]) -> str:
     return f"{name}: {cause}"[:FAILURE_REASON_MAX] if cause else name[:FAILURE_REASON_MAX]
 
 
-def outcome_after_error(sagemaker: Any, job_name: str, error: dict[str, Any]) -> dict[str, Any]:
+def outcome_after_error(sagemaker: Any, job_name: str, error: Mapping[str, Any]) -> dict[str, Any]:
     """What to record for a job whose Launch or Status step failed: ask SageMaker what actually happened.
 
     - never created (Launch refused): Failed, nothing billed, the workflow's error as reason;

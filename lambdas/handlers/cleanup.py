@@ -7,18 +7,37 @@ report_md_uri, message}`; `{"ignored": ...}` for any other status.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lambdas import aws, cleanup, settings
+from lambdas import aws, cleanup, records, settings
 from lambdas.handlers.observability import instrumented, logger
+
+
+@records.open_record
+class ExecutionDetail(TypedDict):
+    """The `detail` of the status change, as much of it as Cleanup reads (EventBridge sends more: it stays open)."""
+
+    executionArn: NotRequired[str]
+    name: str
+    status: str
+    error: NotRequired[str | None]
+    cause: NotRequired[str | None]
+    startDate: NotRequired[int | float | None]  # epoch milliseconds
+
+
+# Functional form: `detail-type` is not a Python name. An AWS envelope, so open: EventBridge adds fields over time.
+ExecutionStatusChange = TypedDict(
+    "ExecutionStatusChange", {"source": str, "detail-type": str, "detail": ExecutionDetail}
+)
+records.open_record(ExecutionStatusChange)
 
 
 @instrumented
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Clean up after the execution the event is about."""
-    end = cleanup.ExecutionEnd.from_event(event)
+    end = cleanup.ExecutionEnd.from_event(records.parse(ExecutionStatusChange, event))
     if end.status not in cleanup.LIFECYCLE_STATUSES:
         logger.info("execution status needs no cleanup", extra={"execution": end.name, "status": end.status})
         return {"ignored": end.status, "execution": end.name}

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from lambdas import records
 from lambdas.aws import client
 from lambdas.handlers.observability import instrumented, logger
 from lambdas.quotas import ensure_quotas, parse_targets, summarize
@@ -13,13 +14,25 @@ from lambdas.quotas import ensure_quotas, parse_targets, summarize
 _quotas = client("service-quotas")
 
 
+@records.open_record
+class CustomResourceEvent(TypedDict):
+    """The Provider framework's `onEvent` request, as much of it as this handler reads (CloudFormation sends more,
+    e.g. StackId and ResponseURL: it stays open)."""
+
+    RequestType: Literal["Create", "Update", "Delete"]
+    LogicalResourceId: str
+    PhysicalResourceId: NotRequired[str]
+    ResourceProperties: NotRequired[dict[str, Any]]  # QuotaRequests: lambdas/quotas.parse_targets reads it
+
+
 @instrumented
 def handler(event: dict[str, Any], _context: LambdaContext) -> dict[str, Any]:
     """Create/Update: request what is missing and report per target. Delete: nothing (quotas stay as granted)."""
-    physical_id = event.get("PhysicalResourceId") or f"quota-requests-{event['LogicalResourceId']}"
-    if event["RequestType"] == "Delete":
+    request = records.parse(CustomResourceEvent, event)
+    physical_id = request.get("PhysicalResourceId") or f"quota-requests-{request['LogicalResourceId']}"
+    if request["RequestType"] == "Delete":
         return {"PhysicalResourceId": physical_id}
-    targets = parse_targets(event["ResourceProperties"].get("QuotaRequests", []))
+    targets = parse_targets(request.get("ResourceProperties", {}).get("QuotaRequests", []))
     outcomes = ensure_quotas(_quotas, targets)
     for outcome in outcomes:
         logger.info("quota outcome", extra=outcome.as_dict())

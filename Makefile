@@ -18,7 +18,7 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help demo test test-fast synth lint deploy diff destroy upload-mini upload-banking77 clean check-dlc
+.PHONY: help demo test test-fast synth lint typecheck deploy diff destroy upload-mini upload-banking77 clean check-dlc
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -53,7 +53,7 @@ test-fast: $(VENV)/.installed ## unit and contract tests only (no training, work
 synth: $(VENV)/.installed node_modules/.installed ## synthesize nag-checked templates into cdk.out/
 	$(CDK) synth --quiet
 
-lint: $(VENV)/.installed node_modules/.installed $(CHECKOV_VENV)/.installed synth ## ruff; cfn-lint and checkov on the templates (skips: lint-skips.toml)
+lint: $(VENV)/.installed node_modules/.installed $(CHECKOV_VENV)/.installed synth typecheck ## ruff, mypy; cfn-lint and checkov on the templates (skips: lint-skips.toml)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/cfn-lint --format json --non-zero-exit-code none -- cdk.out/*.template.json > cdk.out/cfn-lint.json
@@ -61,6 +61,10 @@ lint: $(VENV)/.installed node_modules/.installed $(CHECKOV_VENV)/.installed synt
 	$(CHECKOV_VENV)/bin/checkov --skip-download --framework cloudformation --soft-fail --quiet -o json \
 		-d cdk.out > cdk.out/checkov.json
 	$(PY) .ci/lint_skips.py checkov cdk.out/checkov.json
+
+# mypy over lambdas, stacks, finetune and training_code (pyproject.toml [tool.mypy]); its cache is .mypy_cache.
+typecheck: $(VENV)/.installed ## mypy over the code that deploys and the CLI
+	$(PY) -m mypy
 
 deploy: $(VENV)/.installed node_modules/.installed ## deploy both stacks to the account of your AWS credentials
 	$(CDK) deploy --all
@@ -81,4 +85,4 @@ check-dlc: $(VENV)/.installed ## after editing training_code/requirements.txt: p
 	$(PY) -m finetune.dlc_requirements --python $(DLC_PYTHON)
 
 clean: ## remove build outputs (keeps .venv and node_modules)
-	rm -rf cdk.out build demo-out .pytest_cache .ruff_cache
+	rm -rf cdk.out build demo-out .pytest_cache .ruff_cache .mypy_cache

@@ -126,7 +126,7 @@ def resolve(python: str, requirements: Path = REQUIREMENTS) -> tuple[dict[str, A
 
 def summarise(report: dict[str, Any], requirements: Path = REQUIREMENTS) -> dict[str, Any]:
     """The record's versions from a pip installation report; `CheckFailed` if a DLC pin or one of ours moved."""
-    resolved = {
+    resolved: dict[str, Any] = {
         canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"] for item in report.get("install", [])
     }
     kept = {}

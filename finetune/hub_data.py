@@ -25,15 +25,19 @@ LoadDataset = Callable[..., Mapping[str, Any]]
 
 def load_hub_dataset(repo: str, load_dataset: LoadDataset | None = None) -> tuple[Mapping[str, Any], str | None]:
     """The dataset's splits and the revision they came from (None: the repository's default branch)."""
-    if load_dataset is None:
-        from datasets import load_dataset  # the pinned `datasets`; imported only when downloading
-
+    load = load_dataset or _hub_load_dataset()
     try:
-        return load_dataset(repo), None
+        return load(repo), None
     except RuntimeError as exc:
         if SCRIPT_REFUSED not in str(exc):
             raise
-    return load_dataset(repo, revision=PARQUET_REVISION), PARQUET_REVISION
+    return load(repo, revision=PARQUET_REVISION), PARQUET_REVISION
+
+
+def _hub_load_dataset() -> LoadDataset:
+    from datasets import load_dataset  # the pinned `datasets`; imported only when downloading
+
+    return load_dataset
 
 
 def label_names(split: Any) -> Sequence[str]:

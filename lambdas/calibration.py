@@ -137,7 +137,7 @@ def actual_seconds(row: Mapping[str, Any]) -> dict[str, float]:
     if metric.get(SPLIT_MARKER_METRIC) is not None:
         printed = 0.0
         for part, names in PHASE_METRICS.items():
-            values = [metric[name] for name in names if metric.get(name) is not None]
+            values = [value for name in names if (value := metric.get(name)) is not None]
             if values:
                 parts[part] = sum(values)
                 printed += parts[part]

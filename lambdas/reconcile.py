@@ -48,7 +48,7 @@ class ReconcileSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> ReconcileSettings:
         """Parse from `env` (default: `os.environ`); `ConfigurationError` naming a missing or malformed variable."""
         env = os.environ if env is None else env
-        values = {}
+        values: dict[str, Any] = {}
         for field, name in (
             ("table_name", "TABLE_NAME"),
             ("topic_arn", "TOPIC_ARN"),

@@ -15,7 +15,6 @@ here: it is checked the moment it is declared.
 
 from __future__ import annotations
 
-import functools
 import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import (
@@ -77,9 +76,14 @@ def parse(record: type[Record], value: object) -> Record:
     return cast(Record, value)
 
 
-@functools.cache
+# Compiled once per record per process (a Lambda container compiles each of its records on its first event).
+_VALIDATORS: dict[type, Callable[[object], object]] = {}
+
+
 def _validator(record: type) -> Callable[[object], object]:
-    return cast(Callable[[object], object], fastjsonschema.compile(schema(record)))
+    if record not in _VALIDATORS:
+        _VALIDATORS[record] = fastjsonschema.compile(schema(record))
+    return _VALIDATORS[record]
 
 
 def _schema_of(annotation: object) -> dict[str, Any]:

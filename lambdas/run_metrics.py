@@ -54,7 +54,8 @@ def recorder(row: dict[str, Any], *, deployment: str, timestamp_ms: int) -> list
 def emf_documents(row: dict[str, Any], *, deployment: str, timestamp_ms: int) -> list[dict[str, Any]]:
     """The EMF documents `emit` prints for one ledger row."""
     return [
-        metrics.serialize_metric_set() for metrics in recorder(row, deployment=deployment, timestamp_ms=timestamp_ms)
+        dict(metrics.serialize_metric_set())
+        for metrics in recorder(row, deployment=deployment, timestamp_ms=timestamp_ms)
     ]
 
 

@@ -150,7 +150,8 @@ def prepare_bertscore(model: str, token: str | None) -> BertScoreEncoder | None:
         AutoTokenizer.from_pretrained(str(local) if local.is_dir() else model, token=token)
         encoder = AutoModel.from_pretrained(str(local) if local.is_dir() else model, token=token)
         del encoder
-        path = str(local) if local.is_dir() else str(Path(cached_file(model, "config.json", token=token)).parent)
+        config_file = None if local.is_dir() else cached_file(model, "config.json", token=token)
+        path = str(local) if config_file is None else str(Path(config_file).parent)
         encoder_config = AutoConfig.from_pretrained(path)
         path = bounded_tokenizer_dir(path, encoder_token_limit(encoder_config))
         # bert-score's tuned layer for known names; the last hidden layer for a local or unlisted encoder.

@@ -105,6 +105,7 @@ class LeanAdamW(torch.optim.Optimizer):
     def _update(self, param: torch.nn.Parameter, group: dict[str, Any]) -> None:
         """One AdamW step of one parameter, computed in fp32, written back to its own dtype with compensation."""
         beta1, beta2 = group["betas"]
+        assert param.grad is not None  # _step_and_free calls this only once the gradient is complete
         grad = param.grad.detach().float().reshape(-1)
         state = self.state[param]
         quantized = param.numel() >= MIN_8BIT_SIZE

@@ -250,7 +250,7 @@ class LocalServices:
     def _list_quotas(self, params: dict[str, Any]) -> dict[str, Any]:
         from lambdas.catalog import INSTANCES
 
-        quotas = []
+        quotas: list[dict[str, Any]] = []
         for instance_type in sorted(INSTANCES):
             for usage in ("training job", "spot training job"):
                 code = f"L-LOCAL-{len(quotas):04d}"
@@ -351,9 +351,11 @@ def _before_call(model: Any, context: dict[str, Any], **_: Any) -> Response | No
 
 
 # Registered for every botocore session created from now on (moto registers its own hook the same way).
-botocore.handlers.BUILTIN_HANDLERS.extend(
-    [("before-parameter-build.*.*", _remember_api_params), ("before-call.*.*", _before_call)]
-)
+_HOOKS: list[tuple[str, Callable[..., Any]]] = [
+    ("before-parameter-build.*.*", _remember_api_params),
+    ("before-call.*.*", _before_call),
+]
+botocore.handlers.BUILTIN_HANDLERS.extend(_HOOKS)
 
 
 @contextmanager

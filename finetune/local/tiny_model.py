@@ -22,6 +22,7 @@ import json
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 ARCHITECTURES = ("llama", "mistral", "gpt-neox")
 
@@ -82,7 +83,7 @@ def _config(architecture: str, vocab_size: int, bos_id: int, eos_id: int):  # ->
     """A 2-layer, 64-wide config of `architecture` with the token ids of our tokenizer."""
     from transformers import GPTNeoXConfig, LlamaConfig, MistralConfig
 
-    common = {
+    common: dict[str, Any] = {
         "vocab_size": vocab_size,
         "hidden_size": HIDDEN_SIZE,
         "intermediate_size": 4 * HIDDEN_SIZE,

@@ -10,6 +10,7 @@ new runs and jobs as they report, filtered to this deployment's `Deployment` dim
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -76,10 +77,10 @@ class Dashboard(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
 
-        def graph(title: str, metrics: list[cloudwatch.IMetric], **kwargs: object) -> cloudwatch.GraphWidget:
+        def graph(title: str, metrics: list[cloudwatch.IMetric], **kwargs: Any) -> cloudwatch.GraphWidget:
             return cloudwatch.GraphWidget(title=title, left=metrics, width=WIDGET_WIDTH, height=WIDGET_HEIGHT, **kwargs)
 
-        hourly_sum = {"statistic": cloudwatch.Stats.SUM, "period": JOB_PERIOD}
+        hourly_sum: dict[str, Any] = {"statistic": cloudwatch.Stats.SUM, "period": JOB_PERIOD}
         executions = graph(
             "Executions by status",
             [

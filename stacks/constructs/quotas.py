@@ -58,14 +58,16 @@ class QuotaRequests(Construct):
             on_event_handler=self.function,
             log_group=retained_log_group(self, "ProviderLogs", config, log_key),
         )
+        role = self.function.role
+        assert role is not None  # a HardenedFunction always gets a role of its own
         acknowledge(
-            self.function.role,
+            role,
             "IAM5[Resource::*]",
             "servicequotas:List*, GetServiceQuota and X-Ray tracing support no resource-level permissions; all are "
             "read-only.",
         )
         acknowledge(
-            self.function.role,
+            role,
             "IAM5[Resource::arn:<AWS::Partition>:servicequotas:<AWS::Region>:<AWS::AccountId>:sagemaker/*]",
             "Quota codes are looked up by name at deploy time; the grant is limited to SageMaker's quotas.",
         )

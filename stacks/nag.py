@@ -7,9 +7,9 @@ so each acknowledgement covers one rule on one resource pattern on one construct
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
-from aws_cdk import Acknowledgment, Stack, Validations
+from aws_cdk import Acknowledgment, CfnElement, Stack, Validations
 from constructs import IConstruct
 
 
@@ -20,8 +20,9 @@ def acknowledge(scope: IConstruct, finding: str, reason: str) -> None:
 
 def arn_ref(resource: IConstruct) -> str:
     """How cdk-nag writes the `Fn::GetAtt <resource>.Arn` of a same-stack resource in a finding id."""
-    default_child = resource.node.default_child or resource
-    return f"<{Stack.of(resource).get_logical_id(default_child)}.Arn>"
+    # jsii types default_child as IConstruct; an L2's default child is its CfnResource, an L1 is one itself.
+    element = cast(CfnElement, resource.node.default_child or resource)
+    return f"<{Stack.of(resource).get_logical_id(element)}.Arn>"
 
 
 def nag_resource(scope: IConstruct, value: str) -> str:

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from unittest import mock
 
 import boto3
@@ -35,6 +35,10 @@ from finetune.local.cfn import Resolver
 from finetune.local.services import LocalServices, TrainingBackend, local_services
 from lambdas import naming
 from lambdas.settings import ALLOW_FAILURE_INJECTION
+
+if TYPE_CHECKING:  # moto is imported lazily below; its types only annotate
+    from moto.core.config import DefaultConfig
+    from moto.events.utils import EventMessageType
 
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
@@ -87,12 +91,15 @@ class ExecutionResult:
 
 def synthesize(overrides: Mapping[str, Any] | None = None) -> SynthesizedWorkflow:
     """Synthesize the app with cdk.json's context (plus `overrides` of the `finetune` settings)."""
+    from aws_cdk import Stack
+
     from stacks.app_builder import build_app, cdk_json_context
     from stacks.packaging import BUILD_DIR
 
     app = build_app(context=cdk_json_context({**FAST_SETTINGS, **dict(overrides or {})}))
     assembly = app.synth()
-    main = next(s for s in assembly.stacks if s.stack_name == app.node.find_child("Finetune").stack_name)
+    main_name = Stack.of(app.node.find_child("Finetune")).stack_name
+    main = next(s for s in assembly.stacks if s.stack_name == main_name)
     return SynthesizedWorkflow(
         template=main.template, training_code_tarball=BUILD_DIR / "training_code" / "sourcedir.tar.gz"
     )
@@ -182,7 +189,7 @@ class LocalAccount:
         from moto import mock_aws
         from moto.awslambda_simple.models import LambdaSimpleBackend
 
-        config = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+        config: DefaultConfig = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
         with (
             mock.patch.dict(os.environ, {"AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}),
             mock_aws(config=config),
@@ -441,7 +448,7 @@ class LocalAccount:
         event = execution_status_change_event(description, ACCOUNT_ID, REGION)
         delivered = []
         for pattern, functions in self.rules:
-            if not EventPattern.load(json.dumps(pattern)).matches_event(event):
+            if not EventPattern.load(json.dumps(pattern)).matches_event(cast("EventMessageType", event)):
                 continue
             for function in functions:
                 response_headers: dict[str, str] = {}

@@ -9,8 +9,9 @@ train.py ...` when distributed training is enabled), or locally on CPU with the 
 
 approach=baseline evaluates the base model zero-shot instead (`evaluate_baseline`): no trainer, no checkpoints.
 
-Read top to bottom, `run` is the whole job: validate → read data → tokenizer, sequence lengths and the BERTScore
-encoder (all before any model is loaded) → model → train (resuming from the newest verified checkpoint, saving on a
+Read top to bottom, `run` is the whole job as named stages: read the config → read the channels → tokenizer and
+prompts → resolve the settings (printed as `resolved_*` metric lines) → evaluation setup with the BERTScore encoder
+(all before any model is loaded) → build the trainer (resume point, model, callbacks) → train or resume (saving on a
 time interval) → save → evaluate on rank 0 → report → merge and time the merged model.
 Exit status: 0 done, 1 failed (reason in $SM_OUTPUT_DIR/failure), 143 stopped by SIGTERM after a checkpoint.
 """

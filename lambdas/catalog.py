@@ -61,6 +61,14 @@ METRICS: tuple[MetricDefinition, ...] = (
     MetricDefinition("time_save_seconds", "seconds saving the final model or adapter"),
     MetricDefinition("checkpoint_saves", "checkpoints written"),
     MetricDefinition("checkpoint_bytes", "bytes of the last checkpoint written on this node"),
+    # What the job actually trained with (training_code/telemetry.RESOLVED_METRICS), printed once when decided:
+    # `learning_rate: null` becomes a number here; Record keeps them as the ledger row's `resolved` map.
+    MetricDefinition("resolved_learning_rate", "learning rate used (the automatic rule's value when not given)"),
+    MetricDefinition(
+        "resolved_effective_batch_size", "samples per optimizer step: per-device batch x accumulation x ranks"
+    ),
+    MetricDefinition("resolved_max_seq_length", "the sequence length limit used (what max_seq_length=auto became)"),
+    MetricDefinition("resolved_world_size", "processes that trained together (data-parallel ranks for ddp/fsdp)"),
 )
 
 

@@ -96,6 +96,39 @@ def job_dataset(job: JobSpec, metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# The hyperparameters a job reports it actually used (catalog metrics `resolved_<name>`, printed by the training code
+# once when decided), as the row's `resolved` map. Read by the report and the CLI: the field name and shape are a
+# contract ({"learning_rate": Decimal, "effective_batch_size": int, "max_seq_length": int, "strategy": str}).
+def _printed_decimal(value: float) -> Decimal:
+    """A metric value as the training code printed it: 6 significant digits (training_code/telemetry.format_value).
+    A scraped value need not round-trip (SageMaker may hand back 2e-4 as 0.00019999999494757503)."""
+    return Decimal(format(float(value), ".6g"))
+
+
+RESOLVED_NUMBERS = {"learning_rate": _printed_decimal, "effective_batch_size": int, "max_seq_length": int}
+# training_code/config.effective_strategy (which Lambda code cannot import): ddp with one process trains as single.
+_ONE_PROCESS_STRATEGIES = {"ddp": "single"}
+
+
+def job_resolved(job: JobSpec, metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The row's `resolved` map from the job's `resolved_*` metrics: each value the job reported (a baseline reports
+    no learning rate or batch: those keys are absent), and the strategy it trained with (the spec's, unless it
+    reports a single process for a strategy that becomes another with one). None when the job reported none (it
+    never reached training: `learning_rate: null` stays unresolved rather than guessed)."""
+    reported = {name: metrics.get(f"resolved_{name}") for name in (*RESOLVED_NUMBERS, "world_size")}
+    if all(value is None for value in reported.values()):
+        return None
+    resolved: dict[str, Any] = {
+        name: convert(reported[name]) for name, convert in RESOLVED_NUMBERS.items() if reported[name] is not None
+    }
+    strategy = job.get("strategy")
+    if reported["world_size"] is not None and int(reported["world_size"]) == 1:
+        strategy = _ONE_PROCESS_STRATEGIES.get(strategy or "", strategy)
+    if strategy is not None:
+        resolved["strategy"] = strategy
+    return resolved
+
+
 def job_row(
     job: JobSpec,
     status: dict[str, Any],
@@ -143,6 +176,7 @@ def job_row(
         "ended_at": status.get("end_time"),
         "hyperparameters": job_hyperparameters(job),
         "dataset": job_dataset(job, status.get("metrics") or {}),
+        "resolved": job_resolved(job, status.get("metrics") or {}),
         "artifact_uri": status.get("artifact_uri"),
         "artifact_bytes": _optional_int(resources.get("artifact_bytes")),
         "gpu_utilization_pct": to_dynamo_value(resources.get("gpu_utilization_pct")),

@@ -307,6 +307,60 @@ class SaveStats:
     steps: list[int] = field(default_factory=list)
 
 
+def _agree(stop_requested: bool, due: bool, device: Any) -> tuple[bool, bool]:
+    """Every rank's (stop, save) decision for this step: any rank's request counts for all (identity when not
+    distributed). Every rank must save and stop at the same step, or the next collective would hang."""
+    if not _is_distributed():
+        return stop_requested, due
+    import torch
+    import torch.distributed as dist
+
+    flags = torch.tensor([float(stop_requested), float(due)], device=device)
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    return bool(flags[0].item()), bool(flags[1].item())
+
+
+def _mark_if_complete(
+    checkpoint: Path, listings: list[Any], max_steps: int, step: int, hyperparameters: dict[str, Any]
+) -> tuple[bool, int]:
+    """Rank 0: write the completion marker when the nodes' listings agree; (marked, bytes in the checkpoint)."""
+    files, conflicts = merge_listings(listings)
+    size = sum(files.values())
+    if not files:
+        LOG.error("%s not marked complete: no rank wrote any file into it", checkpoint.name)
+        return False, size
+    if conflicts:
+        LOG.error("%s not marked complete: nodes wrote different sizes of %s", checkpoint.name, conflicts)
+        return False, size
+    marker = {
+        "global_step": step,
+        "max_steps": max_steps,
+        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "hyperparameters": hyperparameters,
+        "files": files,
+    }
+    write_marker(checkpoint, marker)
+    return True, size
+
+
+def _rotate(checkpoint_dir: Path, kept: list[int], marked_step: int | None, keep: int, is_local_main: bool) -> None:
+    """Add a newly marked step to `kept` (in place), keep the newest `keep`, and prune the rest on this node."""
+    if marked_step is not None:
+        kept.append(marked_step)
+        del kept[:-keep]
+    if is_local_main:
+        for path in prune(checkpoint_dir, kept):
+            LOG.info("removed old checkpoint %s", path.name)
+
+
+def _log_save(checkpoint: Path, size: int, seconds: float, stop: StopRequest) -> None:
+    """Rank 0: what the save cost, and how long after SIGTERM it completed."""
+    LOG.info("%s saved: %.2f GB in %.1f s", checkpoint.name, size / 1e9, seconds)
+    if stop.requested and stop.received_at is not None:
+        elapsed = time.monotonic() - stop.received_at
+        LOG.warning("checkpoint %s complete %.1f s after SIGTERM", checkpoint.name, elapsed)
+
+
 def make_checkpoint_callback(
     checkpoint_dir: Path,
     keep: int,
@@ -323,8 +377,6 @@ def make_checkpoint_callback(
     `kept_steps` are the verified checkpoints that already exist (from `plan_resume`); the callback extends and
     rotates that list. The Trainer's own save strategy must be off: this callback decides every save.
     """
-    import torch
-    import torch.distributed as dist
     from transformers import TrainerCallback
 
     kept = list(kept_steps)
@@ -341,12 +393,7 @@ def make_checkpoint_callback(
             return control
 
         def on_step_end(self, args, state, control, **kwargs):
-            stop_requested, due = stop.requested, schedule.due()
-            if _is_distributed():
-                # Every rank must save and stop at the same step, or the next collective would hang: agree.
-                flags = torch.tensor([float(stop_requested), float(due)], device=args.device)
-                dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-                stop_requested, due = bool(flags[0].item()), bool(flags[1].item())
+            stop_requested, due = _agree(stop.requested, schedule.due(), args.device)
             if stop_requested:
                 stop.requested = True
                 LOG.warning("SIGTERM received: saving a checkpoint at step %d and stopping", state.global_step)
@@ -361,32 +408,11 @@ def make_checkpoint_callback(
             checkpoint = checkpoint_dir / f"checkpoint-{step}"
             _barrier()  # every rank of every node has written its files
             listings = _gather(list_files(checkpoint) if is_local_main else None)
-            marked = False
-            size = 0
+            marked, size = False, 0
             if is_main:
-                files, conflicts = merge_listings(listings)
-                size = sum(files.values())
-                if not files:
-                    LOG.error("%s not marked complete: no rank wrote any file into it", checkpoint.name)
-                elif conflicts:
-                    LOG.error("%s not marked complete: nodes wrote different sizes of %s", checkpoint.name, conflicts)
-                else:
-                    marker = {
-                        "global_step": step,
-                        "max_steps": state.max_steps,
-                        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        "hyperparameters": hyperparameters,
-                        "files": files,
-                    }
-                    write_marker(checkpoint, marker)
-                    marked = True
+                marked, size = _mark_if_complete(checkpoint, listings, state.max_steps, step, hyperparameters)
             marked = bool(_gather(marked)[0])  # rank 0's verdict, for every rank's rotation
-            if marked:
-                kept.append(step)
-                del kept[:-keep]
-            if is_local_main:
-                for path in prune(checkpoint_dir, kept):
-                    LOG.info("removed old checkpoint %s", path.name)
+            _rotate(checkpoint_dir, kept, step if marked else None, keep, is_local_main)
             _barrier()
             seconds = schedule.now() - self._save_started if self._save_started is not None else 0.0
             self.stats.saves += 1
@@ -394,10 +420,7 @@ def make_checkpoint_callback(
             self.stats.bytes += size
             self.stats.steps.append(step)
             if is_main:
-                LOG.info("%s saved: %.2f GB in %.1f s", checkpoint.name, size / 1e9, seconds)
-                if stop.requested and stop.received_at is not None:
-                    elapsed = time.monotonic() - stop.received_at
-                    LOG.warning("checkpoint %s complete %.1f s after SIGTERM", checkpoint.name, elapsed)
+                _log_save(checkpoint, size, seconds, stop)
             schedule.restart()
             return control
 

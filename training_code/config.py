@@ -279,12 +279,8 @@ def _coerce(name: str, raw: str, annotation: typing.Any) -> typing.Any:
     return text
 
 
-def parse_hyperparameters(argv: list[str]) -> TrainConfig:
-    """Parse `--name value` / `--name=value` pairs into a `TrainConfig` (types only; see `validate`)."""
-    hints = typing.get_type_hints(TrainConfig)
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    values: dict[str, typing.Any] = {}
-    unknown: list[str] = []
+def _argv_pairs(argv: list[str]) -> typing.Iterator[tuple[str, str]]:
+    """(name, raw value) for each `--name value` / `--name=value` in order, dashes in names read as underscores."""
     i = 0
     while i < len(argv):
         token = argv[i]
@@ -297,7 +293,16 @@ def parse_hyperparameters(argv: list[str]) -> TrainConfig:
             raw = argv[i + 1]
             i += 1
         i += 1
-        name = name.replace("-", "_")
+        yield name.replace("-", "_"), raw
+
+
+def parse_hyperparameters(argv: list[str]) -> TrainConfig:
+    """Parse `--name value` / `--name=value` pairs into a `TrainConfig` (types only; see `validate`)."""
+    hints = typing.get_type_hints(TrainConfig)
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    values: dict[str, typing.Any] = {}
+    unknown: list[str] = []
+    for name, raw in _argv_pairs(argv):
         if name.startswith(_TOOLKIT_PREFIX):
             continue
         if name not in fields:

@@ -28,6 +28,16 @@ TRAINING_METRICS = (
     "peak_memory_gb",
 )
 FINAL_METRICS = DATASET_METRICS + TRAINING_METRICS + EVAL_METRICS + MERGED_METRICS
+# The hyperparameters the job actually used, printed once when decided (before any model is loaded), so a job that
+# fails or is stopped later still reports them; not repeated in metrics.json (training_config.json's `resolved`
+# holds them, with the strategy, next to the model). The strategy is a word, not a number: world_size (the processes
+# that trained together) is what a reader needs to tell `ddp` on one process (trained as `single`) from the rest.
+RESOLVED_METRICS = (
+    "resolved_learning_rate",
+    "resolved_effective_batch_size",
+    "resolved_max_seq_length",
+    "resolved_world_size",
+)
 
 
 def format_value(value: float | int) -> str:
@@ -54,6 +64,16 @@ def print_final_metrics(metrics: dict[str, float | int], stream: TextIO | None =
     for name in FINAL_METRICS:
         if name in metrics:
             print(metric_line({name: metrics[name]}), file=out, flush=True)
+
+
+def print_resolved_metrics(resolved: dict[str, Any], stream: TextIO | None = None) -> None:
+    """One `resolved_<name>=value;` line per value of `resolved` named in `RESOLVED_METRICS` (a baseline has no
+    learning rate or batch: those lines are left out)."""
+    out = stream or sys.stdout
+    for metric in RESOLVED_METRICS:
+        name = metric.removeprefix("resolved_")
+        if resolved.get(name) is not None:
+            print(metric_line({metric: resolved[name]}), file=out, flush=True)
 
 
 def write_metrics_json(metrics: dict[str, float | int], missing: dict[str, str], *directories: Path) -> None:

@@ -9,8 +9,9 @@ train.py ...` when distributed training is enabled), or locally on CPU with the 
 
 approach=baseline evaluates the base model zero-shot instead (`evaluate_baseline`): no trainer, no checkpoints.
 
-Read top to bottom, `run` is the whole job: validate → read data → tokenizer, sequence lengths and the BERTScore
-encoder (all before any model is loaded) → model → train (resuming from the newest verified checkpoint, saving on a
+Read top to bottom, `run` is the whole job as named stages: read the config → read the channels → tokenizer and
+prompts → resolve the settings (printed as `resolved_*` metric lines) → evaluation setup with the BERTScore encoder
+(all before any model is loaded) → build the trainer (resume point, model, callbacks) → train or resume (saving on a
 time interval) → save → evaluate on rank 0 → report → merge and time the merged model.
 Exit status: 0 done, 1 failed (reason in $SM_OUTPUT_DIR/failure), 143 stopped by SIGTERM after a checkpoint.
 """
@@ -432,24 +433,85 @@ def report(new: evaluation.Scores, everything: evaluation.Scores, env: SageMaker
         evaluation.write_predictions(new.predictions, env.output_data_dir, model_dir)
 
 
-def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.monotonic) -> int:
-    """The whole job; returns the exit status (exceptions are handled by `main`). `clock` times checkpoint saves."""
+@dataclass(frozen=True)
+class Channels:
+    """The rows of the train and test channels, read and checked before any model is loaded."""
+
+    train: list[Any]
+    labels: list[str]
+    """The classification label set (from train); empty for task sft."""
+    evaluated: list[Any]
+    """The test examples drawn for evaluation (none when eval_samples=0)."""
+    eval_indices: list[int]
+    rows: dict[str, int]
+    """The channels' row counts, as their metrics (`dataset_train_rows`, `dataset_test_rows`)."""
+    fmt: data.PromptFormat | None
+    """The classification prompt format; None for task sft (its rows carry their prompts)."""
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Tokenized training data and evaluation prompts: the same shape for both tasks from here on."""
+
+    train_dataset: Any  # datasets.Dataset
+    eval_prompts: list[str]
+    label_sequences: list[list[int]]
+    """Every label's tokens as generated after a prompt (classification; empty for sft): the constrained trie."""
+    max_new_tokens: int
+    lengths: data.LengthReport
+    model_card: dict[str, Any]
+    stop_token_ids: list[int] | None
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every stage after the tokenizer shares: the configuration, this process and its loaded pieces."""
+
+    config: TrainConfig
+    env: SageMakerEnv
+    runtime: modeling.Runtime
+    token: str | None
+    tokenizer: Any
+    timing: phases.Phases
+    hyperparameters: dict[str, Any]
+
+
+@dataclass
+class Training:
+    """The trainer and what was built with it, handed from `build_trainer` to the stages that use them."""
+
+    trainer: Any  # trl.SFTTrainer
+    args: Any  # trl.SFTConfig
+    optimizer: lean.LeanAdamW | None
+    checkpoint_callback: Any
+    save_timer: phases.SaveTimer
+    counter: data.PaddingCounter
+    stop: checkpoints.StopRequest
+    resume_from: Path | None
+
+
+@dataclass(frozen=True)
+class Trained:
+    """The training loop's outcome: its seconds and loss (0.0 and None when resumed after the last step)."""
+
+    seconds: float
+    loss: float | None
+
+
+def read_config(argv: list[str], env: SageMakerEnv) -> TrainConfig:
+    """Stage 1: parse and validate the hyperparameters, log them and what they mean for this job."""
     config = parse_hyperparameters(argv)
     validate(config, env)
-    if config.is_baseline and not env.is_main:
-        # One process evaluates a baseline; under a launcher that started more, the others leave at once.
-        return EXIT_OK
-    hyperparameters = as_dict(config)
-    LOG.info("hyperparameters: %s", json.dumps(hyperparameters, sort_keys=True))
+    LOG.info("hyperparameters: %s", json.dumps(as_dict(config), sort_keys=True))
     if config.is_baseline:
         LOG.info("approach=baseline: zero-shot evaluation of the base model; the training settings are unused")
     elif config.merge_adapter and not config.is_peft:
         LOG.warning("merge_adapter is ignored for approach=full: the saved model is already complete")
-    strategy = effective_strategy(config, env)
-    if strategy != config.strategy:
-        LOG.info("strategy=%s with one process trains as %s", config.strategy, strategy)
-    timing = phases.Phases(env.is_main)
+    return config
 
+
+def read_channels(config: TrainConfig, env: SageMakerEnv) -> Channels:
+    """Stage 2: read the train channel, and the test channel when evaluating; draw the evaluation samples."""
     # task=sft reads instruction/chat rows (sft.py); classification reads {"text", "label"} rows.
     read_rows = sft.read_sft_dir if config.is_sft else data.read_jsonl_dir
     train_examples = read_rows(env.train_dir)
@@ -471,105 +533,161 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
         eval_examples = [test_examples[index] for index in eval_indices]
     LOG.info("%d train examples, %d labels, %d eval examples", len(train_examples), len(labels), len(eval_examples))
     fmt = None if config.is_sft else data.prompt_format(config.prompt_style, labels)
+    return Channels(train_examples, labels, eval_examples, eval_indices, dataset_rows, fmt)
 
-    token = None
+
+def read_token(config: TrainConfig) -> str | None:
+    """The Hugging Face token from its secret, or None (no secret, or a local model that needs none)."""
     if config.hf_token_secret_arn and Path(config.model_id).expanduser().is_dir():
         LOG.info("model_id is a local directory: the Hugging Face token is not needed and not read")
-    elif config.hf_token_secret_arn:
-        token = read_hf_token(config.hf_token_secret_arn)  # never logged; None when the secret holds no token
-    runtime = modeling.detect_runtime(env.local_rank)
-    with timing.timed("download"):
-        # Every rank of a node asks: huggingface_hub locks each file, so one downloads and the others wait for it
-        # (no process group exists yet to agree through).
-        phases.download_snapshot(config.model_id, token)
-    tokenizer = modeling.load_tokenizer(config.model_id, token)
-    eos = tokenizer.eos_token
-    prepared_sft = sft.prepare(tokenizer, train_examples, eval_examples) if config.is_sft else None
-    if prepared_sft is not None:
-        train_dataset, eval_prompts = prepared_sft.train_dataset, prepared_sft.eval_prompts
-        label_sequences, max_new_tokens = [], prepared_sft.max_new_tokens
-        lengths, model_card = prepared_sft.lengths, prepared_sft.model_card
-    else:
-        assert fmt is not None
-        train_dataset = data.to_prompt_completion(train_examples, fmt, eos)
-        eval_prompts = [fmt.prompt(example.text) for example in eval_examples]
-        # Every label's tokens as generated after a prompt: the generation room and the constrained-decoding trie.
-        label_sequences = evaluation.label_token_sequences(tokenizer, train_dataset["prompt"][0], labels, eos)
-        max_new_tokens = max(len(sequence) for sequence in label_sequences) + data.FREE_ANSWER_SLACK_TOKENS
-        lengths = data.measure_lengths(tokenizer, train_dataset, eval_prompts, max_new_tokens)
-        model_card = fmt.describe(eos)
-    info = modeling.inspect_model(config.model_id, token)
-    max_seq_length = data.resolve_max_seq_length(config.max_seq_length, lengths, info.max_positions)
+        return None
+    if config.hf_token_secret_arn:
+        return read_hf_token(config.hf_token_secret_arn)  # never logged; None when the secret holds no token
+    return None
+
+
+def prepare_prompts(config: TrainConfig, tokenizer: Any, channels: Channels) -> Prompts:
+    """Stage 3: the training data as prompt/completion pairs and the evaluation prompts, with their lengths."""
+    if config.is_sft:
+        prepared = sft.prepare(tokenizer, channels.train, channels.evaluated)
+        return Prompts(
+            train_dataset=prepared.train_dataset,
+            eval_prompts=prepared.eval_prompts,
+            label_sequences=[],
+            max_new_tokens=prepared.max_new_tokens,
+            lengths=prepared.lengths,
+            model_card=prepared.model_card,
+            stop_token_ids=prepared.stop_token_ids,
+        )
+    fmt, eos = channels.fmt, tokenizer.eos_token
+    assert fmt is not None
+    train_dataset = data.to_prompt_completion(channels.train, fmt, eos)
+    eval_prompts = [fmt.prompt(example.text) for example in channels.evaluated]
+    # Every label's tokens as generated after a prompt: the generation room and the constrained-decoding trie.
+    label_sequences = evaluation.label_token_sequences(tokenizer, train_dataset["prompt"][0], channels.labels, eos)
+    max_new_tokens = max(len(sequence) for sequence in label_sequences) + data.FREE_ANSWER_SLACK_TOKENS
+    return Prompts(
+        train_dataset=train_dataset,
+        eval_prompts=eval_prompts,
+        label_sequences=label_sequences,
+        max_new_tokens=max_new_tokens,
+        lengths=data.measure_lengths(tokenizer, train_dataset, eval_prompts, max_new_tokens),
+        model_card=fmt.describe(eos),
+        stop_token_ids=None,
+    )
+
+
+def effective_batch_size(config: TrainConfig, env: SageMakerEnv) -> int:
+    """Samples per optimizer step: per-device batch x gradient accumulation x data-parallel ranks (every process
+    of ddp/fsdp sees its own batch; single, split and lean run one process)."""
+    return config.per_device_batch_size * config.gradient_accumulation_steps * env.world_size
+
+
+def resolve_settings(
+    config: TrainConfig, env: SageMakerEnv, runtime: modeling.Runtime, info: modeling.ModelInfo, prompts: Prompts
+) -> dict[str, Any]:
+    """Stage 4: every setting decided at run time (`auto` values, the strategy this process trains with), logged,
+    and the hyperparameters actually used printed once as `resolved_*` metric lines (rank 0)."""
+    strategy = effective_strategy(config, env)
+    if strategy != config.strategy:
+        LOG.info("strategy=%s with one process trains as %s", config.strategy, strategy)
     resolved: dict[str, Any] = {
         "num_parameters": info.num_parameters,
         "attn_implementation": runtime.attn_implementation,
         "dtype": str(runtime.dtype).removeprefix("torch."),
         "world_size": env.world_size,
-        "max_seq_length": max_seq_length,
-        "longest_sequence": lengths.longest,
-        "mean_sequence": round(lengths.mean_train, 1),
-        "eval_max_new_tokens": max_new_tokens,
+        "strategy": strategy,
+        "max_seq_length": data.resolve_max_seq_length(config.max_seq_length, prompts.lengths, info.max_positions),
+        "longest_sequence": prompts.lengths.longest,
+        "mean_sequence": round(prompts.lengths.mean_train, 1),
+        "eval_max_new_tokens": prompts.max_new_tokens,
     }
-    if not config.is_baseline:  # a baseline trains nothing: no rate, recomputation or batching to decide
+    if not config.is_baseline:  # a baseline trains nothing: no rate, batch, recomputation or batching to decide
         resolved.update(resolve_training(config, runtime, info.num_parameters))
+        resolved["effective_batch_size"] = effective_batch_size(config, env)
     LOG.info("resolved: %s", json.dumps(resolved, sort_keys=True))
-    setup = None
+    if env.is_main:
+        telemetry.print_resolved_metrics(resolved)
+    return resolved
+
+
+def build_eval_setup(
+    job: Job, channels: Channels, prompts: Prompts, info: modeling.ModelInfo, max_seq_length: int
+) -> EvalSetup | None:
+    """Stage 5: everything evaluation needs, fixed before training (None when nothing is evaluated)."""
+    if not channels.evaluated:
+        return None
+    config = job.config
     # Constrained decoding chooses among labels; an sft answer is free text.
     constrained = config.decoding == "constrained" and not config.is_sft
-    if eval_examples:
-        setup = EvalSetup(
-            examples=eval_examples,
-            prompts=eval_prompts,
-            labels=labels,
-            trie=evaluation.LabelTrie(label_sequences, tokenizer.eos_token_id) if constrained else None,
-            max_new_tokens=max_new_tokens,
-            # Fetched now, before training: a missing encoder fails the job before GPU hours are spent on it.
-            bertscore=evaluation.prepare_bertscore(config.bertscore_model, token) if env.is_main else None,
-            reserve_bytes=modeling.inference_reserve_bytes(
-                info, config.eval_batch_size, max_seq_length, runtime.dtype.itemsize
-            ),
-            indices=eval_indices,
-            add_special_tokens=not config.is_sft,
-            stop_token_ids=prepared_sft.stop_token_ids if prepared_sft is not None else None,
-        )
+    return EvalSetup(
+        examples=channels.evaluated,
+        prompts=prompts.eval_prompts,
+        labels=channels.labels,
+        trie=evaluation.LabelTrie(prompts.label_sequences, job.tokenizer.eos_token_id) if constrained else None,
+        max_new_tokens=prompts.max_new_tokens,
+        # Fetched now, before training: a missing encoder fails the job before GPU hours are spent on it.
+        bertscore=evaluation.prepare_bertscore(config.bertscore_model, job.token) if job.env.is_main else None,
+        reserve_bytes=modeling.inference_reserve_bytes(
+            info, config.eval_batch_size, max_seq_length, job.runtime.dtype.itemsize
+        ),
+        indices=channels.eval_indices,
+        add_special_tokens=not config.is_sft,
+        stop_token_ids=prompts.stop_token_ids,
+    )
 
-    if config.is_baseline:
-        assert setup is not None  # validate() requires eval_samples >= 1 for a baseline
-        return evaluate_baseline(
-            config, env, runtime, token, tokenizer, setup, model_card, resolved, dataset_rows, timing
-        )
 
-    learning_rate, gradient_checkpointing, batching = (
+def training_arguments(job: Job, resolved: dict[str, Any], info: modeling.ModelInfo):  # -> trl.SFTConfig
+    """The trainer arguments for the resolved settings; creating them sets up torch.distributed under torchrun
+    (before the model is loaded), so that resuming can be agreed between ranks."""
+    if job.config.uses_fsdp:
+        fsdp.apply_environment()  # read by accelerate when the trainer builds its FSDP plugin
+    args = build_sft_config(
+        job.config,
+        job.env,
+        job.runtime,
         resolved["learning_rate"],
         resolved["gradient_checkpointing"],
         resolved["batching"],
+        info.layer_classes,
     )
-    # Creating the trainer arguments sets up torch.distributed under torchrun (before the model is loaded).
-    from transformers import PrinterCallback, TrainerState
+    _ = args.device  # initialises the process group now: resuming is agreed between ranks
+    return args
+
+
+def resume_point(job: Job, checkpoint_dir: Path) -> checkpoints.ResumePlan:
+    """The newest verified checkpoint every rank agrees on (checked against these hyperparameters), or none."""
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    resume = checkpoints.plan_resume(checkpoint_dir, job.config.save_total_limit, is_local_main=job.env.local_rank == 0)
+    if resume.resume_from is not None:
+        checkpoints.check_resumable(resume.resume_from, job.hyperparameters)
+        LOG.info("resuming from %s", resume.resume_from)
+    return resume
+
+
+def build_trainer(
+    job: Job, resolved: dict[str, Any], prompts: Prompts, info: modeling.ModelInfo, clock: Callable[[], float]
+) -> Training:
+    """Stage 6: trainer arguments, the resume decision, the model, the checkpoint and progress callbacks, and the
+    trainer over them, its supervision checked."""
+    from transformers import PrinterCallback
     from trl import SFTTrainer
 
-    if config.uses_fsdp:
-        fsdp.apply_environment()  # read by accelerate when the trainer builds its FSDP plugin
-    args = build_sft_config(config, env, runtime, learning_rate, gradient_checkpointing, batching, info.layer_classes)
-    _ = args.device  # initialises the process group now: resuming is agreed between ranks
+    config, env = job.config, job.env
+    args = training_arguments(job, resolved, info)
     checkpoint_dir = Path(config.checkpoint_dir)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    resume = checkpoints.plan_resume(checkpoint_dir, config.save_total_limit, is_local_main=env.local_rank == 0)
-    resume_from = resume.resume_from
-    if resume_from is not None:
-        checkpoints.check_resumable(resume_from, hyperparameters)
-        LOG.info("resuming from %s", resume_from)
+    resume = resume_point(job, checkpoint_dir)
 
-    with timing.timed("load"):
-        model = modeling.load_model(config, runtime, token, env.local_rank)
+    with job.timing.timed("load"):
+        model = modeling.load_model(config, job.runtime, job.token, env.local_rank)
     # lean steps every parameter inside backward: the Trainer gets that optimizer instead of building AdamW.
-    optimizer = lean.make_optimizer(model, learning_rate, args) if config.strategy == "lean" else None
+    optimizer = lean.make_optimizer(model, resolved["learning_rate"], args) if config.strategy == "lean" else None
     stop = checkpoints.StopRequest()
     checkpoint_callback = checkpoints.make_checkpoint_callback(
         checkpoint_dir,
         config.save_total_limit,
         resume.kept_steps,
-        hyperparameters,
+        job.hyperparameters,
         stop,
         checkpoints.SaveSchedule(config.save_interval_seconds, clock),
         is_main=env.is_main,
@@ -580,8 +698,8 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=train_dataset,
-        processing_class=tokenizer,
+        train_dataset=prompts.train_dataset,
+        processing_class=job.tokenizer,
         peft_config=modeling.lora_config(config) if config.is_peft else None,
         callbacks=[checkpoint_callback, save_timer_callback, telemetry.make_progress_callback(env.is_main)],
         optimizers=(optimizer, None),
@@ -591,81 +709,160 @@ def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.mo
     if config.is_sft:
         sft.assert_answers_supervised(trainer.train_dataset)
     else:
-        data.assert_completions_supervised(trainer.train_dataset, tokenizer.eos_token_id)
+        data.assert_completions_supervised(trainer.train_dataset, job.tokenizer.eos_token_id)
     counter = data.PaddingCounter(trainer.data_collator)
     trainer.data_collator = counter
+    return Training(
+        trainer, args, optimizer, checkpoint_callback, save_timer, counter, stop, resume_from=resume.resume_from
+    )
 
-    if resume_from is not None and checkpoints.is_final(resume_from, hyperparameters):
+
+def train_or_resume(job: Job, training: Training) -> Trained | None:
+    """Stage 7: train (resuming from the newest verified checkpoint), or load the final checkpoint when training
+    already finished; None when SIGTERM stopped training after its checkpoint."""
+    from transformers import TrainerState
+
+    trainer, resume_from = training.trainer, training.resume_from
+    if resume_from is not None and checkpoints.is_final(resume_from, job.hyperparameters):
         # Training already finished (a restart during evaluation or upload): load the final weights and state.
         LOG.info("%s is this run's last step: training is complete, evaluating it", resume_from.name)
         trainer._load_from_checkpoint(str(resume_from))  # the Trainer's own loader: full weights, adapters, FSDP
         trainer.state = TrainerState.load_from_json(str(resume_from / "trainer_state.json"))
-        train_seconds, trained_loss = 0.0, None
-        timing.record_training(0.0, save_timer)
-    else:
-        stop.install()
-        started = time.perf_counter()
-        try:
-            output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        finally:
-            stop.uninstall()
-        train_seconds, trained_loss = time.perf_counter() - started, output.training_loss
-        timing.record_training(train_seconds, save_timer)
-        if stop.requested:
-            LOG.warning("stopped by SIGTERM at step %d; the next start resumes from it", trainer.state.global_step)
-            return EXIT_STOPPED
+        job.timing.record_training(0.0, training.save_timer)
+        return Trained(seconds=0.0, loss=None)
+    training.stop.install()
+    started = time.perf_counter()
+    try:
+        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    finally:
+        training.stop.uninstall()
+    trained = Trained(seconds=time.perf_counter() - started, loss=output.training_loss)
+    job.timing.record_training(trained.seconds, training.save_timer)
+    if training.stop.requested:
+        LOG.warning("stopped by SIGTERM at step %d; the next start resumes from it", trainer.state.global_step)
+        return None
+    return trained
 
-    model_dir = env.model_dir
-    if optimizer is not None:
-        optimizer.remove_hooks()  # no more training: evaluation must not step the weights
-    with timing.timed("save"):
-        save_final_model(trainer, tokenizer, config, runtime, env, model_dir)
 
-    real, padded = _reduce([counter.real_tokens, counter.batch_tokens], "sum", args.device)
-    (peak,) = _reduce([telemetry.peak_memory_gb(runtime.use_cuda)], "max", args.device)
-    metrics: dict[str, float] = {"train_runtime_seconds": train_seconds, "peak_memory_gb": peak, **dataset_rows}
-    final_loss = telemetry.last_logged_loss(trainer.state.log_history)
-    if final_loss is not None or trained_loss is not None:
-        metrics["train_loss"] = final_loss if final_loss is not None else trained_loss
+def training_metrics(job: Job, training: Training, trained: Trained, dataset_rows: dict[str, int]) -> dict[str, float]:
+    """The training metrics over every rank: tokens per second and padding (summed), peak memory (max), loss."""
+    counter, device = training.counter, training.args.device
+    real, padded = _reduce([counter.real_tokens, counter.batch_tokens], "sum", device)
+    (peak,) = _reduce([telemetry.peak_memory_gb(job.runtime.use_cuda)], "max", device)
+    metrics: dict[str, float] = {"train_runtime_seconds": trained.seconds, "peak_memory_gb": peak, **dataset_rows}
+    final_loss = telemetry.last_logged_loss(training.trainer.state.log_history)
+    if final_loss is not None or trained.loss is not None:
+        metrics["train_loss"] = final_loss if final_loss is not None else trained.loss
     if real > 0:  # a restart after the last step trains nothing: no throughput to report
-        metrics["train_tokens_per_second"] = real / train_seconds
+        metrics["train_tokens_per_second"] = real / trained.seconds
         metrics["train_padding_fraction"] = 1.0 - real / padded
-    if env.is_main:
-        # Written before evaluation: whatever happens next, the artifact says how to prompt the model.
-        (model_dir / LABELS_FILE).write_text(json.dumps(model_card, indent=2) + "\n")
-        saves = checkpoint_callback.stats
-        training_config = {
-            "hyperparameters": hyperparameters,
-            "resolved": resolved,
-            **model_card,
-            "global_step": trainer.state.global_step,
-            "checkpoints": {"saves": saves.saves, "steps": saves.steps, "seconds": round(saves.seconds, 1)},
-        }
-        (model_dir / "training_config.json").write_text(json.dumps(training_config, indent=2) + "\n")
+    return metrics
 
-    # Evaluation runs on rank 0 alone, with one GPU's worth of timing for every approach; the other ranks free
-    # their memory first (after FSDP, rank 0 spreads the reloaded model over the node's GPUs) and leave.
-    plan = modeling.plan_evaluation(rank=env.rank, fsdp=trainer.is_fsdp_enabled)
-    _release_training_state(trainer, runtime, keep_model=plan.keeps_trained_model and setup is not None)
-    _leave_process_group()
-    if not env.is_main:
-        return EXIT_OK
 
+def write_model_card(job: Job, training: Training, resolved: dict[str, Any], model_card: dict[str, Any]) -> None:
+    """Rank 0, before evaluation: labels.json and training_config.json next to the model, so that whatever happens
+    next the artifact says how to prompt the model and what it was trained with."""
+    if not job.env.is_main:
+        return
+    model_dir = job.env.model_dir
+    (model_dir / LABELS_FILE).write_text(json.dumps(model_card, indent=2) + "\n")
+    saves = training.checkpoint_callback.stats
+    training_config = {
+        "hyperparameters": job.hyperparameters,
+        "resolved": resolved,
+        **model_card,
+        "global_step": training.trainer.state.global_step,
+        "checkpoints": {"saves": saves.saves, "steps": saves.steps, "seconds": round(saves.seconds, 1)},
+    }
+    (model_dir / "training_config.json").write_text(json.dumps(training_config, indent=2) + "\n")
+
+
+def evaluate_and_report(
+    job: Job,
+    trainer: Any,
+    plan: modeling.EvaluationPlan,
+    setup: EvalSetup | None,
+    metrics: dict[str, float],
+    model_card: dict[str, Any],
+) -> None:
+    """Stage 9 (rank 0): evaluate the trained model, report, then merge the adapter and time the merged model."""
+    config, model_dir = job.config, job.env.model_dir
     results = evaluation.Scores(metrics=metrics)
-    with timing.timed("evaluate"):  # the reload, generation, scoring and the merged model's timing
+    with job.timing.timed("evaluate"):  # the reload, generation, scoring and the merged model's timing
         if setup is not None:
-            scores = evaluate_trained(trainer, plan, config, runtime, token, tokenizer, setup, model_dir)
+            scores = evaluate_trained(trainer, plan, config, job.runtime, job.token, job.tokenizer, setup, model_dir)
             results.metrics.update(scores.metrics)
             results.missing.update(scores.missing)
             results.predictions = scores.predictions
-        report(results, results, env, model_dir)
+        report(results, results, job.env, model_dir)
         if config.is_peft and config.merge_adapter:
-            merged = merge_and_time(config, runtime, token, tokenizer, setup, model_dir, model_card)
+            merged = merge_and_time(config, job.runtime, job.token, job.tokenizer, setup, model_dir, model_card)
             results.metrics.update(merged.metrics)
             results.missing.update(merged.missing)
-            report(merged, results, env, model_dir)
-    LOG.info("done: artifacts in %s", model_dir)
+            report(merged, results, job.env, model_dir)
+
+
+def train_save_evaluate(
+    job: Job,
+    resolved: dict[str, Any],
+    channels: Channels,
+    prompts: Prompts,
+    info: modeling.ModelInfo,
+    setup: EvalSetup | None,
+    clock: Callable[[], float],
+) -> int:
+    """Stages 6-9 of a training job: build the trainer, train, save (every rank), then evaluate on rank 0."""
+    training = build_trainer(job, resolved, prompts, info, clock)
+    trained = train_or_resume(job, training)
+    if trained is None:
+        return EXIT_STOPPED
+    if training.optimizer is not None:
+        training.optimizer.remove_hooks()  # no more training: evaluation must not step the weights
+    with job.timing.timed("save"):
+        save_final_model(training.trainer, job.tokenizer, job.config, job.runtime, job.env, job.env.model_dir)
+    metrics = training_metrics(job, training, trained, channels.rows)
+    write_model_card(job, training, resolved, prompts.model_card)
+
+    # Evaluation runs on rank 0 alone, with one GPU's worth of timing for every approach; the other ranks free
+    # their memory first (after FSDP, rank 0 spreads the reloaded model over the node's GPUs) and leave.
+    trainer = training.trainer
+    plan = modeling.plan_evaluation(rank=job.env.rank, fsdp=trainer.is_fsdp_enabled)
+    _release_training_state(trainer, job.runtime, keep_model=plan.keeps_trained_model and setup is not None)
+    _leave_process_group()
+    if not job.env.is_main:
+        return EXIT_OK
+    evaluate_and_report(job, trainer, plan, setup, metrics, prompts.model_card)
+    LOG.info("done: artifacts in %s", job.env.model_dir)
     return EXIT_OK
+
+
+def run(argv: list[str], env: SageMakerEnv, clock: Callable[[], float] = time.monotonic) -> int:
+    """The whole job as its stages; returns the exit status (exceptions are handled by `main`). `clock` times
+    checkpoint saves."""
+    config = read_config(argv, env)
+    if config.is_baseline and not env.is_main:
+        # One process evaluates a baseline; under a launcher that started more, the others leave at once.
+        return EXIT_OK
+    timing = phases.Phases(env.is_main)
+    channels = read_channels(config, env)
+    token = read_token(config)
+    runtime = modeling.detect_runtime(env.local_rank)
+    with timing.timed("download"):
+        # Every rank of a node asks: huggingface_hub locks each file, so one downloads and the others wait for it
+        # (no process group exists yet to agree through).
+        phases.download_snapshot(config.model_id, token)
+    tokenizer = modeling.load_tokenizer(config.model_id, token)
+    job = Job(config, env, runtime, token, tokenizer, timing, hyperparameters=as_dict(config))
+    prompts = prepare_prompts(config, tokenizer, channels)
+    info = modeling.inspect_model(config.model_id, token)
+    resolved = resolve_settings(config, env, runtime, info, prompts)
+    setup = build_eval_setup(job, channels, prompts, info, resolved["max_seq_length"])
+    if config.is_baseline:
+        assert setup is not None  # validate() requires eval_samples >= 1 for a baseline
+        return evaluate_baseline(
+            config, env, runtime, token, tokenizer, setup, prompts.model_card, resolved, channels.rows, timing
+        )
+    return train_save_evaluate(job, resolved, channels, prompts, info, setup, clock)
 
 
 def main(argv: list[str] | None = None, clock: Callable[[], float] = time.monotonic) -> int:

@@ -2,8 +2,9 @@
 A failed attempt also carries `failure` (Classify's output) and, when one was decided, `remedy` (Remedy's).
 
 With `error` (the Map's Catch), the job is described here: it may exist and be billed even though the workflow
-lost it. The row is a function of job, final status and what the job used (its hosts' GPU metrics, its artifact),
-so retries rewrite the same item. Each recorded job also emits the spend and status metrics the dashboard graphs.
+lost it. The row is a function of job, final status and what the job used (its hosts' GPU metrics, its artifact, the
+hyperparameters it reported resolving: `ledger.job_resolved`), so retries rewrite the same item. Each recorded job
+also emits the spend and status metrics the dashboard graphs.
 """
 
 from __future__ import annotations

@@ -49,6 +49,10 @@ def test_default_demo_succeeds_with_a_ledger_row_per_approach_and_a_summary(defa
     assert any(row["sk"] == "SUMMARY" for row in rows)
     assert all(row["training_seconds"] > 0 and row["cost_usd"] > 0 for row in jobs)
     assert all("eval_intent_accuracy" in row["metrics"] for row in jobs)
+    # Every demo job asks for the automatic learning rate (null); the row holds the rate the job reported using
+    trained = [row for row in jobs if row["approach"] != "baseline"]
+    assert all(row["hyperparameters"].get("learning_rate") is None for row in trained)
+    assert all(row["resolved"]["learning_rate"] > 0 for row in trained), [row["resolved"] for row in trained]
 
 
 def test_demo_prints_progress_and_the_report_table(default_demo) -> None:

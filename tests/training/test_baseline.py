@@ -10,7 +10,7 @@ import pytest
 
 from lambdas.catalog import parse_metric_lines
 from tests.training.conftest import run_main
-from training_code import evaluation, phases
+from training_code import evaluation, phases, telemetry
 
 # Exact match is task sft's accuracy; a classification job reports intent accuracy instead.
 CLASSIFICATION_EVAL_METRICS = set(evaluation.EVAL_METRICS) - {"eval_exact_match"}
@@ -56,10 +56,12 @@ def test_a_baseline_evaluates_the_base_model_and_trains_nothing(
     assert metrics["eval_samples"] == 12
     assert metrics["eval_parse_rate"] == 1.0  # constrained decoding: even an untrained model answers with a label
     printed = parse_metric_lines(result.stdout)
-    # the phase times are printed as each phase ends (training_code/phases.py), not kept in metrics.json
-    assert {name: printed[name] for name in printed if name not in phases.PHASE_METRICS} == pytest.approx(
-        metrics, rel=1e-5
-    )
+    # the phase times are printed as each phase ends (training_code/phases.py) and the resolved settings once when
+    # decided (a baseline trains nothing: no learning rate or batch), neither kept in metrics.json
+    printed_apart = {*phases.PHASE_METRICS, *telemetry.RESOLVED_METRICS}
+    assert {name: printed[name] for name in printed if name not in printed_apart} == pytest.approx(metrics, rel=1e-5)
+    assert {"resolved_max_seq_length", "resolved_world_size"} <= set(printed)
+    assert not {"resolved_learning_rate", "resolved_effective_batch_size"} & set(printed)
     assert "peak_memory_gb" in metrics
     assert not any(name.startswith("train_") for name in metrics)  # nothing trained
     # A small artifact without weights: the prompt format, what was evaluated, the metrics, the per-sample answers

@@ -108,7 +108,10 @@ def test_metric_lines_parse_with_the_catalog_regexes() -> None:
     parsed = parse_metric_lines(out.getvalue())
 
     # The time_* / checkpoint_* metrics are printed per phase (training_code/phases.py), not with the final ones
-    assert set(parsed) == {metric.name for metric in METRICS} - set(phases.PHASE_METRICS)
+    # nor with the resolved hyperparameters (printed once when decided: telemetry.print_resolved_metrics).
+    assert set(parsed) == {metric.name for metric in METRICS} - set(phases.PHASE_METRICS) - set(
+        telemetry.RESOLVED_METRICS
+    )
     assert parsed["train_loss"] == 2.5  # the last occurrence wins, as in SageMaker
     assert parsed["train_tokens_per_second"] == pytest.approx(12345.7)
     assert parsed["eval_samples"] == 500

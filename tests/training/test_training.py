@@ -15,7 +15,8 @@ import pytest
 from lambdas import catalog
 from lambdas.catalog import METRICS, parse_metric_lines
 from tests.training.conftest import ARCHITECTURES, Job, create_job, dataset_rows, run_main
-from training_code import phases
+from training_code import phases, telemetry
+from training_code.config import parse_hyperparameters, resolve_learning_rate
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
@@ -61,27 +62,26 @@ class LoraRun:
 
     job: Job
     stdout: str
+    argv: list[str]
 
 
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory: pytest.TempPathFactory, tiny_models: dict[str, Path], bertscore_model: str) -> LoraRun:
     """One LoRA run to 400 steps with merge_adapter and offline BERTScore (shared by the tests below)."""
     job = create_job(tmp_path_factory.mktemp("lora"))
-    result = run_main(
-        job,
-        job.argv(
-            tiny_models["llama"],
-            approach="lora",
-            max_steps=400,
-            lora_dropout=0,
-            seed=3,
-            logging_steps=50,
-            merge_adapter=True,
-            bertscore_model=bertscore_model,
-        ),
+    argv = job.argv(
+        tiny_models["llama"],
+        approach="lora",
+        max_steps=400,
+        lora_dropout=0,
+        seed=3,
+        logging_steps=50,
+        merge_adapter=True,
+        bertscore_model=bertscore_model,
     )
+    result = run_main(job, argv)
     assert result.exit_code == 0, result.stdout
-    return LoraRun(job=job, stdout=result.stdout)
+    return LoraRun(job=job, stdout=result.stdout, argv=argv)
 
 
 def test_lora_learns_the_intents_of_held_out_phrasings(lora_run: LoraRun) -> None:
@@ -98,8 +98,9 @@ def test_final_metric_lines_cover_the_catalog_and_match_metrics_json(lora_run: L
 
     # Every catalog metric is printed (train_step as progress) but task sft's own (exact match: a classification job
     # reports intent accuracy), and metrics.json holds the same final values. The phase timings
-    # (training_code/phases.py) are printed as each phase ends, not kept in metrics.json.
-    phase_metrics = set(phases.PHASE_METRICS)
+    # (training_code/phases.py) are printed as each phase ends, and the resolved hyperparameters once when decided:
+    # neither is kept in metrics.json.
+    phase_metrics = set(phases.PHASE_METRICS) | set(telemetry.RESOLVED_METRICS)
     quality = catalog.TASK_QUALITY_METRICS
     sft_only = set(quality[catalog.SFT]) - set(quality[catalog.CLASSIFICATION])
     assert set(printed) | phase_metrics == {metric.name for metric in METRICS} - sft_only | phase_metrics
@@ -110,6 +111,26 @@ def test_final_metric_lines_cover_the_catalog_and_match_metrics_json(lora_run: L
     assert (job.output_data_dir / "metrics.json").read_text() == (job.model_dir / "metrics.json").read_text()
     assert 0.0 <= metrics["train_padding_fraction"] < 0.1  # length-grouped batches leave little padding
     assert metrics["train_tokens_per_second"] > 0
+
+
+def test_the_hyperparameters_actually_used_are_printed_once_as_resolved_lines(lora_run: LoraRun) -> None:
+    # Given the shared LoRA run, launched with no learning rate (auto) and max_seq_length auto
+    job = lora_run.job
+    config = job.training_config()
+    assert config["hyperparameters"]["learning_rate"] is None
+    # When its stdout is parsed as SageMaker parses it
+    printed = parse_metric_lines(lora_run.stdout)
+    # Then each resolved line is printed exactly once, and the learning rate is the automatic rule's value
+    for name in telemetry.RESOLVED_METRICS:
+        assert len([line for line in lora_run.stdout.splitlines() if line.startswith(f"{name}=")]) == 1, name
+    resolved = config["resolved"]
+    rule = resolve_learning_rate(parse_hyperparameters(lora_run.argv), resolved["num_parameters"])
+    assert printed["resolved_learning_rate"] == rule == resolved["learning_rate"]
+    hyperparameters = config["hyperparameters"]
+    batch = hyperparameters["per_device_batch_size"] * hyperparameters["gradient_accumulation_steps"]
+    assert printed["resolved_effective_batch_size"] == batch == resolved["effective_batch_size"]
+    assert printed["resolved_max_seq_length"] == resolved["max_seq_length"]
+    assert printed["resolved_world_size"] == 1 and resolved["strategy"] == "single"
 
 
 def test_the_merged_model_is_timed_apart_from_the_adapter(lora_run: LoraRun) -> None:

@@ -30,6 +30,7 @@ class Approach:
     trains: bool  # False: the zero-shot baseline (no weights, gradients, optimizer, checkpoints)
     adapter: bool  # trains a LoRA adapter on a frozen base (the artifact is the adapter; merge_adapter applies)
     quantized: bool  # the frozen base is 4-bit NF4 (bitsandbytes); GPU kernels are what make it worth running
+    dora: bool  # the adapter is DoRA (PEFT `use_dora=True`): a magnitude vector per adapted output feature
     gpu_only: bool  # Plan refuses CPU instances for it
     flops_per_parameter: int  # training FLOPs per parameter per token, without recomputation (0: no training)
     utilisation: str  # the catalog.TIME_MODEL constant of its training step's model FLOPs utilisation
@@ -68,6 +69,7 @@ APPROACH_LIST: tuple[Approach, ...] = (
         trains=True,
         adapter=False,
         quantized=False,
+        dora=False,
         gpu_only=False,
         # forward 2N + backward 4N (activation and weight gradients)
         flops_per_parameter=6,
@@ -86,6 +88,7 @@ APPROACH_LIST: tuple[Approach, ...] = (
         trains=True,
         adapter=True,
         quantized=False,
+        dora=False,
         gpu_only=False,
         # frozen base weights need no weight gradients: backward is the activation gradients only, ~2N
         flops_per_parameter=4,
@@ -103,6 +106,7 @@ APPROACH_LIST: tuple[Approach, ...] = (
         trains=True,
         adapter=True,
         quantized=True,
+        dora=False,
         gpu_only=True,  # bitsandbytes' 4-bit kernels are what make QLoRA worth running
         flops_per_parameter=4,
         utilisation="utilisation_qlora",
@@ -113,12 +117,33 @@ APPROACH_LIST: tuple[Approach, ...] = (
         **_ADAPTER_RATES,
     ),
     Approach(
+        "dora",
+        "DoRA (weight-decomposed LoRA: a learned magnitude per output feature; slower than LoRA)",
+        trains=True,
+        adapter=True,
+        quantized=False,
+        dora=True,
+        gpu_only=False,  # bf16/fp32 weights: runs wherever LoRA runs
+        # LoRA's per-token FLOPs; DoRA's per-step work (rebuilding each adapted weight to take its norm) is counted
+        # separately by lambdas/estimate.py from lambdas/memory.dora_step_work.
+        flops_per_parameter=4,
+        utilisation="utilisation_lora",
+        optimizer=ADAMW,
+        always_checkpoints=False,
+        # No FSDP: DoRA's forward reads each whole base weight to take its norm, which this project has not run
+        # sharded (no CUDA test); one process, replicas or a device map only.
+        strategies=_ONE_PROCESS_OR_REPLICAS,
+        in_study=False,
+        **_ADAPTER_RATES,
+    ),
+    Approach(
         "baseline",
         "the base model evaluated zero-shot on the same samples without training (listed prompt, constrained "
         "decoding; the training settings do not apply and are ignored)",
         trains=False,
         adapter=False,
         quantized=False,
+        dora=False,
         gpu_only=False,
         flops_per_parameter=0,
         utilisation="",

@@ -539,7 +539,7 @@ DATASET_TRAIN_ROWS: dict[str, int] = {"banking77": 10_003}
 MEAN_BYTES_PER_ROW = 110
 DEFAULT_TRAIN_ROWS = 10_003
 # Training FLOPs per parameter per token (lambdas/approaches.py, `flops_per_parameter`): forward 2N + backward 4N for
-# full fine-tuning; with frozen base weights (LoRA, QLoRA) backward needs only the activation gradients, ~2N.
+# full fine-tuning; with frozen base weights (LoRA, QLoRA, DoRA) backward needs only the activation gradients, ~2N.
 # Gradient checkpointing recomputes the forward: +2N.
 TRAINING_FLOPS_PER_PARAMETER: dict[str, int] = {
     a.name: a.flops_per_parameter for a in approaches.APPROACH_LIST if a.trains
@@ -764,6 +764,10 @@ DEFAULTS: dict[tuple[str, str], JobDefaults] = {
     # computes faster than the A10G (121 vs 70 TFLOP/s) for less per hour. Full fine-tuning runs `lean`.
     ("2b", "qlora"): JobDefaults("ml.g6.xlarge", 1, 8, 2),
     ("2b", "lora"): JobDefaults("ml.g6.xlarge", 1, 8, 2),
+    # DoRA rebuilds each adapted weight (and an in x in identity) in every forward to take its norm
+    # (memory.dora_forward_work): memory-bound at the study's short sequences, so the A10G's 600 GB/s beats the L4's
+    # 300 GB/s. At 2B: ~15 min, ~$0.14 (LoRA ~$0.07).
+    ("2b", "dora"): JobDefaults("ml.g5.xlarge", 1, 8, 2),
     ("2b", "full"): JobDefaults("ml.g6.xlarge", 1, 8, 2),
     # Baselines (zero-shot evaluation, no training) need inference memory only: bf16 weights, the KV cache and prefill
     # of one evaluation batch of listed prompts (~1,024 tokens). Weights stay bf16, as every fine-tuned model but
@@ -779,6 +783,8 @@ DEFAULTS: dict[tuple[str, str], JobDefaults] = {
     # 7B LoRA: bf16 weights (~13.5 GB) + activations with gradient checkpointing fit one L4 at batch 8; the 2xlarge is
     # for its 32 GiB host RAM (loading the bf16 weights needs ~17 GiB with the runtime). ~20 min, ~$0.16.
     ("7b", "lora"): JobDefaults("ml.g6.2xlarge", 1, 8, 2),
+    # 7B DoRA: LoRA's memory + ~1.3 GiB of per-layer rebuild fit one A10G; ~35 min, ~$0.35 (LoRA ~20 min, ~$0.16).
+    ("7b", "dora"): JobDefaults("ml.g5.2xlarge", 1, 8, 2),
     # 7B full: `lean` on one 48 GB L40S: bf16 weights, 8-bit AdamW states and a bf16 Kahan buffer are 6 bytes/param
     # (~40 GB), the step fused into backward keeps one layer's gradient. No collectives at all: ~15 min, ~$0.23.
     # Was FSDP over ml.g5.48xlarge's 8 A10Gs at batch 1: 1,251 steps each all-gathering the bf16 model twice and
@@ -793,6 +799,9 @@ DEFAULTS: dict[tuple[str, str], JobDefaults] = {
     # to gather, ~23 min, ~$0.43. Was FSDP over ml.p4d.24xlarge ($37.69/h; spot quota 0 by default, scarce spot
     # capacity) with fp32 masters counted for the frozen layers, ~$5.80 spot.
     ("20b", "lora"): JobDefaults("ml.g6e.2xlarge", 1, 8, 2),
+    # 20B DoRA: LoRA's 43 GiB on one L40S + the rebuild of a 24,576-wide layer (~3.7 GiB) overflow it; split over
+    # ml.g5.12xlarge's four A10Gs: ~90 min, ~$4.30 expected.
+    ("20b", "dora"): JobDefaults("ml.g5.12xlarge", 1, 8, 3),
     # 20B full (not in the default matrix: the study skipped it for cost): ~330 GB of FSDP state, offloaded to the
     # host of ml.g6.48xlarge (8 L4s, 768 GiB RAM): ~8 h and ~$40 expected; AdamW on the CPU bounds every step.
     ("20b", "full"): JobDefaults("ml.g6.48xlarge", 1, 1, 24),
@@ -800,6 +809,7 @@ DEFAULTS: dict[tuple[str, str], JobDefaults] = {
     # 48 GB L40S (DDP at batch 2); LoRA split over the same four GPUs; full fine-tuning offloads over 3 g6e.48xlarge.
     ("70b", "qlora"): JobDefaults("ml.g6e.12xlarge", 1, 2, 6),
     ("70b", "lora"): JobDefaults("ml.g6e.12xlarge", 1, 8, 6),
+    ("70b", "dora"): JobDefaults("ml.g6e.48xlarge", 1, 8, 10),
     ("70b", "full"): JobDefaults("ml.g6e.48xlarge", 3, 1, 30),
     # 70B baseline: ~134 GiB of bf16 weights at 72B spread over a g6e.12xlarge's 4 L40S (~34 GiB per GPU).
     ("70b", "baseline"): JobDefaults("ml.g6e.12xlarge", 1, 8, 2),
@@ -820,15 +830,19 @@ def job_defaults(params_billion: float, approach: str) -> JobDefaults:
 FALLBACK_INSTANCES: dict[tuple[str, str], tuple[str, ...]] = {
     ("2b", "qlora"): ("ml.g6.xlarge", "ml.g5.xlarge", "ml.g6.2xlarge", "ml.g5.2xlarge", "ml.g6e.xlarge"),
     ("2b", "lora"): ("ml.g6.xlarge", "ml.g5.xlarge", "ml.g6.2xlarge", "ml.g5.2xlarge", "ml.g6e.xlarge"),
+    ("2b", "dora"): ("ml.g5.xlarge", "ml.g6.xlarge", "ml.g5.2xlarge", "ml.g6.2xlarge", "ml.g6e.xlarge"),
     ("2b", "full"): ("ml.g6.xlarge", "ml.g5.xlarge", "ml.g6.2xlarge", "ml.g5.2xlarge", "ml.g6e.xlarge"),
     ("7b", "qlora"): ("ml.g6.xlarge", "ml.g5.xlarge", "ml.g6.2xlarge", "ml.g5.2xlarge", "ml.g6e.xlarge"),
     ("7b", "lora"): ("ml.g6.2xlarge", "ml.g5.2xlarge", "ml.g6.4xlarge", "ml.g5.4xlarge", "ml.g6e.xlarge"),
+    ("7b", "dora"): ("ml.g5.2xlarge", "ml.g6.2xlarge", "ml.g5.4xlarge", "ml.g6.4xlarge", "ml.g6e.xlarge"),
     ("7b", "full"): ("ml.g6e.xlarge", "ml.g6e.2xlarge", "ml.g6e.4xlarge", "ml.g5.48xlarge", "ml.g6.48xlarge"),
     ("20b", "qlora"): ("ml.g6.xlarge", "ml.g5.xlarge", "ml.g6.2xlarge", "ml.g5.2xlarge", "ml.g6e.xlarge"),
     ("20b", "lora"): ("ml.g6e.2xlarge", "ml.g6e.4xlarge", "ml.g5.12xlarge", "ml.g6.12xlarge", "ml.p4d.24xlarge"),
+    ("20b", "dora"): ("ml.g5.12xlarge", "ml.g6.12xlarge", "ml.g6e.12xlarge", "ml.p4d.24xlarge"),
     ("20b", "full"): ("ml.g6.48xlarge", "ml.g5.48xlarge", "ml.g6e.48xlarge", "ml.p4d.24xlarge"),
     ("70b", "qlora"): ("ml.g6e.12xlarge", "ml.g6e.24xlarge", "ml.p5.48xlarge"),
     ("70b", "lora"): ("ml.g6e.12xlarge", "ml.g6e.24xlarge", "ml.g6e.48xlarge", "ml.p5.48xlarge"),
+    ("70b", "dora"): ("ml.g6e.48xlarge", "ml.p5.48xlarge"),
     ("70b", "full"): ("ml.g6e.48xlarge", "ml.p5.48xlarge"),
 }
 

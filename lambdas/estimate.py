@@ -7,7 +7,8 @@ sizes. A job's wall time is the sum of its parts (`PARTS`):
     install     `pip install -r requirements.txt` at the start of the training code
     download    Hub snapshot download at a rate, then loading (and NF4 quantization) onto the GPUs
     train       optimizer steps x (max(compute, memory traffic, communication) + a fixed per-step overhead)
-                  compute        step tokens x FLOPs per token / (working GPUs x peak dense TFLOP/s x utilisation)
+                  compute        step tokens x FLOPs per token / (working GPUs x peak dense TFLOP/s x utilisation),
+                                 plus DoRA's per-forward rebuild of each adapted weight (memory.dora_forward_work)
                   memory         bytes each GPU reads and writes per step / (bandwidth x efficiency)
                   communication  bytes each GPU sends per step over the instance's link (PCIe or NVSwitch; the
                                  network between instances): FSDP all-gathers the weights for forward and again for
@@ -225,6 +226,10 @@ def step_traffic(shape: JobShape, fit: memory.FitEstimate) -> StepTraffic:
     if not kind.adapter:
         state += fit.device.weights
     memory_bytes = passes * shape.gradient_accumulation_steps * weights + 2 * state
+    # DoRA rebuilds every adapted weight in each forward (the recomputation's included): per micro-batch, not per token.
+    forwards = shape.gradient_accumulation_steps * (2 if checkpointing else 1)
+    dora = memory.dora_forward_work(fit.workload, shape.placement)
+    memory_bytes += forwards * dora.memory_bytes
     world = shape.placement.world_size
     ring = (world - 1) / world if world > 1 else 0.0
     grad_bytes = 4 * fit.workload.adapter_parameters if kind.adapter else 2 * n
@@ -246,7 +251,7 @@ def step_traffic(shape: JobShape, fit: memory.FitEstimate) -> StepTraffic:
         gpus = shape.instance.gpus
         collective = 2 * (gpus - 1) * step_tokens * arch.hidden_size * 2  # activations forward, gradients back
     return StepTraffic(
-        flops=step_tokens * per_token,
+        flops=step_tokens * per_token + working * forwards * dora.flops,  # every working GPU rebuilds them
         working_gpus=working,
         memory_bytes=memory_bytes,
         collective_bytes=collective,

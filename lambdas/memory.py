@@ -151,10 +151,20 @@ class Workload:
 
     @property
     def adapter_parameters(self) -> int:
-        """Trainable LoRA parameters (0 for full fine-tuning and for a baseline, which trains nothing)."""
+        """Trainable adapter parameters: LoRA's A and B on every linear layer, plus DoRA's magnitude vectors (0 for
+        full fine-tuning and for a baseline, which trains nothing)."""
         if not self.kind.adapter:
             return 0
-        return self.model.architecture.lora_parameters(self.lora_r)
+        return self.model.architecture.lora_parameters(self.lora_r) + self.dora_magnitude_parameters
+
+    @property
+    def dora_magnitude_parameters(self) -> int:
+        """DoRA's magnitude vectors: one trainable value per output feature of every adapted linear layer (PEFT
+        0.21 `DoraLinearLayer.weight`, the column norms of W + BA); 0 for every other approach."""
+        if not self.kind.dora:
+            return 0
+        arch = self.model.architecture
+        return arch.layers * sum(fan_out for _, fan_out in arch.layer_linears())
 
     @property
     def trains(self) -> bool:
@@ -378,12 +388,49 @@ def activation_bytes(workload: Workload, placement: Placement) -> float:
     per_token = a * (2 * h + 2 * arch.q_dim + 2 * arch.kv_dim + mlp_intermediates * i) + 2 * 4 * h
     if workload.kind.adapter:
         per_token += a * sum(fan_in for fan_in, _ in arch.layer_linears())
+    if workload.kind.dora:
+        # DoRA's output is (m/|W+BA| - 1) * base_result + m/|W+BA| * lora_result: backward to the magnitude keeps both
+        # results, an output-width tensor each per adapted layer (PEFT 0.21 `DoraLinearLayer.forward`).
+        per_token += 2 * a * sum(fan_out for _, fan_out in arch.layer_linears())
     layer = tokens * per_token
     if uses_gradient_checkpointing(workload, placement):
         kept = arch.layers * tokens * h * a + layer
     else:
         kept = arch.layers * layer
     return kept + tokens * arch.vocab_size * LOGIT_BYTES
+
+
+@dataclass(frozen=True)
+class DoraWork:
+    """What DoRA adds to one forward pass of the whole model, beyond LoRA's."""
+
+    flops: float
+    memory_bytes: float  # DRAM traffic
+    peak_working_bytes: float  # the largest transient of one adapted layer (they are built one at a time)
+
+
+def dora_forward_work(workload: Workload, placement: Placement) -> DoraWork:
+    """DoRA's per-forward work, counted from PEFT 0.21's `DoraLinearLayer.forward` (training mode: its cache is off).
+
+    For each adapted linear layer of `fan_in` x `fan_out`: `get_lora_weight` runs a `fan_in` x `fan_in` identity in the
+    adapters' fp32 through lora_A and lora_B (2r(in^2 + in*out) FLOPs) into an fp32 `fan_in` x `fan_out` delta, casts
+    it to the compute dtype, and `get_weight_norm` adds `scaling` x the delta to the base weight and takes the column
+    norms (~3 in*out FLOPs). The norm is detached, so none of this is kept for backward; it is rebuilt every forward
+    (gradient checkpointing's recomputation included). Zero for every approach but DoRA.
+    """
+    if not workload.kind.dora:
+        return DoraWork(0.0, 0.0, 0.0)
+    a = _compute_bytes(placement.precision)
+    r = workload.lora_r
+    flops = memory_bytes = peak = 0.0
+    for fan_in, fan_out in workload.model.architecture.layer_linears():
+        weight = fan_in * fan_out
+        flops += 2 * r * (fan_in * fan_in + weight) + 3 * weight
+        # identity and fp32 delta written and read; base weight read; cast, scaled and summed copies written and read
+        memory_bytes += 2 * 4 * fan_in * fan_in + 2 * 4 * weight + 7 * a * weight
+        peak = max(peak, 4 * fan_in * fan_in + (4 + 3 * a) * weight)
+    layers = workload.model.architecture.layers
+    return DoraWork(flops=layers * flops, memory_bytes=layers * memory_bytes, peak_working_bytes=peak)
 
 
 def _optimizer_bytes_per_parameter(optimizer: Optimizer, parameter_bytes: int) -> float:
@@ -544,6 +591,8 @@ def _evaluation(workload: Workload, placement: Placement) -> tuple[float, int]:
         weights = _qlora_state(workload, placement).weights
     else:
         weights = a * (model.parameters + workload.adapter_parameters)
+    # An unmerged DoRA adapter rebuilds each adapted weight to take its norm in every forward, generation included.
+    weights += dora_forward_work(workload, placement).peak_working_bytes
     tokens = workload.eval_batch_size * workload.seq_length
     kv_cache = 2 * arch.layers * arch.kv_dim * a * tokens
     mlp_intermediates = 4 if arch.gated_mlp else 2
@@ -625,7 +674,7 @@ def estimate(workload: Workload, placement: Placement, strategy: Strategy) -> Fi
         master_weights=state.master_weights,
         gradients=state.gradients,
         optimizer=state.optimizer,
-        working=state.working,
+        working=state.working + dora_forward_work(workload, placement).peak_working_bytes,
         activations=activation_bytes(workload, placement),
         runtime=runtime,
     )

@@ -27,6 +27,7 @@ class Approach:
     trains: bool  # False: the zero-shot baseline (evaluation only)
     adapter: bool  # trains a LoRA adapter (PEFT) on a frozen base rather than all weights
     quantized: bool  # loads the base in 4-bit NF4 (bitsandbytes)
+    dora: bool  # the adapter is DoRA (PEFT `use_dora=True`)
     optimizer: str  # the Trainer `optim`
     always_checkpoints: bool  # gradient_checkpointing `auto` is on whatever the model size and device
     strategies: tuple[str, ...]  # the strategies it can train with (config.STRATEGIES names)
@@ -56,6 +57,7 @@ APPROACH_LIST: tuple[Approach, ...] = (
         trains=True,
         adapter=False,
         quantized=False,
+        dora=False,
         optimizer=ADAMW,
         always_checkpoints=False,
         strategies=("single", "ddp", "fsdp", "fsdp_offload", "split", "lean"),
@@ -68,6 +70,7 @@ APPROACH_LIST: tuple[Approach, ...] = (
         trains=True,
         adapter=True,
         quantized=False,
+        dora=False,
         optimizer=ADAMW,
         always_checkpoints=False,
         strategies=("single", "ddp", "fsdp", "fsdp_offload", "split"),
@@ -78,9 +81,21 @@ APPROACH_LIST: tuple[Approach, ...] = (
         trains=True,
         adapter=True,
         quantized=True,
+        dora=False,
         optimizer=PAGED_ADAMW_8BIT,
         always_checkpoints=True,
         strategies=_ONE_PROCESS_OR_REPLICAS,  # 4-bit weights cannot be FLAT-sharded by FSDP
+        **_ADAPTER_RATES,
+    ),
+    Approach(
+        "dora",
+        trains=True,
+        adapter=True,
+        quantized=False,
+        dora=True,
+        optimizer=ADAMW,
+        always_checkpoints=False,
+        strategies=_ONE_PROCESS_OR_REPLICAS,  # not run under FSDP here (lambdas/approaches.py says why)
         **_ADAPTER_RATES,
     ),
     Approach(
@@ -88,6 +103,7 @@ APPROACH_LIST: tuple[Approach, ...] = (
         trains=False,
         adapter=False,
         quantized=False,
+        dora=False,
         optimizer=ADAMW,  # never built
         always_checkpoints=False,
         strategies=_ONE_PROCESS_OR_REPLICAS,  # one process (or rank 0) generates

@@ -160,7 +160,9 @@ def quantization_config(runtime: Runtime):  # -> BitsAndBytesConfig
 
 
 def lora_config(config: TrainConfig):  # -> peft.LoraConfig
-    """LoRA on every linear layer by default (all-linear covers Llama, Mistral and GPT-NeoX names)."""
+    """LoRA on every linear layer by default (all-linear covers Llama, Mistral and GPT-NeoX names); DoRA when the
+    approach's row says so (PEFT's `use_dora`: each adapted weight split into a learned magnitude per output feature
+    and a LoRA-updated direction, Liu et al. 2024, arXiv:2402.09353)."""
     from peft import LoraConfig
 
     return LoraConfig(
@@ -171,6 +173,7 @@ def lora_config(config: TrainConfig):  # -> peft.LoraConfig
         modules_to_save=config.modules_to_save,
         bias="none",
         task_type="CAUSAL_LM",
+        use_dora=config.kind.dora,
     )
 
 

@@ -130,8 +130,9 @@ APPROACH_LIST: tuple[Approach, ...] = (
         utilisation="utilisation_lora",
         optimizer=ADAMW,
         always_checkpoints=False,
-        # No FSDP: DoRA's forward reads each whole base weight to take its norm, which this project has not run
-        # sharded (no CUDA test); one process, replicas or a device map only.
+        # No FSDP here: PEFT made DoRA run under FSDP (huggingface/peft#1806, in 0.12+, so in the DLC's 0.18.1), but
+        # the planner's FSDP model does not count DoRA's gathered per-layer rebuild and no CUDA test runs it; one
+        # process, replicas or a device map only until both exist.
         strategies=_ONE_PROCESS_OR_REPLICAS,
         in_study=False,
         **_ADAPTER_RATES,

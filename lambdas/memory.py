@@ -416,7 +416,9 @@ def dora_forward_work(workload: Workload, placement: Placement) -> DoraWork:
     adapters' fp32 through lora_A and lora_B (2r(in^2 + in*out) FLOPs) into an fp32 `fan_in` x `fan_out` delta, casts
     it to the compute dtype, and `get_weight_norm` adds `scaling` x the delta to the base weight and takes the column
     norms (~3 in*out FLOPs). The norm is detached, so none of this is kept for backward; it is rebuilt every forward
-    (gradient checkpointing's recomputation included). Zero for every approach but DoRA.
+    (gradient checkpointing's recomputation included). The identity trick dates from PEFT 0.12 (huggingface/peft#1806,
+    so the DLC's PEFT 0.18.1 does the same); huggingface/peft#1692 reports DoRA's fp32 upcasting costing GBs of VRAM.
+    Zero for every approach but DoRA.
     """
     if not workload.kind.dora:
         return DoraWork(0.0, 0.0, 0.0)

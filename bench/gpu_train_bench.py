@@ -9,10 +9,11 @@ Every case trains a randomly initialised model of a real shape (no Hub on the de
 arguments `train.py` uses (`build_sft_config`, `modeling.load_model`, `lean.make_optimizer`), checkpointing off,
 on the bundled banking77-mini messages with compact prompts (~35 tokens per example with Mistral's tokenizer).
 
-Cases (CASES): LoRA and QLoRA at batch 1 and 8 (peak memory against the planner, step time); lean full fine-tuning
-at batch 8; one single-process FSDP LoRA run showing what transformers 5.3 builds (dtypes of the flat parameters,
-peak memory, one sharded checkpoint's files, bytes and seconds); a plain transformers Trainer + PEFT baseline (no
-TRL, no project code) at batch 8; and evaluation decode time with constrained decoding over the 77 labels.
+Cases (CASES): LoRA and QLoRA at batch 1 and 8 (peak memory against the planner, step time); DoRA at batch 8 (its
+per-forward weight rebuild against the planner's and the time model's count); lean full fine-tuning at batch 8; one
+single-process FSDP LoRA run showing what transformers 5.3 builds (dtypes of the flat parameters, peak memory, one
+sharded checkpoint's files, bytes and seconds); a plain transformers Trainer + PEFT baseline (no TRL, no project
+code) at batch 8; and evaluation decode time with constrained decoding over the 77 labels.
 
 Reported per case (one JSON line each, then a markdown table for docs/benchmarks.md):
   step_seconds            mean wall seconds per optimizer step after `--warmup` steps
@@ -76,6 +77,7 @@ CASES = {
         Case("lora-b8", "lora", "single", 8),
         Case("qlora-b1", "qlora", "single", 1),
         Case("qlora-b8", "qlora", "single", 8),
+        Case("dora-b8", "dora", "single", 8),
         Case("lean-b8", "full", "lean", 8),
         Case("hf-peft-b8", "lora", "single", 8, kind="hf_baseline"),
         Case("decode-constrained", "lora", "single", 8, kind="decode"),
@@ -148,10 +150,13 @@ def catalog_peak_tflops(device_name: str) -> float | None:
 
 
 def flops_per_token(num_parameters: int, size: str, approach: str) -> int:
-    """6N (full) or 4N (LoRA/QLoRA: frozen weights need no weight gradients), N = parameters but the embedding."""
+    """The approach's training FLOPs per parameter (lambdas/approaches.py: 6N full, 4N with frozen weights, which
+    need no weight gradients) x N, N = parameters but the embedding."""
+    from lambdas import approaches
+
     shape = SIZES[size]
     matmul_parameters = num_parameters - shape["vocab_size"] * shape["hidden_size"]
-    return (6 if approach == "full" else 4) * matmul_parameters
+    return approaches.get(approach).flops_per_parameter * matmul_parameters
 
 
 def catalog_architecture(size: str):  # -> lambdas.catalog.Architecture
@@ -370,7 +375,7 @@ def run_train_case(bench: Workbench, case: Case) -> dict[str, Any]:
         result.update(fsdp_report(trainer))
         if case.fsdp_checkpoint:
             result.update(save_checkpoint_report(trainer, Path(config.checkpoint_dir)))
-    if case.approach == "qlora":
+    if config.kind.quantized:
         import bitsandbytes
 
         result["quantized_layers"] = sum(isinstance(m, bitsandbytes.nn.Linear4bit) for m in trainer.model.modules())

@@ -9,9 +9,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
+
+from lambdas import approaches
 
 # A float as Python's repr/format writes it, including exponents and nan/inf.
 _NUMBER = r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|inf))"
@@ -303,13 +305,14 @@ def resolve_model(model: str, params_billion: float | None = None) -> Model:
 # --------------------------------------------------------------------------------------------------------------------
 # Approaches
 # --------------------------------------------------------------------------------------------------------------------
-# The three fine-tuning approaches, and `baseline`: the base model evaluated zero-shot on the same samples, without any
-# training (listed-labels prompt, constrained decoding), so a report shows what fine-tuning bought.
-TRAINING_APPROACHES: tuple[str, ...] = ("full", "lora", "qlora")
+# What each approach is lives in lambdas/approaches.py (one row each); these names are read from that table. The
+# fine-tuning approaches, and `baseline`: the base model evaluated zero-shot on the same samples, without any training
+# (listed-labels prompt, constrained decoding), so a report shows what fine-tuning bought.
+TRAINING_APPROACHES: tuple[str, ...] = tuple(a.name for a in approaches.APPROACH_LIST if a.trains)
 BASELINE = "baseline"
-APPROACHES: tuple[str, ...] = (*TRAINING_APPROACHES, BASELINE)
-# Approaches that need a GPU: bitsandbytes 4-bit kernels are what make QLoRA worth running.
-GPU_ONLY_APPROACHES: frozenset[str] = frozenset({"qlora"})
+APPROACHES: tuple[str, ...] = tuple(approaches.APPROACHES)
+# Approaches that need a GPU (QLoRA: bitsandbytes' 4-bit kernels are what make it worth running).
+GPU_ONLY_APPROACHES: frozenset[str] = frozenset(a.name for a in approaches.APPROACH_LIST if a.gpu_only)
 PROMPT_STYLES: tuple[str, ...] = ("compact", "listed")
 # How a training job spreads over its GPUs (the `strategy` hyperparameter; lambdas/memory.Strategy names them):
 #   single        one process on one GPU (or on the CPU);
@@ -543,9 +546,12 @@ DATASET_TRAIN_ROWS: dict[str, int] = {"banking77": 10_003}
 # when even the size is unknown, a Banking77-sized dataset.
 MEAN_BYTES_PER_ROW = 110
 DEFAULT_TRAIN_ROWS = 10_003
-# Training FLOPs per parameter per token: forward 2N + backward 4N for full fine-tuning; with frozen base weights
-# (LoRA, QLoRA) backward needs only the activation gradients, ~2N. Gradient checkpointing recomputes the forward: +2N.
-TRAINING_FLOPS_PER_PARAMETER: dict[str, int] = {"full": 6, "lora": 4, "qlora": 4}
+# Training FLOPs per parameter per token (lambdas/approaches.py, `flops_per_parameter`): forward 2N + backward 4N for
+# full fine-tuning; with frozen base weights (LoRA, QLoRA, DoRA) backward needs only the activation gradients, ~2N.
+# Gradient checkpointing recomputes the forward: +2N.
+TRAINING_FLOPS_PER_PARAMETER: dict[str, int] = {
+    a.name: a.flops_per_parameter for a in approaches.APPROACH_LIST if a.trains
+}
 RECOMPUTE_FLOPS_PER_PARAMETER = 2
 # CPU instances (smoke tests only): a few vCPUs of AVX-512 fp32, order of magnitude.
 CPU_PEAK_TFLOPS = 0.2
@@ -746,8 +752,10 @@ class JobDefaults:
     instance_type: str
     instance_count: int
     batch_size: int  # per device
-    learning_rate: float | None  # None: the training code chooses (and for baselines: no training at all)
     max_runtime_hours: float  # bounds the bill: the estimate and the budget check use it
+    # The approach's automatic rate for the model's size (lambdas/approaches.py; `job_defaults` fills it in): the rate
+    # training_code's `learning_rate: auto` resolves to (a contract test holds the two rules equal). None: no training.
+    learning_rate: float | None = None
 
 
 # What the planner chooses (lambdas/estimate.cheapest_plan: the cheapest expected plan over the plannable families that
@@ -756,59 +764,71 @@ class JobDefaults:
 # instance_type; these rows are what Remedy's fallback lists start from and what the docs quote. Expected figures are
 # the time model's for the Banking77 study (1 epoch, ~10k rows of ~34 tokens, 500 evaluation samples), at 0.4 x
 # on-demand spot (`finetune estimate --matrix study` prints the parts).
-# Learning rates: 2e-4 is the QLoRA paper's rate for models up to 13B, 1e-4 its rate above; 2e-5 for full fine-tuning
-# at every size (Llama 2's SFT rate for 7B-70B; 10x below LoRA's). training_code's `auto` rule says the same.
+# Learning rates are not per size class: `job_defaults` takes the approach's automatic rate for the model's size from
+# lambdas/approaches.py (its reasons are there), the rule training_code's `learning_rate: auto` applies.
 # Runtime bounds are floors: Plan raises a job's bound to twice its high estimate, rounded up to whole hours.
 DEFAULTS: dict[tuple[str, str], JobDefaults] = {
     # Up to 2B (Hub models such as Qwen2.5-1.5B or Llama-3.2-1B): everything fits one 24 GB GPU; the L4 of ml.g6.xlarge
     # computes faster than the A10G (121 vs 70 TFLOP/s) for less per hour. Full fine-tuning runs `lean`.
-    ("2b", "qlora"): JobDefaults("ml.g6.xlarge", 1, 8, 2e-4, 2),
-    ("2b", "lora"): JobDefaults("ml.g6.xlarge", 1, 8, 2e-4, 2),
-    ("2b", "full"): JobDefaults("ml.g6.xlarge", 1, 8, 2e-5, 2),
+    ("2b", "qlora"): JobDefaults("ml.g6.xlarge", 1, 8, 2),
+    ("2b", "lora"): JobDefaults("ml.g6.xlarge", 1, 8, 2),
+    # DoRA rebuilds each adapted weight (and an in x in identity) in every forward to take its norm
+    # (memory.dora_forward_work): memory-bound at the study's short sequences, so the A10G's 600 GB/s beats the L4's
+    # 300 GB/s. At 2B: ~15 min, ~$0.14 (LoRA ~$0.07).
+    ("2b", "dora"): JobDefaults("ml.g5.xlarge", 1, 8, 2),
+    ("2b", "full"): JobDefaults("ml.g6.xlarge", 1, 8, 2),
     # Baselines (zero-shot evaluation, no training) need inference memory only: bf16 weights, the KV cache and prefill
     # of one evaluation batch of listed prompts (~1,024 tokens). Weights stay bf16, as every fine-tuned model but
     # QLoRA's is evaluated, so the baseline measures the base model and not a quantization of it. One process loads
     # the weights shard by shard onto its GPU(s) (a device map), so host memory holds one shard at a time. No
     # checkpoints: an interrupted spot baseline starts over.
-    ("2b", "baseline"): JobDefaults("ml.g6.xlarge", 1, 8, None, 1),
+    ("2b", "baseline"): JobDefaults("ml.g6.xlarge", 1, 8, 1),
     # 7B QLoRA: NF4 weights (~3.9 GB) + adapters + activations fit one L4 at batch 8; g6.xlarge's 16 GiB host RAM
     # holds one 10 GB shard while quantizing. ~23 min, ~$0.15 (was ml.g5.xlarge: the A10G's lower peak, ~$0.30).
-    ("7b", "qlora"): JobDefaults("ml.g6.xlarge", 1, 8, 2e-4, 2),
+    ("7b", "qlora"): JobDefaults("ml.g6.xlarge", 1, 8, 2),
     # 7B baseline: ~12.6 GiB of bf16 weights + ~5 GiB of KV cache and prefill at 8 x 1,024 tokens fit one L4.
-    ("7b", "baseline"): JobDefaults("ml.g6.xlarge", 1, 8, None, 1),
+    ("7b", "baseline"): JobDefaults("ml.g6.xlarge", 1, 8, 1),
     # 7B LoRA: bf16 weights (~13.5 GB) + activations with gradient checkpointing fit one L4 at batch 8; the 2xlarge is
     # for its 32 GiB host RAM (loading the bf16 weights needs ~17 GiB with the runtime). ~20 min, ~$0.16.
-    ("7b", "lora"): JobDefaults("ml.g6.2xlarge", 1, 8, 2e-4, 2),
+    ("7b", "lora"): JobDefaults("ml.g6.2xlarge", 1, 8, 2),
+    # 7B DoRA: LoRA's memory + ~1.3 GiB of per-layer rebuild fit one A10G; ~35 min, ~$0.35 (LoRA ~20 min, ~$0.16).
+    ("7b", "dora"): JobDefaults("ml.g5.2xlarge", 1, 8, 2),
     # 7B full: `lean` on one 48 GB L40S: bf16 weights, 8-bit AdamW states and a bf16 Kahan buffer are 6 bytes/param
     # (~40 GB), the step fused into backward keeps one layer's gradient. No collectives at all: ~15 min, ~$0.23.
     # Was FSDP over ml.g5.48xlarge's 8 A10Gs at batch 1: 1,251 steps each all-gathering the bf16 model twice and
     # reduce-scattering its gradients over PCIe (~3 s/step, communication-bound), ~75 min at $20.36/h, ~$10 spot.
-    ("7b", "full"): JobDefaults("ml.g6e.xlarge", 1, 8, 2e-5, 2),
+    ("7b", "full"): JobDefaults("ml.g6e.xlarge", 1, 8, 2),
     # 20B QLoRA: NF4 weights are ~11 GiB, so one replica with paged 8-bit optimizer state and batch-8 activations fits
     # one L4 (~15 GiB): ~55 min, ~$0.37. Was 4 DDP replicas on ml.g5.12xlarge (a full NF4 copy per GPU), ~$1.60.
-    ("20b", "qlora"): JobDefaults("ml.g6.xlarge", 1, 8, 1e-4, 3),
+    ("20b", "qlora"): JobDefaults("ml.g6.xlarge", 1, 8, 3),
     # 20B baseline: ~38 GiB of bf16 weights spread by one process's device map over ml.g6.12xlarge's 4 L4s.
-    ("20b", "baseline"): JobDefaults("ml.g6.12xlarge", 1, 8, None, 1),
+    ("20b", "baseline"): JobDefaults("ml.g6.12xlarge", 1, 8, 1),
     # 20B LoRA: the frozen bf16 base (~38 GiB) + fp32 adapters + activations fit one 48 GB L40S: one process, nothing
     # to gather, ~23 min, ~$0.43. Was FSDP over ml.p4d.24xlarge ($37.69/h; spot quota 0 by default, scarce spot
     # capacity) with fp32 masters counted for the frozen layers, ~$5.80 spot.
-    ("20b", "lora"): JobDefaults("ml.g6e.2xlarge", 1, 8, 1e-4, 2),
+    ("20b", "lora"): JobDefaults("ml.g6e.2xlarge", 1, 8, 2),
+    # 20B DoRA: LoRA's 43 GiB on one L40S + the rebuild of a 24,576-wide layer (~3.7 GiB) overflow it; split over
+    # ml.g5.12xlarge's four A10Gs: ~90 min, ~$4.30 expected.
+    ("20b", "dora"): JobDefaults("ml.g5.12xlarge", 1, 8, 3),
     # 20B full (not in the default matrix: the study skipped it for cost): ~330 GB of FSDP state, offloaded to the
     # host of ml.g6.48xlarge (8 L4s, 768 GiB RAM): ~8 h and ~$40 expected; AdamW on the CPU bounds every step.
-    ("20b", "full"): JobDefaults("ml.g6.48xlarge", 1, 1, 2e-5, 24),
+    ("20b", "full"): JobDefaults("ml.g6.48xlarge", 1, 1, 24),
     # Up to 72B (Hub models with params_billion): 4-bit 70B (~37 GiB + adapters) per replica on ml.g6e.12xlarge's four
     # 48 GB L40S (DDP at batch 2); LoRA split over the same four GPUs; full fine-tuning offloads over 3 g6e.48xlarge.
-    ("70b", "qlora"): JobDefaults("ml.g6e.12xlarge", 1, 2, 1e-4, 6),
-    ("70b", "lora"): JobDefaults("ml.g6e.12xlarge", 1, 8, 1e-4, 6),
-    ("70b", "full"): JobDefaults("ml.g6e.48xlarge", 3, 1, 2e-5, 30),
+    ("70b", "qlora"): JobDefaults("ml.g6e.12xlarge", 1, 2, 6),
+    ("70b", "lora"): JobDefaults("ml.g6e.12xlarge", 1, 8, 6),
+    ("70b", "dora"): JobDefaults("ml.g6e.48xlarge", 1, 8, 10),
+    ("70b", "full"): JobDefaults("ml.g6e.48xlarge", 3, 1, 30),
     # 70B baseline: ~134 GiB of bf16 weights at 72B spread over a g6e.12xlarge's 4 L40S (~34 GiB per GPU).
-    ("70b", "baseline"): JobDefaults("ml.g6e.12xlarge", 1, 8, None, 2),
+    ("70b", "baseline"): JobDefaults("ml.g6e.12xlarge", 1, 8, 2),
 }
 
 
 def job_defaults(params_billion: float, approach: str) -> JobDefaults:
-    """Default instance, count, batch size, learning rate and runtime bound for a model size and approach."""
-    return DEFAULTS[(size_class(params_billion), approach)]
+    """Default instance, count, batch size, learning rate and runtime bound for a model size and approach (the rate
+    is the approach's automatic one for this size, the same the training code's `auto` resolves to)."""
+    rate = approaches.get(approach).default_learning_rate(round(params_billion * 1e9))
+    return replace(DEFAULTS[(size_class(params_billion), approach)], learning_rate=rate)
 
 
 # Where a job may move when its instance type has no quota or no capacity (lambdas/remedies.py), per size class and
@@ -818,15 +838,19 @@ def job_defaults(params_billion: float, approach: str) -> JobDefaults:
 FALLBACK_INSTANCES: dict[tuple[str, str], tuple[str, ...]] = {
     ("2b", "qlora"): ("ml.g6.xlarge", "ml.g5.xlarge", "ml.g6.2xlarge", "ml.g5.2xlarge", "ml.g6e.xlarge"),
     ("2b", "lora"): ("ml.g6.xlarge", "ml.g5.xlarge", "ml.g6.2xlarge", "ml.g5.2xlarge", "ml.g6e.xlarge"),
+    ("2b", "dora"): ("ml.g5.xlarge", "ml.g6.xlarge", "ml.g5.2xlarge", "ml.g6.2xlarge", "ml.g6e.xlarge"),
     ("2b", "full"): ("ml.g6.xlarge", "ml.g5.xlarge", "ml.g6.2xlarge", "ml.g5.2xlarge", "ml.g6e.xlarge"),
     ("7b", "qlora"): ("ml.g6.xlarge", "ml.g5.xlarge", "ml.g6.2xlarge", "ml.g5.2xlarge", "ml.g6e.xlarge"),
     ("7b", "lora"): ("ml.g6.2xlarge", "ml.g5.2xlarge", "ml.g6.4xlarge", "ml.g5.4xlarge", "ml.g6e.xlarge"),
+    ("7b", "dora"): ("ml.g5.2xlarge", "ml.g6.2xlarge", "ml.g5.4xlarge", "ml.g6.4xlarge", "ml.g6e.xlarge"),
     ("7b", "full"): ("ml.g6e.xlarge", "ml.g6e.2xlarge", "ml.g6e.4xlarge", "ml.g5.48xlarge", "ml.g6.48xlarge"),
     ("20b", "qlora"): ("ml.g6.xlarge", "ml.g5.xlarge", "ml.g6.2xlarge", "ml.g5.2xlarge", "ml.g6e.xlarge"),
     ("20b", "lora"): ("ml.g6e.2xlarge", "ml.g6e.4xlarge", "ml.g5.12xlarge", "ml.g6.12xlarge", "ml.p4d.24xlarge"),
+    ("20b", "dora"): ("ml.g5.12xlarge", "ml.g6.12xlarge", "ml.g6e.12xlarge", "ml.p4d.24xlarge"),
     ("20b", "full"): ("ml.g6.48xlarge", "ml.g5.48xlarge", "ml.g6e.48xlarge", "ml.p4d.24xlarge"),
     ("70b", "qlora"): ("ml.g6e.12xlarge", "ml.g6e.24xlarge", "ml.p5.48xlarge"),
     ("70b", "lora"): ("ml.g6e.12xlarge", "ml.g6e.24xlarge", "ml.g6e.48xlarge", "ml.p5.48xlarge"),
+    ("70b", "dora"): ("ml.g6e.48xlarge", "ml.p5.48xlarge"),
     ("70b", "full"): ("ml.g6e.48xlarge", "ml.p5.48xlarge"),
 }
 
@@ -844,7 +868,7 @@ STUDY_MODELS: tuple[str, ...] = ("llama2-7b", "mistral-7b", "gpt-neox-20b")
 STUDY_MATRIX: tuple[tuple[str, str], ...] = tuple(
     (model, approach)
     for model in STUDY_MODELS
-    for approach in TRAINING_APPROACHES
+    for approach in (a.name for a in approaches.APPROACH_LIST if a.in_study)
     if (model, approach) != ("gpt-neox-20b", "full")
 )
 
@@ -908,7 +932,7 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         Source.EXPERIMENT,
         ("string",),
         None,
-        "full, lora, qlora, or baseline (zero-shot evaluation, no training)",
+        ", ".join(TRAINING_APPROACHES) + ", or baseline (zero-shot evaluation, no training)",
         "approach",
         choices=APPROACHES,
     ),

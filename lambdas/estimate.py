@@ -7,7 +7,8 @@ sizes. A job's wall time is the sum of its parts (`PARTS`):
     install     `pip install -r requirements.txt` at the start of the training code
     download    Hub snapshot download at a rate, then loading (and NF4 quantization) onto the GPUs
     train       optimizer steps x (max(compute, memory traffic, communication) + a fixed per-step overhead)
-                  compute        step tokens x FLOPs per token / (working GPUs x peak dense TFLOP/s x utilisation)
+                  compute        step tokens x FLOPs per token / (working GPUs x peak dense TFLOP/s x utilisation),
+                                 plus DoRA's per-forward rebuild of each adapted weight (memory.dora_forward_work)
                   memory         bytes each GPU reads and writes per step / (bandwidth x efficiency)
                   communication  bytes each GPU sends per step over the instance's link (PCIe or NVSwitch; the
                                  network between instances): FSDP all-gathers the weights for forward and again for
@@ -33,7 +34,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from lambdas import catalog, cost, memory
+from lambdas import approaches, catalog, cost, memory
 
 if TYPE_CHECKING:
     from lambdas.calibration import Calibration
@@ -154,9 +155,10 @@ def train_rows(dataset_name: str | None, train_bytes: int | None = None, task: s
 
 def flops_per_token(approach: str, parameters: int, checkpointing: bool) -> float:
     """Training FLOPs per token (0 for approaches that do not train, e.g. a zero-shot baseline)."""
-    per_parameter = catalog.TRAINING_FLOPS_PER_PARAMETER.get(approach)
-    if per_parameter is None:
+    kind = approaches.get(approach)
+    if not kind.trains:
         return 0.0
+    per_parameter = kind.flops_per_parameter
     return float((per_parameter + (catalog.RECOMPUTE_FLOPS_PER_PARAMETER if checkpointing else 0)) * parameters)
 
 
@@ -220,12 +222,17 @@ def step_traffic(shape: JobShape, fit: memory.FitEstimate) -> StepTraffic:
     passes = 3 if checkpointing else 2
     weights = catalog.WEIGHT_BYTES_PER_PARAMETER * n
     state = fit.device.master_weights + fit.device.gradients + fit.device.optimizer
-    if shape.approach == "full":
+    kind = approaches.get(shape.approach)
+    if not kind.adapter:
         state += fit.device.weights
     memory_bytes = passes * shape.gradient_accumulation_steps * weights + 2 * state
+    # DoRA rebuilds every adapted weight in each forward (the recomputation's included): per micro-batch, not per token.
+    forwards = shape.gradient_accumulation_steps * (2 if checkpointing else 1)
+    dora = memory.dora_forward_work(fit.workload, shape.placement)
+    memory_bytes += forwards * dora.memory_bytes
     world = shape.placement.world_size
     ring = (world - 1) / world if world > 1 else 0.0
-    grad_bytes = 2 * n if shape.approach == "full" else 4 * fit.workload.adapter_parameters
+    grad_bytes = 4 * fit.workload.adapter_parameters if kind.adapter else 2 * n
     collective = 0.0
     host = 0.0
     cpu_optimizer = 0.0
@@ -236,7 +243,7 @@ def step_traffic(shape: JobShape, fit: memory.FitEstimate) -> StepTraffic:
         # overlaps it); gradients are reduce-scattered (for a PEFT model only the adapters have any).
         collective = ring * (2 * catalog.WEIGHT_BYTES_PER_PARAMETER * n + grad_bytes)
         if strategy is memory.Strategy.FSDP_OFFLOAD:
-            trainable = n if shape.approach == "full" else fit.workload.adapter_parameters
+            trainable = fit.workload.adapter_parameters if kind.adapter else n
             host = 2 * 4 * trainable / world  # fp32 shard to the GPU for the step, its gradient back
             cpu_optimizer = 16 * trainable * 2 / max(shape.placement.processes, 1)  # fp32 state read and written
     elif strategy is memory.Strategy.SPLIT:
@@ -244,7 +251,7 @@ def step_traffic(shape: JobShape, fit: memory.FitEstimate) -> StepTraffic:
         gpus = shape.instance.gpus
         collective = 2 * (gpus - 1) * step_tokens * arch.hidden_size * 2  # activations forward, gradients back
     return StepTraffic(
-        flops=step_tokens * per_token,
+        flops=step_tokens * per_token + working * forwards * dora.flops,  # every working GPU rebuilds them
         working_gpus=working,
         memory_bytes=memory_bytes,
         collective_bytes=collective,
@@ -255,7 +262,7 @@ def step_traffic(shape: JobShape, fit: memory.FitEstimate) -> StepTraffic:
 
 def steps_of(shape: JobShape) -> int:
     """Optimizer steps: max_steps, else ceil(rows x epochs / global batch); 0 without training."""
-    if shape.approach not in catalog.TRAINING_FLOPS_PER_PARAMETER:
+    if not approaches.get(shape.approach).trains:
         return 0
     if shape.max_steps and shape.max_steps > 0:
         return shape.max_steps
@@ -265,8 +272,8 @@ def steps_of(shape: JobShape) -> int:
 
 def _step_seconds(shape: JobShape, traffic: StepTraffic, band: str) -> dict[str, float]:
     instance = shape.instance
-    utilisation_name = "utilisation_lean" if shape.strategy is memory.Strategy.LEAN else f"utilisation_{shape.approach}"
-    utilisation = _value(utilisation_name, band) if utilisation_name in catalog.TIME_MODEL else 0.2
+    lean = shape.strategy is memory.Strategy.LEAN
+    utilisation = _value("utilisation_lean" if lean else approaches.get(shape.approach).utilisation, band)
     compute = traffic.flops / (traffic.working_gpus * _peak_flops(instance) * utilisation)
     memory_seconds = traffic.memory_bytes / (_bandwidth(instance) * _value("memory_efficiency", band))
     communication = 0.0
@@ -287,7 +294,7 @@ def _part_seconds(shape: JobShape, fit: memory.FitEstimate, band: str) -> tuple[
     parts["startup"] = catalog.startup_constant(instance).at(band)
     parts["install"] = _value("install", band)
     load = weight_bytes / _value("load_bytes_per_s", band)
-    if shape.approach == "qlora":
+    if approaches.get(shape.approach).quantized:
         load += _value("quantize_s_per_billion", band) * n / 1e9
     parts["download"] = weight_bytes / _value("download_bytes_per_s", band) + load
 
@@ -326,7 +333,7 @@ def _part_seconds(shape: JobShape, fit: memory.FitEstimate, band: str) -> tuple[
 def evaluation_work(shape: JobShape) -> tuple[float, int]:
     """The evaluation's prefill FLOPs (2N per prompt token) and its decoding steps (each reads every weight once)."""
     tokens = tokens_per_example(
-        catalog.BASELINE_PROMPT_STYLE if shape.approach == catalog.BASELINE else shape.prompt_style,
+        shape.prompt_style if approaches.get(shape.approach).trains else catalog.BASELINE_PROMPT_STYLE,
         shape.max_seq_length,
         shape.task,
     )
@@ -343,7 +350,7 @@ def artifact_bytes(shape: JobShape, fit: memory.FitEstimate) -> float:
     nothing for a job that does not train."""
     if not steps_of(shape):
         return 0.0
-    if shape.approach == "full" or shape.merge_adapter:
+    if not approaches.get(shape.approach).adapter or shape.merge_adapter:
         return float(catalog.WEIGHT_BYTES_PER_PARAMETER * shape.model.parameters)
     return float(4 * fit.workload.adapter_parameters)
 

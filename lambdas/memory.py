@@ -30,7 +30,7 @@ import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from lambdas import catalog
+from lambdas import approaches, catalog
 from lambdas.errors import InfeasibleJob
 
 GIB = 2**30
@@ -51,7 +51,8 @@ HOST_PER_PROCESS_GIB = 2.0  # one Python + torch + CUDA libraries + data loader 
 LOAD_SHARD_BYTES = 10 * GB
 # Per logit: the bf16 logits, their fp32 upcast in the loss, the fp32 log-softmax kept for backward, its gradient.
 LOGIT_BYTES = 12
-# training_code/modeling.py: gradient checkpointing is on for QLoRA and for GPU models of 1B+ parameters.
+# training_code/modeling.py: gradient checkpointing `auto` is on for QLoRA and for GPU models of 1B+ parameters (a
+# contract test, tests/lambdas/test_lambda_approaches.py, evaluates both rules over a grid and compares them).
 GRADIENT_CHECKPOINTING_MIN_PARAMETERS = 1_000_000_000
 # FSDP holds the layer it computes, the one it prefetches and the unsharded gradient of one layer at a time.
 FSDP_LIVE_LAYERS = 3
@@ -110,9 +111,17 @@ class Precision(StrEnum):
     FP32 = "fp32"  # CPU
 
 
+# The Trainer `optim` of an approach (lambdas/approaches.py) -> the state the planner counts for it.
+_OPTIMIZER_STATE: dict[str, Optimizer] = {
+    approaches.ADAMW: Optimizer.ADAMW,
+    approaches.PAGED_ADAMW_8BIT: Optimizer.ADAMW_8BIT,
+}
+
+
 def default_optimizer(approach: str) -> Optimizer:
-    """What training_code uses: paged 8-bit AdamW for QLoRA (the QLoRA recipe), torch AdamW otherwise."""
-    return Optimizer.ADAMW_8BIT if approach == "qlora" else Optimizer.ADAMW
+    """What training_code uses for the approach (its `optimizer` row: paged 8-bit AdamW for QLoRA, the QLoRA
+    recipe; torch AdamW otherwise)."""
+    return _OPTIMIZER_STATE[approaches.get(approach).optimizer]
 
 
 def planning_seq_length(max_seq_length: int | str, prompt_style: str, task: str | None = None) -> int:
@@ -136,16 +145,31 @@ class Workload:
     optimizer: Optimizer | None = None  # None: what the training code uses for the approach
 
     @property
+    def kind(self) -> approaches.Approach:
+        """The approach's row (lambdas/approaches.py)."""
+        return approaches.get(self.approach)
+
+    @property
     def adapter_parameters(self) -> int:
-        """Trainable LoRA parameters (0 for full fine-tuning and for a baseline, which trains nothing)."""
-        if self.approach in ("full", catalog.BASELINE):
+        """Trainable adapter parameters: LoRA's A and B on every linear layer, plus DoRA's magnitude vectors (0 for
+        full fine-tuning and for a baseline, which trains nothing)."""
+        if not self.kind.adapter:
             return 0
-        return self.model.architecture.lora_parameters(self.lora_r)
+        return self.model.architecture.lora_parameters(self.lora_r) + self.dora_magnitude_parameters
+
+    @property
+    def dora_magnitude_parameters(self) -> int:
+        """DoRA's magnitude vectors: one trainable value per output feature of every adapted linear layer (PEFT
+        0.21 `DoraLinearLayer.weight`, the column norms of W + BA); 0 for every other approach."""
+        if not self.kind.dora:
+            return 0
+        arch = self.model.architecture
+        return arch.layers * sum(fan_out for _, fan_out in arch.layer_linears())
 
     @property
     def trains(self) -> bool:
         """False for a baseline: no weights, gradients, optimizer state or activations for backward."""
-        return self.approach != catalog.BASELINE
+        return self.kind.trains
 
     @property
     def chosen_optimizer(self) -> Optimizer:
@@ -328,10 +352,22 @@ def _compute_bytes(precision: Precision) -> int:
 
 
 def uses_gradient_checkpointing(workload: Workload, placement: Placement) -> bool:
-    """The training code's `auto` rule: QLoRA always; GPU models of 1B+ parameters."""
-    if workload.approach == "qlora":
+    """The training code's `auto` rule (its mirror: training_code/modeling.use_gradient_checkpointing): always for
+    an approach whose row says so (QLoRA); else GPU models of 1B+ parameters. The planner and the time model both
+    ask this function."""
+    return gradient_checkpointing_rule(
+        workload.approach, workload.model.parameters, on_gpu=placement.instance.has_gpu, explicit="auto"
+    )
+
+
+def gradient_checkpointing_rule(approach: str, parameters: int, *, on_gpu: bool, explicit: str = "auto") -> bool:
+    """Whether a job trains with gradient checkpointing: the `gradient_checkpointing` hyperparameter when it is
+    `true`/`false`, else (`auto`) always for approaches that always checkpoint, and for GPU models of 1B+."""
+    if explicit != "auto":
+        return explicit == "true"
+    if approaches.get(approach).always_checkpoints:
         return True
-    return placement.instance.has_gpu and workload.model.parameters >= GRADIENT_CHECKPOINTING_MIN_PARAMETERS
+    return on_gpu and parameters >= GRADIENT_CHECKPOINTING_MIN_PARAMETERS
 
 
 def activation_bytes(workload: Workload, placement: Placement) -> float:
@@ -350,14 +386,53 @@ def activation_bytes(workload: Workload, placement: Placement) -> float:
     tokens = workload.batch_size * workload.seq_length
     mlp_intermediates = 4 if arch.gated_mlp else 2
     per_token = a * (2 * h + 2 * arch.q_dim + 2 * arch.kv_dim + mlp_intermediates * i) + 2 * 4 * h
-    if workload.approach != "full":
+    if workload.kind.adapter:
         per_token += a * sum(fan_in for fan_in, _ in arch.layer_linears())
+    if workload.kind.dora:
+        # DoRA's output is (m/|W+BA| - 1) * base_result + m/|W+BA| * lora_result: backward to the magnitude keeps both
+        # results, an output-width tensor each per adapted layer (PEFT 0.21 `DoraLinearLayer.forward`).
+        per_token += 2 * a * sum(fan_out for _, fan_out in arch.layer_linears())
     layer = tokens * per_token
     if uses_gradient_checkpointing(workload, placement):
         kept = arch.layers * tokens * h * a + layer
     else:
         kept = arch.layers * layer
     return kept + tokens * arch.vocab_size * LOGIT_BYTES
+
+
+@dataclass(frozen=True)
+class DoraWork:
+    """What DoRA adds to one forward pass of the whole model, beyond LoRA's."""
+
+    flops: float
+    memory_bytes: float  # DRAM traffic
+    peak_working_bytes: float  # the largest transient of one adapted layer (they are built one at a time)
+
+
+def dora_forward_work(workload: Workload, placement: Placement) -> DoraWork:
+    """DoRA's per-forward work, counted from PEFT 0.21's `DoraLinearLayer.forward` (training mode: its cache is off).
+
+    For each adapted linear layer of `fan_in` x `fan_out`: `get_lora_weight` runs a `fan_in` x `fan_in` identity in the
+    adapters' fp32 through lora_A and lora_B (2r(in^2 + in*out) FLOPs) into an fp32 `fan_in` x `fan_out` delta, casts
+    it to the compute dtype, and `get_weight_norm` adds `scaling` x the delta to the base weight and takes the column
+    norms (~3 in*out FLOPs). The norm is detached, so none of this is kept for backward; it is rebuilt every forward
+    (gradient checkpointing's recomputation included). The identity trick dates from PEFT 0.12 (huggingface/peft#1806,
+    so the DLC's PEFT 0.18.1 does the same); huggingface/peft#1692 reports DoRA's fp32 upcasting costing GBs of VRAM.
+    Zero for every approach but DoRA.
+    """
+    if not workload.kind.dora:
+        return DoraWork(0.0, 0.0, 0.0)
+    a = _compute_bytes(placement.precision)
+    r = workload.lora_r
+    flops = memory_bytes = peak = 0.0
+    for fan_in, fan_out in workload.model.architecture.layer_linears():
+        weight = fan_in * fan_out
+        flops += 2 * r * (fan_in * fan_in + weight) + 3 * weight
+        # identity and fp32 delta written and read; base weight read; cast, scaled and summed copies written and read
+        memory_bytes += 2 * 4 * fan_in * fan_in + 2 * 4 * weight + 7 * a * weight
+        peak = max(peak, 4 * fan_in * fan_in + (4 + 3 * a) * weight)
+    layers = workload.model.architecture.layers
+    return DoraWork(flops=layers * flops, memory_bytes=layers * memory_bytes, peak_working_bytes=peak)
 
 
 def _optimizer_bytes_per_parameter(optimizer: Optimizer, parameter_bytes: int) -> float:
@@ -490,8 +565,9 @@ def _host_memory(workload: Workload, placement: Placement, strategy: Strategy, d
         return HostMemory(runtime=runtime, training=device.total)
     precision = placement.precision
     # The dtype the weights load in: full fine-tuning under fp16 loads fp32 (see `_full_state`).
-    load_bytes = 4 if workload.approach == "full" and precision is Precision.FP16 else _compute_bytes(precision)
-    if workload.approach == "qlora":
+    full = not workload.kind.adapter
+    load_bytes = 4 if full and precision is Precision.FP16 else _compute_bytes(precision)
+    if workload.kind.quantized:
         loading = ranks * min(LOAD_SHARD_BYTES, 2 * model.parameters)
     elif strategy is Strategy.SPLIT:
         loading = min(LOAD_SHARD_BYTES, load_bytes * model.parameters)  # the device map places shard by shard
@@ -501,7 +577,7 @@ def _host_memory(workload: Workload, placement: Placement, strategy: Strategy, d
         loading = ranks * load_bytes * model.parameters
     offloaded = 0.0
     if strategy is Strategy.FSDP_OFFLOAD:
-        resident = _full_state if workload.approach == "full" else _lora_state
+        resident = _full_state if full else _lora_state
         sharded = resident(workload, placement, Strategy.FSDP)
         per_gpu = sharded.weights + sharded.master_weights + sharded.gradients + sharded.optimizer
         offloaded = per_gpu * placement.processes
@@ -513,10 +589,12 @@ def _evaluation(workload: Workload, placement: Placement) -> tuple[float, int]:
     model = workload.model
     arch = model.architecture
     a = _compute_bytes(placement.precision)
-    if workload.approach == "qlora":
+    if workload.kind.quantized:
         weights = _qlora_state(workload, placement).weights
     else:
         weights = a * (model.parameters + workload.adapter_parameters)
+    # An unmerged DoRA adapter rebuilds each adapted weight to take its norm in every forward, generation included.
+    weights += dora_forward_work(workload, placement).peak_working_bytes
     tokens = workload.eval_batch_size * workload.seq_length
     kv_cache = 2 * arch.layers * arch.kv_dim * a * tokens
     mlp_intermediates = 4 if arch.gated_mlp else 2
@@ -536,13 +614,13 @@ def _checkpoint_bytes(workload: Workload, placement: Placement, strategy: Strate
     optimizer = workload.chosen_optimizer
     if not workload.trains:
         return 0.0
-    if workload.approach == "full":
+    if not workload.kind.adapter:
         fp32 = strategy is not Strategy.DDP or placement.precision is not Precision.BF16
         parameter_bytes = 4 if fp32 else 2
         return workload.model.parameters * (
             parameter_bytes + _optimizer_bytes_per_parameter(optimizer, parameter_bytes)
         )
-    parameter_bytes = 2 if workload.approach == "qlora" else 4  # TRL's bf16 QLoRA adapters; PEFT's fp32 ones
+    parameter_bytes = 2 if workload.kind.quantized else 4  # TRL's bf16 QLoRA adapters; PEFT's fp32 ones
     return workload.adapter_parameters * (parameter_bytes + _optimizer_bytes_per_parameter(optimizer, parameter_bytes))
 
 
@@ -550,23 +628,25 @@ def strategies(workload: Workload, placement: Placement) -> tuple[Strategy, ...]
     """Strategies the training code implements for this approach here (the planner prices each and keeps the cheapest
     that fits).
 
-    Never ddp/fsdp/fsdp_offload on one GPU in total (nothing to replicate or shard over: single or lean instead); QLoRA
-    never shards (the training code refuses FSDP with 4-bit weights); `split` is one process on one instance; `lean` is
-    full fine-tuning on one GPU; a CPU instance runs one process.
+    Never ddp/fsdp/fsdp_offload on one GPU in total (nothing to replicate or shard over: single or lean instead); a
+    4-bit base is priced as DDP replicas only (the training code refuses FSDP with 4-bit weights); `split` is one
+    process on one instance; `lean` is full fine-tuning on one GPU; a CPU instance runs one process. Of these, only
+    the strategies the approach's row lists (what the training code implements for it) are offered.
     """
-    if workload.approach in catalog.GPU_ONLY_APPROACHES and not placement.instance.has_gpu:
+    kind = workload.kind
+    if kind.gpu_only and not placement.instance.has_gpu:
         return ()
-    if not workload.trains or not placement.instance.has_gpu:
+    if not kind.trains or not placement.instance.has_gpu:
         return (Strategy.SINGLE,)  # a baseline: one process, its device map spreads the model over the GPUs
     if placement.world_size == 1:
-        return (Strategy.SINGLE, Strategy.LEAN) if workload.approach == "full" else (Strategy.SINGLE,)
-    if workload.approach == "qlora":
-        return (Strategy.DDP,)
-    if workload.approach == "full":
-        return (Strategy.DDP, Strategy.FSDP, Strategy.FSDP_OFFLOAD)
-    if placement.count == 1:
-        return (Strategy.DDP, Strategy.SPLIT, Strategy.FSDP, Strategy.FSDP_OFFLOAD)
-    return (Strategy.DDP, Strategy.FSDP, Strategy.FSDP_OFFLOAD)
+        candidates: tuple[Strategy, ...] = (Strategy.SINGLE, Strategy.LEAN)
+    elif kind.quantized:
+        candidates = (Strategy.DDP,)
+    elif not kind.adapter or placement.count > 1:
+        candidates = (Strategy.DDP, Strategy.FSDP, Strategy.FSDP_OFFLOAD)
+    else:
+        candidates = (Strategy.DDP, Strategy.SPLIT, Strategy.FSDP, Strategy.FSDP_OFFLOAD)
+    return tuple(strategy for strategy in candidates if strategy.value in kind.strategies)
 
 
 def estimate(workload: Workload, placement: Placement, strategy: Strategy) -> FitEstimate:
@@ -584,9 +664,9 @@ def estimate(workload: Workload, placement: Placement, strategy: Strategy) -> Fi
             evaluation_gpus=evaluation_gpus,
             checkpoint_bytes=0.0,
         )
-    if workload.approach == "qlora":
+    if workload.kind.quantized:
         state = _qlora_state(workload, placement)
-    elif workload.approach == "full":
+    elif not workload.kind.adapter:
         state = _full_state(workload, placement, strategy)
     else:
         state = _lora_state(workload, placement, strategy)
@@ -596,7 +676,7 @@ def estimate(workload: Workload, placement: Placement, strategy: Strategy) -> Fi
         master_weights=state.master_weights,
         gradients=state.gradients,
         optimizer=state.optimizer,
-        working=state.working,
+        working=state.working + dora_forward_work(workload, placement).peak_working_bytes,
         activations=activation_bytes(workload, placement),
         runtime=runtime,
     )

@@ -25,7 +25,7 @@ from typing import Any, cast
 import fastjsonschema
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lambdas import calibration, catalog, cost, estimate, ledger, memory, naming
+from lambdas import approaches, calibration, catalog, cost, estimate, ledger, memory, naming
 from lambdas.errors import (
     BudgetExceeded,
     ConfigurationError,
@@ -217,7 +217,7 @@ def _resolve_experiment(
             )
         )
         return None
-    if approach in catalog.GPU_ONLY_APPROACHES and not instance.has_gpu:
+    if approaches.get(approach).gpu_only and not instance.has_gpu:
         gpu_types = ", ".join(name for name, spec in catalog.INSTANCES.items() if spec.has_gpu)
         problems.append(
             (

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from decimal import Decimal
 from typing import Any
 
-from lambdas import calibration, catalog, cost, estimate, memory, naming
+from lambdas import approaches, calibration, catalog, cost, estimate, memory, naming
 from lambdas.failures import FailureClass
 from lambdas.job_spec import JobSpec
 
@@ -287,12 +287,12 @@ def decide(
                 f"per-device batch {batch} -> {smaller}, gradient accumulation {accumulation} -> "
                 f"{accumulation * factor} (effective batch {batch * accumulation} kept)"
             )
-        elif job["approach"] == "lora" and policy.qlora_fallback:
-            changes = {**job, "approach": "qlora"}
-            changes["output_s3_uri"] = job["output_s3_uri"].replace("-lora/", "-qlora/")
-            remedy = "LoRA -> QLoRA (4-bit base weights) at batch 1"
+        elif (fallback := approaches.get(job["approach"]).oom_fallback) and policy.qlora_fallback:
+            changes = {**job, "approach": fallback}
+            changes["output_s3_uri"] = job["output_s3_uri"].replace(f"-{job['approach']}/", f"-{fallback}/")
+            remedy = f"{job['approach']} -> {fallback} (its out-of-memory fallback) at batch 1"
         else:
-            allowed = " (remedies.qlora_fallback is off)" if job["approach"] == "lora" else ""
+            allowed = " (remedies.qlora_fallback is off)" if approaches.get(job["approach"]).oom_fallback else ""
             return stop(f"out_of_memory at per-device batch 1 with {job['approach']}{allowed}. Evidence: {evidence}")
         new_checkpoints = True
     elif kind is FailureClass.RUNTIME_EXCEEDED:

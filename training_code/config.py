@@ -17,7 +17,10 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-APPROACHES = ("full", "lora", "qlora", "baseline")
+from training_code import approaches
+
+# What each approach is: training_code/approaches.py (the mirror of lambdas/approaches.py).
+APPROACHES = tuple(approaches.APPROACHES)
 # baseline: evaluate the base model zero-shot, no training. It must list the labels in its prompt: a model that was
 # never trained cannot know a label set the compact prompt leaves out.
 BASELINE = "baseline"
@@ -49,14 +52,9 @@ FSDP_MODES = {
     "fsdp": "full_shard auto_wrap",
     "fsdp_offload": "full_shard auto_wrap offload",  # params, grads and optimizer state on the CPU
 }
-# What each approach can train with: QLoRA's 4-bit weights cannot be FLAT-sharded by FSDP, and lean is a full
-# fine-tuning optimizer. The baseline trains nothing: one process (or rank 0) generates.
-STRATEGIES_BY_APPROACH = {
-    "full": ("single", "ddp", "fsdp", "fsdp_offload", "split", "lean"),
-    "lora": ("single", "ddp", "fsdp", "fsdp_offload", "split"),
-    "qlora": ("single", "ddp", "split"),
-    "baseline": ("single", "ddp", "split"),
-}
+# What each approach can train with (its row's `strategies`): QLoRA's 4-bit weights cannot be FLAT-sharded by FSDP,
+# and lean is a full fine-tuning optimizer. The baseline trains nothing: one process (or rank 0) generates.
+STRATEGIES_BY_APPROACH = {approach.name: approach.strategies for approach in approaches.APPROACH_LIST}
 # Shorter intervals would spend more time writing and uploading checkpoints than they could save (contract minimum).
 MIN_SAVE_INTERVAL_SECONDS = 60
 # Each numeric hyperparameter's accepted range, in JSON Schema's keywords (minimum, maximum, exclusiveMinimum,
@@ -171,6 +169,11 @@ class TrainConfig:
     ddp, fsdp and fsdp_offload run under torchrun; split and lean run one process."""
 
     @property
+    def kind(self) -> approaches.Approach:
+        """The approach's row (training_code/approaches.py): adapter or not, 4-bit or not, optimizer, strategies."""
+        return approaches.get(self.approach)
+
+    @property
     def is_baseline(self) -> bool:
         """Whether the job only evaluates the base model (zero-shot), training nothing."""
         return self.approach == BASELINE
@@ -183,7 +186,7 @@ class TrainConfig:
     @property
     def is_peft(self) -> bool:
         """Whether the approach trains a LoRA adapter (LoRA or QLoRA) rather than all weights."""
-        return self.approach in ("lora", "qlora")
+        return self.kind.adapter
 
     @property
     def is_sft(self) -> bool:
@@ -406,9 +409,9 @@ def validate_values(config: TrainConfig) -> None:
     _choice("task", config.task, TASKS)
     _choice("strategy", config.strategy, STRATEGIES)
     _validate_ranges(config)
-    if config.approach == "qlora" and config.modules_to_save:
+    if approaches.get(config.approach).quantized and config.modules_to_save:
         # TRL casts every trainable parameter of a quantized model to bf16, which breaks a fully trained head.
-        raise ConfigError("hyperparameter lora_modules_to_save is not supported with approach=qlora")
+        raise ConfigError(f"hyperparameter lora_modules_to_save is not supported with approach={config.approach}")
     if config.is_baseline:
         _validate_baseline(config)
     allowed = STRATEGIES_BY_APPROACH[config.approach]
@@ -423,8 +426,8 @@ def validate(config: TrainConfig, env: SageMakerEnv) -> None:
     """Check values, combinations, this machine and the input channels; raise `ConfigError` naming the
     hyperparameter at fault."""
     validate_values(config)
-    if config.approach == "qlora" and (problem := qlora_support_problem()):
-        raise ConfigError(f"hyperparameter approach=qlora is not supported on this machine: {problem}")
+    if approaches.get(config.approach).quantized and (problem := qlora_support_problem()):
+        raise ConfigError(f"hyperparameter approach={config.approach} is not supported on this machine: {problem}")
     _validate_strategy(config, env)
     _validate_channel("SM_CHANNEL_TRAIN", "train", env.train_dir)
     if config.eval_samples > 0:
@@ -491,11 +494,12 @@ def _validate_channel(variable: str, channel: str, directory: Path | None) -> No
 
 
 # Below this size a model is a test/demo model (finetune.local.tiny_model), not an LLM.
-TINY_MODEL_PARAMETERS = 100_000_000
+TINY_MODEL_PARAMETERS = approaches.TINY_MODEL_PARAMETERS
 
 
 def resolve_learning_rate(config: TrainConfig, num_parameters: int) -> float:
-    """The learning rate to use: the explicit one, or the documented automatic rule.
+    """The learning rate to use: the explicit one, or the approach's automatic rate for this model size
+    (training_code/approaches.py says which and why; lambdas' job defaults name the same rate).
 
     full: 2e-5 (the usual rate for full fine-tuning of 7B-class models; higher rates destabilise them).
     LoRA/QLoRA: 2e-4 up to 13B parameters (the QLoRA paper's rate for <=13B), 1e-4 above (its rate for 33B+).
@@ -504,11 +508,10 @@ def resolve_learning_rate(config: TrainConfig, num_parameters: int) -> float:
     """
     if config.learning_rate is not None:
         return config.learning_rate
-    if num_parameters < TINY_MODEL_PARAMETERS:
-        return 3e-3 if config.approach == "full" else 5e-3
-    if config.approach == "full":
-        return 2e-5
-    return 2e-4 if num_parameters <= 13_000_000_000 else 1e-4
+    rate = approaches.get(config.approach).default_learning_rate(num_parameters)
+    if rate is None:
+        raise ConfigError(f"approach={config.approach} trains nothing: it has no learning rate")
+    return rate
 
 
 def as_dict(config: TrainConfig) -> dict[str, typing.Any]:

@@ -136,11 +136,13 @@ def inspect_model(model_id: str, token: str | None) -> ModelInfo:
 
 
 def use_gradient_checkpointing(config: TrainConfig, runtime: Runtime, num_parameters: int) -> bool:
-    """The `gradient_checkpointing` hyperparameter, with `auto` = QLoRA always, GPU models of 1B+ parameters."""
+    """The `gradient_checkpointing` hyperparameter, with `auto` = always for approaches whose row says so (QLoRA:
+    the memory it saves is the point of QLoRA), else GPU models of 1B+ parameters. The planner's mirror is
+    lambdas/memory.gradient_checkpointing_rule (a contract test compares them over a grid)."""
     if config.gradient_checkpointing != "auto":
         return config.gradient_checkpointing == "true"
-    if config.approach == "qlora":
-        return True  # part of the QLoRA recipe: the memory it saves is the point of QLoRA
+    if config.kind.always_checkpoints:
+        return True
     return runtime.use_cuda and num_parameters >= GRADIENT_CHECKPOINTING_MIN_PARAMETERS
 
 
@@ -158,7 +160,9 @@ def quantization_config(runtime: Runtime):  # -> BitsAndBytesConfig
 
 
 def lora_config(config: TrainConfig):  # -> peft.LoraConfig
-    """LoRA on every linear layer by default (all-linear covers Llama, Mistral and GPT-NeoX names)."""
+    """LoRA on every linear layer by default (all-linear covers Llama, Mistral and GPT-NeoX names); DoRA when the
+    approach's row says so (PEFT's `use_dora`: each adapted weight split into a learned magnitude per output feature
+    and a LoRA-updated direction, Liu et al. 2024, arXiv:2402.09353)."""
     from peft import LoraConfig
 
     return LoraConfig(
@@ -169,6 +173,7 @@ def lora_config(config: TrainConfig):  # -> peft.LoraConfig
         modules_to_save=config.modules_to_save,
         bias="none",
         task_type="CAUSAL_LM",
+        use_dora=config.kind.dora,
     )
 
 
@@ -179,7 +184,7 @@ def training_dtype(config: TrainConfig, runtime: Runtime):  # -> torch.dtype
 
     if config.strategy == "lean":
         return torch.bfloat16
-    if config.approach == "full" and runtime.fp16:
+    if not config.kind.adapter and runtime.fp16:  # all weights train (full fine-tuning)
         # fp16 autocast needs fp32 master weights: the grad scaler cannot unscale fp16 gradients.
         return torch.float32
     return runtime.dtype
@@ -252,7 +257,7 @@ def _device_map(config: TrainConfig, runtime: Runtime, token: str | None, dtype:
         devices = sorted(set(device_map.values()), key=str)
         LOG.info("strategy=split: %d modules over devices %s", len(device_map), devices)
         return device_map
-    if config.approach == "qlora":
+    if config.kind.quantized:
         return {"": local_rank} if runtime.use_cuda else {"": "cpu"}
     return None
 
@@ -270,13 +275,13 @@ def load_model(config: TrainConfig, runtime: Runtime, token: str | None, local_r
 
     dtype = training_dtype(config, runtime)
     kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": runtime.attn_implementation}
-    if config.approach == "qlora":
+    if config.kind.quantized:
         kwargs["quantization_config"] = quantization_config(runtime)
     device_map = _device_map(config, runtime, token, dtype, local_rank)
     if device_map is not None:
         kwargs["device_map"] = device_map
     model = AutoModelForCausalLM.from_pretrained(config.model_id, token=token, **kwargs)
-    precision = "4-bit NF4" if config.approach == "qlora" else dtype
+    precision = "4-bit NF4" if config.kind.quantized else dtype
     LOG.info("loaded %s (%s, %s, strategy %s)", config.model_id, type(model).__name__, precision, config.strategy)
     return model
 

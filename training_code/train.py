@@ -187,7 +187,7 @@ def build_sft_config(
         gradient_checkpointing=gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
         # QLoRA's paged 8-bit AdamW: optimizer states in 8 bits, paged to host memory on spikes.
-        optim="paged_adamw_8bit" if config.approach == "qlora" else "adamw_torch",
+        optim=config.kind.optimizer,
         completion_only_loss=True,
         max_length=None,  # lengths were checked against max_seq_length: nothing may be truncated
         padding_free=batching == "padding_free",
@@ -352,7 +352,7 @@ def save_final_model(
     """
     if trainer.is_fsdp_enabled:
         fsdp.use_full_state_dict(trainer.accelerator.state.fsdp_plugin)
-    if config.approach != "full":
+    if config.kind.adapter:
         trainer.save_model(str(model_dir))
         return
     state_dict = trainer.accelerator.get_state_dict(trainer.model)  # collective under FSDP; whole on rank 0

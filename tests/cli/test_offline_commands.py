@@ -26,7 +26,7 @@ def test_a_valid_input_is_accepted_offline() -> None:
 def test_an_invalid_input_names_the_bad_field_and_what_is_allowed_and_exits_2(tmp_path: Path) -> None:
     # Given an input with an approach the schema does not know
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"experiments": [{"model": "mistral-7b", "approach": "dora"}]}))
+    bad.write_text(json.dumps({"experiments": [{"model": "mistral-7b", "approach": "prefix-tuning"}]}))
 
     # When it is validated
     result = finetune(None, "validate", str(bad))
@@ -34,7 +34,10 @@ def test_an_invalid_input_names_the_bad_field_and_what_is_allowed_and_exits_2(tm
     # Then the refusal names the field and what is allowed, and nothing else happens
     assert result.exit_code == 2
     assert "invalid input (nothing was started)" in result.stderr
-    assert "experiments[0].approach: must be one of: full, lora, qlora, baseline (got 'dora')" in result.stderr
+    assert (
+        "experiments[0].approach: must be one of: full, lora, qlora, dora, baseline (got 'prefix-tuning')"
+        in result.stderr
+    )
 
 
 def test_an_unreadable_file_is_invalid_input(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ def test_empty_input_is_the_study_matrix_with_defaults() -> None:
             "allowed fields:",
         ),
         (
-            {"experiments": [{"model": "mistral-7b", "approach": "dora"}]},
+            {"experiments": [{"model": "mistral-7b", "approach": "prefix-tuning"}]},
             "experiments[0].approach",
             "must be one of: full, lora, qlora",
         ),
@@ -175,7 +175,7 @@ def test_the_2026_study_plans_todays_models_like_the_seed_study() -> None:
 
 def test_an_unknown_approach_is_refused_naming_every_approach_including_baseline() -> None:
     message = refusal({"experiments": [{"model": "mistral-7b", "approach": "zero-shot"}]})
-    assert "experiments[0].approach: must be one of: full, lora, qlora, baseline" in message
+    assert "experiments[0].approach: must be one of: full, lora, qlora, dora, baseline" in message
 
 
 def test_baselines_add_one_zero_shot_job_per_model_of_the_study() -> None:

@@ -32,7 +32,7 @@ def test_by_default_the_bench_runs_every_case_on_the_7b_shape(bench) -> None:
     assert [case.name for case in args.cases] == list(bench.CASES)
     names = set(bench.CASES)
     # what decides the plans: LoRA and QLoRA at batch 1 and 8, lean, FSDP, the plain HF baseline, decoding
-    assert {"lora-b1", "lora-b8", "qlora-b1", "qlora-b8", "lean-b8", "fsdp-lora-b8", "hf-peft-b8"} <= names
+    assert {"lora-b1", "lora-b8", "qlora-b1", "qlora-b8", "dora-b8", "lean-b8", "fsdp-lora-b8", "hf-peft-b8"} <= names
     assert "decode-constrained" in names
     assert list(bench.CASES)[-1] == "fsdp-lora-b8"  # its process group must not change the other cases
 
@@ -41,6 +41,14 @@ def test_the_7b_shape_is_llama_2_7b(bench) -> None:
     architecture = bench.catalog_architecture("7b")
 
     assert architecture.parameters() == pytest.approx(6.74e9, rel=0.01)  # Llama-2-7B's 6,738,415,616
+
+
+@pytest.mark.parametrize(("approach", "per_parameter"), [("full", 6), ("lora", 4), ("qlora", 4), ("dora", 4)])
+def test_the_benchs_flops_per_token_are_the_approach_tables(bench, approach: str, per_parameter: int) -> None:
+    # Given the tiny shape's parameters: N excludes the embedding, the factor is the approach row's
+    embedding = bench.SIZES["tiny"]["vocab_size"] * bench.SIZES["tiny"]["hidden_size"]
+    found = bench.flops_per_token(embedding + 1000, "tiny", approach)
+    assert found == per_parameter * 1000 == catalog.TRAINING_FLOPS_PER_PARAMETER[approach] * 1000
 
 
 def test_a_dry_run_is_tiny_and_short(bench) -> None:

@@ -359,3 +359,34 @@ def test_a_full_fine_tune_trained_with_fp32_weights_is_saved_in_its_training_pre
     assert (out / "model.safetensors").stat().st_size < 0.55 * fp32_bytes
     assert AutoModelForCausalLM.from_pretrained(out, dtype="auto").dtype == torch.bfloat16
     assert (out / "tokenizer.json").is_file()
+
+
+def test_dora_trains_on_cpu_and_saves_a_magnitude_vector_per_adapted_layer(
+    tiny_models: dict[str, Path], make_job
+) -> None:
+    # Given the tiny Llama and approach dora (PEFT's LoRA with use_dora=True)
+    job = make_job("dora")
+    # When it trains a few steps on the CPU
+    result = run_main(
+        job,
+        job.argv(
+            tiny_models["llama"],
+            approach="dora",
+            max_steps=20,
+            logging_steps=10,
+            lora_dropout=0,
+            eval_samples=4,
+            bertscore_model="none",
+        ),
+    )
+    # Then it trains and saves a DoRA adapter: A, B and a trained magnitude vector for every adapted linear layer
+    assert result.exit_code == 0, result.stdout
+    from safetensors.torch import load_file
+
+    adapter_config = json.loads((job.model_dir / "adapter_config.json").read_text())
+    assert adapter_config["use_dora"] is True
+    weights = load_file(str(job.model_dir / "adapter_model.safetensors"))
+    magnitudes = [name for name in weights if "lora_magnitude_vector" in name]
+    lora_a = [name for name in weights if "lora_A" in name]
+    assert magnitudes and len(magnitudes) == len(lora_a)
+    assert job.training_config()["resolved"]["gradient_checkpointing"] is False  # a tiny CPU model, as for LoRA

@@ -796,38 +796,21 @@ def quotas(ctx: typer.Context, file: InputFile = None, matrix: MatrixOption = No
     estimate = estimate_input(execution_input(file, matrix or (None if file else Matrix.STUDY)), session.config)
     spot = estimate.doc.get("spot", catalog.default("spot"))
     needed = plan.instances_needed(estimate.jobs, session.config.max_concurrency)
-    client = session.client("service-quotas")
-    known = quota_requests.sagemaker_quotas(client)
-    requests = quota_requests.open_requests(client)
+    rows, requests_read = quota_requests.standings(session.client("service-quotas"), needed, spot=spot)
     table = Table(title=f"instances held at once (max_concurrency {session.config.max_concurrency})")
     for column in ("instance", "quota", "code", "needs", "applied", "open request", "ok"):
         table.add_column(column)
-    commands = []
-    short = False
-    for instance_type, count in sorted(needed.items()):
-        name = catalog.training_quota_name(instance_type, spot)
-        quota = known.get(name)
-        opened = [] if quota is None or requests is None else requests.get(quota.code, [])
-        ok = quota is not None and quota.value >= count
-        short = short or not ok
-        value = "not listed" if quota is None else f"{quota.value:g}" + ("" if quota.applied else " (default)")
-        if requests is None:
-            pending = "unknown"
-        else:
-            pending = ", ".join(f"{r.get('DesiredValue', 0):g} {r['Status']}" for r in opened) or "-"
-        table.add_row(
-            instance_type, name, quota.code if quota else "-", str(count), value, pending, "yes" if ok else "NO"
-        )
-        if not ok and quota is not None and not any(float(r.get("DesiredValue", 0)) >= count for r in opened):
-            commands.append(quota_requests.increase_command(quota.code, count, session.boto.region_name))
+    for row in rows:
+        table.add_row(*row.cells())
+    commands = [command for row in rows if (command := row.request_command(session.boto.region_name))]
     print_whole(table)
-    if requests is None:
+    if not requests_read:
         err.print("cannot read open quota requests (servicequotas:ListRequestedServiceQuotaChangeHistory)")
     if commands:
         out.print("request the short quotas (or lower max_concurrency in cdk.json):")
         for command in commands:
             out.print(f"  {command}")
-    if short:
+    if any(row.short for row in rows):
         raise typer.Exit(EXIT_FAILED)
 
 

@@ -1,56 +1,29 @@
 """SageMaker quotas as an operator needs them: applied value and code by name, open increase requests, and the exact
 AWS CLI command that asks for more.
 
-Quota codes differ per account generation and region (lambdas/quotas.py), so they are always looked up by the quota's
-name (`<instance type> for [spot ]training job usage`) and printed, never hard-coded.
+Quota codes differ per account generation and region, so they are always looked up by the quota's name
+(`catalog.training_quota_name`) in the one listing of them (`lambdas.quotas.sagemaker_quotas`) and printed, never
+hard-coded.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lambdas.quotas import OPEN_REQUEST_STATES, SERVICE_CODE
-
-# Plan's QuotaExceeded ("quota 'ml.g5.xlarge for spot training job usage' is 0 instances but this run needs 2 at
-# once") and CreateTrainingJob's ResourceLimitExceeded ("The account-level service limit 'ml.g5.xlarge for spot
-# training job usage' is 0 Instances, with current utilization of 0 Instances and a request delta of 1 Instances").
-_PLAN_SHORTFALL = re.compile(r"quota '(?P<name>[^']+)' is [\d.]+ instances but this run needs (?P<needed>\d+)")
-_LAUNCH_SHORTFALL = re.compile(
-    r"service limit '(?P<name>[^']+)' is (?P<limit>[\d.]+) Instances, with current utilization of "
-    r"(?P<used>[\d.]+) Instances and a request delta of (?P<delta>[\d.]+)"
+from lambdas import catalog
+from lambdas.failures import instances_wanted
+from lambdas.quotas import (
+    OPEN_REQUEST_STATES,
+    SERVICE_CODE,
+    Quota,
+    parse_shortfalls,
+    quota_shortfalls,
+    sagemaker_quotas,
 )
-
-
-@dataclass(frozen=True)
-class Quota:
-    """An applied (or default) SageMaker quota."""
-
-    name: str
-    code: str
-    value: float
-    adjustable: bool
-    applied: bool  # False: AWS's default, the account never had it changed (Plan skips such a quota's check)
-
-
-def sagemaker_quotas(client: Any) -> dict[str, Quota]:
-    """SageMaker quotas by name: the applied values over AWS's defaults (a quota never changed in an account may be
-    missing from the applied list)."""
-    found: dict[str, Quota] = {}
-    for operation in ("list_aws_default_service_quotas", "list_service_quotas"):
-        for page in client.get_paginator(operation).paginate(ServiceCode=SERVICE_CODE):
-            for quota in page.get("Quotas", []):
-                found[quota["QuotaName"]] = Quota(
-                    name=quota["QuotaName"],
-                    code=quota["QuotaCode"],
-                    value=float(quota.get("Value", 0)),
-                    adjustable=bool(quota.get("Adjustable", True)),
-                    applied=operation == "list_service_quotas",
-                )
-    return found
 
 
 def open_requests(client: Any) -> dict[str, list[dict[str, Any]]] | None:
@@ -67,6 +40,64 @@ def open_requests(client: Any) -> dict[str, list[dict[str, Any]]] | None:
     return requests
 
 
+@dataclass(frozen=True)
+class QuotaStanding:
+    """One instance type's training quota against the instances a run holds at once (a row of `finetune quotas`)."""
+
+    instance_type: str
+    name: str
+    needed: int
+    quota: Quota | None  # None: no quota of that name is listed
+    open_requests: list[dict[str, Any]] | None  # None: the request history cannot be read
+    short: bool
+
+    @property
+    def needs_request(self) -> bool:
+        """Short, with a known code, and no open request asks for enough already."""
+        requested = self.open_requests or []
+        return (
+            self.short
+            and self.quota is not None
+            and not any(float(r.get("DesiredValue", 0)) >= self.needed for r in requested)
+        )
+
+    def request_command(self, region: str | None) -> str | None:
+        """The AWS CLI command that asks for what this run needs, when one should be sent."""
+        if not self.needs_request or self.quota is None:
+            return None
+        return increase_command(self.quota.code, self.needed, region)
+
+    def cells(self) -> tuple[str, ...]:
+        """instance, quota, code, needs, applied, open request, ok."""
+        if self.quota is None or self.quota.value is None:
+            value = "not listed" if self.quota is None else "unknown"
+        else:
+            value = f"{self.quota.value:g}" + ("" if self.quota.applied else " (default)")
+        if self.open_requests is None:
+            pending = "unknown"
+        else:
+            pending = ", ".join(f"{r.get('DesiredValue', 0):g} {r['Status']}" for r in self.open_requests) or "-"
+        code = self.quota.code if self.quota else "-"
+        return self.instance_type, self.name, code, str(self.needed), value, pending, "NO" if self.short else "yes"
+
+
+def standings(client: Any, needed: Mapping[str, int], *, spot: bool) -> tuple[list[QuotaStanding], bool]:
+    """Each instance type's quota standing (applied values over AWS's defaults, compared as Plan compares them:
+    `lambdas.quotas.quota_shortfalls`; a quota that is not listed counts as short here), and whether the open
+    requests could be read."""
+    known = sagemaker_quotas(client)
+    requests = open_requests(client)
+    values = {name: quota.value for name, quota in known.items() if quota.value is not None}
+    short = {shortfall.name for shortfall in quota_shortfalls(values, needed, spot=spot)}
+    rows = []
+    for instance_type, count in sorted(needed.items()):
+        name = catalog.training_quota_name(instance_type, spot)
+        quota = known.get(name)
+        opened = None if requests is None else ([] if quota is None else requests.get(quota.code, []))
+        rows.append(QuotaStanding(instance_type, name, count, quota, opened, name in short or name not in values))
+    return rows, requests is not None
+
+
 def increase_command(code: str, desired_value: float, region: str | None) -> str:
     """The AWS CLI command that requests `desired_value` for the quota."""
     command = (
@@ -77,13 +108,11 @@ def increase_command(code: str, desired_value: float, region: str | None) -> str
 
 
 def shortfalls_in(message: str) -> dict[str, float]:
-    """Quota name → instances needed, from Plan's QuotaExceeded or CreateTrainingJob's ResourceLimitExceeded text."""
-    needed: dict[str, float] = {}
-    for match in _PLAN_SHORTFALL.finditer(message):
-        needed[match["name"]] = max(needed.get(match["name"], 0), float(match["needed"]))
-    for match in _LAUNCH_SHORTFALL.finditer(message):
-        wanted = float(match["used"]) + float(match["delta"])
-        needed[match["name"]] = max(needed.get(match["name"], 0), wanted)
+    """Quota name -> instances needed, from Plan's QuotaExceeded (`lambdas.quotas.parse_shortfalls`) or
+    CreateTrainingJob's ResourceLimitExceeded text (`lambdas.failures.instances_wanted`)."""
+    needed = parse_shortfalls(message)
+    for name, wanted in instances_wanted(message).items():
+        needed[name] = max(needed.get(name, 0), wanted)
     return needed
 
 

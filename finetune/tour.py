@@ -45,6 +45,7 @@ def run_tour(stream: TextIO, workflow: Any = None) -> int:
     from finetune.deployment import StackOutputs
     from finetune.local.backends import ScriptedOutcome, ScriptedTrainingBackend
     from finetune.local.runner import DATA_BUCKET, REGION, TABLE_NAME, LocalAccount, synthesize
+    from lambdas import catalog
 
     def outcome(request: dict[str, Any]) -> ScriptedOutcome:
         still_training = request["HyperParameters"]["approach"].strip('"') == "lora"
@@ -80,7 +81,7 @@ def run_tour(stream: TextIO, workflow: Any = None) -> int:
             ]
         }
         # moto has no quota request history: answer it as Service Quotas would, with one open request.
-        xlarge = codes["ml.g5.xlarge for spot training job usage"]
+        xlarge = codes[catalog.training_quota_name("ml.g5.xlarge", spot=True)]
         account.services._operations[("service-quotas", "ListRequestedServiceQuotaChangeHistory")] = lambda _p: {
             "RequestedQuotas": [{"Id": "r-1", "QuotaCode": xlarge, "DesiredValue": 4.0, "Status": "PENDING"}]
         }

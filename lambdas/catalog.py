@@ -724,10 +724,21 @@ def gpu_link(instance: InstanceType) -> str:
 PLANNABLE_FAMILIES: frozenset[str] = frozenset({"g5", "g6", "g6e"})
 
 
+# The usages SageMaker names its training instance quotas after: "<instance type> for <usage> usage".
+TRAINING_QUOTA_USAGE = {True: "spot training job", False: "training job"}
+_TRAINING_QUOTA_NAME = re.compile(r"(?P<instance_type>ml\.[\w.-]+) for (?P<spot>spot )?training job usage")
+
+
 def training_quota_name(instance_type: str, spot: bool) -> str:
     """The Service Quotas name (service code `sagemaker`) that caps concurrent instances of a type for training."""
-    kind = "spot training job usage" if spot else "training job usage"
-    return f"{instance_type} for {kind}"
+    return f"{instance_type} for {TRAINING_QUOTA_USAGE[spot]} usage"
+
+
+def parse_training_quota_name(name: str) -> tuple[str, bool] | None:
+    """(instance type, spot) of a training instance quota's name (`training_quota_name`'s inverse); None for any
+    other quota (a runtime or volume limit, an endpoint's instances)."""
+    found = _TRAINING_QUOTA_NAME.fullmatch(name)
+    return (found["instance_type"], found["spot"] is not None) if found else None
 
 
 # --------------------------------------------------------------------------------------------------------------------

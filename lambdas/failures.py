@@ -171,8 +171,10 @@ def classify_outcome(status: dict[str, Any]) -> Classification:
 # "The account-level service limit '<name>' is 0 Instances, with current utilization of 0 Instances and a request
 # delta of 1 Instances."
 _QUOTA_NAME = re.compile(r"service limit '([^']+)'")
-_QUOTA_NUMBERS = re.compile(
-    r"is (\d+) Instances?, with current utilization of (\d+) Instances? and a request delta of (\d+)", re.IGNORECASE
+_INSTANCE_LIMIT = re.compile(
+    r"service limit '(?P<name>[^']+)' is (?P<limit>[\d.]+) Instances?, with current utilization of "
+    r"(?P<used>[\d.]+) Instances? and a request delta of (?P<delta>[\d.]+)",
+    re.IGNORECASE,
 )
 # The same sentence for a quota counted in another unit (e.g. 'Longest run time for a training job in seconds' is
 # 432000 Seconds ...): a per-job limit, which no other job's end can free.
@@ -181,9 +183,19 @@ _QUOTA_UNIT = re.compile(r"service limit '[^']+' is \d+ (\w+)", re.IGNORECASE)
 
 def quota_name(message: str) -> str | None:
     """The Service Quotas name quoted in a ResourceLimitExceeded message, e.g. 'ml.g5.xlarge for spot training job
-    usage'."""
+    usage' (`catalog.parse_training_quota_name` reads a training instance quota's type and pricing mode from it)."""
     found = _QUOTA_NAME.search(message or "")
     return found.group(1) if found else None
+
+
+def instances_wanted(message: str) -> dict[str, float]:
+    """Quota name -> instances in use plus those requested, from each instance-count ResourceLimitExceeded sentence
+    in `message` (several may be joined): what the quota must allow for the launch to pass."""
+    wanted: dict[str, float] = {}
+    for match in _INSTANCE_LIMIT.finditer(message or ""):
+        total = float(match["used"]) + float(match["delta"])
+        wanted[match["name"]] = max(wanted.get(match["name"], 0), total)
+    return wanted
 
 
 def quota_can_never_fit(message: str) -> bool:
@@ -193,8 +205,5 @@ def quota_can_never_fit(message: str) -> bool:
     unit = _QUOTA_UNIT.search(message or "")
     if unit and not unit.group(1).lower().startswith("instance"):
         return True
-    found = _QUOTA_NUMBERS.search(message or "")
-    if not found:
-        return False
-    limit, _utilization, delta = (int(group) for group in found.groups())
-    return delta > limit
+    found = _INSTANCE_LIMIT.search(message or "")
+    return found is not None and float(found["delta"]) > float(found["limit"])

@@ -37,6 +37,7 @@ from lambdas.errors import (
     QuotaExceeded,
 )
 from lambdas.job_spec import JobSpec, PlanOutput
+from lambdas.quotas import quota_shortfalls, sagemaker_quotas
 from lambdas.remedies import RemedyPolicy, parse_policy
 from lambdas.settings import PlanSettings
 
@@ -751,15 +752,10 @@ def _is_gated(job: JobSpec) -> bool:
 
 
 def quota_values(quotas: Any) -> dict[str, float] | None:
-    """Applied SageMaker quota values by name; None when the Service Quotas API cannot be read (`finetune quotas`
-    shows them too)."""
+    """Applied SageMaker quota values by name (`quotas.sagemaker_quotas`, the applied list only: Plan is not granted
+    the defaults' listing); None when the Service Quotas API cannot be read (`finetune quotas` shows them too)."""
     try:
-        values: dict[str, float] = {}
-        for page in quotas.get_paginator("list_service_quotas").paginate(ServiceCode="sagemaker"):
-            for quota in page.get("Quotas", []):
-                if "QuotaName" in quota and "Value" in quota:
-                    values[quota["QuotaName"]] = float(quota["Value"])
-        return values
+        listed = sagemaker_quotas(quotas, with_defaults=False)
     except (ClientError, BotoCoreError) as exc:
         logger.warning(
             "cannot read SageMaker quotas (%s); skipping the quota check, CreateTrainingJob will still "
@@ -767,6 +763,7 @@ def quota_values(quotas: Any) -> dict[str, float] | None:
             exc,
         )
         return None
+    return {name: quota.value for name, quota in listed.items() if quota.value is not None}
 
 
 def instances_needed(jobs: list[JobSpec], max_concurrency: int | None) -> dict[str, int]:
@@ -790,16 +787,11 @@ def check_quotas(quotas: Any, jobs: list[JobSpec], *, spot: bool, max_concurrenc
     values = quota_values(quotas)
     if values is None:
         return
-    shortfalls = []
-    for instance_type, count in sorted(needed.items()):
+    for instance_type in sorted(needed):
         name = catalog.training_quota_name(instance_type, spot)
-        value = values.get(name)
-        if value is None:
+        if name not in values:
             logger.warning("quota %r not listed; skipping its check", name)
-        elif value < count:
-            shortfalls.append(
-                f"{instance_type}: quota '{name}' is {value:g} instances but this run needs {count} at once"
-            )
+    shortfalls = [shortfall.describe() for shortfall in quota_shortfalls(values, needed, spot=spot)]
     if shortfalls:
         raise QuotaExceeded(
             "SageMaker quota too low: " + "; ".join(shortfalls) + ". Request an increase in Service Quotas "

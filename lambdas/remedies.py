@@ -218,6 +218,46 @@ def _quota_hint(instance_type: str, spot: bool, count: int) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Failed:
+    """A failed attempt as the remedies see it: the job, why it failed, and the look-ups a remedy may make."""
+
+    job: JobSpec
+    kind: FailureClass
+    evidence: str
+    policy: RemedyPolicy
+    price_of: PriceOf
+    quota_of: QuotaOf
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """The next attempt's settings (`changes`: the whole job), what changed (`text`), whether the change makes the
+    job's checkpoints unusable (`new_checkpoints`), and what a person could do (`hint`)."""
+
+    changes: dict[str, Any]
+    text: str
+    new_checkpoints: bool = False
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class NoRemedy:
+    """Why a failure class's remedy does not apply (the Decision's cause), and what a person could do."""
+
+    cause: str
+    hint: str = ""
+
+
+RemedyFor = Callable[[Failed], Remedy | NoRemedy]
+
+# Classes no attempt can fix: the execution input or the training code must change (stop before any other bound).
+TERMINAL: dict[FailureClass, str] = {
+    FailureClass.USER_CODE_ERROR: "the training code failed",
+    FailureClass.DATA_ERROR: "the dataset is unusable",
+}
+
+
 def decide(
     job: JobSpec,
     status: Mapping[str, Any],
@@ -231,129 +271,195 @@ def decide(
     deadline_epoch_seconds: float | None = None,
     now_epoch_seconds: float | None = None,
 ) -> Decision:
-    """The remedy for `job`'s failed attempt (its final `status`), or why there is none. With a deadline (Plan's
-    estimate of when the execution times out), no attempt starts that could outlast the execution: its worst case
-    (spot MaxWait or MaxRuntime, plus the per-job overhead Plan's execution-limit check also counts) must end
-    before it."""
-    attempt = attempt_of(job)
+    """The remedy for `job`'s failed attempt (its final `status`), or why there is none: the failure class's remedy
+    (`REMEDIES`) within the shared bounds (attempts, the job's budget allowance, the execution's deadline). With a
+    deadline (Plan's estimate of when the execution times out), no attempt starts that could outlast the execution:
+    its worst case (spot MaxWait or MaxRuntime, plus the per-job overhead Plan's execution-limit check also counts)
+    must end before it."""
     spent = cost.to_decimal(job.get("prior_cost_usd") or 0) + attempt_cost_usd(job, status)
-    allowance = allowance_usd(job, reserve_per_job_usd)
     kind = FailureClass(failure_class) if failure_class in FailureClass._value2member_map_ else FailureClass.UNKNOWN
+    refusal = _refusal_before_remedy(job, kind, evidence, policy)
+    if refusal is not None:
+        return Decision(False, "none", refusal, float(spent))
+    found = REMEDIES[kind](Failed(job, kind, evidence, policy, price_of, quota_of))
+    if isinstance(found, NoRemedy):
+        return Decision(False, "none", found.cause, float(spent), hint=found.hint)
+    now = time.time() if now_epoch_seconds is None else now_epoch_seconds
+    left = None if deadline_epoch_seconds is None else deadline_epoch_seconds - now
+    allowance = allowance_usd(job, reserve_per_job_usd)
+    over = _over_bounds(job, kind, found, spent, allowance, seconds_left=left)
+    if over is not None:
+        return Decision(False, found.text, over, float(spent), hint=found.hint)
+    next_job = _next_attempt(job, kind, found, spent, allowance)
+    return Decision(True, found.text, f"{kind}: {evidence}", float(spent), job=next_job, hint=found.hint)  # type: ignore[arg-type]
 
-    def stop(cause: str, remedy: str = "none", hint: str = "") -> Decision:
-        return Decision(False, remedy, cause, float(spent), hint=hint)
 
-    if kind in (FailureClass.USER_CODE_ERROR, FailureClass.DATA_ERROR):
-        what = "the training code failed" if kind is FailureClass.USER_CODE_ERROR else "the dataset is unusable"
-        return stop(f"{kind}: {what}; retrying cannot help, fix it and start a new execution. Evidence: {evidence}")
+def _refusal_before_remedy(job: JobSpec, kind: FailureClass, evidence: str, policy: RemedyPolicy) -> str | None:
+    """Why no attempt follows whatever the class's remedy: a terminal class, an unknown cause not to be retried, or
+    no attempt left (checked before a remedy looks up prices or quotas)."""
+    if kind in TERMINAL:
+        return f"{kind}: {TERMINAL[kind]}; retrying cannot help, fix it and start a new execution. Evidence: {evidence}"
     if kind is FailureClass.UNKNOWN and not policy.retry_unknown:
-        return stop(f"unknown failure, not retried (remedies.retry_unknown is off). Evidence: {evidence}")
+        return f"unknown failure, not retried (remedies.retry_unknown is off). Evidence: {evidence}"
+    attempt = attempt_of(job)
     if attempt >= policy.max_attempts:
-        return stop(
+        return (
             f"{kind} on attempt {attempt} of at most {policy.max_attempts} (remedies.max_attempts): no attempt left. "
             f"Evidence: {evidence}"
         )
+    return None
 
-    changes: dict[str, Any] | None = None
-    remedy, hint, new_checkpoints = "", "", False
-    if kind is FailureClass.QUOTA_EXHAUSTED:
-        hint = _quota_hint(job["instance_type"], bool(job["spot"]), int(job["instance_count"]))
-        if not policy.instance_fallback:
-            return stop(f"quota_exhausted and remedies.instance_fallback is off. Evidence: {evidence}", hint=hint)
-        changes, remedy = _instance_fallback(job, price_of, quota_of, spot=bool(job["spot"]))
+
+def _quota_exhausted(failed: Failed) -> Remedy | NoRemedy:
+    """Another instance type of the fallback list, with the quota to raise as the hint."""
+    job = failed.job
+    hint = _quota_hint(job["instance_type"], bool(job["spot"]), int(job["instance_count"]))
+    if not failed.policy.instance_fallback:
+        return NoRemedy(f"quota_exhausted and remedies.instance_fallback is off. Evidence: {failed.evidence}", hint)
+    changes, text = _instance_fallback(job, failed.price_of, failed.quota_of, spot=bool(job["spot"]))
+    if changes is None:
+        return NoRemedy(f"quota_exhausted and {text}. Evidence: {failed.evidence}", hint)
+    return Remedy(changes, text, hint=hint)
+
+
+def _no_capacity(failed: Failed) -> Remedy | NoRemedy:
+    """capacity_unavailable / spot_wait_exceeded: on-demand when allowed (and its quota does), else the next
+    instance type."""
+    job, policy = failed.job, failed.policy
+    if (
+        job["spot"]
+        and policy.on_demand
+        and _quota_allows(failed.quota_of, job["instance_type"], False, int(job["instance_count"]))
+    ):
+        return Remedy({**job, "spot": False, "max_wait_seconds": None}, f"spot -> on-demand on {job['instance_type']}")
+    if policy.instance_fallback:
+        changes, text = _instance_fallback(job, failed.price_of, failed.quota_of, spot=bool(job["spot"]))
         if changes is None:
-            return stop(f"quota_exhausted and {remedy}. Evidence: {evidence}", hint=hint)
-    elif kind in (FailureClass.CAPACITY_UNAVAILABLE, FailureClass.SPOT_WAIT_EXCEEDED):
-        if (
-            job["spot"]
-            and policy.on_demand
-            and _quota_allows(quota_of, job["instance_type"], False, int(job["instance_count"]))
-        ):
-            changes = {**job, "spot": False, "max_wait_seconds": None}
-            remedy = f"spot -> on-demand on {job['instance_type']}"
-        elif policy.instance_fallback:
-            changes, remedy = _instance_fallback(job, price_of, quota_of, spot=bool(job["spot"]))
-            if changes is None:
-                return stop(f"{kind} and {remedy}. Evidence: {evidence}")
-        else:
-            return stop(f"{kind}, and neither on-demand nor another instance type is allowed. Evidence: {evidence}")
-    elif kind is FailureClass.OUT_OF_MEMORY:
-        batch, accumulation = int(job["batch_size"]), int(job.get("gradient_accumulation_steps") or 1)
-        if batch > 1:
-            smaller = batch // 2 if batch % 2 == 0 else 1
-            factor = batch // smaller
-            changes = {**job, "batch_size": smaller, "gradient_accumulation_steps": accumulation * factor}
-            remedy = (
-                f"per-device batch {batch} -> {smaller}, gradient accumulation {accumulation} -> "
-                f"{accumulation * factor} (effective batch {batch * accumulation} kept)"
-            )
-        elif (fallback := approaches.get(job["approach"]).oom_fallback) and policy.qlora_fallback:
-            changes = {**job, "approach": fallback}
-            changes["output_s3_uri"] = job["output_s3_uri"].replace(f"-{job['approach']}/", f"-{fallback}/")
-            remedy = f"{job['approach']} -> {fallback} (its out-of-memory fallback) at batch 1"
-        else:
-            allowed = " (remedies.qlora_fallback is off)" if approaches.get(job["approach"]).oom_fallback else ""
-            return stop(f"out_of_memory at per-device batch 1 with {job['approach']}{allowed}. Evidence: {evidence}")
-        new_checkpoints = True
-    elif kind is FailureClass.RUNTIME_EXCEEDED:
-        runtime = int(job["max_runtime_seconds"])
-        longer = min(math.ceil(runtime * policy.runtime_extension_factor), catalog.MAX_RUNTIME_HOURS_LIMIT * 3600)
-        if longer <= runtime:
-            return stop(f"runtime_exceeded at SageMaker's own limit of {runtime} s. Evidence: {evidence}")
-        changes = {
-            **job,
-            "max_runtime_seconds": longer,
-            "max_wait_seconds": catalog.spot_max_wait_seconds(longer) if job["spot"] else None,
-        }
-        remedy = f"resume from checkpoints with MaxRuntime {runtime} s -> {longer} s"
-    else:  # throttled, or unknown with retry_unknown
-        changes = dict(job)
-        remedy = "the same job again"
+            return NoRemedy(f"{failed.kind} and {text}. Evidence: {failed.evidence}")
+        return Remedy(changes, text)
+    return NoRemedy(
+        f"{failed.kind}, and neither on-demand nor another instance type is allowed. Evidence: {failed.evidence}"
+    )
 
-    next_attempt = attempt + 1
-    name = naming.attempt_job_name(base_job_name(job), next_attempt)
-    maximum = cost.estimated_max_cost_usd(
+
+def _out_of_memory(failed: Failed) -> Remedy | NoRemedy:
+    """Half the per-device batch with twice the gradient accumulation (the same effective batch), down to batch 1;
+    then LoRA -> QLoRA when the policy allows it. Either way the checkpoints cannot be resumed."""
+    job, policy = failed.job, failed.policy
+    batch, accumulation = int(job["batch_size"]), int(job.get("gradient_accumulation_steps") or 1)
+    if batch > 1:
+        smaller = batch // 2 if batch % 2 == 0 else 1
+        factor = batch // smaller
+        changes = {**job, "batch_size": smaller, "gradient_accumulation_steps": accumulation * factor}
+        remedy = (
+            f"per-device batch {batch} -> {smaller}, gradient accumulation {accumulation} -> "
+            f"{accumulation * factor} (effective batch {batch * accumulation} kept)"
+        )
+    elif (fallback := approaches.get(job["approach"]).oom_fallback) and policy.qlora_fallback:
+        changes = {**job, "approach": fallback}
+        changes["output_s3_uri"] = job["output_s3_uri"].replace(f"-{job['approach']}/", f"-{fallback}/")
+        remedy = f"{job['approach']} -> {fallback} (its out-of-memory fallback) at batch 1"
+    else:
+        allowed = " (remedies.qlora_fallback is off)" if approaches.get(job["approach"]).oom_fallback else ""
+        return NoRemedy(
+            f"out_of_memory at per-device batch 1 with {job['approach']}{allowed}. Evidence: {failed.evidence}"
+        )
+    return Remedy(changes, remedy, new_checkpoints=True)
+
+
+def _runtime_exceeded(failed: Failed) -> Remedy | NoRemedy:
+    """The same job resumed from its checkpoints with `runtime_extension_factor` x the MaxRuntime."""
+    job = failed.job
+    runtime = int(job["max_runtime_seconds"])
+    longer = min(math.ceil(runtime * failed.policy.runtime_extension_factor), catalog.MAX_RUNTIME_HOURS_LIMIT * 3600)
+    if longer <= runtime:
+        return NoRemedy(f"runtime_exceeded at SageMaker's own limit of {runtime} s. Evidence: {failed.evidence}")
+    changes = {
+        **job,
+        "max_runtime_seconds": longer,
+        "max_wait_seconds": catalog.spot_max_wait_seconds(longer) if job["spot"] else None,
+    }
+    return Remedy(changes, f"resume from checkpoints with MaxRuntime {runtime} s -> {longer} s")
+
+
+def _same_again(failed: Failed) -> Remedy | NoRemedy:
+    """throttled, or unknown with retry_unknown: the same job again."""
+    return Remedy(dict(failed.job), "the same job again")
+
+
+# One remedy per failure class that may be retried (TERMINAL lists the others).
+REMEDIES: dict[FailureClass, RemedyFor] = {
+    FailureClass.QUOTA_EXHAUSTED: _quota_exhausted,
+    FailureClass.CAPACITY_UNAVAILABLE: _no_capacity,
+    FailureClass.SPOT_WAIT_EXCEEDED: _no_capacity,
+    FailureClass.OUT_OF_MEMORY: _out_of_memory,
+    FailureClass.RUNTIME_EXCEEDED: _runtime_exceeded,
+    FailureClass.THROTTLED: _same_again,
+    FailureClass.UNKNOWN: _same_again,
+}
+
+
+def _over_bounds(
+    job: JobSpec,
+    kind: FailureClass,
+    remedy: Remedy,
+    spent: Decimal,
+    allowance: Decimal,
+    *,
+    seconds_left: float | None,
+) -> str | None:
+    """Why the remedied attempt may not start: over the job's share of the budget, or able to outlast the
+    execution (`seconds_left` until its deadline; None: no deadline)."""
+    changes = remedy.changes
+    maximum = _max_cost_usd(changes)
+    if spent + maximum > allowance:
+        return (
+            f"{kind}: the remedy ({remedy.text}) could cost up to ${maximum:.2f}; with ${spent:.2f} spent on "
+            f"{attempt_of(job)} attempt(s) that is over this job's ${allowance:.2f} share of budget_usd. Raise "
+            "budget_usd to let it run."
+        )
+    if seconds_left is None:
+        return None
+    worst = int(changes["max_wait_seconds"] or changes["max_runtime_seconds"]) + catalog.JOB_OVERHEAD_SECONDS
+    if worst > seconds_left:
+        return (
+            f"{kind}: the remedy ({remedy.text}) could take up to {worst / 3600:.1f} h, and the execution times out in "
+            f"{max(seconds_left, 0) / 3600:.1f} h. Start a new execution for this job, or raise "
+            "finetune.execution_timeout_hours (cdk.json)."
+        )
+    return None
+
+
+def _max_cost_usd(changes: Mapping[str, Any]) -> Decimal:
+    return cost.estimated_max_cost_usd(
         int(changes["max_runtime_seconds"]), int(changes["instance_count"]), changes["hourly_price_usd"]
     )
-    if spent + maximum > allowance:
-        return stop(
-            f"{kind}: the remedy ({remedy}) could cost up to ${maximum:.2f}; with ${spent:.2f} spent on "
-            f"{attempt} attempt(s) that is over this job's ${allowance:.2f} share of budget_usd. Raise budget_usd to "
-            "let it run.",
-            remedy=remedy,
-            hint=hint,
-        )
-    if deadline_epoch_seconds is not None:
-        worst = int(changes["max_wait_seconds"] or changes["max_runtime_seconds"]) + catalog.JOB_OVERHEAD_SECONDS
-        left = deadline_epoch_seconds - (time.time() if now_epoch_seconds is None else now_epoch_seconds)
-        if worst > left:
-            return stop(
-                f"{kind}: the remedy ({remedy}) could take up to {worst / 3600:.1f} h, and the execution times out in "
-                f"{max(left, 0) / 3600:.1f} h. Start a new execution for this job, or raise "
-                "finetune.execution_timeout_hours (cdk.json).",
-                remedy=remedy,
-                hint=hint,
-            )
+
+
+def _next_attempt(job: JobSpec, kind: FailureClass, remedy: Remedy, spent: Decimal, allowance: Decimal) -> dict:
+    """The next attempt's JobSpec: the remedied settings, re-estimated, under the attempt's deterministic name."""
+    next_attempt = attempt_of(job) + 1
+    name = naming.attempt_job_name(base_job_name(job), next_attempt)
+    changes = remedy.changes
     checkpoint = job["checkpoint_s3_uri"]
-    if new_checkpoints:
+    if remedy.new_checkpoints:
         # The training code refuses to resume a checkpoint written with another batch or approach.
         checkpoint = f"{checkpoint.rstrip('/')}/{name}/"
     # Another instance family is another calibration key: the attempt is estimated (and later calibrates) under it.
     in_force = calibration.carried_over(job, calibration.job_calibration_key(changes))
     expected = estimate.estimate_for_job(changes, model=_model(job), rows=_rows(job), calibration=in_force)
-    next_job = {
+    return {
         **changes,
         **estimate.spec_fields(expected, in_force),
         "job_name": name,
         "attempt": next_attempt,
         "base_job_name": base_job_name(job),
         "checkpoint_s3_uri": checkpoint,
-        "estimated_max_cost_usd": float(maximum),
+        "estimated_max_cost_usd": float(_max_cost_usd(changes)),
         "prior_cost_usd": float(spent),
         "allowance_usd": float(allowance),
-        "remedies_applied": [*(job.get("remedies_applied") or []), f"{kind}: {remedy}"],
+        "remedies_applied": [*(job.get("remedies_applied") or []), f"{kind}: {remedy.text}"],
     }
-    return Decision(True, remedy, f"{kind}: {evidence}", float(spent), job=next_job, hint=hint)  # type: ignore[arg-type]
 
 
 def _instance_fallback(

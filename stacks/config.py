@@ -18,7 +18,7 @@ from lambdas.remedies import RemedyPolicy, parse_policy
 CONTEXT_KEY = "finetune"
 
 # Usages whose quotas SageMaker names "<instance type> for <usage> usage".
-QUOTA_USAGES = ("spot training job", "training job")
+QUOTA_USAGES = tuple(catalog.TRAINING_QUOTA_USAGE.values())
 # CloudWatch Logs accepts only these retention periods.
 LOG_RETENTION_DAYS = (
     1,

@@ -20,7 +20,7 @@ from typing import Any
 
 from finetune.local.services import ServiceError, model_artifact_uri, utcnow
 from lambdas import naming
-from lambdas.catalog import parse_metric_lines
+from lambdas.catalog import parse_metric_lines, training_quota_name
 
 ENDED = {"Completed", "Failed", "Stopped"}
 
@@ -143,12 +143,12 @@ def injected_failure(request: dict[str, Any]) -> ScriptedOutcome | None:
     spot = bool(request.get("EnableManagedSpotTraining"))
     instance_type = request["ResourceConfig"]["InstanceType"]
     count = int(request["ResourceConfig"]["InstanceCount"])
-    usage = "spot training job usage" if spot else "training job usage"
+    quota = training_quota_name(instance_type, spot)
     outcomes = {
         "quota": ScriptedOutcome(
             launch_error="ResourceLimitExceeded",
             failure_reason=(
-                f"The account-level service limit '{instance_type} for {usage}' is 0 Instances, with current "
+                f"The account-level service limit '{quota}' is 0 Instances, with current "
                 f"utilization of 0 Instances and a request delta of {count} Instances. Please use AWS Service Quotas "
                 "to request an increase for this quota. If AWS Service Quotas is not available, contact AWS support "
                 "to request an increase for this quota."

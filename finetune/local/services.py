@@ -248,17 +248,17 @@ class LocalServices:
         return list(self.training_jobs[name]["request"].get("Tags", []))
 
     def _list_quotas(self, params: dict[str, Any]) -> dict[str, Any]:
-        from lambdas.catalog import INSTANCES
+        from lambdas.catalog import INSTANCES, training_quota_name
 
         quotas: list[dict[str, Any]] = []
         for instance_type in sorted(INSTANCES):
-            for usage in ("training job", "spot training job"):
+            for spot in (False, True):
                 code = f"L-LOCAL-{len(quotas):04d}"
                 quotas.append(
                     {
                         "ServiceCode": "sagemaker",
                         "QuotaCode": code,
-                        "QuotaName": f"{instance_type} for {usage} usage",
+                        "QuotaName": training_quota_name(instance_type, spot),
                         "QuotaArn": f"arn:aws:servicequotas:{self.region}:{self.account_id}:sagemaker/{code}",
                         "Value": self.quota_value,
                         "Adjustable": True,

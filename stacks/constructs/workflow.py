@@ -15,6 +15,7 @@ Classify). An execution that ends FAILED, TIMED_OUT or ABORTED is cleaned up by 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from aws_cdk import Aws, Duration
 from aws_cdk import aws_dynamodb as dynamodb
@@ -58,6 +59,31 @@ CALLS_AT_WORST = {
 TASK_TIMEOUT_MARGIN = Duration.minutes(1)
 
 
+@dataclass(frozen=True)
+class _JobStates:
+    """One job's watch loop: launch it, poll its status, record it (or record the failure to)."""
+
+    launch: tasks.LambdaInvoke
+    wait: sfn.Wait
+    status: tasks.LambdaInvoke
+    record: tasks.LambdaInvoke
+    record_failure: tasks.LambdaInvoke
+    unrecorded: sfn.Pass
+
+
+@dataclass(frozen=True)
+class _HealingStates:
+    """A failed attempt's loop: classify it, decide its remedy, record it, and retry or stop."""
+
+    classify: tasks.LambdaInvoke
+    remedy: tasks.LambdaInvoke
+    record_attempt: tasks.LambdaInvoke
+    record_unremedied: tasks.LambdaInvoke
+    next_attempt: sfn.Pass
+    gave_up: sfn.Pass
+    retry: sfn.Choice
+
+
 class Workflow(Construct):
     """Lambdas with one least-privilege role each, wired into the state machine."""
 
@@ -95,7 +121,25 @@ class Workflow(Construct):
             "PROJECT_TAG": config.resource_prefix,
             "MAX_CONCURRENCY": str(config.max_concurrency),
         }
+        grant_targets: GrantTargets = {
+            Target.BUCKET: bucket.bucket_arn,
+            Target.LEDGER: table.table_arn,
+            Target.DATA_KEY: key.key_arn,
+            Target.TOPIC: self.topic.topic_arn,
+            Target.TOKEN_SECRET: secret_policy_arn(hf_token_secret),
+            Target.SAGEMAKER_ROLE: sagemaker_role.role_arn,
+            Target.TRAINING_JOBS: (
+                f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:training-job/{config.job_name_prefix}*"
+            ),
+        }
+        self._add_functions(config, key, environment, grant_targets)
+        self._add_state_machine(config, key, grant_targets)
+        self._add_lifecycle(config, key, bucket, table, grant_targets)
 
+    def _add_functions(
+        self, config: Config, key: kms.IKey, environment: dict[str, str], grant_targets: GrantTargets
+    ) -> None:
+        """The workflow's seven functions, each with the shared environment plus its own and its row of grants."""
         # Variables only one function reads (docs/architecture.md, Lambda environment), on top of the shared ones.
         extra_environment = {
             # Launch: OutputDataConfig.KmsKeyId, so models are encrypted with the data key, not the account's aws/s3.
@@ -109,18 +153,6 @@ class Workflow(Construct):
             },
             # Remedy: the deployment's remedy policy; an execution's `remedies` input overrides it field by field.
             "Remedy": {"REMEDY_DEFAULTS": json.dumps(config.remedies.as_dict(), sort_keys=True)},
-        }
-
-        grant_targets: GrantTargets = {
-            Target.BUCKET: bucket.bucket_arn,
-            Target.LEDGER: table.table_arn,
-            Target.DATA_KEY: key.key_arn,
-            Target.TOPIC: self.topic.topic_arn,
-            Target.TOKEN_SECRET: secret_policy_arn(hf_token_secret),
-            Target.SAGEMAKER_ROLE: sagemaker_role.role_arn,
-            Target.TRAINING_JOBS: (
-                f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:training-job/{config.job_name_prefix}*"
-            ),
         }
 
         def function(name: str, description: str) -> HardenedFunction:
@@ -146,6 +178,8 @@ class Workflow(Construct):
         self.remedy = function("Remedy", "Decides a failed attempt's remedy and the next attempt, within budget")
         self.report = function("Report", "Ranks the run's jobs by cost per accuracy point and writes the report")
 
+    def _add_state_machine(self, config: Config, key: kms.IKey, grant_targets: GrantTargets) -> None:
+        """The hardened state machine over `_definition`, its role granted its row and the functions it invokes."""
         self.state_machine = HardenedStateMachine(
             self,
             "StateMachine",
@@ -162,6 +196,10 @@ class Workflow(Construct):
                 "CDK's LambdaInvoke grant covers this one function and its versions/aliases (ARN:*), nothing else.",
             )
 
+    def _add_lifecycle(
+        self, config: Config, key: kms.IKey, bucket: s3.IBucket, table: dynamodb.ITable, grant_targets: GrantTargets
+    ) -> None:
+        """Cleanup of ended executions and the hourly reconciler (stacks/constructs/lifecycle.py), with their grants."""
         self.lifecycle = Lifecycle(
             self,
             "Lifecycle",
@@ -221,12 +259,31 @@ class Workflow(Construct):
         )
 
     def _definition(self, config: Config) -> sfn.IChainable:
+        """Plan -> Map(one job's loop, with its healing loop) -> Report -> Notify -> Done."""
         plan = self._invoke(
             "Plan",
             self.plan,
             "$.plan",
             {"input": sfn.JsonPath.object_at("$"), "execution_name": sfn.JsonPath.string_at("$$.Execution.Name")},
         )
+        job = self._job_states(config)
+        healing = self._healing_states()
+        report = self._invoke("Report", self.report, "$.report", {"run_id": sfn.JsonPath.string_at("$.plan.run_id")})
+        notify = tasks.SnsPublish(
+            self,
+            "Notify",
+            topic=self.topic,
+            subject="Fine-tuning run finished",
+            message=sfn.TaskInput.from_json_path_at("$.report.message"),
+            result_path=sfn.JsonPath.DISCARD,
+            task_timeout=sfn.Timeout.duration(Duration.minutes(5)),
+        )
+        self._add_retries(config, job, healing, others=[plan, report], notify=notify)
+        jobs = self._jobs_map(config, job, healing)
+        return plan.next(jobs).next(report).next(notify).next(sfn.Succeed(self, "Done", output_path="$.report"))
+
+    def _job_states(self, config: Config) -> _JobStates:
+        """Launch, the status poll and the job's ledger row (or the row of its failure)."""
         launch = self._invoke("Launch", self.launch, "$.launch", input_path="$.job")
         wait = sfn.Wait(self, "WaitForJob", time=sfn.WaitTime.duration(Duration.seconds(config.status_poll_seconds)))
         status = self._invoke("Status", self.status, "$.status", {"job_name": sfn.JsonPath.string_at("$.job.job_name")})
@@ -243,6 +300,10 @@ class Workflow(Construct):
             {"job": sfn.JsonPath.object_at("$.job"), "error": sfn.JsonPath.object_at("$.error")},
         )
         unrecorded = sfn.Pass(self, "Unrecorded", comment="Record kept failing after retries; the run goes on")
+        return _JobStates(launch, wait, status, record, record_failure, unrecorded)
+
+    def _healing_states(self) -> _HealingStates:
+        """Classify -> Remedy -> RecordAttempt -> RetryJob: a failed attempt's class, remedy and ledger row."""
         # A failed attempt: its class (the whole iteration state is the event: `status`, or a caught `error`) ...
         classify = self._invoke("Classify", self.classify, "$.failure")
         # ... its remedy within the run's policy and budget ...
@@ -256,28 +317,16 @@ class Workflow(Construct):
                 "healing": sfn.JsonPath.object_at("$.healing"),
             },
         )
+        failed_attempt = {
+            "job": sfn.JsonPath.object_at("$.job"),
+            "status": sfn.JsonPath.object_at("$.failure.status"),
+            "failure": sfn.JsonPath.object_at("$.failure"),
+        }
         # ... and its ledger row, with both.
         record_attempt = self._invoke(
-            "RecordAttempt",
-            self.record,
-            None,
-            {
-                "job": sfn.JsonPath.object_at("$.job"),
-                "status": sfn.JsonPath.object_at("$.failure.status"),
-                "failure": sfn.JsonPath.object_at("$.failure"),
-                "remedy": sfn.JsonPath.object_at("$.remedy"),
-            },
+            "RecordAttempt", self.record, None, {**failed_attempt, "remedy": sfn.JsonPath.object_at("$.remedy")}
         )
-        record_unremedied = self._invoke(
-            "RecordUnremedied",
-            self.record,
-            None,
-            {
-                "job": sfn.JsonPath.object_at("$.job"),
-                "status": sfn.JsonPath.object_at("$.failure.status"),
-                "failure": sfn.JsonPath.object_at("$.failure"),
-            },
-        )
+        record_unremedied = self._invoke("RecordUnremedied", self.record, None, failed_attempt)
         # The next attempt's state is its job and the run's remedy settings, nothing of the failed attempt's.
         next_attempt = sfn.Pass(
             self,
@@ -290,20 +339,24 @@ class Workflow(Construct):
             .when(sfn.Condition.string_equals("$.remedy.action", "retry"), next_attempt)
             .otherwise(gave_up)
         )
-        report = self._invoke("Report", self.report, "$.report", {"run_id": sfn.JsonPath.string_at("$.plan.run_id")})
-        notify = tasks.SnsPublish(
-            self,
-            "Notify",
-            topic=self.topic,
-            subject="Fine-tuning run finished",
-            message=sfn.TaskInput.from_json_path_at("$.report.message"),
-            result_path=sfn.JsonPath.DISCARD,
-            task_timeout=sfn.Timeout.duration(Duration.minutes(5)),
-        )
+        return _HealingStates(classify, remedy, record_attempt, record_unremedied, next_attempt, gave_up, retry)
+
+    def _add_retries(
+        self,
+        config: Config,
+        job: _JobStates,
+        healing: _HealingStates,
+        *,
+        others: list[tasks.LambdaInvoke],
+        notify: tasks.SnsPublish,
+    ) -> None:
+        """Every task's Retry: Lambda faults with jittered backoff, Launch's quota wait, Status's long watch, and
+        Notify's SNS (and KMS) throttling. `others`: Plan and Report."""
+        plan, report = others
         # CreateTrainingJob's ResourceLimitExceeded: the instance quota is in use (another run, another job of this
         # one). Only waiting frees it, so a long, config-driven interval (quota_retry), before the Catch records it.
         quota = config.quota_retry
-        launch.add_retry(
+        job.launch.add_retry(
             errors=["ResourceLimitReached"],
             interval=Duration.seconds(quota.interval_seconds),
             max_attempts=quota.max_attempts,
@@ -311,14 +364,24 @@ class Workflow(Construct):
             max_delay=Duration.seconds(quota.max_delay_seconds),
         )
         add_lambda_retry(
-            [plan, launch, record, record_failure, classify, remedy, record_attempt, record_unremedied, report],
+            [
+                plan,
+                job.launch,
+                job.record,
+                job.record_failure,
+                healing.classify,
+                healing.remedy,
+                healing.record_attempt,
+                healing.record_unremedied,
+                report,
+            ],
             config.lambda_retry,
         )
         # Status never gives up on a job it cannot describe: the same Lambda faults, its own JobStatusUnavailable
         # (DescribeTrainingJob failing for any other reason) and a crashed function (Lambda.Unknown) are retried for
         # about 18 h (watch_retry), without jitter so that the bound is what it says.
         watch = config.watch_retry
-        status.add_retry(
+        job.status.add_retry(
             errors=[*RETRYABLE_ERRORS, "JobStatusUnavailable", "Lambda.Unknown"],
             interval=Duration.seconds(watch.interval_seconds),
             max_attempts=watch.max_attempts,
@@ -339,10 +402,13 @@ class Workflow(Construct):
             jitter_strategy=sfn.JitterType.FULL,
         )
 
+    def _add_catches(self, job: _JobStates, healing: _HealingStates) -> None:
+        """Where each task's errors go: a failed launch or a vanished job to Classify, an unwatched job to a typed
+        Fail, a failed Classify/Remedy/Record to the record that still can be written."""
         # A refused launch (quota, capacity, validation) or a job that provably does not exist is a failed attempt
         # like any other.
-        launch.add_catch(classify, errors=["States.ALL"], result_path="$.error")
-        status.add_catch(classify, errors=["TrainingJobNotFound"], result_path="$.error")
+        job.launch.add_catch(healing.classify, errors=["States.ALL"], result_path="$.error")
+        job.status.add_catch(healing.classify, errors=["TrainingJobNotFound"], result_path="$.error")
         # Any other Status error outlived watch_retry: the workflow can no longer see the job, which may be billing.
         # The execution fails with a typed error, and the lifecycle's Cleanup stops and records the run's jobs
         # (the reconciler is the last line behind it).
@@ -353,36 +419,36 @@ class Workflow(Construct):
             cause="Status could not describe a training job for the whole watch_retry budget; the execution fails so "
             "that Cleanup stops and records the run's jobs",
         )
-        status.add_catch(unwatched, errors=["States.ALL"], result_path="$.error")
+        job.status.add_catch(unwatched, errors=["States.ALL"], result_path="$.error")
         # Classify failing leaves the attempt unclassified: record it as before healing existed.
-        classify.add_catch(record_failure, errors=["States.ALL"], result_path="$.error")
-        remedy.add_catch(record_unremedied, errors=["States.ALL"], result_path="$.remedy_error")
-        for task in (record, record_failure, record_unremedied):
-            task.add_catch(unrecorded, errors=["States.ALL"], result_path="$.record_error")
+        healing.classify.add_catch(job.record_failure, errors=["States.ALL"], result_path="$.error")
+        healing.remedy.add_catch(healing.record_unremedied, errors=["States.ALL"], result_path="$.remedy_error")
+        for task in (job.record, job.record_failure, healing.record_unremedied):
+            task.add_catch(job.unrecorded, errors=["States.ALL"], result_path="$.record_error")
         # The row is lost but the remedy stands: the next attempt still runs.
-        record_attempt.add_catch(retry, errors=["States.ALL"], result_path="$.record_error")
-        classify.next(remedy).next(record_attempt).next(retry)
-        next_attempt.next(launch)
+        healing.record_attempt.add_catch(healing.retry, errors=["States.ALL"], result_path="$.record_error")
+
+    def _jobs_map(self, config: Config, job: _JobStates, healing: _HealingStates) -> sfn.Map:
+        """The Map over Plan's jobs: each iteration launches and watches its job, heals failed attempts, and ends
+        with an empty output."""
+        self._add_catches(job, healing)
+        healing.classify.next(healing.remedy).next(healing.record_attempt).next(healing.retry)
+        healing.next_attempt.next(job.launch)
         # Every iteration ends with an empty output: the Map assembles its iterations' outputs into one result before
         # it discards it, and a whole iteration state (3-10 KB: job, status, failure, remedy) per job could pass
         # Step Functions' 256 KiB payload limit (States.DataLimitExceeded) for a large run.
         done = sfn.Pass(self, "JobDone", comment="The iteration's output is empty", result=sfn.Result.from_object({}))
-        for last in (record, record_failure, record_unremedied, unrecorded, gave_up):
+        for last in (job.record, job.record_failure, healing.record_unremedied, job.unrecorded, healing.gave_up):
             last.next(done)
-
-        job = (
-            launch.next(wait)
-            .next(status)
-            .next(
-                sfn.Choice(self, "JobEnded")
-                .when(
-                    sfn.Condition.boolean_equals("$.status.ended", True),
-                    sfn.Choice(self, "JobCompleted")
-                    .when(sfn.Condition.string_equals("$.status.status", "Completed"), record)
-                    .otherwise(classify),
-                )
-                .otherwise(wait)
+        ended = (
+            sfn.Choice(self, "JobEnded")
+            .when(
+                sfn.Condition.boolean_equals("$.status.ended", True),
+                sfn.Choice(self, "JobCompleted")
+                .when(sfn.Condition.string_equals("$.status.status", "Completed"), job.record)
+                .otherwise(healing.classify),
             )
+            .otherwise(job.wait)
         )
         jobs = sfn.Map(
             self,
@@ -395,5 +461,5 @@ class Workflow(Construct):
             max_concurrency=config.max_concurrency,
             result_path=sfn.JsonPath.DISCARD,
         )
-        jobs.item_processor(job)
-        return plan.next(jobs).next(report).next(notify).next(sfn.Succeed(self, "Done", output_path="$.report"))
+        jobs.item_processor(job.launch.next(job.wait).next(job.status).next(ended))
+        return jobs

@@ -170,6 +170,29 @@ def test_quota_names_follow_service_quotas_wording() -> None:
     assert catalog.training_quota_name("ml.g5.xlarge", spot=False) == "ml.g5.xlarge for training job usage"
 
 
+@pytest.mark.parametrize("spot", [True, False])
+def test_every_training_quota_name_parses_back_to_its_instance_type_and_pricing_mode(spot: bool) -> None:
+    # Given every instance type the catalog can train on, in either pricing mode
+    for instance_type in catalog.INSTANCES:
+        # When its quota name is built and read back
+        name = catalog.training_quota_name(instance_type, spot)
+
+        # Then the parse gives the same instance type and pricing mode
+        assert catalog.parse_training_quota_name(name) == (instance_type, spot), name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Longest run time for a training job in seconds",
+        "ml.g5.xlarge for endpoint usage",
+        "ml.g5.xlarge for spot training job usage (extra)",
+    ],
+)
+def test_a_quota_that_is_not_a_training_instance_quota_does_not_parse(name: str) -> None:
+    assert catalog.parse_training_quota_name(name) is None
+
+
 def test_required_instance_types_are_priced() -> None:
     required = [f"ml.g5.{s}" for s in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "24xlarge", "48xlarge")]
     required += ["ml.g6.xlarge", "ml.p3.2xlarge", "ml.p4d.24xlarge", "ml.p5.48xlarge", "ml.m5.xlarge"]

@@ -275,3 +275,12 @@ def test_the_report_groups_attempts_by_job_and_leaves_unremedied_runs_alone() ->
     assert [a["failure_class"] for a in job["attempts"]] == ["out_of_memory", None]
     assert "**2 attempts**" in report.render_markdown(healed)
     assert plain["attempts"] == [] and "## Attempts" not in report.render_markdown(plain)
+
+
+def test_every_failure_class_is_either_terminal_or_has_exactly_one_remedy() -> None:
+    # Given the failure classes Classify can return
+    from lambdas.failures import FailureClass
+
+    # Then each one is answered: stopped at once (TERMINAL) or remedied by its one function (REMEDIES), never both
+    assert set(remedies.TERMINAL) | set(remedies.REMEDIES) == set(FailureClass)
+    assert not set(remedies.TERMINAL) & set(remedies.REMEDIES)

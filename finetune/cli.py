@@ -42,10 +42,12 @@ from finetune.deployment import (
     deployment_config,
     resolve_from_cloudformation,
 )
+from finetune.tables import terminal_table
 from lambdas import catalog, cleanup, ledger, memory, naming, plan, report
 from lambdas import estimate as estimate_model
 from lambdas.errors import BudgetExceeded, InfeasibleJob, InvalidExecutionInput
 from lambdas.job_spec import JobSpec
+from lambdas.report import columns as report_columns
 from stacks.config import Config
 from training_code.data import DataError
 
@@ -606,33 +608,10 @@ def _money(value: Any) -> str:
     return "" if value is None else f"{float(value):.4f}"
 
 
-def _ratio(value: Any) -> str:
-    return "" if value is None else f"{float(value):.3f}"
-
-
 def print_report_table(document: dict[str, Any]) -> None:
-    """The ranked jobs as a table, then totals."""
-    table = Table(title=f"run {document['run_id']}: ranked by tier, then cost per accuracy point (report.md: why)")
-    columns = ("#", "model", "approach", "instance", "status", "accuracy", "95% CI", "parse", "cost $", "expected $")
-    for column in (*columns, "$/point", "tier"):
-        table.add_column(column)
-    for job in document["jobs"]:
-        interval = job.get("accuracy_ci_low"), job.get("accuracy_ci_high")
-        attempts = job.get("attempts", 1)
-        table.add_row(
-            str(job["rank"]),
-            job["model"],
-            job["approach"],
-            f"{job['instance_count']} x {job['instance_type']}",
-            job["status"],
-            _ratio(job["accuracy"]),
-            "" if None in interval else f"{interval[0]:.3f}-{interval[1]:.3f}",
-            _ratio(job["parse_rate"]),
-            _money(job.get("attempts_cost_usd", job["cost_usd"])) + (f" ({attempts} attempts)" if attempts > 1 else ""),
-            _money(job.get("estimated_cost_usd")),
-            _money(job["cost_per_accuracy_point"]),
-            report.TIERS[job["tier"]] if "tier" in job else "",
-        )
+    """The ranked jobs as a table (report.md's columns, `lambdas/report/columns.TERMINAL_JOBS`), then totals."""
+    title = f"run {document['run_id']}: ranked by tier, then cost per accuracy point (report.md: why)"
+    table = terminal_table(title, report_columns.TERMINAL_JOBS, document["jobs"])
     print_whole(table)
     if document.get("partial"):
         out.print(f"partial report: the execution ended {document.get('execution_status')}")
@@ -712,14 +691,8 @@ def compare_command(
     elif format is ReportFormat.MD:
         out.print(comparison.render_markdown(document), markup=False)
     else:
-        table = Table(title="runs side by side (ledger job rows): status, accuracy, parse rate, cost, $ per point")
-        for column in ("model", "approach", *document["runs"]):
-            table.add_column(column)
-        for job in document["jobs"]:
-            table.add_row(
-                job["model"], job["approach"], *(comparison.run_cell(job["runs"][run]) for run in document["runs"])
-            )
-        print_whole(table)
+        title = "runs side by side (ledger job rows): status, accuracy, parse rate, cost, $ per point"
+        print_whole(terminal_table(title, comparison.table(document), document["jobs"]))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 Each run's rows become report lines with the report's own `job_entry` (so accuracy, parse rate and cost per accuracy
 point mean here what they mean in report.md); a job is identified across runs by (model, approach), the only fields
 stable across runs (job names embed the run id). A combination a run did not have is None (json) or "-" (tables).
+The figures shown per run are `lambdas/report/columns.RUN_FIGURES`, for Markdown and the terminal alike.
 """
 
 from __future__ import annotations
@@ -11,15 +12,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lambdas import report
+from lambdas.report import columns
+from lambdas.report.columns import Column
+from lambdas.report.markdown import markdown_table
 
-# The fields compared, with the column header and how a value prints.
-FIELDS: tuple[tuple[str, str, str], ...] = (
-    ("status", "status", "{}"),
-    ("accuracy", "acc", "{:.3f}"),
-    ("parse_rate", "parse", "{:.3f}"),
-    ("cost_usd", "$", "{:.2f}"),
-    ("cost_per_accuracy_point", "$/pt", "{:.4f}"),
-)
+# The entry fields a run's figures show (what the document keeps of each entry).
+FIELDS = tuple(str(column.key) for column in columns.RUN_FIGURES)
 
 
 def comparison(rows_by_run: Mapping[str, Sequence[dict[str, Any]]]) -> dict[str, Any]:
@@ -34,7 +32,7 @@ def comparison(rows_by_run: Mapping[str, Sequence[dict[str, Any]]]) -> dict[str,
             key = (str(entry["model"]), str(entry["approach"]))
             entries.setdefault(key, dict.fromkeys(runs))[run] = {
                 "job_name": entry["job_name"],
-                **{name: entry[name] for name, _, _ in FIELDS},
+                **{name: entry[name] for name in FIELDS},
             }
     return {
         "runs": runs,
@@ -44,38 +42,20 @@ def comparison(rows_by_run: Mapping[str, Sequence[dict[str, Any]]]) -> dict[str,
     }
 
 
-def _cell(entry: dict[str, Any] | None, name: str, fmt: str) -> str:
-    value = None if entry is None else entry.get(name)
-    return "-" if value is None else fmt.format(value)
+def _of_run(run: str, figure: Column) -> Column:
+    """`figure` of one run's entry, headed `<run> <header>`."""
+    return Column(f"{run} {figure.header}", lambda job: figure.cell(job["runs"][run]), figure.align, figure.key)
 
 
-def columns(document: dict[str, Any]) -> list[str]:
-    """Header cells: model, approach, then `<run> <field>` for each run and field."""
-    return ["model", "approach"] + [f"{run} {header}" for run in document["runs"] for _, header, _ in FIELDS]
-
-
-def cells(document: dict[str, Any]) -> list[list[str]]:
-    """One row of cells per (model, approach)."""
-    return [
-        [job["model"], job["approach"]]
-        + [_cell(job["runs"][run], name, fmt) for run in document["runs"] for name, _, fmt in FIELDS]
-        for job in document["jobs"]
-    ]
-
-
-def run_cell(entry: dict[str, Any] | None) -> str:
-    """One run's figures for a combination in one cell (the terminal table: one column per run)."""
-    if entry is None:
-        return "-"
+def table(document: dict[str, Any]) -> tuple[Column, ...]:
+    """The comparison's columns: model, approach, then each run's figures."""
     return (
-        f"{entry['status']}: acc {_cell(entry, 'accuracy', '{:.3f}')}, parse {_cell(entry, 'parse_rate', '{:.3f}')}, "
-        f"${_cell(entry, 'cost_usd', '{:.2f}')}, {_cell(entry, 'cost_per_accuracy_point', '${:.4f}')}/pt"
+        columns.MODEL,
+        columns.APPROACH,
+        *(_of_run(run, figure) for run in document["runs"] for figure in columns.RUN_FIGURES),
     )
 
 
 def render_markdown(document: dict[str, Any]) -> str:
     """A Markdown table of the comparison."""
-    header = columns(document)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in cells(document)]
-    return "\n".join(lines) + "\n"
+    return "\n".join(markdown_table(table(document), document["jobs"])) + "\n"

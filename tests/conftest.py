@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,12 +64,15 @@ def workflow() -> Any:
 
 @pytest.fixture(autouse=True)
 def _no_log_handler_left_on_a_closed_stream() -> Iterator[None]:
-    """After each test, drop log handlers whose stream a capture (capsys, CliRunner, redirect_stdout) has closed.
+    """After each test, point log handlers whose stream a capture (capsys, CliRunner, redirect_stdout) has closed
+    back at the process's real stderr.
 
     Code that configures logging for a process of its own (train.py, library loggers configured on first use) binds
     a handler to the stream of that moment; in one test process that stream is a test's capture, closed when the test
     ends, and any later record on that logger (botocore's credential message, say) prints a "Logging error" traceback
-    into whatever the next test captures. Which tests share a process depends on pytest-xdist's distribution."""
+    into whatever the next test captures. Which tests share a process depends on pytest-xdist's distribution.
+    The handler is re-pointed, not removed: Powertools' Logger reads its own handler as `handlers[0]` and raised
+    IndexError in a later test's Lambda when an earlier test's capture had closed it."""
     yield
     loggers = [
         logging.getLogger(),
@@ -76,8 +80,8 @@ def _no_log_handler_left_on_a_closed_stream() -> Iterator[None]:
     ]
     for logger in loggers:
         for handler in logger.handlers[:]:
-            if getattr(getattr(handler, "stream", None), "closed", False):
-                logger.removeHandler(handler)
+            if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, "closed", False):
+                handler.stream = sys.__stderr__  # not setStream: it flushes the old, closed stream first
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -162,7 +162,7 @@ def test_a_crashing_job_is_recorded_failed_with_its_reason_while_the_other_compl
 
     def inject_bad_hyperparameter(request: dict) -> None:
         if request["HyperParameters"]["lora_r"] == "4":
-            request["HyperParameters"]["approach"] = json.dumps("dora")
+            request["HyperParameters"]["approach"] = json.dumps("prefix-tuning")
 
     result = run_demo(
         execution_input,

@@ -117,7 +117,7 @@ def test_the_token_never_leaves_the_secret_in_workflow_runs(account_with, scan: 
     }
 
     result = account.execute(gated, "canary-run")
-    refused = account.execute({"experiments": [{"model": "llama2-7b", "approach": "dora"}]}, "canary-refused")
+    refused = account.execute({"experiments": [{"model": "llama2-7b", "approach": "prefix-tuning"}]}, "canary-refused")
     stopped_arn = account.start({**gated, "experiments": gated["experiments"][:1]}, "canary-stopped")
     deadline = time.monotonic() + 60
     while not any("canary-stopped" in name for name in account.services.training_jobs):

@@ -74,7 +74,7 @@ def test_stopping_a_run_mid_training_stops_records_reports_and_notifies(account_
 def test_a_run_that_fails_before_launching_is_notified_but_records_nothing(account_with) -> None:
     account = account_with(lambda _request: ScriptedOutcome())
 
-    result = account.execute({"experiments": [{"model": "mistral-7b", "approach": "dora"}]}, "fails-at-plan")
+    result = account.execute({"experiments": [{"model": "mistral-7b", "approach": "prefix-tuning"}]}, "fails-at-plan")
 
     assert result.status == "FAILED"
     [delivery] = result.lifecycle

@@ -119,7 +119,7 @@ def test_a_launch_refused_for_quota_is_recorded_failed_and_does_not_sink_the_run
 def test_invalid_input_fails_at_plan_naming_the_field_and_launches_nothing(account_with) -> None:
     account = account_with(lambda _request: ScriptedOutcome())
 
-    result = account.execute({"experiments": [{"model": "mistral-7b", "approach": "dora"}]}, "invalid-input")
+    result = account.execute({"experiments": [{"model": "mistral-7b", "approach": "prefix-tuning"}]}, "invalid-input")
 
     assert result.status == "FAILED"
     assert result.error == "InvalidExecutionInput"

@@ -181,10 +181,7 @@ class Architecture:
                 "the planner counts all-sparse models only",
             )
         experts = number(family.experts_key) if family.experts_key else 0
-        if family.dense_mlp_key is None:
-            intermediate = 0
-        else:
-            intermediate = number(family.dense_mlp_key)
+        intermediate = 0 if family.dense_mlp_key is None else number(family.dense_mlp_key)
         return cls(
             hidden_size=hidden,
             layers=number("num_hidden_layers"),
@@ -522,6 +519,25 @@ def resolve_model(
     return Model(
         model, model, estimate_architecture(parameters), parameters, gated=False, sized_from=SizedFrom.PARAMS_BILLION
     )
+
+
+def model_of_job(job: Mapping[str, Any]) -> Model:
+    """The Model a job spec (or a resolved experiment) was planned with: its `architecture`, or for a guessed shape its
+    `params_billion`, so that every later step (a remedy's re-plan) sizes the model Plan sized."""
+    if job.get("architecture_source") == SizedFrom.PARAMS_BILLION or not job.get("architecture"):
+        return resolve_model(job["model_key"], job.get("params_billion"))
+    return resolve_model(
+        job["model_key"], architecture=job["architecture"], sized_from=SizedFrom(job["architecture_source"])
+    )
+
+
+def job_model_fields(model: Model) -> dict[str, Any]:
+    """What a job spec carries of its model so `model_of_job` rebuilds it: the shape, where it came from, the size."""
+    return {
+        "architecture": model.architecture.to_dict(),
+        "architecture_source": model.sized_from.value,
+        "params_billion": model.params_billion,
+    }
 
 
 # --------------------------------------------------------------------------------------------------------------------

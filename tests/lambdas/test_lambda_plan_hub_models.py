@@ -57,7 +57,10 @@ def test_input_architecture_sizes_a_hub_model_and_travels_in_every_spec() -> Non
 def test_remedy_replans_a_70b_hub_model_of_a_run_with_baselines_as_70b(experiment: dict[str, Any]) -> None:
     # Given a 70B Hub model's QLoRA job in a run with baselines (more jobs than experiments, so nothing can be matched
     # to its experiment by position)
-    execution_input = {"experiments": [{"model": "org/llama-70b", "approach": "qlora", **experiment}], "baselines": True}
+    execution_input = {
+        "experiments": [{"model": "org/llama-70b", "approach": "qlora", **experiment}],
+        "baselines": True,
+    }
     job = jobs_for(execution_input)[0]
     # When it runs out of memory and the remedy re-plans it (half the batch, re-estimated)
     decision = remedies.decide(

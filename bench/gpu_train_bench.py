@@ -183,9 +183,7 @@ def planner_prediction(size: str, case: Case, seq_length: int, lora_r: int) -> d
         from lambdas import catalog, memory
 
         architecture = catalog_architecture(size)
-        model = catalog.Model(
-            f"bench-{size}", f"bench/{size}", "llama", architecture, architecture.parameters(), gated=False
-        )
+        model = catalog.Model(f"bench-{size}", f"bench/{size}", architecture, architecture.parameters(), gated=False)
         instance = catalog.InstanceType("bench", 1, catalog.ACCELERATORS["H100"], 128, 0.0)
         workload = memory.Workload(model, case.approach, case.batch_size, seq_length, lora_r=lora_r)
         strategies = {strategy.value: strategy for strategy in memory.Strategy}

@@ -33,7 +33,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from finetune import compare as comparison
-from finetune import hub_data, live, quota_requests
+from finetune import hub_config, hub_data, live, quota_requests
 from finetune import logs as job_logs
 from finetune.deployment import (
     OutputsResolver,
@@ -252,6 +252,8 @@ def _job_json(job: JobSpec, fit: memory.FitEstimate) -> dict[str, Any]:
         "gpus_per_instance": job["gpus_per_instance"],
         "strategy": job["strategy"],
         "parameters": fit.workload.model.parameters,
+        "active_parameters": fit.workload.model.active_parameters,
+        "sized_from": job["architecture_source"],
         "epochs": job["epochs"],
         "train_rows": job["estimated_train_rows"],
         "tokens_per_example": estimate_model.tokens_per_example(
@@ -277,12 +279,15 @@ def estimate_input(doc: Any, config: Config, run_id: str = "estimate") -> Estima
         job_name_prefix=config.job_name_prefix,
         price_of=plan.catalog_price,
     )
-    requested = plan.requested_experiments(validated)
-    fits = [
-        plan.plan_fit(catalog.resolve_model(asked["model"], asked.get("params_billion")), values)
-        for asked, values in zip(requested, experiments, strict=True)
-    ]
+    fits = [plan.plan_fit(catalog.model_of_job(values), values) for values in experiments]
     return Estimate(validated, jobs, fits, float(validated.get("budget_usd", config.default_budget_usd)))
+
+
+def sized_input(doc: Any, model_config: list[str] | None) -> Any:
+    """The input with each Hub model's `architecture` from its config.json (finetune/hub_config.py): what
+    validate, estimate and start check and send."""
+    configs = hub_config.parse_model_configs(model_config or [], doc)
+    return hub_config.with_architectures(doc, configs, warn=lambda message: err.print(f"warning: {message}"))
 
 
 def _gib(value: float) -> str:
@@ -298,6 +303,30 @@ def print_whole(table: Table) -> None:
     width = Measurement.get(out, out.options.update_width(100_000), table).maximum
     # Console.print caps its width at the console's: a console of the table's own width prints it whole.
     Console(file=out.file, highlight=False, width=max(width, out.width)).print(table)
+
+
+# What each SizedFrom means, for the estimate's model lines.
+_SIZED_FROM = {
+    catalog.SizedFrom.CATALOG: "the catalog",
+    catalog.SizedFrom.INPUT: "its config.json",
+    catalog.SizedFrom.HUB: "its config.json on the Hub",
+    catalog.SizedFrom.PARAMS_BILLION: "params_billion (a guessed Llama shape: no config.json was read)",
+}
+
+
+def model_lines(jobs: list[JobSpec]) -> list[str]:
+    """One line per Hub model of the run: its size (active parameters too, for a mixture of experts) and where its
+    shape came from."""
+    lines = []
+    for key in dict.fromkeys(job["model_key"] for job in jobs if job["model_key"] not in catalog.MODELS):
+        job = next(job for job in jobs if job["model_key"] == key)
+        model = catalog.model_of_job(job)
+        active = f", {model.active_parameters / 1e9:.2f}B active per token" if model.architecture.experts else ""
+        lines.append(
+            f"{key}: {model.params_billion:.2f}B parameters{active}, sized from "
+            f"{_SIZED_FROM[catalog.SizedFrom(job['architecture_source'])]}"
+        )
+    return lines
 
 
 def _minutes(seconds: float) -> str:
@@ -351,6 +380,8 @@ def print_estimate(estimate: Estimate) -> None:
             f"{job['hourly_price_usd']:.3f} ({job['price_source']})",
         )
     print_whole(table)
+    for line in model_lines(estimate.jobs):
+        out.print(line)
     assumptions = Table(title="Time-model constants (lambdas/catalog.py TIME_MODEL; calibrated from recorded jobs)")
     for column in ("constant", "best / expected / worst", "source"):
         assumptions.add_column(column, no_wrap=column != "source")
@@ -371,13 +402,24 @@ def print_estimate(estimate: Estimate) -> None:
 
 InputFile = Annotated[Path | None, typer.Argument(help="execution input JSON (contract v1)", show_default=False)]
 MatrixOption = Annotated[Matrix | None, typer.Option(help="a named matrix instead of a file")]
+ModelConfigOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model-config",
+        help="MODEL=FILE: a Hub model's config.json read from FILE instead of the Hub (offline); repeatable; FILE "
+        "alone when the input names one Hub model",
+    ),
+]
 
 
 @app.command()
 @translated_errors
-def validate(ctx: typer.Context, file: InputFile = None, matrix: MatrixOption = None) -> None:
-    """Check an execution input as Plan does (schema, catalog, memory fit), offline; exit 2 naming each bad field."""
-    estimate = estimate_input(execution_input(file, matrix), ctx.obj.config)
+def validate(
+    ctx: typer.Context, file: InputFile = None, matrix: MatrixOption = None, model_config: ModelConfigOption = None
+) -> None:
+    """Check an execution input as Plan does (schema, catalog, memory fit), offline but for Hub models' config.json;
+    exit 2 naming each bad field."""
+    estimate = estimate_input(sized_input(execution_input(file, matrix), model_config), ctx.obj.config)
     out.print(f"valid: {len(estimate.jobs)} job(s)")
 
 
@@ -390,9 +432,11 @@ def estimate(
     output_format: Annotated[
         OutputFormat, typer.Option("--format", help="table for people, json for CI (one JSON object on stdout)")
     ] = OutputFormat.TABLE,
+    model_config: ModelConfigOption = None,
 ) -> None:
-    """Each job's plan, time parts and low / expected / high cost by the time model, and its maximum, offline."""
-    found = estimate_input(execution_input(file, matrix), ctx.obj.config)
+    """Each job's plan, time parts and low / expected / high cost by the time model, and its maximum, offline but
+    for Hub models' config.json."""
+    found = estimate_input(sized_input(execution_input(file, matrix), model_config), ctx.obj.config)
     if output_format is OutputFormat.JSON:
         print(json.dumps(found.as_json(), indent=2))  # plain print: no Rich wrapping or markup in the JSON
         return
@@ -491,10 +535,12 @@ def start(
     budget: Annotated[float | None, typer.Option(help="budget_usd (default: the deployment's)")] = None,
     name: Annotated[str | None, typer.Option(help="execution name (the run id derives from it)")] = None,
     wait: Annotated[bool, typer.Option(help="follow the execution; exit 1 unless it SUCCEEDED")] = False,
+    model_config: ModelConfigOption = None,
 ) -> None:
-    """Validate locally, then start an execution; print its ARN and console URL."""
+    """Validate locally, then start an execution (with each Hub model's shape from its config.json); print its ARN
+    and console URL."""
     session: Session = ctx.obj
-    doc = execution_input(input_file, matrix, model, approach, budget)
+    doc = sized_input(execution_input(input_file, matrix, model, approach, budget), model_config)
     name = name or datetime.now(UTC).strftime("run-%Y%m%d-%H%M%S")
     estimate = estimate_input(doc, session.config, run_id=run_id_of(name))
     # Plan prices with the Price List API; the catalog's prices refuse an over-budget input before anything starts.

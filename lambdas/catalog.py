@@ -6,6 +6,7 @@ it receives what it needs as hyperparameters, and prints metrics in the form `ME
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
@@ -92,24 +93,130 @@ def parse_metric_lines(text: str) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------------------------------
 # Models
 # --------------------------------------------------------------------------------------------------------------------
+class ModelConfigError(ValueError):
+    """A model's config.json (or an input's `architecture`) the planner cannot size; `key` names the culprit."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 @dataclass(frozen=True)
 class Architecture:
-    """The shape of a decoder-only transformer: what the memory planner needs besides the parameter count."""
+    """The shape of a decoder-only transformer: what the memory planner needs besides the parameter count.
+
+    Dense and mixture-of-experts alike: with `experts` > 0 each decoder layer's MLP is `experts` routed SwiGLU experts
+    of `expert_intermediate_size`, `experts_per_token` of them used per token, plus (`intermediate_size` > 0) one
+    always-on shared expert of that width (Qwen2-MoE). `parameters()` counts every expert (what memory holds),
+    `active_parameters()` what one token passes through (what compute costs)."""
 
     hidden_size: int
     layers: int
     heads: int
     kv_heads: int  # < heads: grouped-query attention (smaller K/V projections and KV cache)
-    intermediate_size: int
+    intermediate_size: int  # the dense MLP's width; for an MoE model its shared expert's (0: none)
     vocab_size: int
-    gated_mlp: bool = True  # SwiGLU (gate, up, down: Llama, Mistral); False: up, down (GPT-NeoX)
+    gated_mlp: bool = True  # SwiGLU / GeGLU (gate, up, down: Llama, Mistral, Gemma); False: up, down (GPT-NeoX)
     linear_bias: bool = False  # GPT-NeoX has biases on every linear layer and LayerNorm; Llama/Mistral none
     fused_qkv: bool = False  # GPT-NeoX projects Q, K and V with one linear layer (`query_key_value`)
     tied_embeddings: bool = False  # one matrix is both the token embeddings and the output projection
     # config.json's `head_dim` where it is not hidden_size / heads: Qwen3-4B has 32 heads of 128 on a 2560-wide
     # model, so its Q projection (32 x 128 = 4096) is wider than the hidden state. None: hidden_size // heads.
     explicit_head_dim: int | None = None
-    qk_norm: bool = False  # Qwen3 RMS-normalises Q and K per head: two head_dim-wide norm weights per layer
+    qk_norm: bool = False  # Qwen3 and Gemma 3 RMS-normalise Q and K per head: two head_dim-wide weights per layer
+    qkv_bias: bool = False  # Qwen2 (and Qwen2-MoE) have biases on the Q, K and V projections only
+    norms_per_layer: int = 2  # Gemma 2 and 3 normalise before and after both blocks: 4
+    experts: int = 0  # routed experts per layer (mixture of experts); 0: a dense model
+    experts_per_token: int = 0  # how many of them each token is routed to
+    expert_intermediate_size: int = 0  # each routed expert's SwiGLU width
+
+    def __post_init__(self) -> None:
+        """Refuse shapes no model has (an input's `architecture` arrives from anyone)."""
+        if self.kv_heads > self.heads or self.heads % self.kv_heads:
+            raise ModelConfigError("kv_heads", f"kv_heads ({self.kv_heads}) must divide heads ({self.heads})")
+        if self.experts and not (1 <= self.experts_per_token <= self.experts and self.expert_intermediate_size > 0):
+            raise ModelConfigError(
+                "experts_per_token",
+                f"a mixture of {self.experts} experts needs 1 <= experts_per_token <= experts (got "
+                f"{self.experts_per_token}) and an expert_intermediate_size (got {self.expert_intermediate_size})",
+            )
+        if not self.experts and (self.experts_per_token or self.expert_intermediate_size or not self.intermediate_size):
+            raise ModelConfigError(
+                "intermediate_size",
+                "a dense model (experts 0) needs an intermediate_size and no experts_per_token or "
+                "expert_intermediate_size",
+            )
+
+    @classmethod
+    def from_hf_config(cls, config: Mapping[str, Any]) -> Architecture:
+        """The architecture a Hugging Face `config.json` describes (see `_HF_FAMILIES` for the model types read).
+
+        Keys the file omits take the transformers config class's defaults, as `from_pretrained` would (Gemma 3's
+        multimodal configs omit most of their `text_config`); the language model of a multimodal config is sized
+        (its vision tower is not). `ModelConfigError` naming the key for an unsupported model type, a missing or
+        malformed value, or a layout the planner cannot count (Qwen MoE's dense-only layers)."""
+        model_type = config.get("model_type")
+        text = config
+        if model_type in _HF_TEXT_CONFIG_WRAPPERS:
+            text = config.get("text_config") or {}
+            model_type = text.get("model_type", _HF_TEXT_CONFIG_WRAPPERS[model_type])
+        family = _HF_FAMILIES.get(model_type) if isinstance(model_type, str) else None
+        if family is None:
+            raise ModelConfigError(
+                "model_type",
+                f"config.json model_type {model_type!r} is not one the planner can size; supported: "
+                f"{', '.join(sorted(_HF_FAMILIES))}",
+            )
+
+        def value(key: str) -> Any:
+            found = text.get(key, family.defaults.get(key, _MISSING))
+            if found is _MISSING:
+                raise ModelConfigError(key, f"config.json ({model_type}) has no {key!r}")
+            return found
+
+        def number(key: str) -> int:
+            found = value(key)
+            if isinstance(found, bool) or not isinstance(found, int) or found <= 0:
+                raise ModelConfigError(key, f"config.json ({model_type}) {key!r} must be a positive integer: {found!r}")
+            return found
+
+        hidden, heads = number("hidden_size"), number("num_attention_heads")
+        kv_heads = number("num_key_value_heads") if value("num_key_value_heads") is not None else heads
+        head_dim = number("head_dim") if value("head_dim") is not None else hidden // heads
+        # Qwen MoE configs can make some layers dense (`mlp_only_layers`, or sparse every n-th layer only).
+        if family.experts_key and (text.get("mlp_only_layers") or text.get("decoder_sparse_step", 1) != 1):
+            raise ModelConfigError(
+                "mlp_only_layers",
+                f"config.json ({model_type}) mixes dense and sparse layers (mlp_only_layers, decoder_sparse_step); "
+                "the planner counts all-sparse models only",
+            )
+        experts = number(family.experts_key) if family.experts_key else 0
+        intermediate = 0 if family.dense_mlp_key is None else number(family.dense_mlp_key)
+        return cls(
+            hidden_size=hidden,
+            layers=number("num_hidden_layers"),
+            heads=heads,
+            kv_heads=kv_heads,
+            intermediate_size=intermediate,
+            vocab_size=number("vocab_size"),
+            gated_mlp=family.gated_mlp,
+            linear_bias=family.linear_bias,
+            fused_qkv=family.fused_qkv,
+            tied_embeddings=bool(value("tie_word_embeddings")),
+            explicit_head_dim=head_dim if head_dim != hidden // heads else None,
+            qk_norm=family.qk_norm,
+            # Qwen2 always biases Q, K and V; Llama-style `attention_bias` also biases O (hidden_size more per layer,
+            # not counted).
+            qkv_bias=family.qkv_bias or (bool(text.get("attention_bias", False)) and not family.linear_bias),
+            norms_per_layer=family.norms_per_layer,
+            experts=experts,
+            experts_per_token=number("num_experts_per_tok") if experts else 0,
+            expert_intermediate_size=number(family.expert_mlp_key) if family.expert_mlp_key else 0,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as plain JSON (the execution input's `architecture`, the job spec's)."""
+        return dataclasses.asdict(self)
 
     @property
     def head_dim(self) -> int:
@@ -126,22 +233,43 @@ class Architecture:
         """Width of the K (and of the V) projection."""
         return self.kv_heads * self.head_dim
 
+    @property
+    def active_intermediate_size(self) -> int:
+        """The MLP width one token passes through: its routed experts' and the shared expert's, or the dense MLP's
+        (what activation memory and compute per token scale with)."""
+        return self.experts_per_token * self.expert_intermediate_size + self.intermediate_size
+
     def layer_linears(self) -> tuple[tuple[int, int], ...]:
         """(in, out) features of every linear layer of one decoder layer: what LoRA's `all-linear` targets and
-        what bitsandbytes quantizes to 4 bits (embeddings and the output projection stay 16-bit)."""
+        what bitsandbytes quantizes to 4 bits (embeddings and the output projection stay 16-bit).
+
+        Routed experts are not linear layers: transformers 5 keeps each MoE layer's experts as 3-D parameters
+        (`MixtralExperts.gate_up_proj`), so `all-linear` adapts attention and the shared expert (with its 1-wide
+        gate) only; the experts are counted in `layer_parameters`."""
         h, i, q, kv = self.hidden_size, self.intermediate_size, self.q_dim, self.kv_dim
         qkv = ((h, q + 2 * kv),) if self.fused_qkv else ((h, q), (h, kv), (h, kv))
-        mlp = ((h, i), (h, i), (i, h)) if self.gated_mlp else ((h, i), (i, h))
-        return (*qkv, (q, h), *mlp)
+        mlp = (((h, i), (h, i), (i, h)) if self.gated_mlp else ((h, i), (i, h))) if i else ()
+        shared_gate = ((h, 1),) if self.experts and i else ()
+        return (*qkv, (q, h), *mlp, *shared_gate)
+
+    def _expert_parameters(self) -> int:
+        """One routed expert's SwiGLU (gate, up, down)."""
+        return 3 * self.hidden_size * self.expert_intermediate_size
 
     def layer_parameters(self) -> int:
-        """Parameters of one decoder layer: its linear layers plus two norms (and biases where the model has them)."""
+        """Parameters of one decoder layer: its linear layers, routed experts and router, norms (and biases where the
+        model has them)."""
         linears = self.layer_linears()
         weights = sum(fan_in * fan_out for fan_in, fan_out in linears)
-        biases = sum(fan_out for _, fan_out in linears) if self.linear_bias else 0
-        norms = 2 * self.hidden_size * (2 if self.linear_bias else 1)  # LayerNorm has a bias, RMSNorm does not
+        if self.linear_bias:
+            biases = sum(fan_out for _, fan_out in linears)
+        else:
+            biases = self.q_dim + 2 * self.kv_dim if self.qkv_bias else 0
+        # LayerNorm has a bias, RMSNorm does not
+        norms = self.norms_per_layer * self.hidden_size * (2 if self.linear_bias else 1)
         qk_norms = 2 * self.head_dim if self.qk_norm else 0  # one weight per head width, shared by the heads
-        return weights + biases + norms + qk_norms
+        moe = self.experts * (self._expert_parameters() + self.hidden_size)  # each expert and its router row
+        return weights + biases + norms + qk_norms + moe
 
     def embedding_parameters(self) -> int:
         """Token embeddings plus the output projection (once when tied) and the final norm."""
@@ -149,8 +277,15 @@ class Architecture:
         return embeddings + self.hidden_size * (2 if self.linear_bias else 1)
 
     def parameters(self) -> int:
-        """Total parameters (exact for the catalog's models: it matches their published counts)."""
+        """Total parameters, every expert included (exact for the catalog's models: it matches their published
+        counts)."""
         return self.layers * self.layer_parameters() + self.embedding_parameters()
+
+    def active_parameters(self) -> int:
+        """Parameters one token passes through (the routed experts it is not sent to left out); == `parameters()`
+        for a dense model. Compute (FLOPs per token) scales with this, memory with `parameters()`."""
+        idle = (self.experts - self.experts_per_token) * self._expert_parameters()
+        return self.parameters() - self.layers * idle
 
     def lora_parameters(self, rank: int) -> int:
         """Trainable parameters of a rank-`rank` LoRA on every linear layer (PEFT's `all-linear`: A is r x in,
@@ -158,9 +293,79 @@ class Architecture:
         return self.layers * rank * sum(fan_in + fan_out for fan_in, fan_out in self.layer_linears())
 
 
-# A Hub id gives no shape, so the planner guesses one from the size: Llama-shaped (SwiGLU, width = 128 x depth as in
-# Llama-2-7B/13B), full multi-head attention and a 128,256-token vocabulary (Llama 3's). Every guess errs towards
-# more memory: no grouped-query saving on the KV cache, a big vocabulary for the logits.
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class _HfFamily:
+    """How one config.json `model_type` maps onto Architecture: its fixed traits, and the defaults of the keys its
+    config.json may omit (transformers 5.3's config class defaults, checked by tests/lambdas against the library)."""
+
+    defaults: Mapping[str, Any]
+    gated_mlp: bool = True
+    linear_bias: bool = False
+    fused_qkv: bool = False
+    qkv_bias: bool = False
+    qk_norm: bool = False
+    norms_per_layer: int = 2
+    dense_mlp_key: str | None = "intermediate_size"  # the dense (or shared-expert) MLP's width; None: no such MLP
+    experts_key: str | None = None  # mixture of experts: the key counting the routed experts
+    expert_mlp_key: str | None = None  # and the one giving each expert's width
+
+
+def _defaults(vocab: int, kv_heads: int | None, head_dim: int | None, *, tied: bool, **more: Any) -> dict[str, Any]:
+    return {
+        "vocab_size": vocab,
+        "num_key_value_heads": kv_heads,
+        "head_dim": head_dim,
+        "tie_word_embeddings": tied,
+        **more,
+    }
+
+
+# The model types the planner sizes from config.json. A None default: derived (kv heads = heads, head_dim = hidden /
+# heads). Phi-3 fuses gate and up into one `gate_up_proj` too; LoRA's count treats them as two (the same weights,
+# rank x hidden more adapter parameters). Gemma's GeGLU has SwiGLU's three projections.
+_HF_FAMILIES: dict[str, _HfFamily] = {
+    "llama": _HfFamily(_defaults(32000, None, None, tied=False)),
+    "mistral": _HfFamily(_defaults(32000, 8, None, tied=False)),
+    "qwen2": _HfFamily(_defaults(151936, 32, None, tied=False), qkv_bias=True),
+    "qwen3": _HfFamily(_defaults(151936, 32, 128, tied=False), qk_norm=True),
+    "gemma": _HfFamily(_defaults(256000, 16, 256, tied=True)),
+    "gemma2": _HfFamily(_defaults(256000, 4, 256, tied=True), norms_per_layer=4),
+    "gemma3_text": _HfFamily(
+        _defaults(262208, 4, 256, tied=True, num_attention_heads=8), qk_norm=True, norms_per_layer=4
+    ),
+    "gpt_neox": _HfFamily(_defaults(50432, None, None, tied=False), gated_mlp=False, linear_bias=True, fused_qkv=True),
+    "phi3": _HfFamily(_defaults(32064, None, None, tied=False), fused_qkv=True),
+    "mixtral": _HfFamily(
+        _defaults(32000, 8, None, tied=False, num_local_experts=8, num_experts_per_tok=2),
+        dense_mlp_key=None,
+        experts_key="num_local_experts",
+        expert_mlp_key="intermediate_size",
+    ),
+    "qwen2_moe": _HfFamily(
+        _defaults(151936, 16, None, tied=False, num_experts=60, num_experts_per_tok=4),
+        qkv_bias=True,
+        dense_mlp_key="shared_expert_intermediate_size",
+        experts_key="num_experts",
+        expert_mlp_key="moe_intermediate_size",
+    ),
+    "qwen3_moe": _HfFamily(
+        _defaults(151936, 4, None, tied=False, num_experts=128, num_experts_per_tok=8),
+        qk_norm=True,
+        dense_mlp_key=None,
+        experts_key="num_experts",
+        expert_mlp_key="moe_intermediate_size",
+    ),
+}
+# Multimodal configs whose language model is described under `text_config` (and that model's default type).
+_HF_TEXT_CONFIG_WRAPPERS: dict[str, str] = {"gemma3": "gemma3_text"}
+
+
+# A Hub id without a readable config.json gives no shape, so the planner guesses one from the size: Llama-shaped
+# (SwiGLU, width = 128 x depth as in Llama-2-7B/13B), full multi-head attention and a 128,256-token vocabulary (Llama
+# 3's). Every guess errs towards more memory: no grouped-query saving on the KV cache, a big vocabulary for the logits.
 _ESTIMATE_WIDTH_PER_LAYER = 128
 _ESTIMATE_VOCAB_SIZE = 128_256
 
@@ -175,21 +380,36 @@ def estimate_architecture(parameters: int) -> Architecture:
     return Architecture(hidden, layers, heads, heads, intermediate, _ESTIMATE_VOCAB_SIZE)
 
 
+class SizedFrom(StrEnum):
+    """Where a model's shape came from (Plan logs it; the job spec carries it)."""
+
+    CATALOG = "catalog"  # the catalog's own entry
+    INPUT = "input"  # the execution input's `architecture` (the CLI reads config.json)
+    HUB = "hub"  # config.json fetched from the Hub by Plan
+    PARAMS_BILLION = "params_billion"  # a guessed Llama shape of the input's size (or the default 7B)
+
+
 @dataclass(frozen=True)
 class Model:
     """A causal language model the workflow can fine-tune."""
 
     key: str
     hf_id: str
-    family: str
     architecture: Architecture
-    parameters: int  # exact for catalog models (from the architecture); the input's size for Hub ids
+    parameters: int  # exact from the architecture, except a guessed shape's: the input's size
     gated: bool
+    sized_from: SizedFrom = SizedFrom.CATALOG
 
     @property
     def params_billion(self) -> float:
         """Size in billions of parameters (selects the defaults bucket)."""
         return self.parameters / 1e9
+
+    @property
+    def active_parameters(self) -> int:
+        """Parameters one token passes through (an MoE model's routed experts it is not sent to left out): what
+        FLOPs scale with. `parameters` for a dense model."""
+        return self.parameters - (self.architecture.parameters() - self.architecture.active_parameters())
 
     @property
     def embedding_parameters(self) -> int:
@@ -198,8 +418,8 @@ class Model:
         return min(self.architecture.embedding_parameters(), self.parameters // 2)
 
 
-def _catalog_model(key: str, hf_id: str, family: str, architecture: Architecture, *, gated: bool) -> Model:
-    return Model(key, hf_id, family, architecture, architecture.parameters(), gated)
+def _catalog_model(key: str, hf_id: str, architecture: Architecture, *, gated: bool) -> Model:
+    return Model(key, hf_id, architecture, architecture.parameters(), gated)
 
 
 MODELS: dict[str, Model] = {
@@ -208,12 +428,11 @@ MODELS: dict[str, Model] = {
         # Shapes from each model's config.json on the Hub. Gated on the Hub: training needs the HF token (passed as
         # a Secrets Manager ARN, never the value), and Plan refuses the run when the token secret has no value.
         _catalog_model(
-            "llama2-7b", "meta-llama/Llama-2-7b-hf", "llama", Architecture(4096, 32, 32, 32, 11008, 32000), gated=True
+            "llama2-7b", "meta-llama/Llama-2-7b-hf", Architecture(4096, 32, 32, 32, 11008, 32000), gated=True
         ),
         _catalog_model(
             "mistral-7b",
             "mistralai/Mistral-7B-v0.1",
-            "mistral",
             Architecture(4096, 32, 32, 8, 14336, 32000),
             # Gated since 2024 (its Hub page asks to accept the licence; e.g. mosaicml/llm-foundry#1117).
             gated=True,
@@ -221,7 +440,6 @@ MODELS: dict[str, Model] = {
         _catalog_model(
             "gpt-neox-20b",
             "EleutherAI/gpt-neox-20b",
-            "gpt_neox",
             Architecture(6144, 44, 64, 64, 24576, 50432, gated_mlp=False, linear_bias=True, fused_qkv=True),
             gated=False,
         ),
@@ -231,7 +449,6 @@ MODELS: dict[str, Model] = {
         _catalog_model(
             "llama3.1-8b",
             "meta-llama/Llama-3.1-8B",
-            "llama",
             # config.json as quoted in citsjtu2020/LLM-Prof sglang/Model_Config.md ("Llama-3.1-8B"):
             # 4096, 32, 32, 8, 14336, 128256, tie_word_embeddings false.
             Architecture(4096, 32, 32, 8, 14336, 128_256),
@@ -240,7 +457,6 @@ MODELS: dict[str, Model] = {
         _catalog_model(
             "llama3.2-3b",
             "meta-llama/Llama-3.2-3B",
-            "llama",
             # Same source ("Llama-3.2-3B"): 3072, 28, 24, 8, 8192, 128256, head_dim 128 (= 3072 / 24),
             # tie_word_embeddings true.
             Architecture(3072, 28, 24, 8, 8192, 128_256, tied_embeddings=True),
@@ -249,7 +465,6 @@ MODELS: dict[str, Model] = {
         _catalog_model(
             "mistral-7b-v0.3",
             "mistralai/Mistral-7B-v0.3",
-            "mistral",
             # Mistral-7B-v0.1's shape with the vocabulary "extended to 32768" (the v0.3 model card); its linear
             # shapes (q 4096x4096, k/v 1024x4096, gate/up 14336x4096) as listed for "Mistral-7B-v0.3" in the code
             # corpus; tie_word_embeddings false.
@@ -259,16 +474,15 @@ MODELS: dict[str, Model] = {
         _catalog_model(
             "qwen3-8b",
             "Qwen/Qwen3-8B",
-            "qwen3",
             # config.json as copied in Chen-Oliver/qwen3-8b-base config.json: 4096, 36, 32, 8, 12288, 151936,
-            # head_dim 128, tie_word_embeddings false; Qwen3 normalises Q and K (no QKV bias, unlike Qwen2).
-            Architecture(4096, 36, 32, 8, 12288, 151_936, explicit_head_dim=128, qk_norm=True),
+            # head_dim 128 (= 4096 / 32, so not explicit), tie_word_embeddings false; Qwen3 normalises Q and K (no
+            # QKV bias, unlike Qwen2).
+            Architecture(4096, 36, 32, 8, 12288, 151_936, qk_norm=True),
             gated=False,  # Apache 2.0, ungated
         ),
         _catalog_model(
             "qwen3-4b",
             "Qwen/Qwen3-4B",
-            "qwen3",
             # config.json as copied in akougkas/warpio-cli warpio-docs/ai-docs/model_cards/qwen3:4b.md: 2560, 36, 32,
             # 8, 9728, 151936, head_dim 128 (32 x 128 = 4096 > 2560), tie_word_embeddings true.
             Architecture(2560, 36, 32, 8, 9728, 151_936, tied_embeddings=True, explicit_head_dim=128, qk_norm=True),
@@ -279,7 +493,8 @@ MODELS: dict[str, Model] = {
 
 # Any other Hugging Face causal LM can be named by its Hub id (`org/name`); the Hub's own rules for those names.
 HF_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-# A Hub id says nothing about size: assume the study's smallest class unless the input says `params_billion`.
+# A Hub id whose config.json could not be read: assume the study's smallest class unless the input says
+# `params_billion`.
 DEFAULT_PARAMS_BILLION = 7.0
 
 
@@ -288,18 +503,51 @@ def is_hf_id(value: str) -> bool:
     return bool(HF_ID_PATTERN.fullmatch(value))
 
 
-def resolve_model(model: str, params_billion: float | None = None) -> Model:
+def resolve_model(
+    model: str,
+    params_billion: float | None = None,
+    architecture: Architecture | Mapping[str, Any] | None = None,
+    *,
+    sized_from: SizedFrom = SizedFrom.INPUT,
+) -> Model:
     """The catalog model for a key, or an ad-hoc entry for a Hub id; `KeyError` when it is neither.
 
-    `params_billion` sizes a Hub id (it selects the default instance and batch size, and the planner's guessed
-    shape); for catalog keys the catalog's own size wins, so the study defaults stay what they are.
+    A Hub id is sized from `architecture` (an Architecture or its fields, e.g. a job spec's; `sized_from` says where
+    it came from), else from `params_billion` with a guessed Llama shape (the last fallback: the size selects the
+    default instance and batch size). For catalog keys the catalog's own shape wins, so the study defaults stay what
+    they are. `ModelConfigError` for architecture fields that describe no model.
     """
     if model in MODELS:
         return MODELS[model]
-    if is_hf_id(model):
-        parameters = round((params_billion if params_billion is not None else DEFAULT_PARAMS_BILLION) * 1e9)
-        return Model(model, model, "causal-lm", estimate_architecture(parameters), parameters, gated=False)
-    raise KeyError(model)
+    if not is_hf_id(model):
+        raise KeyError(model)
+    if architecture is not None:
+        if not isinstance(architecture, Architecture):
+            architecture = Architecture(**architecture)
+        return Model(model, model, architecture, architecture.parameters(), gated=False, sized_from=sized_from)
+    parameters = round((params_billion if params_billion is not None else DEFAULT_PARAMS_BILLION) * 1e9)
+    return Model(
+        model, model, estimate_architecture(parameters), parameters, gated=False, sized_from=SizedFrom.PARAMS_BILLION
+    )
+
+
+def model_of_job(job: Mapping[str, Any]) -> Model:
+    """The Model a job spec (or a resolved experiment) was planned with: its `architecture`, or for a guessed shape its
+    `params_billion`, so that every later step (a remedy's re-plan) sizes the model Plan sized."""
+    if job.get("architecture_source") == SizedFrom.PARAMS_BILLION or not job.get("architecture"):
+        return resolve_model(job["model_key"], job.get("params_billion"))
+    return resolve_model(
+        job["model_key"], architecture=job["architecture"], sized_from=SizedFrom(job["architecture_source"])
+    )
+
+
+def job_model_fields(model: Model) -> dict[str, Any]:
+    """What a job spec carries of its model so `model_of_job` rebuilds it: the shape, where it came from, the size."""
+    return {
+        "architecture": model.architecture.to_dict(),
+        "architecture_source": model.sized_from.value,
+        "params_billion": model.params_billion,
+    }
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -212,7 +212,7 @@ def step_traffic(shape: JobShape, fit: memory.FitEstimate) -> StepTraffic:
     n = shape.model.parameters
     strategy = shape.strategy
     checkpointing = memory.uses_gradient_checkpointing(shape.workload, shape.placement)
-    per_token = flops_per_token(shape.approach, n, checkpointing)
+    per_token = flops_per_token(shape.approach, shape.model.active_parameters, checkpointing)  # MoE: routed experts
     tokens = tokens_per_example(shape.prompt_style, shape.max_seq_length, shape.task)
     step_tokens = shape.batch_size * shape.gradient_accumulation_steps * shape.data_parallel * tokens
     # split: one GPU works at a time; torchrun strategies: every GPU on its own batch.
@@ -340,7 +340,7 @@ def evaluation_work(shape: JobShape) -> tuple[float, int]:
     answer_tokens = (
         catalog.SFT_DECODE_TOKENS_PER_SAMPLE if catalog.is_sft(shape.task) else catalog.DECODE_TOKENS_PER_SAMPLE
     )
-    flops = shape.eval_samples * tokens * 2 * shape.model.parameters
+    flops = shape.eval_samples * tokens * 2 * shape.model.active_parameters
     steps = math.ceil(shape.eval_samples / max(shape.eval_batch_size, 1)) * answer_tokens
     return flops, steps
 

@@ -11,8 +11,8 @@ from typing import Any, TypedDict
 
 
 class AttemptFields(TypedDict, total=False):
-    """A JobSpec's optional fields: what remedies (lambdas/remedies.py) add to an attempt after the first, what
-    the experiment adds for them, and the demo's failure injection. Absent on Plan's specs (attempt 1)."""
+    """A JobSpec's optional fields: what remedies (lambdas/remedies.py) add to an attempt after the first, and the
+    demo's failure injection. Absent on Plan's specs (attempt 1)."""
 
     # Attempts (lambdas/remedies.py): absent on Plan's specs, which are attempt 1.
     attempt: int  # 1-based
@@ -21,7 +21,6 @@ class AttemptFields(TypedDict, total=False):
     allowance_usd: float  # the most all attempts of this job may cost (its share of budget_usd)
     tried_instance_types: list[str]
     remedies_applied: list[str]
-    params_billion: float  # a Hub model's size from its experiment (the memory planner needs it)
     # Demo only (offline runner): the failure the local training backend injects into this job's first attempt.
     inject_failure: str
 
@@ -32,6 +31,10 @@ class JobSpec(AttemptFields):
     run_id: str
     job_name: str
     model_key: str  # catalog key or Hub id
+    # The model as Plan sized it (catalog.model_of_job rebuilds it, so a remedy re-plans the same model):
+    architecture: dict[str, Any]  # catalog.Architecture's fields
+    architecture_source: str  # catalog.SizedFrom: catalog | input | hub | params_billion (a guessed shape)
+    params_billion: float  # the size Plan used (a guessed shape's: the input's params_billion, or 7)
     gpus_per_instance: int
     # Hyperparameters (catalog.HYPERPARAMETERS; see there for defaults and meaning)
     approach: str

@@ -382,7 +382,7 @@ def activation_bytes(workload: Workload, placement: Placement) -> float:
     """
     arch = workload.model.architecture
     a = _compute_bytes(placement.precision)
-    h, i = arch.hidden_size, arch.intermediate_size
+    h, i = arch.hidden_size, arch.active_intermediate_size  # MoE: the widths of the experts a token is routed to
     tokens = workload.batch_size * workload.seq_length
     mlp_intermediates = 4 if arch.gated_mlp else 2
     per_token = a * (2 * h + 2 * arch.q_dim + 2 * arch.kv_dim + mlp_intermediates * i) + 2 * 4 * h
@@ -598,7 +598,7 @@ def _evaluation(workload: Workload, placement: Placement) -> tuple[float, int]:
     tokens = workload.eval_batch_size * workload.seq_length
     kv_cache = 2 * arch.layers * arch.kv_dim * a * tokens
     mlp_intermediates = 4 if arch.gated_mlp else 2
-    prefill = tokens * a * (arch.hidden_size + mlp_intermediates * arch.intermediate_size)
+    prefill = tokens * a * (arch.hidden_size + mlp_intermediates * arch.active_intermediate_size)
     logits = workload.eval_batch_size * arch.vocab_size * 4  # the last position, in fp32
     runtime = RUNTIME_RESERVE_GIB * GIB if placement.instance.has_gpu else 0.0
     one = weights + kv_cache + prefill + logits + runtime

@@ -16,6 +16,7 @@ import math
 import re
 import time
 import unicodedata
+import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -148,6 +149,68 @@ def _models_allowed() -> str:
     return ", ".join(catalog.MODELS) + ", or a Hugging Face model id 'org/name'"
 
 
+# Fetches a Hub model's config.json (None when it cannot: no network, gated, missing); see `fetch_hub_config`.
+HubConfigFetcher = Callable[[str], Mapping[str, Any] | None]
+
+
+def resolve_experiment_model(experiment: Mapping[str, Any], fetch_config: HubConfigFetcher | None) -> catalog.Model:
+    """The experiment's model. A Hub id is sized from, in order: the input's `architecture` (the CLI reads config.json
+    with the user's token), the config.json `fetch_config` gets from the Hub, and `params_billion` (a guessed Llama
+    shape, 7B when absent). `KeyError` for an unknown model; `catalog.ModelConfigError` for an input `architecture`
+    that describes no model. A fetched config.json the planner cannot size falls back to `params_billion` (logged):
+    the input is not at fault."""
+    model = experiment["model"]
+    if model in catalog.MODELS or not catalog.is_hf_id(model):
+        return catalog.resolve_model(model)
+    if experiment.get("architecture") is not None:
+        return catalog.resolve_model(model, architecture=experiment["architecture"], sized_from=catalog.SizedFrom.INPUT)
+    fetched = fetch_config(model) if fetch_config is not None else None
+    if fetched is not None:
+        try:
+            architecture = catalog.Architecture.from_hf_config(fetched)
+        except catalog.ModelConfigError as exc:
+            logger.warning("%s: its config.json cannot be sized (%s); sizing it from params_billion", model, exc)
+        else:
+            return catalog.resolve_model(model, architecture=architecture, sized_from=catalog.SizedFrom.HUB)
+    return catalog.resolve_model(model, experiment.get("params_billion"))
+
+
+HUB_ENDPOINT = "https://huggingface.co"
+# Plan's Lambda waits this long for one config.json (a few KB) before sizing the model from params_billion.
+HUB_CONFIG_TIMEOUT_SECONDS = 5.0
+
+
+def fetch_hub_config(
+    model_id: str,
+    *,
+    endpoint: str = HUB_ENDPOINT,
+    timeout: float = HUB_CONFIG_TIMEOUT_SECONDS,
+    opener: Callable[..., Any] = urllib.request.urlopen,
+) -> dict[str, Any] | None:
+    """`<model_id>`'s config.json from the Hub's main revision, unauthenticated; None (logged) when it cannot be read.
+
+    Plan never reads the token secret (it only checks it has a value: `check_hf_token`), so a gated model's file
+    answers 401 here and the model is sized from the input: `finetune start` sends its `architecture`, read with the
+    user's own token."""
+    url = f"{endpoint}/{model_id}/resolve/main/config.json"
+    try:
+        with opener(urllib.request.Request(url, headers={"User-Agent": "finetune-plan"}), timeout=timeout) as response:
+            found = json.loads(response.read(_HUB_CONFIG_MAX_BYTES))
+    except (OSError, ValueError) as exc:  # URLError, HTTPError and timeouts are OSErrors; bad JSON a ValueError
+        logger.warning("cannot read %s (%s); %s is sized from params_billion", url, exc, model_id)
+        return None
+    return found if isinstance(found, dict) else None
+
+
+# A config.json is a few KB; a response larger than this is not one.
+_HUB_CONFIG_MAX_BYTES = 1 << 20
+
+
+def cached_fetcher(fetch: HubConfigFetcher) -> HubConfigFetcher:
+    """`fetch` asked once per model id (an input names a model for several approaches and its baseline)."""
+    return functools.lru_cache(maxsize=None)(fetch)
+
+
 def _resolve_settings(
     experiment: dict[str, Any], doc: dict[str, Any], model: catalog.Model, defaults: catalog.JobDefaults
 ) -> dict[str, Any]:
@@ -187,23 +250,29 @@ def _resolve_experiment(
     doc: dict[str, Any],
     problems: list[tuple[str, str]],
     runtime_cap_hours: float | None,
+    fetch_config: HubConfigFetcher | None = None,
 ) -> tuple[catalog.Model, dict[str, Any]] | None:
     """The model and every setting of one experiment (fit not yet planned); None when it has problems."""
     path = f"experiments[{index}]"
     approach = experiment["approach"]
     try:
-        model = catalog.resolve_model(experiment["model"], experiment.get("params_billion"))
+        model = resolve_experiment_model(experiment, fetch_config)
     except KeyError:
         problems.append((f"{path}.model", f"unknown model {experiment['model']!r}; allowed: {_models_allowed()}"))
         return None
-    if "params_billion" in experiment and experiment["model"] in catalog.MODELS:
-        problems.append(
-            (
-                f"{path}.params_billion",
-                f"only for Hugging Face ids; {model.key} is a catalog model of {model.params_billion:.2f}B",
-            )
-        )
+    except catalog.ModelConfigError as exc:
+        problems.append((f"{path}.architecture", str(exc)))
         return None
+    for field in ("params_billion", "architecture"):
+        if field in experiment and experiment["model"] in catalog.MODELS:
+            problems.append(
+                (
+                    f"{path}.{field}",
+                    f"only for Hugging Face ids; {model.key} is a catalog model of {model.params_billion:.2f}B",
+                )
+            )
+            return None
+    logger.info("experiments[%d]: %s sized from %s (%.2fB)", index, model.key, model.sized_from, model.params_billion)
     defaults = catalog.job_defaults(model.params_billion, approach)
     instance_type = experiment.get("instance_type", defaults.instance_type)
     if unsupported := catalog.unsupported_reason(instance_type):
@@ -238,7 +307,8 @@ def _resolve_experiment(
     values["max_runtime_seconds"] = min(max(1, round(hours * 3600)), MAX_SECONDS)
     values["model_key"] = model.key
     values["gpus_per_instance"] = instance.gpus
-    values["parameters"] = model.parameters  # for the expected-cost estimate (a Hub id's size is in the input only)
+    # The model as sized here travels with the job (catalog.model_of_job): every later step plans the same model.
+    values.update(catalog.job_model_fields(model))
     return model, values
 
 
@@ -321,13 +391,13 @@ def requested_experiments(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def with_baselines(experiments: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`experiments` plus one zero-shot baseline per model (and Hub size) that has none, in order of first use.
+    """`experiments` plus one zero-shot baseline per model (and Hub size or shape) that has none, in order of first use.
 
     A baseline takes only the model's identity: every other setting is the baseline defaults of its size class.
     """
 
-    def identity(experiment: dict[str, Any]) -> tuple[str, Any]:
-        return experiment["model"], experiment.get("params_billion")
+    def identity(experiment: dict[str, Any]) -> tuple[str, Any, str]:
+        return experiment["model"], experiment.get("params_billion"), json.dumps(experiment.get("architecture"))
 
     covered = {identity(exp) for exp in experiments if exp["approach"] == catalog.BASELINE}
     added: list[dict[str, Any]] = []
@@ -337,8 +407,9 @@ def with_baselines(experiments: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         covered.add(key)
         baseline = {"model": experiment["model"], "approach": catalog.BASELINE}
-        if "params_billion" in experiment:
-            baseline["params_billion"] = experiment["params_billion"]
+        for field in ("params_billion", "architecture"):
+            if field in experiment:
+                baseline[field] = experiment[field]
         added.append(baseline)
     return [*experiments, *added]
 
@@ -354,14 +425,18 @@ def task_problems(doc: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def validate_execution_input(
-    execution_input: Any, *, default_max_runtime_hours: float | None = None
+    execution_input: Any,
+    *,
+    default_max_runtime_hours: float | None = None,
+    fetch_config: HubConfigFetcher | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Schema, catalog and memory-fit checks without touching AWS (the CLI runs this before starting an execution).
 
     Returns the validated input (schema defaults filled in) and the resolved experiments (the study matrix when
     `experiments` is omitted), each with the planner's instance type and count, batch, `strategy` and
     `save_interval_seconds` (the cheapest expected plan that fits: `plan_placement`).
-    `default_max_runtime_hours` is the deployment's cap on default runtime bounds. Raises `InvalidExecutionInput`
+    `default_max_runtime_hours` is the deployment's cap on default runtime bounds; `fetch_config` reads a Hub model's
+    config.json when the input has no `architecture` for it (`resolve_experiment_model`). Raises `InvalidExecutionInput`
     listing every input problem, then `InfeasibleJob` listing every experiment that does not fit.
     """
     doc = validate_schema(execution_input)
@@ -370,7 +445,8 @@ def validate_execution_input(
     # Resolved once here, so every job spec (and the ledger row after it) names the metric its run is ranked by.
     doc["primary_metric"] = catalog.primary_metric(doc.get("task"), doc.get("primary_metric"))
     resolved = [
-        _resolve_experiment(i, exp, doc, problems, default_max_runtime_hours) for i, exp in enumerate(experiments)
+        _resolve_experiment(i, exp, doc, problems, default_max_runtime_hours, fetch_config)
+        for i, exp in enumerate(experiments)
     ]
     if problems:
         raise InvalidExecutionInput(problems)
@@ -513,12 +589,15 @@ def build_jobs(
             "test_s3_uri": test_uri,
             "checkpoint_s3_uri": naming.checkpoint_uri(bucket, run_id, job_name),
             "output_s3_uri": naming.output_uri(bucket, exp["model_key"], exp["approach"]),
+            "architecture": exp["architecture"],
+            "architecture_source": exp["architecture_source"],
+            "params_billion": exp["params_billion"],
         }
         key = calibration.job_calibration_key(exp)
         in_force = (calibrations or {}).get(key) or calibration.uncalibrated(key)
         found = estimate.estimate_for_job(
             spec,
-            model=catalog.resolve_model(exp["model_key"], exp["parameters"] / 1e9),
+            model=catalog.model_of_job(exp),
             rows=rows,
             rows_source=rows_source,
             calibration=in_force,
@@ -811,12 +890,16 @@ def plan_run(
     quotas: Any,
     secretsmanager: Any,
     dynamodb: Any = None,
+    fetch_config: HubConfigFetcher | None = None,
 ) -> PlanOutput:
     """The Plan step: `{"run_id", "jobs", "total_estimated_max_cost_usd", "total_estimated_cost_usd", "budget_usd",
     "calibration"}` or a typed error (the budget gate uses the maximum). With `dynamodb` and the ledger's table name,
-    each job's estimate is calibrated from recorded jobs like it; `calibration` lists what was in force per key."""
+    each job's estimate is calibrated from recorded jobs like it; `calibration` lists what was in force per key.
+    `fetch_config` reads the config.json of a Hub model the input gives no `architecture` for."""
     doc, experiments = validate_execution_input(
-        execution_input, default_max_runtime_hours=config.default_max_runtime_hours
+        execution_input,
+        default_max_runtime_hours=config.default_max_runtime_hours,
+        fetch_config=cached_fetcher(fetch_config) if fetch_config is not None else None,
     )
     run_id = naming.run_id_from_execution_name(execution_name)
     check_dataset_prefix(doc, config.bucket_name)

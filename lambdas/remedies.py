@@ -145,7 +145,7 @@ def allowance_usd(job: Mapping[str, Any], reserve_per_job_usd: float) -> Decimal
 
 
 def _model(job: Mapping[str, Any]) -> catalog.Model:
-    return catalog.resolve_model(job["model_key"], job.get("params_billion"))
+    return catalog.model_of_job(job)
 
 
 def _rows(job: Mapping[str, Any]) -> float:

@@ -349,6 +349,8 @@ class LocalAccount:
         # The offline runner is the one place where an experiment's demo-only `inject_failure` is honoured (by the
         # local training backends); deployed functions lack this variable, so Plan refuses the field there.
         self.environment[ALLOW_FAILURE_INJECTION] = "true"
+        # Offline: Plan sizes Hub models from the input (architecture, params_billion), never fetching config.json.
+        self.environment["HF_HUB_OFFLINE"] = "1"
         # Cleanup looks for a run's jobs again once an in-flight Launch has returned (Launch's timeout + 1 minute in
         # AWS); here a Launch returns within a second or two.
         self.environment["CLEANUP_RESWEEP_SECONDS"] = "2"

@@ -7,7 +7,9 @@ ExecutionLimitExceeded, HfTokenMissing, QuotaExceeded, ConfigurationError. Nothi
 from __future__ import annotations
 
 import math
+import os
 import time
+from collections.abc import Mapping
 from typing import Any, cast
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -35,6 +37,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         secretsmanager=aws.client("secretsmanager"),
         # Calibration reads are advisory (the table's values are the fallback): few attempts, a short timeout.
         dynamodb=aws.client("dynamodb", max_attempts=2, read_timeout=10),
+        fetch_config=None if hub_offline() else plan.fetch_hub_config,
     )
     result = {**result, "jobs": with_experiment_fields(event.get("input") or {}, result["jobs"], config)}
     logger.info(
@@ -51,10 +54,17 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return {**result, "healing": healing(event.get("input") or {}, result, deadline_epoch_seconds=deadline)}
 
 
+def hub_offline(env: Mapping[str, str] | None = None) -> bool:
+    """Whether Plan must not fetch config.json from the Hub: `HF_HUB_OFFLINE`, the Hub's own switch (the offline
+    runner and the tests set it); a Hub model is then sized from the input alone."""
+    value = (os.environ if env is None else env).get("HF_HUB_OFFLINE", "")
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
 def with_experiment_fields(execution_input: dict[str, Any], jobs: list[JobSpec], config: Any) -> list[JobSpec]:
-    """Plan's specs plus what remedies need from their experiments: `params_billion` (a Hub model's size, for the
-    memory planner) and the demo-only `inject_failure`, refused unless this is the offline runner
-    (settings.failure_injection_allowed). Explicit experiments map one to one, in order, onto the jobs."""
+    """Plan's specs plus the demo-only `inject_failure` of their experiments, refused unless this is the offline
+    runner (settings.failure_injection_allowed). Explicit experiments map one to one, in order, onto the jobs (the
+    model's size and shape are on every spec already: Plan puts them there)."""
     experiments = execution_input.get("experiments") or []
     injected = [(i, e["inject_failure"]) for i, e in enumerate(experiments) if e.get("inject_failure")]
     if injected and not settings.failure_injection_allowed():
@@ -67,7 +77,7 @@ def with_experiment_fields(execution_input: dict[str, Any], jobs: list[JobSpec],
     if len(experiments) != len(jobs):
         return jobs
     extra = [
-        {key: experiment[key] for key in ("params_billion", "inject_failure") if experiment.get(key) is not None}
+        {"inject_failure": experiment["inject_failure"]} if experiment.get("inject_failure") else {}
         for experiment in experiments
     ]
     return [cast(JobSpec, {**job, **fields}) for job, fields in zip(jobs, extra, strict=True)]

@@ -84,6 +84,8 @@ JOB_FIELDS = {
     "gpus_per_instance",
     "strategy",
     "parameters",
+    "active_parameters",
+    "sized_from",
     "epochs",
     "train_rows",
     "tokens_per_example",

@@ -19,7 +19,7 @@ from training_code import config as training_config
 SCHEMA = plan.load_schema()
 EXPERIMENT_SCHEMA = SCHEMA["properties"]["experiments"]["items"]
 # Experiment fields that are the model's identity rather than settings of the job.
-MODEL_FIELDS = {"model", "params_billion"}
+MODEL_FIELDS = {"model", "params_billion", "architecture"}
 # Per-experiment fields only the offline demo honours (lambdas/handlers/plan.py refuses them elsewhere).
 DEMO_FIELDS = {"inject_failure"}
 # Top-level fields that are not per-job settings.

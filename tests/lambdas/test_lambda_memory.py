@@ -33,12 +33,10 @@ MISTRAL_7B = catalog.MODELS["mistral-7b"]
 NEOX_20B = catalog.MODELS["gpt-neox-20b"]
 # LLaMA-65B's config.json (huggyllama/llama-65b): the QLoRA paper's largest model.
 LLAMA_65B_SHAPE = catalog.Architecture(8192, 80, 64, 64, 22016, 32000)
-LLAMA_65B = catalog.Model(
-    "llama-65b", "huggyllama/llama-65b", "llama", LLAMA_65B_SHAPE, LLAMA_65B_SHAPE.parameters(), False
-)
+LLAMA_65B = catalog.Model("llama-65b", "huggyllama/llama-65b", LLAMA_65B_SHAPE, LLAMA_65B_SHAPE.parameters(), False)
 # Meta-Llama-3-8B's config.json: 8,030,261,248 parameters.
 LLAMA3_8B_SHAPE = catalog.Architecture(4096, 32, 32, 8, 14336, 128256)
-LLAMA3_8B = catalog.Model("llama3-8b", "meta-llama/Meta-Llama-3-8B", "llama", LLAMA3_8B_SHAPE, 8_030_261_248, False)
+LLAMA3_8B = catalog.Model("llama3-8b", "meta-llama/Meta-Llama-3-8B", LLAMA3_8B_SHAPE, 8_030_261_248, False)
 # 48 GB and 24 GB cards outside the catalog, with their driver-reported totals [NVSMI]; RTX 4090: 24,564 MiB.
 GPU_48GB = catalog.InstanceType("one-48gb-gpu", 1, catalog.Accelerator("L40S", 48, 46068 / 1024, bf16=True), 256, 0)
 RTX_4090 = catalog.InstanceType("one-rtx-4090", 1, catalog.Accelerator("RTX 4090", 24, 24564 / 1024, bf16=True), 64, 0)

@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -101,6 +101,42 @@ def deployment_jobs(sagemaker: Any, job_name_prefix: str, since: datetime) -> li
     return [jobs[name] for name in sorted(jobs)]
 
 
+@dataclass
+class Findings:
+    """What one pass found among the deployment's jobs (by the ledger and the running executions)."""
+
+    watched: list[str] = field(default_factory=list)  # names of jobs a running execution still watches
+    unwatched: list[dict[str, Any]] = field(default_factory=list)  # running, nobody watching: to stop
+    unrecorded: list[dict[str, Any]] = field(default_factory=list)  # no ledger row: to record
+    under_recorded: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)  # (job, stale row)
+
+
+def _findings(
+    jobs: list[dict[str, Any]], watched_runs: set[str], run_items: Callable[[str], list[dict[str, Any]]]
+) -> Findings:
+    """Sort the jobs into watched, unwatched, unrecorded and under-recorded (ledger rows read once per run)."""
+    found = Findings()
+    rows_by_run: dict[str, dict[str, dict[str, Any]]] = {}
+    for job in jobs:
+        run_id = cleanup.job_run_id(job) or ""
+        if run_id in watched_runs:
+            found.watched.append(job["TrainingJobName"])
+            continue
+        if run_id not in rows_by_run:
+            items = run_items(run_id) if run_id else []
+            rows_by_run[run_id] = {str(i.get("job_name")): i for i in items if str(i.get("sk", "")).startswith("JOB#")}
+        row = rows_by_run[run_id].get(job["TrainingJobName"])
+        if job.get("TrainingJobStatus") in cleanup.RUNNING_STATUSES:
+            found.unwatched.append(job)
+        if row is None:
+            found.unrecorded.append(job)
+        elif int(row.get("billable_seconds") or 0) < int(job.get("BillableTimeInSeconds") or 0):
+            # Recorded while it still ran (a workflow that stopped watching it wrote its cost so far): the bill
+            # grew since. Only the time and cost are brought up to SageMaker's final numbers.
+            found.under_recorded.append((job, row))
+    return found
+
+
 def reconcile(
     config: ReconcileSettings,
     *,
@@ -120,28 +156,11 @@ def reconcile(
     # to this pass alike (both idempotent).
     jobs = deployment_jobs(sagemaker, config.job_name_prefix, now() - timedelta(days=config.lookback_days))
     watched_runs = running_run_ids(stepfunctions, config.state_machine_arn)
-    rows_by_run: dict[str, dict[str, dict[str, Any]]] = {}
-    unwatched, unrecorded, under_recorded, watched = [], [], [], []
-    for job in jobs:
-        run_id = cleanup.job_run_id(job) or ""
-        if run_id in watched_runs:
-            watched.append(job["TrainingJobName"])
-            continue
-        if run_id not in rows_by_run:
-            items = ledger.run_items(dynamodb, config.table_name, run_id) if run_id else []
-            rows_by_run[run_id] = {str(i.get("job_name")): i for i in items if str(i.get("sk", "")).startswith("JOB#")}
-        row = rows_by_run[run_id].get(job["TrainingJobName"])
-        if job.get("TrainingJobStatus") in cleanup.RUNNING_STATUSES:
-            unwatched.append(job)
-        if row is None:
-            unrecorded.append(job)
-        elif int(row.get("billable_seconds") or 0) < int(job.get("BillableTimeInSeconds") or 0):
-            # Recorded while it still ran (a workflow that stopped watching it wrote its cost so far): the bill
-            # grew since. Only the time and cost are brought up to SageMaker's final numbers.
-            under_recorded.append((job, row))
+    found = _findings(jobs, watched_runs, lambda run_id: ledger.run_items(dynamodb, config.table_name, run_id))
+    unwatched, unrecorded, under_recorded = found.unwatched, found.unrecorded, found.under_recorded
     result: dict[str, Any] = {
         "checked": len(jobs),
-        "watched": watched,
+        "watched": found.watched,
         "unwatched": [job["TrainingJobName"] for job in unwatched],
         "unrecorded": [job["TrainingJobName"] for job in unrecorded],
         "under_recorded": [job["TrainingJobName"] for job, _row in under_recorded],

@@ -247,6 +247,42 @@ def _split_names(value: str) -> list[str]:
     return [name.strip() for name in value.split(",") if name.strip()]
 
 
+def _to_bool(name: str, raw: str, text: str) -> bool:
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise ConfigError(f"hyperparameter {name}={raw!r} is not a boolean (use true or false)")
+
+
+def _to_int(name: str, raw: str, text: str) -> int:
+    try:
+        number = float(text)
+    except ValueError:
+        number = None
+    if number is None or not number.is_integer():
+        raise ConfigError(f"hyperparameter {name}={raw!r} is not an integer")
+    return int(number)
+
+
+def _to_float(name: str, raw: str, text: str) -> float:
+    try:
+        number = float(text)
+    except ValueError:
+        raise ConfigError(f"hyperparameter {name}={raw!r} is not a number") from None
+    # nan passes every range check below (each comparison with it is false) and inf trains forever.
+    if not math.isfinite(number):
+        raise ConfigError(f"hyperparameter {name}={raw!r} is not a finite number")
+    return number
+
+
+_CONVERTERS: dict[typing.Any, typing.Callable[[str, str, str], typing.Any]] = {
+    bool: _to_bool,
+    int: _to_int,
+    float: _to_float,
+}
+
+
 def _coerce(name: str, raw: str, annotation: typing.Any) -> typing.Any:
     """Convert the text of `--name raw` to the field's type, with an error that names the hyperparameter."""
     optional = False
@@ -256,30 +292,8 @@ def _coerce(name: str, raw: str, annotation: typing.Any) -> typing.Any:
     text = raw.strip()
     if optional and text.lower() in _UNSET:
         return None
-    if annotation is bool:
-        if text.lower() in _TRUE:
-            return True
-        if text.lower() in _FALSE:
-            return False
-        raise ConfigError(f"hyperparameter {name}={raw!r} is not a boolean (use true or false)")
-    if annotation is int:
-        try:
-            number = float(text)
-        except ValueError:
-            number = None
-        if number is None or not number.is_integer():
-            raise ConfigError(f"hyperparameter {name}={raw!r} is not an integer")
-        return int(number)
-    if annotation is float:
-        try:
-            number = float(text)
-        except ValueError:
-            raise ConfigError(f"hyperparameter {name}={raw!r} is not a number") from None
-        # nan passes every range check below (each comparison with it is false) and inf trains forever.
-        if not math.isfinite(number):
-            raise ConfigError(f"hyperparameter {name}={raw!r} is not a finite number")
-        return number
-    return text
+    convert = _CONVERTERS.get(annotation)
+    return convert(name, raw, text) if convert else text
 
 
 def _argv_pairs(argv: list[str]) -> typing.Iterator[tuple[str, str]]:

@@ -84,6 +84,41 @@ def _string(value: Any, where: str, field: str, *, allow_empty: bool = False) ->
     return value
 
 
+def _parse_prompt_completion(row: dict[str, Any], where: str) -> SftExample:
+    for field in ("prompt", "completion"):
+        if field not in row:
+            raise DataError(f"{where}: field {field!r} is missing")
+    # A prompt may be empty (pure continuation); an empty completion would teach nothing.
+    return SftExample(
+        prompt=_string(row["prompt"], where, "prompt", allow_empty=True),
+        completion=_string(row["completion"], where, "completion"),
+    )
+
+
+def _parse_message(message: Any, where: str, field: str) -> dict[str, str]:
+    if not isinstance(message, dict):
+        raise DataError(f"{where}: field {field!r} must be an object with 'role' and 'content'")
+    role = message.get("role")
+    if role not in ROLES:
+        raise DataError(f"{where}: field '{field}.role' is {role!r}; allowed: {', '.join(ROLES)}")
+    return {
+        "role": role,
+        "content": _string(message.get("content"), where, f"{field}.content", allow_empty=role != ASSISTANT),
+    }
+
+
+def _parse_messages(messages: Any, where: str) -> SftExample:
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}: field 'messages' must be a non-empty list of {{role, content}} objects")
+    parsed = [_parse_message(message, where, f"messages[{index}]") for index, message in enumerate(messages)]
+    if parsed[-1]["role"] != ASSISTANT:
+        raise DataError(
+            f"{where}: field 'messages[{len(parsed) - 1}].role' is {parsed[-1]['role']!r}; the last message must be "
+            "the assistant's answer (what is trained and evaluated)"
+        )
+    return SftExample(messages=tuple(parsed))
+
+
 def parse_row(row: Any, where: str) -> SftExample:
     """One JSON row as an `SftExample`; `DataError` naming the line (`where`) and the field at fault."""
     if not isinstance(row, dict):
@@ -94,34 +129,7 @@ def parse_row(row: Any, where: str) -> SftExample:
         raise DataError(
             f"{where}: a row has either 'messages' or 'prompt' and 'completion' (found: {', '.join(sorted(row))})"
         )
-    if has_plain:
-        for field in ("prompt", "completion"):
-            if field not in row:
-                raise DataError(f"{where}: field {field!r} is missing")
-        # A prompt may be empty (pure continuation); an empty completion would teach nothing.
-        return SftExample(
-            prompt=_string(row["prompt"], where, "prompt", allow_empty=True),
-            completion=_string(row["completion"], where, "completion"),
-        )
-    messages = row["messages"]
-    if not isinstance(messages, list) or not messages:
-        raise DataError(f"{where}: field 'messages' must be a non-empty list of {{role, content}} objects")
-    parsed = []
-    for index, message in enumerate(messages):
-        field = f"messages[{index}]"
-        if not isinstance(message, dict):
-            raise DataError(f"{where}: field {field!r} must be an object with 'role' and 'content'")
-        role = message.get("role")
-        if role not in ROLES:
-            raise DataError(f"{where}: field '{field}.role' is {role!r}; allowed: {', '.join(ROLES)}")
-        content = _string(message.get("content"), where, f"{field}.content", allow_empty=role != ASSISTANT)
-        parsed.append({"role": role, "content": content})
-    if parsed[-1]["role"] != ASSISTANT:
-        raise DataError(
-            f"{where}: field 'messages[{len(parsed) - 1}].role' is {parsed[-1]['role']!r}; the last message must be "
-            "the assistant's answer (what is trained and evaluated)"
-        )
-    return SftExample(messages=tuple(parsed))
+    return _parse_prompt_completion(row, where) if has_plain else _parse_messages(row["messages"], where)
 
 
 def read_sft_dir(directory: Path) -> list[SftExample]:

@@ -256,12 +256,25 @@ class LocalAccount:
         self.stop_execution(execution_arn, error="States.Timeout", cause="The execution timed out.")
 
     def _create_resources(self) -> None:
+        """Every resource of the template the workflow touches, as moto resources, in dependency order."""
+        role_arn = boto3.client("iam", region_name=REGION).create_role(
+            RoleName="local-execution", AssumeRolePolicyDocument="{}"
+        )["Role"]["Arn"]
+        self._create_storage()
+        self._create_secret_key_and_topic()
+        # The state machine is created last (its definition names the functions), but the reconciler's environment
+        # names it: its ARN is known from its name.
+        state_machine = _only(self.workflow.template, "AWS::StepFunctions::StateMachine")
+        self.resolver.refs[state_machine] = f"arn:aws:states:{REGION}:{ACCOUNT_ID}:stateMachine:{STATE_MACHINE_NAME}"
+        functions = self._create_functions(role_arn)
+        self._set_local_environment()
+        self._create_state_machine_and_rules(state_machine, functions, role_arn)
+
+    def _create_storage(self) -> None:
+        """The data bucket and the ledger table, keyed and indexed as the template defines them."""
         template = self.workflow.template
         resolver = self.resolver
         s3 = boto3.client("s3", region_name=REGION)
-        iam = boto3.client("iam", region_name=REGION)
-
-        role_arn = iam.create_role(RoleName="local-execution", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
         data_bucket = _only(template, "AWS::S3::Bucket", lambda _k, v: "LoggingConfiguration" in v["Properties"])
         s3.create_bucket(Bucket=DATA_BUCKET)
         resolver.refs[data_bucket] = DATA_BUCKET
@@ -281,6 +294,10 @@ class LocalAccount:
         resolver.refs[table] = TABLE_NAME
         resolver.attributes[(table, "Arn")] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT_ID}:table/{TABLE_NAME}"
 
+    def _create_secret_key_and_topic(self) -> None:
+        """The HF token secret (without a value), the KMS key, the SNS topic and the SageMaker role's ARN."""
+        template = self.workflow.template
+        resolver = self.resolver
         # As the template creates it: without a value (GetSecretValue answers ResourceNotFoundException) until the
         # user puts the token in; `put_hf_token` does that here.
         secret = _only(template, "AWS::SecretsManager::Secret")
@@ -301,11 +318,12 @@ class LocalAccount:
         sagemaker_role = _only(template, "AWS::IAM::Role", lambda k, _v: k.startswith("SageMakerRole"))
         resolver.attributes[(sagemaker_role, "Arn")] = f"arn:aws:iam::{ACCOUNT_ID}:role/local-sagemaker"
 
-        # The state machine is created last (its definition names the functions), but the reconciler's environment
-        # names it: its ARN is known from its name.
-        state_machine = _only(template, "AWS::StepFunctions::StateMachine")
-        resolver.refs[state_machine] = f"arn:aws:states:{REGION}:{ACCOUNT_ID}:stateMachine:{STATE_MACHINE_NAME}"
-
+    def _create_functions(self, role_arn: str) -> dict[str, Any]:
+        """The template's Lambda functions (their handlers, timeouts and resolved environments), and the training
+        code asset where CDK would publish it; returns the functions by logical id."""
+        template = self.workflow.template
+        resolver = self.resolver
+        s3 = boto3.client("s3", region_name=REGION)
         # The training code asset goes where CDK would publish it, so Launch's CODE_S3_URI points at real bytes.
         assets_bucket = f"cdk-hnb659fds-assets-{ACCOUNT_ID}-{REGION}"
         s3.create_bucket(Bucket=assets_bucket)
@@ -337,6 +355,10 @@ class LocalAccount:
         code_uri = self.environment["CODE_S3_URI"]
         bucket, key = naming.split_s3_uri(code_uri)
         s3.put_object(Bucket=bucket, Key=key, Body=self.workflow.training_code_tarball.read_bytes())
+        return functions
+
+    def _set_local_environment(self) -> None:
+        """What differs offline from the stack's environment, each for a stated reason."""
         # Quieter handler logs on the terminal; everything else is exactly the stack's environment.
         self.environment["POWERTOOLS_LOG_LEVEL"] = os.environ.get("FINETUNE_LOCAL_LOG_LEVEL", "ERROR")
         # Record's EMF metric lines are for CloudWatch; on the terminal they show only with the handler logs.
@@ -355,6 +377,11 @@ class LocalAccount:
         # AWS); here a Launch returns within a second or two.
         self.environment["CLEANUP_RESWEEP_SECONDS"] = "2"
 
+    def _create_state_machine_and_rules(self, state_machine: str, functions: dict[str, Any], role_arn: str) -> None:
+        """The state machine from the template's definition, then the EventBridge rules and schedules that target
+        the functions."""
+        template = self.workflow.template
+        resolver = self.resolver
         definition = resolver.resolve(template["Resources"][state_machine]["Properties"]["DefinitionString"])
         self.state_machine_arn = boto3.client("stepfunctions", region_name=REGION).create_state_machine(
             name=STATE_MACHINE_NAME, definition=definition, roleArn=role_arn

@@ -281,6 +281,12 @@ class Architecture:
         counts)."""
         return self.layers * self.layer_parameters() + self.embedding_parameters()
 
+    def routed_expert_parameters(self) -> int:
+        """Every routed expert's weights (0 for a dense model). transformers 5 stores them as 3-D parameters, not
+        `nn.Linear` layers, and bitsandbytes quantizes `nn.Linear` (and `Conv1D`) only
+        (`transformers.integrations.bitsandbytes.replace_with_bnb_linear`), so under QLoRA they stay 16-bit."""
+        return self.layers * self.experts * self._expert_parameters()
+
     def active_parameters(self) -> int:
         """Parameters one token passes through (the routed experts it is not sent to left out); == `parameters()`
         for a dense model. Compute (FLOPs per token) scales with this, memory with `parameters()`."""
@@ -416,6 +422,12 @@ class Model:
         """Parameters outside the decoder layers (token embeddings, output projection): 16-bit even under QLoRA.
         For a Hub id's guessed shape at most half the model, so a small model's guess cannot be all embeddings."""
         return min(self.architecture.embedding_parameters(), self.parameters // 2)
+
+    @property
+    def unquantized_parameters(self) -> int:
+        """What a 4-bit load leaves 16-bit: the embeddings and output projection, and an MoE model's routed experts
+        (not linear layers, so bitsandbytes does not quantize them)."""
+        return self.embedding_parameters + self.architecture.routed_expert_parameters()
 
 
 def _catalog_model(key: str, hf_id: str, architecture: Architecture, *, gated: bool) -> Model:

@@ -533,12 +533,12 @@ def _qlora_state(workload: Workload, placement: Placement) -> DeviceMemory:
     model = workload.model
     adapters = workload.adapter_parameters
     a = _compute_bytes(placement.precision)
-    quantized = model.parameters - model.embedding_parameters
+    quantized = model.parameters - model.unquantized_parameters
     largest_linear = max(fan_in * fan_out for fan_in, fan_out in model.architecture.layer_linears())
-    # NF4 decoder layers, 16-bit embeddings and output projection; TRL casts the adapters to bf16 (the QLoRA recipe);
-    # bitsandbytes dequantizes one layer's weight at a time to multiply by it.
+    # NF4 linear layers; 16-bit embeddings, output projection and MoE routed experts; TRL casts the adapters to bf16
+    # (the QLoRA recipe); bitsandbytes dequantizes one layer's weight at a time to multiply by it.
     return DeviceMemory(
-        weights=NF4_BYTES_PER_PARAMETER * quantized + a * model.embedding_parameters + 2 * adapters,
+        weights=NF4_BYTES_PER_PARAMETER * quantized + a * model.unquantized_parameters + 2 * adapters,
         gradients=2 * adapters,
         optimizer=_optimizer_bytes_per_parameter(workload.chosen_optimizer, 2) * adapters,
         working=a * largest_linear,

@@ -20,7 +20,8 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -105,10 +106,11 @@ def deployment_jobs(sagemaker: Any, job_name_prefix: str, since: datetime) -> li
 class Findings:
     """What one pass found among the deployment's jobs (by the ledger and the running executions)."""
 
-    watched: list[str] = field(default_factory=list)  # names of jobs a running execution still watches
-    unwatched: list[dict[str, Any]] = field(default_factory=list)  # running, nobody watching: to stop
-    unrecorded: list[dict[str, Any]] = field(default_factory=list)  # no ledger row: to record
-    under_recorded: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)  # (job, stale row)
+    watched: list[str] = dataclass_field(default_factory=list)  # names of jobs a running execution still watches
+    unwatched: list[dict[str, Any]] = dataclass_field(default_factory=list)  # running, nobody watching: to stop
+    unrecorded: list[dict[str, Any]] = dataclass_field(default_factory=list)  # no ledger row: to record
+    # (job, its stale row)
+    under_recorded: list[tuple[dict[str, Any], dict[str, Any]]] = dataclass_field(default_factory=list)
 
 
 def _findings(

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from lambdas import catalog
+from lambdas import catalog, memory
 from lambdas.catalog import Architecture, ModelConfigError
 
 CONFIGS = Path(__file__).parent / "hf_configs"
@@ -142,3 +142,21 @@ def test_hub_id_without_architecture_is_guessed_from_params_billion_and_says_so(
     assert model.sized_from is catalog.SizedFrom.PARAMS_BILLION
     assert model.parameters == 13_000_000_000
     assert model.active_parameters == model.parameters
+
+
+def test_a_4bit_moe_model_keeps_its_routed_experts_in_16_bit() -> None:
+    # Given Qwen3-30B-A3B sized from its config.json, and a dense model of the same size
+    moe = catalog.resolve_model("Qwen/Qwen3-30B-A3B", architecture=Architecture.from_hf_config(config("Qwen3-30B-A3B")))
+    dense = catalog.resolve_model("org/dense-30b", params_billion=moe.parameters / 1e9)
+
+    # When QLoRA's weights are counted (bitsandbytes quantizes nn.Linear only; transformers 5.3 keeps routed
+    # experts as 3-D parameters)
+    def weights_gib(model: catalog.Model) -> float:
+        workload = memory.Workload(model=model, approach="qlora", batch_size=1, seq_length=256)
+        placement = memory.Placement(catalog.INSTANCES["ml.g6e.xlarge"])
+        return memory.estimate(workload, placement, memory.Strategy.SINGLE).device.weights / 2**30
+
+    # Then the experts (28.9B of its 30.5B) are 16-bit: ~54 GiB, where an all-4-bit count said ~16
+    assert moe.architecture.routed_expert_parameters() > 0.9 * moe.parameters
+    assert weights_gib(moe) > 50
+    assert weights_gib(dense) < 20

@@ -13,8 +13,8 @@ import pytest
 
 from finetune.local.backends import ScriptedOutcome
 from finetune.local.calls import AwsCall
-from finetune.local.iam_gate import Gate, Need, action_matches
 from stacks.constructs.grants import GRANTS
+from tests.support.iam_gate import Gate, Need, action_matches
 from tests.workflow.conftest import GOOD_METRICS, approach_of, running_account
 from tests.workflow.test_state_machine import OOM_FAILURE, THREE_JOBS
 

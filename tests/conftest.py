@@ -1,14 +1,19 @@
-"""Suite-wide fixtures. The app is synthesized ONCE per session (a cold synth costs seconds)."""
+"""Suite-wide fixtures: those more than one test folder uses. The app is synthesized ONCE per session (a cold synth
+costs seconds), and so are the tiny models. Helpers (plain functions, classes, constants) live in tests/support."""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.training import ARCHITECTURES, Job, create_job, tokenizer_corpus
 
 # Never reach a real account, metadata endpoint or tracing daemon from a test.
 os.environ.update(
@@ -59,6 +64,33 @@ def workflow() -> Any:
     from finetune.local.runner import synthesize
 
     return synthesize()
+
+
+@pytest.fixture
+def account_with(workflow: Any) -> Iterator[Callable[..., Any]]:
+    """`account_with(outcome_for)` → a running emulated account whose training jobs end as scripted (workflow, CLI,
+    fault, leak and security tests); every account opened is closed at the end of the test."""
+    from tests.support.workflow import running_account
+
+    with ExitStack() as accounts:
+        yield lambda outcome_for: accounts.enter_context(running_account(workflow, outcome_for))
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One tiny model per architecture (training and security tests); the tokenizer and warm-up see the train texts
+    and label names only."""
+    from finetune.local.tiny_model import build_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    corpus = tokenizer_corpus()
+    return {architecture: build_tiny_model(architecture, root / architecture, corpus) for architecture in ARCHITECTURES}
+
+
+@pytest.fixture
+def make_job(tmp_path: Path) -> Callable[[str], Job]:
+    """Create job folders (tests/support/training.py's `create_job`) under this test's tmp_path."""
+    return lambda name="job": create_job(tmp_path / name)
 
 
 @pytest.fixture(autouse=True)

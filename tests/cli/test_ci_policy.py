@@ -18,9 +18,9 @@ from finetune.deployment import deployment_config
 from finetune.local.backends import ScriptedOutcome
 from finetune.local.calls import AwsCall, attributed_to
 from finetune.local.runner import ACCOUNT_ID, DATA_BUCKET, REGION, TABLE_NAME
-from tests.cli.conftest import answer_quota_requests, finetune
 from tests.support import iam_gate
-from tests.workflow.conftest import GOOD_METRICS, approach_of
+from tests.support.cli import answer_quota_requests, finetune
+from tests.support.workflow import GOOD_METRICS, approach_of
 
 ROOT = Path(__file__).resolve().parents[2]
 CI = "CiPrincipal"

@@ -7,12 +7,12 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.synth import SynthesizedApp
 from tests.support.training import ARCHITECTURES, Job, create_job, tokenizer_corpus
 
 # Never reach a real account, metadata endpoint or tracing daemon from a test.
@@ -31,15 +31,6 @@ os.environ.update(
         "TRANSFORMERS_OFFLINE": "1",
     }
 )
-
-
-@dataclass(frozen=True)
-class SynthesizedApp:
-    """Templates of the app as `cdk synth` produces them (cdk.json context, nag checks included)."""
-
-    main: Any  # aws_cdk.assertions.Template of the fine-tuning stack
-    quotas: Any  # aws_cdk.assertions.Template of the quota stack
-    main_json: dict[str, Any]
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ costs seconds), and so are the tiny models. Helpers (plain functions, classes, c
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -12,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.logging_hygiene import drop_handlers_on_closed_streams
 from tests.support.synth import SynthesizedApp
 from tests.support.training import ARCHITECTURES, Job, create_job, tokenizer_corpus
 
@@ -93,14 +93,7 @@ def _no_log_handler_left_on_a_closed_stream() -> Iterator[None]:
     ends, and any later record on that logger (botocore's credential message, say) prints a "Logging error" traceback
     into whatever the next test captures. Which tests share a process depends on pytest-xdist's distribution."""
     yield
-    loggers = [
-        logging.getLogger(),
-        *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)),
-    ]
-    for logger in loggers:
-        for handler in logger.handlers[:]:
-            if getattr(getattr(handler, "stream", None), "closed", False):
-                logger.removeHandler(handler)
+    drop_handlers_on_closed_streams()
 
 
 # --------------------------------------------------------------------------------------------------------------------

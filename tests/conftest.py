@@ -1,15 +1,19 @@
-"""Suite-wide fixtures. The app is synthesized ONCE per session (a cold synth costs seconds)."""
+"""Suite-wide fixtures: those more than one test folder uses. The app is synthesized ONCE per session (a cold synth
+costs seconds), and so are the tiny models. Helpers (plain functions, classes, constants) live in tests/support."""
 
 from __future__ import annotations
 
-import logging
-import sys
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.logging_hygiene import drop_handlers_on_closed_streams
+from tests.support.synth import SynthesizedApp
+from tests.support.training import ARCHITECTURES, Job, create_job, tokenizer_corpus
 
 # Never reach a real account, metadata endpoint or tracing daemon from a test.
 os.environ.update(
@@ -27,15 +31,6 @@ os.environ.update(
         "TRANSFORMERS_OFFLINE": "1",
     }
 )
-
-
-@dataclass(frozen=True)
-class SynthesizedApp:
-    """Templates of the app as `cdk synth` produces them (cdk.json context, nag checks included)."""
-
-    main: Any  # aws_cdk.assertions.Template of the fine-tuning stack
-    quotas: Any  # aws_cdk.assertions.Template of the quota stack
-    main_json: dict[str, Any]
 
 
 @pytest.fixture(scope="session")
@@ -62,26 +57,43 @@ def workflow() -> Any:
     return synthesize()
 
 
+@pytest.fixture
+def account_with(workflow: Any) -> Iterator[Callable[..., Any]]:
+    """`account_with(outcome_for)` → a running emulated account whose training jobs end as scripted (workflow, CLI,
+    fault, leak and security tests); every account opened is closed at the end of the test."""
+    from tests.support.workflow import running_account
+
+    with ExitStack() as accounts:
+        yield lambda outcome_for: accounts.enter_context(running_account(workflow, outcome_for))
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One tiny model per architecture (training and security tests); the tokenizer and warm-up see the train texts
+    and label names only."""
+    from finetune.local.tiny_model import build_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    corpus = tokenizer_corpus()
+    return {architecture: build_tiny_model(architecture, root / architecture, corpus) for architecture in ARCHITECTURES}
+
+
+@pytest.fixture
+def make_job(tmp_path: Path) -> Callable[[str], Job]:
+    """Create job folders (tests/support/training.py's `create_job`) under this test's tmp_path."""
+    return lambda name="job": create_job(tmp_path / name)
+
+
 @pytest.fixture(autouse=True)
 def _no_log_handler_left_on_a_closed_stream() -> Iterator[None]:
-    """After each test, point log handlers whose stream a capture (capsys, CliRunner, redirect_stdout) has closed
-    back at the process's real stderr.
+    """After each test, drop log handlers whose stream a capture (capsys, CliRunner, redirect_stdout) has closed.
 
     Code that configures logging for a process of its own (train.py, library loggers configured on first use) binds
     a handler to the stream of that moment; in one test process that stream is a test's capture, closed when the test
     ends, and any later record on that logger (botocore's credential message, say) prints a "Logging error" traceback
-    into whatever the next test captures. Which tests share a process depends on pytest-xdist's distribution.
-    The handler is re-pointed, not removed: Powertools' Logger reads its own handler as `handlers[0]` and raised
-    IndexError in a later test's Lambda when an earlier test's capture had closed it."""
+    into whatever the next test captures. Which tests share a process depends on pytest-xdist's distribution."""
     yield
-    loggers = [
-        logging.getLogger(),
-        *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)),
-    ]
-    for logger in loggers:
-        for handler in logger.handlers[:]:
-            if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, "closed", False):
-                handler.stream = sys.__stderr__  # not setStream: it flushes the old, closed stream first
+    drop_handlers_on_closed_streams()
 
 
 # --------------------------------------------------------------------------------------------------------------------

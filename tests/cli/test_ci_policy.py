@@ -1,4 +1,4 @@
-"""docs/ci.md's CI policy allows every call of the CI path, by the project's IAM evaluator (finetune/local/iam_gate):
+"""docs/ci.md's CI policy allows every call of the CI path, by the project's IAM evaluator (tests/support/iam_gate.py):
 the AWS CLI commands of examples/ci/run-study.sh and the workflow, and the calls the CLI's CI commands make in a run
 against the emulated account, with the placeholders filled in with that account's names."""
 
@@ -15,12 +15,12 @@ import boto3
 import pytest
 
 from finetune.deployment import deployment_config
-from finetune.local import iam_gate
 from finetune.local.backends import ScriptedOutcome
 from finetune.local.calls import AwsCall, attributed_to
 from finetune.local.runner import ACCOUNT_ID, DATA_BUCKET, REGION, TABLE_NAME
-from tests.cli.conftest import answer_quota_requests, finetune
-from tests.workflow.conftest import GOOD_METRICS, approach_of
+from tests.support import iam_gate
+from tests.support.cli import answer_quota_requests, finetune
+from tests.support.workflow import GOOD_METRICS, approach_of
 
 ROOT = Path(__file__).resolve().parents[2]
 CI = "CiPrincipal"

@@ -11,8 +11,8 @@ import boto3
 from finetune.local.backends import ScriptedOutcome
 from finetune.local.runner import REGION, TABLE_NAME
 from lambdas import ledger
-from tests.cli.conftest import finetune
-from tests.workflow.conftest import GOOD_METRICS
+from tests.support.cli import finetune
+from tests.support.workflow import GOOD_METRICS
 
 
 def _row(run_id: str, model: str, approach: str, status: str, accuracy: str | None, cost: str) -> dict[str, Any]:

@@ -12,8 +12,8 @@ import pytest
 from finetune import hub_data
 from finetune.local.backends import ScriptedOutcome
 from finetune.local.runner import DATA_BUCKET, REGION
-from tests.cli.conftest import finetune
-from tests.workflow.conftest import GOOD_METRICS
+from tests.support.cli import finetune
+from tests.support.workflow import GOOD_METRICS
 from training_code.banking77 import LABELS
 from training_code.data import DataError
 

@@ -13,8 +13,8 @@ from rich.console import Console
 import finetune.cli as cli
 from finetune import live
 from finetune.local.backends import ScriptedOutcome
-from tests.cli.conftest import finetune
-from tests.workflow.conftest import GOOD_METRICS
+from tests.support.cli import finetune
+from tests.support.workflow import GOOD_METRICS
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 

@@ -13,8 +13,8 @@ from moto import mock_aws
 from finetune import logs as job_logs
 from finetune.local.backends import ScriptedOutcome
 from finetune.local.runner import REGION
-from tests.cli.conftest import finetune
-from tests.workflow.conftest import GOOD_METRICS
+from tests.support.cli import finetune
+from tests.support.workflow import GOOD_METRICS
 
 
 def _now_ms() -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lambdas import catalog, estimate
-from tests.cli.conftest import finetune
+from tests.support.cli import finetune
 
 pytestmark = pytest.mark.usefixtures("no_credentials")
 

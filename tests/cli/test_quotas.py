@@ -7,8 +7,8 @@ import boto3
 
 from finetune.local.backends import ScriptedOutcome
 from finetune.local.runner import REGION
-from tests.cli.conftest import answer_quota_requests, finetune
-from tests.workflow.conftest import GOOD_METRICS
+from tests.support.cli import answer_quota_requests, finetune
+from tests.support.workflow import GOOD_METRICS
 
 
 def _codes() -> dict[str, str]:

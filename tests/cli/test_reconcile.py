@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from finetune.local.backends import ScriptedOutcome
-from tests.cli.conftest import finetune
+from tests.support.cli import finetune
 
 STILL_TRAINING = ScriptedOutcome(polls_in_progress=10_000)
 

@@ -13,8 +13,8 @@ import pytest
 from finetune.local.backends import ScriptedOutcome
 from finetune.local.runner import DATA_BUCKET, REGION
 from lambdas import report
-from tests.cli.conftest import answer_quota_requests, finetune
-from tests.workflow.conftest import GOOD_METRICS
+from tests.support.cli import answer_quota_requests, finetune
+from tests.support.workflow import GOOD_METRICS
 
 TRAINS_WELL = ScriptedOutcome(metrics=GOOD_METRICS)
 STILL_TRAINING = ScriptedOutcome(polls_in_progress=10_000, metrics=GOOD_METRICS)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from finetune.cli import Session, app
 from finetune.deployment import StackNotFound, StackOutputs, deployment_config, describe_stack_outputs
-from tests.cli.conftest import finetune
+from tests.support.cli import finetune
 
 
 def _cloudformation():

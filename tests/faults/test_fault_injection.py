@@ -23,7 +23,7 @@ import pytest
 
 from finetune.local.backends import ScriptedOutcome
 from finetune.local.runner import ExecutionResult, LocalAccount
-from tests.workflow.conftest import GOOD_METRICS, approach_of
+from tests.support.workflow import GOOD_METRICS, approach_of
 
 ONE_JOB = {"experiments": [{"model": "mistral-7b", "approach": "lora"}], "budget_usd": 500, "max_runtime_hours": 2}
 TWO_JOBS = {

@@ -1,4 +1,4 @@
-"""What the synthesized policies allow, evaluated like IAM does (finetune.local.iam_gate), for the grants that moto
+"""What the synthesized policies allow, evaluated like IAM does (tests/support/iam_gate.py), for the grants that moto
 cannot check and a real account refuses or over-allows; and parliament's lint of every policy of both stacks."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from finetune.local.cfn import Resolver
-from finetune.local.iam_gate import TRAINING_LOG_GROUP, Gate, Need, lint_policies
 from finetune.local.runner import ACCOUNT_ID, REGION
 from lambdas.ledger import CALIBRATION_INDEX, MODEL_APPROACH_INDEX
 from stacks.app_builder import cdk_json_context
 from stacks.config import CONTEXT_KEY, load_config
 from stacks.packaging import REPO_ROOT
+from tests.support.iam_gate import TRAINING_LOG_GROUP, Gate, Need, lint_policies
 
 LOGS = f"arn:aws:logs:{REGION}:{ACCOUNT_ID}:log-group:{TRAINING_LOG_GROUP}"
 TRAINING_JOBS = f"arn:aws:sagemaker:{REGION}:{ACCOUNT_ID}:training-job"

@@ -25,7 +25,7 @@ from finetune.local.backends import ScriptedOutcome
 from finetune.local.runner import REGION, LocalAccount
 from lambdas import cleanup, naming
 from tests.faults.test_fault_injection import _wait_for
-from tests.workflow.conftest import GOOD_METRICS, approach_of
+from tests.support.workflow import GOOD_METRICS, approach_of
 
 ONE_JOB = {"experiments": [{"model": "mistral-7b", "approach": "lora"}], "budget_usd": 500, "max_runtime_hours": 2}
 TWO_JOBS = {

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from lambdas import ledger
 from tests.lambdas.lambda_testkit import study_jobs
-from tests.ledger.conftest import TABLE
+from tests.support.dynamodb_local import TABLE
 
 
 def _status(job_name: str, **fields: Any) -> dict[str, Any]:

@@ -23,8 +23,8 @@ from moto import mock_aws
 
 from finetune.local.backends import ScriptedOutcome
 from finetune.local.runner import ExecutionResult, LocalAccount
-from tests.training.conftest import run_main
-from tests.workflow.conftest import GOOD_METRICS, approach_of
+from tests.support.training import run_main
+from tests.support.workflow import GOOD_METRICS, approach_of
 
 # Shaped like a real user token (hf_ + letters and digits), or the training code rightly treats it as "no token".
 CANARY = "hf_FAKECANARYt0k3n9d2f7a41c6e8b3"

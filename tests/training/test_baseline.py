@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lambdas.catalog import parse_metric_lines
-from tests.training.conftest import run_main
+from tests.support.training import run_main
 from training_code import evaluation, phases, telemetry
 
 # Exact match is task sft's accuracy; a classification job reports intent accuracy instead.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.conftest import REPO_ROOT, run_main
+from tests.support.training import REPO_ROOT, run_main
 from training_code import config as config_module
 from training_code import modeling
 from training_code.config import (

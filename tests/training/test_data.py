@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.conftest import DATASET_DIR, dataset_rows, run_main
+from tests.support.training import DATASET_DIR, dataset_rows, run_main
 from training_code import data
 from training_code.banking77 import LABELS as BANKING77_LABELS
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lambdas.catalog import METRICS
-from tests.training.conftest import start_training
+from tests.support.training import start_training
 from training_code import modeling
 from training_code.config import TrainConfig
 from training_code.evaluation import MERGED_METRICS

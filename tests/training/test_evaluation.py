@@ -147,7 +147,7 @@ def test_label_trie_allows_only_label_continuations_then_eos() -> None:
 def test_bertscore_is_reported_with_an_encoder_configured_as_roberta_large(tmp_path, tokenizer_config: bool) -> None:
     # Given a RoBERTa-type encoder saved as roberta-large is: no model_max_length (transformers 5 reports 1e30,
     # which bert-score passes to the tokenizers backend as the truncation length)
-    from finetune.local.tiny_model import build_roberta_encoder
+    from tests.support.tiny_models import build_roberta_encoder
 
     corpus = [label.replace("_", " ") for label in LABELS] * 10 + ["my card has not arrived", "what is the rate"]
     encoder_dir = build_roberta_encoder(tmp_path / "roberta", corpus, tokenizer_config=tokenizer_config)

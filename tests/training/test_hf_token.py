@@ -13,7 +13,7 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from tests.training.conftest import run_main
+from tests.support.training import run_main
 from training_code.hf_token import TokenError, read_hf_token, region_from_arn, token_from_secret_string
 
 TOKEN = "hf_SECRETtokenVALUE123"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.conftest import run_main
+from tests.support.training import run_main
 from training_code import phases
 
 METRIC_LINE = re.compile(r"^([a-z_]+)=([-+0-9.eE]+|nan|inf);$")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.conftest import dataset_rows, run_main
+from tests.support.training import dataset_rows, run_main
 from training_code import data, evaluation
 from training_code.banking77 import LABELS as BANKING77_LABELS
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.conftest import REPO_ROOT, Job, run_main
+from tests.support.training import REPO_ROOT, Job, run_main
 from training_code import data, sft
 
 CHAT_DIR = REPO_ROOT / "examples" / "datasets" / "store-help-mini"

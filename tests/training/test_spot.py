@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.conftest import Job, create_job, run_main, start_training
+from tests.support.training import Job, create_job, run_main, start_training
 from training_code import checkpoints
 
 MAX_STEPS = 300

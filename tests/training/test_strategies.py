@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.training.conftest import Job, run_main
+from tests.support.training import Job, run_main
 from training_code import modeling
 from training_code.config import (
     STRATEGIES,

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from lambdas import catalog
-from tests.training.conftest import REPO_ROOT
+from tests.support.training import REPO_ROOT
 
 
 @pytest.fixture(scope="module")

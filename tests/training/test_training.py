@@ -14,7 +14,7 @@ import pytest
 
 from lambdas import catalog
 from lambdas.catalog import METRICS, parse_metric_lines
-from tests.training.conftest import ARCHITECTURES, Job, create_job, dataset_rows, run_main
+from tests.support.training import ARCHITECTURES, Job, create_job, dataset_rows, run_main
 from training_code import phases, telemetry
 from training_code.config import parse_hyperparameters, resolve_learning_rate
 

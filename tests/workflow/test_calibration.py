@@ -8,7 +8,7 @@ from typing import Any
 
 from finetune.local.backends import ScriptedOutcome
 from finetune.local.demo import estimate_error, estimate_table, run_rows
-from tests.workflow.conftest import GOOD_METRICS
+from tests.support.workflow import GOOD_METRICS
 
 RUN = {"experiments": [{"model": "mistral-7b", "approach": "lora"}], "budget_usd": 50}
 # What the job really takes on SageMaker, by phase (longer than today's time model says, as issue 18 found): 6 min

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from finetune.local.backends import ScriptedOutcome
-from tests.workflow.conftest import GOOD_METRICS
+from tests.support.workflow import GOOD_METRICS
 
 # mistral-7b LoRA on ml.g5.2xlarge (named: the planner would choose ml.g6.2xlarge, the first of the fallback list),
 # per-device batch 8, 2 h runtime bound.

@@ -13,9 +13,9 @@ import pytest
 
 from finetune.local.backends import ScriptedOutcome
 from finetune.local.calls import AwsCall
-from finetune.local.iam_gate import Gate, Need, action_matches
 from stacks.constructs.grants import GRANTS
-from tests.workflow.conftest import GOOD_METRICS, approach_of, running_account
+from tests.support.iam_gate import Gate, Need, action_matches
+from tests.support.workflow import GOOD_METRICS, approach_of, running_account
 from tests.workflow.test_state_machine import OOM_FAILURE, THREE_JOBS
 
 # One run that takes every branch of every handler: a job that completes, one that fails (Classify describes it,

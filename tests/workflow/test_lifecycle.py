@@ -9,7 +9,7 @@ import time
 import pytest
 
 from finetune.local.backends import ScriptedOutcome
-from tests.workflow.conftest import GOOD_METRICS
+from tests.support.workflow import GOOD_METRICS
 
 TWO_JOBS = {
     "experiments": [

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from finetune.local.backends import ScriptedOutcome
-from tests.workflow.conftest import GOOD_METRICS, approach_of
+from tests.support.workflow import GOOD_METRICS, approach_of
 
 # SageMaker's shape for a script that died of CUDA OOM.
 OOM_FAILURE = (

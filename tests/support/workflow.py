@@ -1,13 +1,12 @@
-"""Workflow fixtures: the app synthesized once (fast poll/retry settings), a fresh emulated account per test."""
+"""Workflow test helpers: an emulated account whose training jobs end as scripted (the `account_with` fixture in
+tests/conftest.py opens one per call), the metrics of a good job, and what a CreateTrainingJob request asked for."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from finetune.local.backends import ScriptedOutcome, ScriptedTrainingBackend
 from finetune.local.runner import LocalAccount, SynthesizedWorkflow
@@ -27,13 +26,6 @@ def running_account(
         account.upload_dataset("banking77", DATASET / "train.jsonl", DATASET / "test.jsonl")
         account.put_hf_token("hf_offline_test_token")
         yield account
-
-
-@pytest.fixture
-def account_with(workflow: SynthesizedWorkflow) -> Iterator[Callable[..., LocalAccount]]:
-    """`account_with(outcome_for)` → a running emulated account whose training jobs end as scripted."""
-    with ExitStack() as accounts:
-        yield lambda outcome_for: accounts.enter_context(running_account(workflow, outcome_for))
 
 
 def approach_of(request: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ import pytest
 
 from finetune import hub_config
 from lambdas.errors import InvalidExecutionInput
-from tests.cli.conftest import finetune
+from tests.support.cli import finetune
 
 CONFIGS = Path(__file__).parents[1] / "lambdas" / "hf_configs"
 # LoRA, not QLoRA: bitsandbytes leaves an MoE model's routed experts 16-bit, so 4-bit replicas of this model need

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from lambdas import catalog
-from tests.lambdas.lambda_testkit import BUCKET
+from tests.support.lambdas import BUCKET
 
 # Every fuzz test's settings: deterministic in CI (the same 500 examples every run); no deadline, since the first
 # example pays for imports.

@@ -21,7 +21,7 @@ from lambdas import naming, plan, training_job
 from lambdas.errors import InvalidExecutionInput, WorkflowError
 from tests.fuzz.aws_shapes import request_problems
 from tests.fuzz.inputs import FUZZ, malformed_input, valid_input
-from tests.lambdas.lambda_testkit import (
+from tests.support.lambdas import (
     BUCKET,
     CODE_URI,
     DATA_KEY_ARN,

@@ -14,7 +14,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from lambdas import aws, ledger, settings
-from tests.lambdas.lambda_testkit import BUCKET, ENVIRONMENT, REGION, TABLE, FakeLambdaContext, StubbedClients
+from tests.support.lambdas import BUCKET, ENVIRONMENT, REGION, TABLE, FakeLambdaContext, StubbedClients
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 
 from lambdas import calibration, estimate, ledger, plan, remedies
 from lambdas.calibration import Calibration, actual_seconds, calibration_key, calibrations
-from tests.lambdas.lambda_testkit import study_jobs
+from tests.support.lambdas import study_jobs
 
 KEY = "g5#lora#single"
 ESTIMATED = {"startup": 300.0, "install": 90.0, "download": 60.0, "train": 600.0, "checkpoint": 0.0, "evaluate": 120.0}

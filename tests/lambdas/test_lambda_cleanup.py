@@ -13,7 +13,7 @@ from finetune.local.backends import describe_fields
 from finetune.local.services import LocalServices, local_services
 from lambdas import aws, catalog, cleanup, ledger, settings
 from lambdas.errors import ConfigurationError
-from tests.lambdas.lambda_testkit import BUCKET, ROLE_ARN, TABLE
+from tests.support.lambdas import BUCKET, ROLE_ARN, TABLE
 
 PREFIX = "finetune-abc123"
 STARTED = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ import pytest
 
 from lambdas import catalog, estimate, memory
 from lambdas.memory import Placement, Strategy, Workload
-from tests.lambdas.lambda_testkit import one_job
+from tests.support.lambdas import one_job
 
 MISTRAL_7B = catalog.MODELS["mistral-7b"]
 

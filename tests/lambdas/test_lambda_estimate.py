@@ -13,7 +13,7 @@ import pytest
 from lambdas import aws, catalog, estimate, plan
 from lambdas.calibration import Calibration, calibration_key
 from lambdas.memory import Strategy
-from tests.lambdas.lambda_testkit import BUCKET, study_jobs
+from tests.support.lambdas import BUCKET, study_jobs
 
 ROOT = Path(__file__).resolve().parents[2]
 LLAMA2_7B = catalog.MODELS["llama2-7b"]

@@ -13,7 +13,7 @@ from sagemaker_training import mapping, params
 
 from lambdas import catalog, naming, plan, training_job
 from lambdas.job_spec import JobSpec
-from tests.lambdas.lambda_testkit import CODE_URI, REGION, SECRET_ARN, one_job, study_jobs
+from tests.support.lambdas import CODE_URI, REGION, SECRET_ARN, one_job, study_jobs
 from training_code import config as training_config
 
 SCHEMA = plan.load_schema()

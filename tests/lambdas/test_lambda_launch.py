@@ -12,7 +12,7 @@ from lambdas import aws, catalog, training_job
 from lambdas.errors import InvalidHyperparameter, JobNameConflict, LaunchRejected, ResourceLimitReached, Throttled
 from lambdas.handlers import launch as launch_handler
 from lambdas.job_spec import JobSpec
-from tests.lambdas.lambda_testkit import (
+from tests.support.lambdas import (
     ARN,
     CODE_URI,
     DATA_KEY_ARN,

@@ -11,7 +11,7 @@ from lambdas import catalog, naming, plan, training_job
 from lambdas.errors import BudgetExceeded, DatasetNotFound, InvalidExecutionInput, QuotaExceeded
 from lambdas.handlers import plan as plan_handler
 from lambdas.job_spec import JobSpec
-from tests.lambdas.lambda_testkit import (
+from tests.support.lambdas import (
     BUCKET,
     REGION,
     StubbedClients,

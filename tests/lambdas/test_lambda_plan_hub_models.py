@@ -15,7 +15,7 @@ from lambdas import catalog, plan, remedies
 from lambdas.errors import InvalidExecutionInput
 from lambdas.handlers import plan as plan_handler
 from lambdas.remedies import RemedyPolicy
-from tests.lambdas.lambda_testkit import BUCKET, PREFIX
+from tests.support.lambdas import BUCKET, PREFIX
 
 CONFIGS = Path(__file__).parent / "hf_configs"
 LLAMA_70B = catalog.Architecture.from_hf_config(json.loads((CONFIGS / "Llama-3.1-70B.json").read_text()))

@@ -13,7 +13,7 @@ from lambdas.errors import (
     InfeasibleJob,
     InvalidExecutionInput,
 )
-from tests.lambdas.lambda_testkit import SECRET_ARN, StubbedClients, run_plan, study_jobs
+from tests.support.lambdas import SECRET_ARN, StubbedClients, run_plan, study_jobs
 
 MISTRAL_QLORA = {"model": "mistral-7b", "approach": "qlora"}
 LLAMA_QLORA = {"model": "llama2-7b", "approach": "qlora"}

@@ -10,7 +10,7 @@ import pytest
 
 from lambdas import catalog, plan
 from lambdas.errors import InvalidExecutionInput
-from tests.lambdas.lambda_testkit import study_jobs
+from tests.support.lambdas import study_jobs
 
 
 def refusal(execution_input: Any) -> str:

@@ -13,7 +13,7 @@ from botocore.stub import Stubber
 from lambdas import aws, cost, job_resources, ledger, naming, training_job
 from lambdas.handlers import launch as launch_handler
 from lambdas.handlers import record as record_handler
-from tests.lambdas.lambda_testkit import BUCKET, PREFIX, TABLE, describe_response, one_job
+from tests.support.lambdas import BUCKET, PREFIX, TABLE, describe_response, one_job
 
 
 def status(state: str = "Completed", training: int = 500, billable: int = 100, **extra: Any) -> dict[str, Any]:

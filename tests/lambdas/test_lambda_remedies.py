@@ -11,7 +11,7 @@ from lambdas import catalog, naming, plan, remedies
 from lambdas.errors import InvalidExecutionInput
 from lambdas.handlers import plan as plan_handler
 from lambdas.remedies import RemedyPolicy
-from tests.lambdas.lambda_testkit import one_job
+from tests.support.lambdas import one_job
 
 OOM = "AlgorithmError: OutOfMemoryError: CUDA out of memory"
 FAILED = {"status": "Failed", "secondary_status": "Failed", "billable_seconds": 600}

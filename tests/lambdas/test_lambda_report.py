@@ -8,7 +8,7 @@ from xml.etree import ElementTree
 
 from lambdas import aws, ledger, report
 from lambdas.handlers import report as report_handler
-from tests.lambdas.lambda_testkit import BUCKET, TABLE, one_job
+from tests.support.lambdas import BUCKET, TABLE, one_job
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -6,7 +6,7 @@ import pytest
 
 from lambdas.errors import ConfigurationError
 from lambdas.settings import LaunchSettings, PlanSettings, RecordSettings, ReportSettings
-from tests.lambdas.lambda_testkit import ENVIRONMENT
+from tests.support.lambdas import ENVIRONMENT
 
 
 def test_settings_parse_from_the_environment() -> None:

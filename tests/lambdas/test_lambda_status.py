@@ -12,7 +12,7 @@ from lambdas import aws, training_job
 from lambdas.errors import Throttled, TrainingJobNotFound
 from lambdas.handlers import launch as launch_handler
 from lambdas.handlers import status as status_handler
-from tests.lambdas.lambda_testkit import describe_response, one_job
+from tests.support.lambdas import describe_response, one_job
 
 
 def test_completed_spot_job_is_normalised() -> None:

@@ -13,7 +13,7 @@ from lambdas.handlers.classify import ClassifyEvent
 from lambdas.handlers.remedy import RemedyEvent
 from lambdas.job_spec import JobSpec
 from lambdas.records import InvalidRecord
-from tests.lambdas.lambda_testkit import one_job
+from tests.support.lambdas import one_job
 
 
 class Inner(TypedDict):

@@ -19,8 +19,8 @@ from lambdas.quotas import QuotaTarget, ensure_quotas
 from stacks.app_builder import cdk_json_context
 from stacks.config import CONTEXT_KEY, load_config
 from tests.infra.test_quota_requests import _no_open_requests, _quota
-from tests.lambdas.lambda_testkit import study_jobs
 from tests.lambdas.test_lambda_launch import request_for
+from tests.support.lambdas import study_jobs
 
 REPO = Path(__file__).resolve().parents[2]
 

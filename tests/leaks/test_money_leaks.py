@@ -228,7 +228,7 @@ def test_a_run_whose_remedies_could_pass_the_history_limit_is_refused_before_lau
     # remedies may give every job 3 attempts (the default remedies.max_attempts)
     from lambdas import plan, settings
     from lambdas.errors import ExecutionLimitExceeded
-    from tests.lambdas.lambda_testkit import study_jobs
+    from tests.support.lambdas import study_jobs
 
     limits = {"max_concurrency": 3, "execution_timeout_seconds": 48 * 3600, "status_poll_seconds": 120}
     plan.check_execution_limits(study_jobs(), **limits)  # first attempts alone: accepted (all Plan counted before)

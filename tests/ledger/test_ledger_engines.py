@@ -15,8 +15,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from lambdas import ledger
-from tests.lambdas.lambda_testkit import study_jobs
 from tests.support.dynamodb_local import TABLE
+from tests.support.lambdas import study_jobs
 
 
 def _status(job_name: str, **fields: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.lambdas.lambda_testkit import study_jobs
+from tests.support.lambdas import study_jobs
 from tests.training.test_study_jobs import toolkit_argv
 from training_code import fsdp, modeling, train
 from training_code.config import SageMakerEnv, parse_hyperparameters

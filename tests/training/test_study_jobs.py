@@ -18,7 +18,7 @@ from sagemaker_training import mapping, params
 
 from lambdas import training_job
 from lambdas.job_spec import JobSpec
-from tests.lambdas.lambda_testkit import CODE_URI, REGION, SECRET_ARN, study_jobs
+from tests.support.lambdas import CODE_URI, REGION, SECRET_ARN, study_jobs
 from tests.support.training import run_main
 
 STUDY_JOBS = study_jobs()

@@ -196,7 +196,7 @@ def _next_instance(
     for candidate in catalog.fallback_instances(model.params_billion, job["approach"]):
         if candidate in tried:
             continue
-        count = int(job["instance_count"]) if catalog.INSTANCES[candidate].gpus == job["gpus_per_instance"] else 1
+        count = job["instance_count"] if catalog.INSTANCES[candidate].gpus == job["gpus_per_instance"] else 1
         fit = fits(job, candidate, count)
         if fit is None:
             passed_over.append(f"{candidate}: does not fit by the memory planner")

@@ -75,7 +75,9 @@ def read_config(model_id: str, local: Path | None, download: Download | None = N
     when it cannot be had; ValueError when it is not a JSON object."""
     if local is None:
         if download is None:
-            from huggingface_hub import hf_hub_download as download  # imported only when the Hub is asked
+            from huggingface_hub import hf_hub_download  # imported only when the Hub is asked
+
+            download = hf_hub_download
         local = Path(download(repo_id=model_id, filename="config.json"))
     found = json.loads(local.read_text())
     if not isinstance(found, dict):

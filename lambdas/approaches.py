@@ -9,6 +9,7 @@ string compared in eight files.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 # Trainer `optim` names (what training_code passes to TrainingArguments): torch AdamW, and bitsandbytes' paged 8-bit
 # AdamW (the QLoRA recipe: 8-bit moments, paged to host memory on spikes). lambdas/memory.Optimizer counts their state.
@@ -57,10 +58,19 @@ class Approach:
 _ALL_STRATEGIES = ("single", "ddp", "fsdp", "fsdp_offload", "split", "lean")
 _ONE_PROCESS_OR_REPLICAS = ("single", "ddp", "split")
 
+
 # Learning rates: 2e-4 is the QLoRA paper's rate for adapters up to 13B, 1e-4 its rate above; 2e-5 for full
 # fine-tuning at every size (Llama 2's SFT rate for 7B-70B; 10x below LoRA's); the tiny models' rates are the ones at
 # which they learn the bundled intents in a few hundred steps (measured for the offline demo).
-_ADAPTER_RATES = {"learning_rate": 2e-4, "learning_rate_large": 1e-4, "learning_rate_tiny": 5e-3}
+class _Rates(TypedDict):
+    """An approach's learning rates by model size (typed, so `**rates` type-checks against Approach's fields)."""
+
+    learning_rate: float
+    learning_rate_large: float
+    learning_rate_tiny: float
+
+
+_ADAPTER_RATES = _Rates(learning_rate=2e-4, learning_rate_large=1e-4, learning_rate_tiny=5e-3)
 
 APPROACH_LIST: tuple[Approach, ...] = (
     Approach(

@@ -235,8 +235,8 @@ def wait_until_ended(
 # --------------------------------------------------------------------------------------------------------------------
 # Ledger rows
 # --------------------------------------------------------------------------------------------------------------------
-def job_spec(job: Mapping[str, Any]) -> dict[str, Any]:
-    """The JobSpec fields `ledger.job_row` needs, rebuilt from the training job itself (request, tags).
+def job_spec(job: Mapping[str, Any]) -> ledger.LedgerJob:
+    """The fields `ledger.job_row` needs (a `LedgerJob`), rebuilt from the training job itself (request, tags).
 
     Launch tags each job with Plan's price (`hourly_price_usd`/`price_source`); a job without those tags gets the
     catalog's on-demand price (price_source `catalog`), which is what Plan falls back to as well.

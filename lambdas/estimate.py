@@ -38,6 +38,7 @@ from lambdas import approaches, catalog, cost, memory
 
 if TYPE_CHECKING:
     from lambdas.calibration import Calibration
+    from lambdas.job_spec import EstimateFields
 
 PARTS: tuple[str, ...] = ("startup", "install", "download", "train", "checkpoint", "evaluate", "upload")
 BANDS: tuple[str, ...] = ("low", "expected", "high")
@@ -382,6 +383,7 @@ def estimate_job(shape: JobShape, calibration: Calibration | None = None) -> Job
     traffic = step_traffic(shape, fit) if steps else None
     train_flops = steps * traffic.flops if traffic else 0.0
     tokens = tokens_per_example(shape.prompt_style, shape.max_seq_length, shape.task)
+    global_batch_size = shape.batch_size * shape.gradient_accumulation_steps * shape.data_parallel
     assumptions = {
         "task": shape.task,
         "strategy": shape.strategy.value,
@@ -389,7 +391,7 @@ def estimate_job(shape: JobShape, calibration: Calibration | None = None) -> Job
         "train_rows_source": shape.rows_source,
         "tokens_per_example": tokens,
         "steps": steps,
-        "global_batch_size": shape.batch_size * shape.gradient_accumulation_steps * shape.data_parallel,
+        "global_batch_size": global_batch_size,
         "gpus": shape.placement.world_size if shape.instance.has_gpu else 0,
         "peak_tflops_per_gpu": _peak_flops(shape.instance) / 1e12,
         "gpu_link": catalog.gpu_link(shape.instance) if shape.instance.gpus > 1 else "none",
@@ -410,7 +412,7 @@ def estimate_job(shape: JobShape, calibration: Calibration | None = None) -> Job
         on_demand_usd=bands["expected"]["total"] * per_hour,
         bottleneck=bottleneck,
         steps=steps,
-        train_tokens=steps * assumptions["global_batch_size"] * tokens,
+        train_tokens=steps * global_batch_size * tokens,
         train_flops=train_flops,
         assumptions=assumptions,
     )
@@ -479,7 +481,7 @@ def estimate_for_job(
     return estimate_job(shape_of(job, model=model, rows=rows, rows_source=rows_source), calibration)
 
 
-def spec_fields(found: JobEstimate, in_force: Calibration) -> dict[str, Any]:
+def spec_fields(found: JobEstimate, in_force: Calibration) -> EstimateFields:
     """The JobSpec's estimate fields (Plan and Remedy write the same ones), with the calibration in force (its key
     files the job's actuals under it once Record has them)."""
     return {

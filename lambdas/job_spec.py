@@ -25,18 +25,10 @@ class AttemptFields(TypedDict, total=False):
     inject_failure: str
 
 
-class JobSpec(AttemptFields):
-    """One training job (docs/architecture.md, "Plan output and the job spec")."""
+class Hyperparameters(TypedDict):
+    """A JobSpec's hyperparameters: exactly the catalog's `HYPERPARAMETERS` less the deployment ones Launch adds (see
+    there for defaults and meaning; tests/lambdas/test_lambda_hyperparameters.py keeps the two equal)."""
 
-    run_id: str
-    job_name: str
-    model_key: str  # catalog key or Hub id
-    # The model as Plan sized it (catalog.model_of_job rebuilds it, so a remedy re-plans the same model):
-    architecture: dict[str, Any]  # catalog.Architecture's fields
-    architecture_source: str  # catalog.SizedFrom: catalog | input | hub | params_billion (a guessed shape)
-    params_billion: float  # the size Plan used (a guessed shape's: the input's params_billion, or 7)
-    gpus_per_instance: int
-    # Hyperparameters (catalog.HYPERPARAMETERS; see there for defaults and meaning)
     approach: str
     model_id: str
     instance_type: str
@@ -63,12 +55,11 @@ class JobSpec(AttemptFields):
     eval_batch_size: int
     decoding: str
     checkpoint_dir: str
-    # Limits and money
-    max_runtime_seconds: int
-    max_wait_seconds: int | None  # None for on-demand jobs
-    hourly_price_usd: float
-    price_source: str
-    estimated_max_cost_usd: float  # the upper bound: max runtime x instances x hourly price (the budget gate's figure)
+
+
+class EstimateFields(TypedDict):
+    """A JobSpec's expected time and cost (lambdas/estimate.spec_fields: Plan and Remedy write the same ones)."""
+
     estimated_hours: float  # expected wall hours incl. startup and download (lambdas/estimate.py)
     estimated_cost_usd: float  # expected $ at the job's pricing (the expected spot price if spot)
     estimated_low_cost_usd: float  # the low end of the band (every constant at its best, the lowest spot fraction)
@@ -76,11 +67,30 @@ class JobSpec(AttemptFields):
     estimated_on_demand_cost_usd: float
     estimated_seconds: dict[str, float]  # expected seconds per part (estimate.PARTS) and "total"
     estimated_bottleneck: str  # what bounds a training step: compute, memory, communication (none: no training)
-    calibration_key: str  # lambdas.calibration.calibration_key: which recorded jobs correct this one's estimate
-    estimated_train_rows: float  # the train channel's rows the estimate assumed
-    estimated_seconds: dict[str, float]  # the estimate's seconds by part (lambdas/estimate.PARTS) and "total"
-    calibration_key: str  # "<instance family>#<approach>#<strategy>" (lambdas/calibration.py)
+    # lambdas.calibration.calibration_key, "<instance family>#<approach>#<strategy>": which recorded jobs correct
+    # this one's estimate
+    calibration_key: str
     calibration: dict[str, Any]  # the calibration in force: {key, samples, factors, source}
+
+
+class JobSpec(AttemptFields, Hyperparameters, EstimateFields):
+    """One training job (docs/architecture.md, "Plan output and the job spec")."""
+
+    run_id: str
+    job_name: str
+    model_key: str  # catalog key or Hub id
+    # The model as Plan sized it (catalog.model_of_job rebuilds it, so a remedy re-plans the same model):
+    architecture: dict[str, Any]  # catalog.Architecture's fields
+    architecture_source: str  # catalog.SizedFrom: catalog | input | hub | params_billion (a guessed shape)
+    params_billion: float  # the size Plan used (a guessed shape's: the input's params_billion, or 7)
+    gpus_per_instance: int
+    # Limits and money
+    max_runtime_seconds: int
+    max_wait_seconds: int | None  # None for on-demand jobs
+    hourly_price_usd: float
+    price_source: str
+    estimated_max_cost_usd: float  # the upper bound: max runtime x instances x hourly price (the budget gate's figure)
+    estimated_train_rows: float  # the train channel's rows the estimate assumed
     # S3 layout
     train_s3_uri: str
     test_s3_uri: str

@@ -8,15 +8,19 @@ conditions.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from lambdas import calibration, catalog, cost, naming
 from lambdas.errors import Throttled
-from lambdas.job_spec import JobSpec
+
+if TYPE_CHECKING:
+    # Read by mypy only (typing.ReadOnly is Python 3.13+); nothing evaluates these annotations at run time.
+    from typing_extensions import ReadOnly
 
 SUMMARY_SK = "SUMMARY"
 # The global secondary index that compares runs: partition `model_approach` ("<model>#<approach>"), sort `created_at`
@@ -32,6 +36,36 @@ CALIBRATION_KEY = "calibration_key"
 _INDEX_KEYS = frozenset({MODEL_APPROACH_KEY, MODEL_APPROACH_SORT_KEY, CALIBRATION_KEY})
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
+
+
+class LedgerJob(TypedDict):
+    """What a job row is built from: a JobSpec (Record), or the fields Cleanup rebuilds from a training job's request
+    and tags (lambdas/cleanup.job_spec), which has only the required ones and Decimal prices. Read-only, so a JobSpec
+    is a LedgerJob: its fields may be required where these are not, and `float` where these take `float | Decimal`.
+    The catalog's hyperparameters are read by name from whichever of them the job holds (`job_hyperparameters`)."""
+
+    run_id: ReadOnly[str]
+    job_name: ReadOnly[str]
+    model_key: ReadOnly[str]
+    model_id: ReadOnly[str]
+    approach: ReadOnly[str]
+    instance_type: ReadOnly[str]
+    instance_count: ReadOnly[int]
+    spot: ReadOnly[bool]
+    hourly_price_usd: ReadOnly[float | Decimal]
+    price_source: ReadOnly[str]
+    estimated_max_cost_usd: ReadOnly[float | Decimal]
+    # Plan's specs only (a rebuilt job has none): the dataset, the strategy, the estimate, the attempt.
+    train_s3_uri: NotRequired[ReadOnly[str]]
+    strategy: NotRequired[ReadOnly[str]]
+    estimated_cost_usd: NotRequired[ReadOnly[float]]
+    estimated_hours: NotRequired[ReadOnly[float]]
+    estimated_seconds: NotRequired[ReadOnly[dict[str, float]]]
+    calibration_key: NotRequired[ReadOnly[str]]
+    calibration: NotRequired[ReadOnly[dict[str, Any]]]
+    attempt: NotRequired[ReadOnly[int]]
+    base_job_name: NotRequired[ReadOnly[str]]
+    remedies_applied: NotRequired[ReadOnly[list[str]]]
 
 
 def run_pk(run_id: str) -> str:
@@ -81,12 +115,13 @@ def _optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
-def job_hyperparameters(job: JobSpec) -> dict[str, Any]:
+def job_hyperparameters(job: LedgerJob) -> dict[str, Any]:
     """Every hyperparameter of the catalog's table that the job spec holds, by name (what shaped the job)."""
-    return {hp.name: to_dynamo_value(job[hp.name]) for hp in catalog.HYPERPARAMETERS if hp.name in job}
+    fields: Mapping[str, object] = job  # looked up by the catalog's names, which no TypedDict key check can follow
+    return {hp.name: to_dynamo_value(fields[hp.name]) for hp in catalog.HYPERPARAMETERS if hp.name in fields}
 
 
-def job_dataset(job: JobSpec, metrics: dict[str, Any]) -> dict[str, Any]:
+def job_dataset(job: LedgerJob, metrics: dict[str, Any]) -> dict[str, Any]:
     """The dataset's name (from the S3 layout) and its row counts, when the training code reported them (a job
     Cleanup rebuilt from SageMaker has no train URI: no name)."""
     return {
@@ -105,12 +140,16 @@ def _printed_decimal(value: float) -> Decimal:
     return Decimal(format(float(value), ".6g"))
 
 
-RESOLVED_NUMBERS = {"learning_rate": _printed_decimal, "effective_batch_size": int, "max_seq_length": int}
+RESOLVED_NUMBERS: dict[str, Callable[[Any], Decimal | int]] = {
+    "learning_rate": _printed_decimal,
+    "effective_batch_size": int,
+    "max_seq_length": int,
+}
 # training_code/config.effective_strategy (which Lambda code cannot import): ddp with one process trains as single.
 _ONE_PROCESS_STRATEGIES = {"ddp": "single"}
 
 
-def job_resolved(job: JobSpec, metrics: dict[str, Any]) -> dict[str, Any] | None:
+def job_resolved(job: LedgerJob, metrics: dict[str, Any]) -> dict[str, Any] | None:
     """The row's `resolved` map from the job's `resolved_*` metrics: each value the job reported (a baseline reports
     no learning rate or batch: those keys are absent), and the strategy it trained with (the spec's, unless it
     reports a single process for a strategy that becomes another with one). None when the job reported none (it
@@ -130,12 +169,12 @@ def job_resolved(job: JobSpec, metrics: dict[str, Any]) -> dict[str, Any] | None
 
 
 def job_row(
-    job: JobSpec,
-    status: dict[str, Any],
-    resources: dict[str, Any] | None = None,
+    job: LedgerJob,
+    status: Mapping[str, Any],
+    resources: Mapping[str, Any] | None = None,
     *,
-    failure: dict[str, Any] | None = None,
-    remedy: dict[str, Any] | None = None,
+    failure: Mapping[str, Any] | None = None,
+    remedy: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ledger row for a JobSpec and its final (normalised) status, with cost and spot savings, and what the job
     used (`resources`: Record's GPU utilisation and artifact size; absent figures are None).
@@ -159,8 +198,8 @@ def job_row(
         "approach": job["approach"],
         MODEL_APPROACH_KEY: model_approach_key(job["model_key"], job["approach"]),
         "instance_type": job["instance_type"],
-        "instance_count": int(job["instance_count"]),
-        "spot": bool(job["spot"]),
+        "instance_count": job["instance_count"],
+        "spot": job["spot"],
         "status": status["status"],
         "secondary_status": status.get("secondary_status"),
         "failure_reason": status.get("failure_reason"),
@@ -168,7 +207,7 @@ def job_row(
         "billable_seconds": billable,
         "hourly_price_usd": price,
         "price_source": job["price_source"],
-        "cost_usd": cost.job_cost_usd(billable, int(job["instance_count"]), price),
+        "cost_usd": cost.job_cost_usd(billable, job["instance_count"], price),
         "spot_savings_pct": cost.spot_savings_pct(billable, training),
         "estimated_max_cost_usd": cost.to_decimal(job["estimated_max_cost_usd"]),
         "metrics": {name: cost.to_decimal(value) for name, value in sorted((status.get("metrics") or {}).items())},
@@ -190,7 +229,7 @@ def job_row(
     }
 
 
-def calibration_fields(job: JobSpec, status: dict[str, Any]) -> dict[str, Any]:
+def calibration_fields(job: LedgerJob, status: Mapping[str, Any]) -> dict[str, Any]:
     """What calibrates later estimates: the estimate's seconds by part and its key (from the spec; absent on specs
     planned before them), the calibration that was in force when it was planned, and what the job actually spent
     per part (`calibration.actual_seconds` of the row's time split and metrics)."""
@@ -209,11 +248,11 @@ def calibration_fields(job: JobSpec, status: dict[str, Any]) -> dict[str, Any]:
 
 
 def attempt_fields(
-    job: JobSpec, failure: dict[str, Any] | None = None, remedy: dict[str, Any] | None = None
+    job: LedgerJob, failure: Mapping[str, Any] | None = None, remedy: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """A row's attempt fields: number, the job it belongs to, its failure class and evidence, and what came next."""
     fields: dict[str, Any] = {
-        "attempt": int(job.get("attempt") or 1),
+        "attempt": job.get("attempt") or 1,
         "base_job_name": job.get("base_job_name") or job["job_name"],
         "failure_class": (failure or {}).get("failure_class"),
         "failure_evidence": (failure or {}).get("failure_evidence"),

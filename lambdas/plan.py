@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import fastjsonschema
 from botocore.exceptions import BotoCoreError, ClientError
@@ -37,7 +37,7 @@ from lambdas.errors import (
     InvalidExecutionInput,
     QuotaExceeded,
 )
-from lambdas.job_spec import JobSpec, PlanOutput
+from lambdas.job_spec import Hyperparameters, JobSpec, PlanOutput
 from lambdas.quotas import quota_shortfalls, sagemaker_quotas
 from lambdas.remedies import RemedyPolicy, parse_policy
 from lambdas.settings import PlanSettings
@@ -97,8 +97,8 @@ def _describe_schema_error(exc: fastjsonschema.JsonSchemaValueException) -> list
         missing = [key for key in (exc.rule_definition or []) if key not in value]
         return [(_join(path, key), "required field is missing") for key in missing]
     if exc.rule == "enum":
-        allowed = ", ".join(str(v) for v in exc.rule_definition or [])
-        return [(path or "input", f"must be one of: {allowed} (got {value!r})")]
+        choices = ", ".join(str(v) for v in exc.rule_definition or [])
+        return [(path or "input", f"must be one of: {choices} (got {value!r})")]
     # Everything else: fastjsonschema's own words (without the `data.x` name) plus the field's description.
     why = exc.message or str(exc)
     if exc.name and why.startswith(exc.name):
@@ -517,7 +517,38 @@ def catalog_price(instance_type: str) -> cost.Price:
 
 
 # Settings a job carries from its resolved experiment into its JobSpec: every hyperparameter but the deployment's.
-_SPEC_SETTINGS = tuple(hp.name for hp in catalog.HYPERPARAMETERS if hp.source is not catalog.Source.DEPLOYMENT)
+def spec_hyperparameters(experiment: Mapping[str, Any]) -> Hyperparameters:
+    """A resolved experiment's hyperparameters as the JobSpec holds them: the catalog's HYPERPARAMETERS less the
+    deployment ones (a literal, so mypy checks the keys against the record; tests/lambdas check the record against
+    the catalog)."""
+    return {
+        "approach": experiment["approach"],
+        "model_id": experiment["model_id"],
+        "instance_type": experiment["instance_type"],
+        "instance_count": experiment["instance_count"],
+        "epochs": experiment["epochs"],
+        "batch_size": experiment["batch_size"],
+        "learning_rate": experiment["learning_rate"],
+        "lora_r": experiment["lora_r"],
+        "lora_alpha": experiment["lora_alpha"],
+        "lora_dropout": experiment["lora_dropout"],
+        "max_seq_length": experiment["max_seq_length"],
+        "prompt_style": experiment["prompt_style"],
+        "merge_adapter": experiment["merge_adapter"],
+        "max_steps": experiment["max_steps"],
+        "eval_samples": experiment["eval_samples"],
+        "task": experiment["task"],
+        "primary_metric": experiment["primary_metric"],
+        "spot": experiment["spot"],
+        "strategy": experiment["strategy"],
+        "save_interval_seconds": experiment["save_interval_seconds"],
+        "seed": experiment["seed"],
+        "gradient_accumulation_steps": experiment["gradient_accumulation_steps"],
+        "warmup_ratio": experiment["warmup_ratio"],
+        "eval_batch_size": experiment["eval_batch_size"],
+        "decoding": experiment["decoding"],
+        "checkpoint_dir": experiment["checkpoint_dir"],
+    }
 
 
 def build_jobs(
@@ -573,12 +604,23 @@ def build_jobs(
         price = prices[exp["instance_type"]]
         runtime = exp["max_runtime_seconds"]
         maximum = cost.estimated_max_cost_usd(runtime, exp["instance_count"], price.hourly_usd)
-        spec = {
+        hyperparameters = spec_hyperparameters(exp)
+        key = calibration.job_calibration_key(exp)
+        in_force = (calibrations or {}).get(key) or calibration.uncalibrated(key)
+        found = estimate.estimate_for_job(
+            {**hyperparameters, "hourly_price_usd": float(price.hourly_usd), "max_runtime_seconds": runtime},
+            model=catalog.model_of_job(exp),
+            rows=rows,
+            rows_source=rows_source,
+            calibration=in_force,
+        )
+        # A JobSpec literal: mypy checks that every field is there, and no other.
+        spec: JobSpec = {
             "run_id": run_id,
             "job_name": job_name,
             "model_key": exp["model_key"],
             "gpus_per_instance": exp["gpus_per_instance"],
-            **{name: exp[name] for name in _SPEC_SETTINGS},
+            **hyperparameters,
             "max_runtime_seconds": runtime,
             # Waiting for spot capacity is not billed, so allow it generously; SageMaker needs wait >= runtime.
             "max_wait_seconds": catalog.spot_max_wait_seconds(runtime) if exp["spot"] else None,
@@ -592,19 +634,10 @@ def build_jobs(
             "architecture": exp["architecture"],
             "architecture_source": exp["architecture_source"],
             "params_billion": exp["params_billion"],
+            **estimate.spec_fields(found, in_force),
+            "estimated_train_rows": rows,  # a remedied attempt (lambdas/remedies.py) re-estimates from it
         }
-        key = calibration.job_calibration_key(exp)
-        in_force = (calibrations or {}).get(key) or calibration.uncalibrated(key)
-        found = estimate.estimate_for_job(
-            spec,
-            model=catalog.model_of_job(exp),
-            rows=rows,
-            rows_source=rows_source,
-            calibration=in_force,
-        )
-        spec.update(estimate.spec_fields(found, in_force))
-        spec["estimated_train_rows"] = rows  # a remedied attempt (lambdas/remedies.py) re-estimates from it
-        jobs.append(cast(JobSpec, spec))  # its keys are JobSpec's: tests/lambdas check them
+        jobs.append(spec)
     if problems:
         raise InvalidExecutionInput(problems)
     return jobs

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 
 from lambdas import approaches, calibration, catalog, cost, estimate, memory, naming
 from lambdas.failures import FailureClass
@@ -91,6 +91,17 @@ def parse_policy(values: Mapping[str, Any] | None, defaults: RemedyPolicy | None
     return policy
 
 
+class RemedyOutcome(TypedDict):
+    """The Remedy step's output (`Decision.as_dict`), which Record also takes for the attempt's row."""
+
+    action: Literal["retry", "stop"]
+    remedy: str
+    cause: str
+    hint: str
+    spent_usd: float
+    job: NotRequired[JobSpec]  # the next attempt, when `action` is retry
+
+
 @dataclass(frozen=True)
 class Decision:
     """Retry with `job` (the next attempt), or stop with `cause`. `remedy` says what changed, `hint` what a person
@@ -103,16 +114,18 @@ class Decision:
     job: JobSpec | None = None
     hint: str = ""
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> RemedyOutcome:
         """The Remedy step's output: `action` is what the state machine's Choice reads."""
-        return {
+        outcome: RemedyOutcome = {
             "action": "retry" if self.retry else "stop",
             "remedy": self.remedy,
             "cause": self.cause,
             "hint": self.hint,
             "spent_usd": self.spent_usd,
-            **({"job": dict(self.job)} if self.job is not None else {}),
         }
+        if self.job is not None:
+            outcome["job"] = self.job
+        return outcome
 
 
 PriceOf = Callable[[str], cost.Price]
@@ -183,7 +196,7 @@ def _next_instance(
     for candidate in catalog.fallback_instances(model.params_billion, job["approach"]):
         if candidate in tried:
             continue
-        count = int(job["instance_count"]) if catalog.INSTANCES[candidate].gpus == job["gpus_per_instance"] else 1
+        count = job["instance_count"] if catalog.INSTANCES[candidate].gpus == job["gpus_per_instance"] else 1
         fit = fits(job, candidate, count)
         if fit is None:
             passed_over.append(f"{candidate}: does not fit by the memory planner")
@@ -195,7 +208,7 @@ def _next_instance(
     return None, passed_over, None
 
 
-def _with_instance(job: JobSpec, instance_type: str, count: int, fit: memory.FitEstimate, price: cost.Price) -> dict:
+def _with_instance(job: JobSpec, instance_type: str, count: int, fit: memory.FitEstimate, price: cost.Price) -> JobSpec:
     return {
         **job,
         "instance_type": instance_type,
@@ -235,7 +248,7 @@ class Remedy:
     """The next attempt's settings (`changes`: the whole job), what changed (`text`), whether the change makes the
     job's checkpoints unusable (`new_checkpoints`), and what a person could do (`hint`)."""
 
-    changes: dict[str, Any]
+    changes: JobSpec
     text: str
     new_checkpoints: bool = False
     hint: str = ""
@@ -291,7 +304,7 @@ def decide(
     if over is not None:
         return Decision(False, found.text, over, float(spent), hint=found.hint)
     next_job = _next_attempt(job, kind, found, spent, allowance)
-    return Decision(True, found.text, f"{kind}: {evidence}", float(spent), job=next_job, hint=found.hint)  # type: ignore[arg-type]
+    return Decision(True, found.text, f"{kind}: {evidence}", float(spent), job=next_job, hint=found.hint)
 
 
 def _refusal_before_remedy(job: JobSpec, kind: FailureClass, evidence: str, policy: RemedyPolicy) -> str | None:
@@ -313,10 +326,10 @@ def _refusal_before_remedy(job: JobSpec, kind: FailureClass, evidence: str, poli
 def _quota_exhausted(failed: Failed) -> Remedy | NoRemedy:
     """Another instance type of the fallback list, with the quota to raise as the hint."""
     job = failed.job
-    hint = _quota_hint(job["instance_type"], bool(job["spot"]), int(job["instance_count"]))
+    hint = _quota_hint(job["instance_type"], job["spot"], job["instance_count"])
     if not failed.policy.instance_fallback:
         return NoRemedy(f"quota_exhausted and remedies.instance_fallback is off. Evidence: {failed.evidence}", hint)
-    changes, text = _instance_fallback(job, failed.price_of, failed.quota_of, spot=bool(job["spot"]))
+    changes, text = _instance_fallback(job, failed.price_of, failed.quota_of, spot=job["spot"])
     if changes is None:
         return NoRemedy(f"quota_exhausted and {text}. Evidence: {failed.evidence}", hint)
     return Remedy(changes, text, hint=hint)
@@ -329,11 +342,12 @@ def _no_capacity(failed: Failed) -> Remedy | NoRemedy:
     if (
         job["spot"]
         and policy.on_demand
-        and _quota_allows(failed.quota_of, job["instance_type"], False, int(job["instance_count"]))
+        and _quota_allows(failed.quota_of, job["instance_type"], False, job["instance_count"])
     ):
-        return Remedy({**job, "spot": False, "max_wait_seconds": None}, f"spot -> on-demand on {job['instance_type']}")
+        on_demand: JobSpec = {**job, "spot": False, "max_wait_seconds": None}
+        return Remedy(on_demand, f"spot -> on-demand on {job['instance_type']}")
     if policy.instance_fallback:
-        changes, text = _instance_fallback(job, failed.price_of, failed.quota_of, spot=bool(job["spot"]))
+        changes, text = _instance_fallback(job, failed.price_of, failed.quota_of, spot=job["spot"])
         if changes is None:
             return NoRemedy(f"{failed.kind} and {text}. Evidence: {failed.evidence}")
         return Remedy(changes, text)
@@ -346,18 +360,21 @@ def _out_of_memory(failed: Failed) -> Remedy | NoRemedy:
     """Half the per-device batch with twice the gradient accumulation (the same effective batch), down to batch 1;
     then LoRA -> QLoRA when the policy allows it. Either way the checkpoints cannot be resumed."""
     job, policy = failed.job, failed.policy
-    batch, accumulation = int(job["batch_size"]), int(job.get("gradient_accumulation_steps") or 1)
+    batch, accumulation = job["batch_size"], job.get("gradient_accumulation_steps") or 1
     if batch > 1:
         smaller = batch // 2 if batch % 2 == 0 else 1
         factor = batch // smaller
-        changes = {**job, "batch_size": smaller, "gradient_accumulation_steps": accumulation * factor}
+        changes: JobSpec = {**job, "batch_size": smaller, "gradient_accumulation_steps": accumulation * factor}
         remedy = (
             f"per-device batch {batch} -> {smaller}, gradient accumulation {accumulation} -> "
             f"{accumulation * factor} (effective batch {batch * accumulation} kept)"
         )
     elif (fallback := approaches.get(job["approach"]).oom_fallback) and policy.qlora_fallback:
-        changes = {**job, "approach": fallback}
-        changes["output_s3_uri"] = job["output_s3_uri"].replace(f"-{job['approach']}/", f"-{fallback}/")
+        changes = {
+            **job,
+            "approach": fallback,
+            "output_s3_uri": job["output_s3_uri"].replace(f"-{job['approach']}/", f"-{fallback}/"),
+        }
         remedy = f"{job['approach']} -> {fallback} (its out-of-memory fallback) at batch 1"
     else:
         allowed = " (remedies.qlora_fallback is off)" if approaches.get(job["approach"]).oom_fallback else ""
@@ -370,11 +387,11 @@ def _out_of_memory(failed: Failed) -> Remedy | NoRemedy:
 def _runtime_exceeded(failed: Failed) -> Remedy | NoRemedy:
     """The same job resumed from its checkpoints with `runtime_extension_factor` x the MaxRuntime."""
     job = failed.job
-    runtime = int(job["max_runtime_seconds"])
+    runtime = job["max_runtime_seconds"]
     longer = min(math.ceil(runtime * failed.policy.runtime_extension_factor), catalog.MAX_RUNTIME_HOURS_LIMIT * 3600)
     if longer <= runtime:
         return NoRemedy(f"runtime_exceeded at SageMaker's own limit of {runtime} s. Evidence: {failed.evidence}")
-    changes = {
+    changes: JobSpec = {
         **job,
         "max_runtime_seconds": longer,
         "max_wait_seconds": catalog.spot_max_wait_seconds(longer) if job["spot"] else None,
@@ -384,7 +401,8 @@ def _runtime_exceeded(failed: Failed) -> Remedy | NoRemedy:
 
 def _same_again(failed: Failed) -> Remedy | NoRemedy:
     """throttled, or unknown with retry_unknown: the same job again."""
-    return Remedy(dict(failed.job), "the same job again")
+    same: JobSpec = {**failed.job}
+    return Remedy(same, "the same job again")
 
 
 # One remedy per failure class that may be retried (TERMINAL lists the others).
@@ -420,7 +438,7 @@ def _over_bounds(
         )
     if seconds_left is None:
         return None
-    worst = int(changes["max_wait_seconds"] or changes["max_runtime_seconds"]) + catalog.JOB_OVERHEAD_SECONDS
+    worst = (changes["max_wait_seconds"] or changes["max_runtime_seconds"]) + catalog.JOB_OVERHEAD_SECONDS
     if worst > seconds_left:
         return (
             f"{kind}: the remedy ({remedy.text}) could take up to {worst / 3600:.1f} h, and the execution times out in "
@@ -430,13 +448,13 @@ def _over_bounds(
     return None
 
 
-def _max_cost_usd(changes: Mapping[str, Any]) -> Decimal:
+def _max_cost_usd(changes: JobSpec) -> Decimal:
     return cost.estimated_max_cost_usd(
-        int(changes["max_runtime_seconds"]), int(changes["instance_count"]), changes["hourly_price_usd"]
+        changes["max_runtime_seconds"], changes["instance_count"], changes["hourly_price_usd"]
     )
 
 
-def _next_attempt(job: JobSpec, kind: FailureClass, remedy: Remedy, spent: Decimal, allowance: Decimal) -> dict:
+def _next_attempt(job: JobSpec, kind: FailureClass, remedy: Remedy, spent: Decimal, allowance: Decimal) -> JobSpec:
     """The next attempt's JobSpec: the remedied settings, re-estimated, under the attempt's deterministic name."""
     next_attempt = attempt_of(job) + 1
     name = naming.attempt_job_name(base_job_name(job), next_attempt)
@@ -462,9 +480,7 @@ def _next_attempt(job: JobSpec, kind: FailureClass, remedy: Remedy, spent: Decim
     }
 
 
-def _instance_fallback(
-    job: JobSpec, price_of: PriceOf, quota_of: QuotaOf, *, spot: bool
-) -> tuple[dict[str, Any] | None, str]:
+def _instance_fallback(job: JobSpec, price_of: PriceOf, quota_of: QuotaOf, *, spot: bool) -> tuple[JobSpec | None, str]:
     """The job moved to the next instance type, and the remedy's text; (None, why not) when there is none."""
     instance_type, count_or_why, fit = _next_instance(job, quota_of, spot=spot)
     if instance_type is None or fit is None:

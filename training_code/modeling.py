@@ -251,7 +251,9 @@ def _device_map(config: TrainConfig, runtime: Runtime, token: str | None, dtype:
     """
     if config.strategy == "split":
         max_memory: dict[int | str, int] = (
-            dict(split_max_memory(free_gpu_bytes())) if runtime.use_cuda else {"cpu": _host_memory_bytes()}
+            {gpu: limit for gpu, limit in split_max_memory(free_gpu_bytes()).items()}
+            if runtime.use_cuda
+            else {"cpu": _host_memory_bytes()}
         )
         device_map = split_device_map(config.model_id, token, max_memory, dtype)
         devices = sorted(set(device_map.values()), key=str)
@@ -366,6 +368,7 @@ def load_for_inference(
 
     kwargs = {"dtype": runtime.dtype, "attn_implementation": runtime.attn_implementation}
     kwargs.update(_placement_kwargs(device_map, max_memory))
+    model: Any  # a PeftModel or a PreTrainedModel (two unrelated declared types; both are torch Modules)
     if config.is_peft:
         from peft import PeftModel
 

@@ -510,11 +510,19 @@ def read_config(argv: list[str], env: SageMakerEnv) -> TrainConfig:
     return config
 
 
+def channel_dir(directory: Path | None, channel: str) -> Path:
+    """A channel's directory. `config.validate` has refused a missing one already (ConfigError naming the variable);
+    this narrows the type, and says which channel should a caller skip that check."""
+    if directory is None:
+        raise data.DataError(f"the job has no {channel} channel (SM_CHANNEL_{channel.upper()} is not set)")
+    return directory
+
+
 def read_channels(config: TrainConfig, env: SageMakerEnv) -> Channels:
     """Stage 2: read the train channel, and the test channel when evaluating; draw the evaluation samples."""
     # task=sft reads instruction/chat rows (sft.py); classification reads {"text", "label"} rows.
-    read_rows = sft.read_sft_dir if config.is_sft else data.read_jsonl_dir
-    train_examples = read_rows(env.train_dir)
+    read_rows: Callable[[Path], list[Any]] = sft.read_sft_dir if config.is_sft else data.read_jsonl_dir
+    train_examples = read_rows(channel_dir(env.train_dir, "train"))
     labels = [] if config.is_sft else data.label_set(train_examples)
     if config.is_sft and not train_examples:
         raise data.DataError(f"the train channel {env.train_dir} has no rows")
@@ -522,7 +530,7 @@ def read_channels(config: TrainConfig, env: SageMakerEnv) -> Channels:
     eval_indices: list[int] = []
     dataset_rows = {"dataset_train_rows": len(train_examples)}
     if config.eval_samples > 0:
-        test_examples = read_rows(env.test_dir)
+        test_examples = read_rows(channel_dir(env.test_dir, "test"))
         dataset_rows["dataset_test_rows"] = len(test_examples)
         if not test_examples:
             raise data.DataError(f"the test channel {env.test_dir} has no rows; eval_samples=0 skips evaluation")
@@ -751,8 +759,9 @@ def training_metrics(job: Job, training: Training, trained: Trained, dataset_row
     (peak,) = _reduce([telemetry.peak_memory_gb(job.runtime.use_cuda)], "max", device)
     metrics: dict[str, float] = {"train_runtime_seconds": trained.seconds, "peak_memory_gb": peak, **dataset_rows}
     final_loss = telemetry.last_logged_loss(training.trainer.state.log_history)
-    if final_loss is not None or trained.loss is not None:
-        metrics["train_loss"] = final_loss if final_loss is not None else trained.loss
+    loss = final_loss if final_loss is not None else trained.loss
+    if loss is not None:
+        metrics["train_loss"] = loss
     if real > 0:  # a restart after the last step trains nothing: no throughput to report
         metrics["train_tokens_per_second"] = real / trained.seconds
         metrics["train_padding_fraction"] = 1.0 - real / padded

@@ -10,26 +10,37 @@ import math
 import os
 import time
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, NotRequired, TypedDict
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lambdas import aws, plan, settings
+from lambdas import aws, plan, records, settings
 from lambdas.errors import ConfigurationError, InvalidExecutionInput
+from lambdas.handlers.classify import Healing
 from lambdas.handlers.observability import instrumented, logger
-from lambdas.job_spec import JobSpec
+from lambdas.job_spec import JobSpec, PlanOutput
+
+
+class PlanEvent(TypedDict):
+    """The Plan step's event (stacks/constructs/workflow.py). The execution input is left as it came: Plan checks it
+    against its own JSON Schema (lambdas/plan.validate_execution_input), whose errors name the field for the user."""
+
+    input: NotRequired[Any]
+    execution_name: str
 
 
 @instrumented
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Validate, expand, fit, price and check the run; return `{run_id, jobs, total_estimated_max_cost_usd,
-    total_estimated_cost_usd, budget_usd}`."""
-    if not event.get("execution_name"):
+    total_estimated_cost_usd, budget_usd, calibration, healing}`."""
+    request = records.parse(PlanEvent, event)
+    if not request["execution_name"]:
         raise ConfigurationError("Plan event needs execution_name (the state machine passes $$.Execution.Name)")
+    execution_input = request.get("input") or {}
     config = settings.plan_settings()
     result = plan.plan_run(
-        event.get("input") or {},
-        event["execution_name"],
+        execution_input,
+        request["execution_name"],
         config,
         s3=aws.client("s3"),
         pricing=aws.pricing_client(config.region),
@@ -39,7 +50,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         dynamodb=aws.client("dynamodb", max_attempts=2, read_timeout=10),
         fetch_config=None if hub_offline() else plan.fetch_hub_config,
     )
-    result = {**result, "jobs": with_experiment_fields(event.get("input") or {}, result["jobs"], config)}
+    result["jobs"] = with_experiment_fields(execution_input, result["jobs"], config)
     logger.info(
         "run planned",
         extra={
@@ -51,7 +62,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     )
     # Plan runs seconds after the execution starts: its clock, less the run's own overhead, dates the timeout.
     deadline = time.time() + config.execution_timeout_seconds - plan.RUN_OVERHEAD_SECONDS
-    return {**result, "healing": healing(event.get("input") or {}, result, deadline_epoch_seconds=deadline)}
+    return {**result, "healing": healing(execution_input, result, deadline_epoch_seconds=deadline)}
 
 
 def hub_offline(env: Mapping[str, str] | None = None) -> bool:
@@ -76,19 +87,18 @@ def with_experiment_fields(execution_input: dict[str, Any], jobs: list[JobSpec],
         )
     if len(experiments) != len(jobs):
         return jobs
-    extra = [
-        {"inject_failure": experiment["inject_failure"]} if experiment.get("inject_failure") else {}
-        for experiment in experiments
+    return [
+        {**job, "inject_failure": experiment["inject_failure"]} if experiment.get("inject_failure") else job
+        for job, experiment in zip(jobs, experiments, strict=True)
     ]
-    return [cast(JobSpec, {**job, **fields}) for job, fields in zip(jobs, extra, strict=True)]
 
 
-def healing(execution_input: dict[str, Any], result: Any, *, deadline_epoch_seconds: float) -> dict[str, Any]:
+def healing(execution_input: dict[str, Any], result: PlanOutput, *, deadline_epoch_seconds: float) -> Healing:
     """What the Map's iterations need for remedies: the execution's `remedies` input (Remedy merges it over the
     deployment's defaults), each job's equal share of the budget Plan did not need for the jobs' maxima, and when
     the execution times out (no attempt may outlast it)."""
     jobs = result["jobs"]
-    unplanned = max(float(result["budget_usd"]) - float(result["total_estimated_max_cost_usd"]), 0.0)
+    unplanned = max(result["budget_usd"] - result["total_estimated_max_cost_usd"], 0.0)
     return {
         "remedies": execution_input.get("remedies") or {},
         # Rounded down: the shares never add up to more than the budget.

@@ -10,14 +10,28 @@ also emits the spend and status metrics the dashboard graphs.
 from __future__ import annotations
 
 import time
-from typing import Any, cast
+from typing import Any, NotRequired, TypedDict
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lambdas import aws, job_resources, ledger, run_metrics, settings, training_job
+from lambdas import aws, job_resources, ledger, records, run_metrics, settings, training_job
+from lambdas.handlers.classify import CaughtError, Classification
 from lambdas.handlers.observability import instrumented, logger
 from lambdas.job_spec import JobSpec
+from lambdas.remedies import RemedyOutcome
+
+
+class RecordEvent(TypedDict):
+    """The Record steps' event (stacks/constructs/workflow.py): the job with its final `status` (Record, and a failed
+    attempt's RecordAttempt/RecordUnremedied, which add Classify's `failure` and, once decided, Remedy's `remedy`),
+    or the `error` a step was caught with (RecordFailure)."""
+
+    job: JobSpec
+    status: NotRequired[dict[str, Any]]  # Status's output (lambdas/training_job.normalise_description)
+    error: NotRequired[CaughtError]
+    failure: NotRequired[Classification]
+    remedy: NotRequired[RemedyOutcome]
 
 
 def resources_used(job: JobSpec, final: dict[str, Any]) -> dict[str, Any]:
@@ -32,8 +46,8 @@ def resources_used(job: JobSpec, final: dict[str, Any]) -> dict[str, Any]:
             job_resources.gpu_utilization(
                 aws.client("cloudwatch"),
                 job["job_name"],
-                instance_count=int(job["instance_count"]),
-                gpus_per_instance=int(job.get("gpus_per_instance") or 1),
+                instance_count=job["instance_count"],
+                gpus_per_instance=job["gpus_per_instance"],
                 started=final.get("creation_time"),
                 ended=final.get("end_time"),
             )
@@ -64,15 +78,15 @@ def emit_metrics(row: dict[str, Any], *, deployment: str) -> None:
 @instrumented
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Compute the job's cost and spot savings, collect what it used, write its ledger row and emit its metrics."""
+    request = records.parse(RecordEvent, event)
     config = settings.record_settings()
-    job = cast(JobSpec, event["job"])
-    if event.get("status"):
-        final = event["status"]
-    else:
-        final = training_job.outcome_after_error(aws.client("sagemaker"), job["job_name"], event.get("error") or {})
+    job = request["job"]
+    final = request.get("status")
+    if not final:
+        final = training_job.outcome_after_error(aws.client("sagemaker"), job["job_name"], request.get("error") or {})
     # After Classify and Remedy (a failed attempt): its class, evidence and what happens next go on the row.
     row = ledger.job_row(
-        job, final, resources_used(job, final), failure=event.get("failure"), remedy=event.get("remedy")
+        job, final, resources_used(job, final), failure=request.get("failure"), remedy=request.get("remedy")
     )
     ledger.put_row(aws.client("dynamodb"), config.table_name, row)
     result = ledger.to_json_value(row)

@@ -28,7 +28,7 @@ class RemedyEvent(TypedDict):
 
 
 @instrumented
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: LambdaContext) -> remedies.RemedyOutcome:
     """Decide the remedy for one failed attempt."""
     request = records.parse(RemedyEvent, event)
     job, failure = request["job"], request["failure"]

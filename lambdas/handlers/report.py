@@ -7,20 +7,26 @@ Output: `{run_id, report_json_uri, report_md_uri, message}`; the state machine p
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lambdas import aws, ledger, paired, report, settings
+from lambdas import aws, ledger, paired, records, report, settings
 from lambdas.handlers.observability import instrumented, logger
+
+
+class ReportEvent(TypedDict):
+    """The Report step's event (stacks/constructs/workflow.py): the run to report."""
+
+    run_id: str
 
 
 @instrumented
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Rank the run's jobs, compare them with earlier runs, write the report, record the summary."""
+    run_id = records.parse(ReportEvent, event)["run_id"]
     config = settings.report_settings()
-    run_id = event["run_id"]
     dynamodb = aws.client("dynamodb")
     rows = ledger.run_rows(dynamodb, config.table_name, run_id)
 

@@ -87,8 +87,11 @@ def _metric_fields(row: dict[str, Any]) -> dict[str, Any]:
     accuracy = _number(metrics.get(metric))  # "accuracy": the run's primary metric (intent accuracy by default)
     samples, samples_assumed = _eval_samples(row, metrics)
     # Wilson intervals are for shares of samples answered right; a mean ROUGE or BERTScore gets none.
-    proportion = accuracy is not None and metric in catalog.PROPORTION_METRICS
-    low, high = wilson_interval(accuracy, samples) if proportion else (None, None)
+    low, high = (
+        wilson_interval(accuracy, samples)
+        if accuracy is not None and metric in catalog.PROPORTION_METRICS
+        else (None, None)
+    )
     return {
         "accuracy": accuracy,
         "primary_metric": metric,

@@ -35,7 +35,7 @@ def fetch_history(
     """Earlier rows of each model x approach in `rows`, via `query(model, approach, limit)` (the ledger's index)."""
     history: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        key = model_approach_key(row.get("model"), row.get("approach"))
+        key = model_approach_key(row["model"], row["approach"])  # every job row has both (ledger.job_row)
         if key not in history:
             # Ask for a few more: this run's own rows may already be in the index.
             history[key] = query(row["model"], row["approach"], COMPARISON_RUNS + 5)

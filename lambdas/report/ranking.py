@@ -149,6 +149,7 @@ def final_attempts(by_job: dict[str, list[dict[str, Any]]]) -> list[dict[str, An
         total = round(sum(e["cost_usd"] for e in attempts), 4)
         final["attempts"], final["attempts_cost_usd"] = len(attempts), total
         if final["cost_per_accuracy_point"] is not None:
-            final["cost_per_accuracy_point"] = float(cost.cost_per_accuracy_point(total, final["accuracy"]))
+            per_point = cost.cost_per_accuracy_point(total, final["accuracy"])
+            final["cost_per_accuracy_point"] = None if per_point is None else float(per_point)
         finals.append(final)
     return finals

@@ -84,6 +84,22 @@ class _HealingStates:
     retry: sfn.Choice
 
 
+# CDK types a Function's role and timeout as optional (an imported function may have neither); a HardenedFunction
+# always has both (stacks/constructs/hardened.py creates its role and bounds its timeout), so a None is a bug here.
+def own_role(function: HardenedFunction) -> iam.IRole:
+    """The function's own execution role."""
+    if function.role is None:
+        raise ValueError(f"{function.node.id} has no role of its own")
+    return function.role
+
+
+def bounded_timeout(function: HardenedFunction) -> Duration:
+    """The function's timeout."""
+    if function.timeout is None:
+        raise ValueError(f"{function.node.id} has no timeout")
+    return function.timeout
+
+
 class Workflow(Construct):
     """Lambdas with one least-privilege role each, wired into the state machine."""
 
@@ -167,7 +183,7 @@ class Workflow(Construct):
                 timeout=lambda_timeout(CALLS_AT_WORST[name]),
             )
             # Its grants come with it, from its row of the table (a function without a row fails the synth).
-            apply_grants(name, created.role, grant_targets)
+            apply_grants(name, own_role(created), grant_targets)
             return created
 
         self.plan = function("Plan", "Validates the execution input, expands the matrix, prices and checks quotas")
@@ -214,7 +230,7 @@ class Workflow(Construct):
                 "CLEANUP_STOP_WAIT_SECONDS": str(config.cleanup_stop_wait_seconds),
                 # Look for the run's jobs again once a Launch that was mid-call when the execution ended has
                 # certainly returned: Launch's own timeout, plus a minute.
-                "CLEANUP_RESWEEP_SECONDS": str(int(self.launch.timeout.to_seconds()) + 60),
+                "CLEANUP_RESWEEP_SECONDS": str(int(bounded_timeout(self.launch).to_seconds()) + 60),
             },
             reconcile_environment={
                 "TABLE_NAME": table.table_name,
@@ -229,10 +245,10 @@ class Workflow(Construct):
         self.reconcile = self.lifecycle.reconciler
         # Cleanup and Reconcile are created by the Lifecycle construct; their grants come from their rows of the
         # table like the others'.
-        apply_grants("Cleanup", self.cleanup.role, grant_targets)
+        apply_grants("Cleanup", own_role(self.cleanup), grant_targets)
         apply_grants(
             "Reconcile",
-            self.reconcile.role,
+            own_role(self.reconcile),
             {**grant_targets, Target.STATE_MACHINE: self.state_machine.state_machine_arn},
         )
 
@@ -255,7 +271,7 @@ class Workflow(Construct):
             # Retries come from add_lambda_retry, with jitter; the built-in one has none.
             retry_on_service_exceptions=False,
             result_path=result_path if result_path is not None else sfn.JsonPath.DISCARD,
-            task_timeout=sfn.Timeout.duration(function.timeout.plus(TASK_TIMEOUT_MARGIN)),
+            task_timeout=sfn.Timeout.duration(bounded_timeout(function).plus(TASK_TIMEOUT_MARGIN)),
         )
 
     def _definition(self, config: Config) -> sfn.IChainable:

@@ -124,7 +124,7 @@ def resolve(python: str, requirements: Path = REQUIREMENTS) -> tuple[dict[str, A
         return json.loads(report_path.read_text()), pip_version
 
 
-def summarise(report: dict[str, Any], requirements: Path = REQUIREMENTS) -> dict[str, Any]:
+def summarize(report: dict[str, Any], requirements: Path = REQUIREMENTS) -> dict[str, Any]:
     """The record's versions from a pip installation report; `CheckFailed` if a DLC pin or one of ours moved."""
     resolved: dict[str, Any] = {
         canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"] for item in report.get("install", [])
@@ -152,7 +152,7 @@ def summarise(report: dict[str, Any], requirements: Path = REQUIREMENTS) -> dict
 
 
 def run_check(python: str, *, record: Path = RECORD, requirements: Path = REQUIREMENTS) -> dict[str, Any]:
-    """Resolve, summarise and write the record; returns it."""
+    """Resolve, summarize and write the record; returns it."""
     started = time.monotonic()
     report, pip_version = resolve(python, requirements)
     content = {
@@ -162,7 +162,7 @@ def run_check(python: str, *, record: Path = RECORD, requirements: Path = REQUIR
         "checked": datetime.now(UTC).date().isoformat(),
         "pip": pip_version,
         "seconds": round(time.monotonic() - started, 1),
-        **summarise(report, requirements),
+        **summarize(report, requirements),
     }
     record.write_text(json.dumps(content, indent=2) + "\n")
     return content

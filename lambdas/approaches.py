@@ -34,7 +34,7 @@ class Approach:
     dora: bool  # the adapter is DoRA (PEFT `use_dora=True`): a magnitude vector per adapted output feature
     gpu_only: bool  # Plan refuses CPU instances for it
     flops_per_parameter: int  # training FLOPs per parameter per token, without recomputation (0: no training)
-    utilisation: str  # the catalog.TIME_MODEL constant of its training step's model FLOPs utilisation
+    utilization: str  # the catalog.TIME_MODEL constant of its training step's model FLOPs utilization
     optimizer: str  # the Trainer `optim` the training code uses (ADAMW or PAGED_ADAMW_8BIT)
     always_checkpoints: bool  # gradient checkpointing `auto` is on whatever the model size and device
     strategies: tuple[str, ...]  # the training code's strategies for it (catalog.STRATEGIES names)
@@ -83,7 +83,7 @@ APPROACH_LIST: tuple[Approach, ...] = (
         gpu_only=False,
         # forward 2N + backward 4N (activation and weight gradients)
         flops_per_parameter=6,
-        utilisation="utilisation_full",
+        utilization="utilization_full",
         optimizer=ADAMW,
         always_checkpoints=False,
         strategies=_ALL_STRATEGIES,
@@ -102,7 +102,7 @@ APPROACH_LIST: tuple[Approach, ...] = (
         gpu_only=False,
         # frozen base weights need no weight gradients: backward is the activation gradients only, ~2N
         flops_per_parameter=4,
-        utilisation="utilisation_lora",
+        utilization="utilization_lora",
         optimizer=ADAMW,
         always_checkpoints=False,
         strategies=("single", "ddp", "fsdp", "fsdp_offload", "split"),
@@ -119,7 +119,7 @@ APPROACH_LIST: tuple[Approach, ...] = (
         dora=False,
         gpu_only=True,  # bitsandbytes' 4-bit kernels are what make QLoRA worth running
         flops_per_parameter=4,
-        utilisation="utilisation_qlora",
+        utilization="utilization_qlora",
         optimizer=PAGED_ADAMW_8BIT,
         always_checkpoints=True,  # the QLoRA recipe: memory is what it exists to save
         strategies=_ONE_PROCESS_OR_REPLICAS,  # 4-bit weights cannot be FLAT-sharded by FSDP
@@ -137,7 +137,7 @@ APPROACH_LIST: tuple[Approach, ...] = (
         # LoRA's per-token FLOPs; DoRA's per-step work (rebuilding each adapted weight to take its norm) is counted
         # separately by lambdas/estimate.py from lambdas/memory.dora_step_work.
         flops_per_parameter=4,
-        utilisation="utilisation_lora",
+        utilization="utilization_lora",
         optimizer=ADAMW,
         always_checkpoints=False,
         # No FSDP here: PEFT made DoRA run under FSDP (huggingface/peft#1806, in 0.12+, so in the DLC's 0.18.1), but
@@ -157,7 +157,7 @@ APPROACH_LIST: tuple[Approach, ...] = (
         dora=False,
         gpu_only=False,
         flops_per_parameter=0,
-        utilisation="",
+        utilization="",
         optimizer=ADAMW,  # never built: nothing trains
         always_checkpoints=False,
         strategies=_ONE_PROCESS_OR_REPLICAS,  # one process (or rank 0) generates

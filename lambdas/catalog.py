@@ -879,15 +879,15 @@ TIME_MODEL: dict[str, TimeConstant] = {
         TimeConstant(
             "quantize_s_per_billion", 3.0, 2.0, 6.0, "s/B params", "assumed: bitsandbytes NF4 quantization at load"
         ),
-        # Model FLOPs utilisation of the training step, counting recomputation, at the study's ~35-token sequences.
+        # Model FLOPs utilization of the training step, counting recomputation, at the study's ~35-token sequences.
         # Published Llama-2-7B LoRA on one A100: plain HF + PEFT ~21% (FIELD_NOTES); short sequences lower it (small
         # matmuls); QLoRA >= 25% slower than LoRA (dequantization); full fine-tuning under FSDP 44-55% on NVSwitch
         # nodes (FIELD_NOTES), its communication priced separately here; `lean` does the 8-bit optimizer step inside
         # backward. bench/ (docs/benchmarks.md) measures step times; calibration corrects the rest.
-        TimeConstant("utilisation_lora", 0.20, 0.30, 0.12, "MFU", "FIELD_NOTES: plain HF + PEFT ~21% MFU"),
-        TimeConstant("utilisation_qlora", 0.15, 0.22, 0.09, "MFU", "LoRA's / 1.25+: QLoRA >= 25% slower"),
-        TimeConstant("utilisation_full", 0.30, 0.40, 0.20, "MFU", "FIELD_NOTES: full FT 44-55% on NVSwitch nodes"),
-        TimeConstant("utilisation_lean", 0.25, 0.35, 0.15, "MFU", "full FT less the fused 8-bit step's time"),
+        TimeConstant("utilization_lora", 0.20, 0.30, 0.12, "MFU", "FIELD_NOTES: plain HF + PEFT ~21% MFU"),
+        TimeConstant("utilization_qlora", 0.15, 0.22, 0.09, "MFU", "LoRA's / 1.25+: QLoRA >= 25% slower"),
+        TimeConstant("utilization_full", 0.30, 0.40, 0.20, "MFU", "FIELD_NOTES: full FT 44-55% on NVSwitch nodes"),
+        TimeConstant("utilization_lean", 0.25, 0.35, 0.15, "MFU", "full FT less the fused 8-bit step's time"),
         TimeConstant("memory_efficiency", 0.7, 0.8, 0.5, "of peak", "assumed share of peak DRAM bandwidth a step gets"),
         TimeConstant(
             "step_overhead_s",
@@ -937,7 +937,7 @@ TIME_MODEL: dict[str, TimeConstant] = {
         ),
         TimeConstant("upload_fixed_s", 30, 15, 60, "s", "assumed: SageMaker's Uploading phase for a small artifact"),
         TimeConstant(
-            "eval_utilisation", 0.3, 0.4, 0.15, "MFU", "assumed: prefill of short prompts at evaluation batch size"
+            "eval_utilization", 0.3, 0.4, 0.15, "MFU", "assumed: prefill of short prompts at evaluation batch size"
         ),
         TimeConstant("decode_bandwidth_efficiency", 0.6, 0.75, 0.4, "of peak", "decoding reads every weight per token"),
         TimeConstant(

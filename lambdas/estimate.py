@@ -7,7 +7,7 @@ sizes. A job's wall time is the sum of its parts (`PARTS`):
     install     `pip install -r requirements.txt` at the start of the training code
     download    Hub snapshot download at a rate, then loading (and NF4 quantization) onto the GPUs
     train       optimizer steps x (max(compute, memory traffic, communication) + a fixed per-step overhead)
-                  compute        step tokens x FLOPs per token / (working GPUs x peak dense TFLOP/s x utilisation),
+                  compute        step tokens x FLOPs per token / (working GPUs x peak dense TFLOP/s x utilization),
                                  plus DoRA's per-forward rebuild of each adapted weight (memory.dora_forward_work)
                   memory         bytes each GPU reads and writes per step / (bandwidth x efficiency)
                   communication  bytes each GPU sends per step over the instance's link (PCIe or NVSwitch; the
@@ -274,8 +274,8 @@ def steps_of(shape: JobShape) -> int:
 def _step_seconds(shape: JobShape, traffic: StepTraffic, band: str) -> dict[str, float]:
     instance = shape.instance
     lean = shape.strategy is memory.Strategy.LEAN
-    utilisation = _value("utilisation_lean" if lean else approaches.get(shape.approach).utilisation, band)
-    compute = traffic.flops / (traffic.working_gpus * _peak_flops(instance) * utilisation)
+    utilization = _value("utilization_lean" if lean else approaches.get(shape.approach).utilization, band)
+    compute = traffic.flops / (traffic.working_gpus * _peak_flops(instance) * utilization)
     memory_seconds = traffic.memory_bytes / (_bandwidth(instance) * _value("memory_efficiency", band))
     communication = 0.0
     if traffic.collective_bytes:
@@ -321,7 +321,7 @@ def _part_seconds(shape: JobShape, fit: memory.FitEstimate, band: str) -> tuple[
     # Evaluation on one GPU (or the node's GPUs one after another when the model is spread over them).
     eval_flops, decode_steps = evaluation_work(shape)
     reload = weight_bytes / _value("load_bytes_per_s", band) if shape.strategy.shards else 0.0
-    prefill = eval_flops / (_peak_flops(instance) * _value("eval_utilisation", band))
+    prefill = eval_flops / (_peak_flops(instance) * _value("eval_utilization", band))
     per_token = weight_bytes / (_bandwidth(instance) * _value("decode_bandwidth_efficiency", band))
     parts["evaluate"] = reload + prefill + decode_steps * (per_token + _value("decode_step_overhead_s", band))
 

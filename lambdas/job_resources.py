@@ -1,4 +1,4 @@
-"""What a training job used, read after it ended: GPU utilisation of its hosts (CloudWatch) and its model artifact
+"""What a training job used, read after it ended: GPU utilization of its hosts (CloudWatch) and its model artifact
 (S3). Record puts both on the job's ledger row; the Banking77 study reports the same figures.
 
 SageMaker publishes each host's instance metrics in the `/aws/sagemaker/TrainingJobs` namespace with the dimension
@@ -65,8 +65,8 @@ def _rounded(value: float) -> float:
     return round(value, 2)
 
 
-def summarise(values_by_query: dict[str, list[float]], gpus_per_instance: int) -> dict[str, Any]:
-    """Per-GPU percentages from the points of each query: utilisation mean and max, memory max, over all hosts;
+def summarize(values_by_query: dict[str, list[float]], gpus_per_instance: int) -> dict[str, Any]:
+    """Per-GPU percentages from the points of each query: utilization mean and max, memory max, over all hosts;
     None for a metric without points (a CPU instance, or a job that ended before its first minute)."""
     per_gpu = max(int(gpus_per_instance), 1)
     utilization = [v / per_gpu for key, vs in values_by_query.items() if key.startswith(_UTILIZATION_ID) for v in vs]
@@ -94,7 +94,7 @@ def gpu_utilization(
     between `started` and `ended` (ISO times of the normalised status); both None when the job has no times."""
     start, end = _parse_time(started), _parse_time(ended)
     if start is None or end is None or instance_count < 1:
-        return summarise({}, gpus_per_instance)
+        return summarize({}, gpus_per_instance)
     values: dict[str, list[float]] = {}
     request: dict[str, Any] = {
         "MetricDataQueries": metric_queries(job_name, instance_count),
@@ -109,7 +109,7 @@ def gpu_utilization(
         if not response.get("NextToken"):
             break
         request["NextToken"] = response["NextToken"]
-    return summarise(values, gpus_per_instance)
+    return summarize(values, gpus_per_instance)
 
 
 def artifact_bytes(s3: Any, uri: str | None) -> int | None:

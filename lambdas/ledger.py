@@ -177,7 +177,7 @@ def job_row(
     remedy: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ledger row for a JobSpec and its final (normalised) status, with cost and spot savings, and what the job
-    used (`resources`: Record's GPU utilisation and artifact size; absent figures are None).
+    used (`resources`: Record's GPU utilization and artifact size; absent figures are None).
 
     Every field added since the first ledger contract is read with `.get`, so rows of statuses and specs written
     before it still build. Every attempt of a job is a row of its own (lambdas/remedies.py): `attempt`,

@@ -163,10 +163,10 @@ def main(argv: Sequence[str] | None = None, s3_client: Any = None) -> int:
         "labels": len({example.label for example in train}),
         **{f"{split}_path": str(path) for split, path in paths.items()},
     }
-    return _upload_and_summarise(args, s3_client, paths, summary)
+    return _upload_and_summarize(args, s3_client, paths, summary)
 
 
-def _upload_and_summarise(
+def _upload_and_summarize(
     args: argparse.Namespace, s3_client: Any, paths: dict[str, Path], summary: dict[str, Any]
 ) -> int:
     """Upload the channel files when --bucket is given (either task), then print the summary as JSON; exit code 0."""
@@ -205,7 +205,7 @@ def _prepare_sft(args: argparse.Namespace, s3_client: Any) -> int:
             raise DataError(f"{source}: no rows")
     summary: dict[str, Any] = {"name": args.name, "task": "sft", **{f"{k}_rows": v for k, v in counts.items()}}
     summary.update({f"{split}_path": str(path) for split, path in paths.items()})
-    return _upload_and_summarise(args, s3_client, paths, summary)
+    return _upload_and_summarize(args, s3_client, paths, summary)
 
 
 if __name__ == "__main__":

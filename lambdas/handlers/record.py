@@ -35,7 +35,7 @@ class RecordEvent(TypedDict):
 
 
 def resources_used(job: JobSpec, final: dict[str, Any]) -> dict[str, Any]:
-    """GPU utilisation of the job's hosts (CloudWatch) and its model artifact's size (S3).
+    """GPU utilization of the job's hosts (CloudWatch) and its model artifact's size (S3).
 
     These figures describe the job; its cost row must not depend on them. A lookup that still fails after botocore's
     retries is logged and recorded as None, so the row (what the job cost) is written all the same.
@@ -53,7 +53,7 @@ def resources_used(job: JobSpec, final: dict[str, Any]) -> dict[str, Any]:
             )
         )
     except (BotoCoreError, ClientError) as exc:
-        logger.warning("GPU utilisation not recorded", extra={"job_name": job["job_name"], "error": str(exc)})
+        logger.warning("GPU utilization not recorded", extra={"job_name": job["job_name"], "error": str(exc)})
     try:
         used["artifact_bytes"] = job_resources.artifact_bytes(aws.client("s3"), final.get("artifact_uri"))
     except (BotoCoreError, ClientError) as exc:

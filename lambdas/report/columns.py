@@ -104,7 +104,7 @@ JOB_DETAILS = (
     Column("training s", field("training_seconds")),
     Column("billable s", field("billable_seconds")),
     Column("spot savings", field("spot_savings_pct", formats.savings)),
-    Column("GPU util mean/max", field("gpu_utilization_pct", formats.utilisation)),
+    Column("GPU util mean/max", field("gpu_utilization_pct", formats.utilization)),
     Column("peak GPU GB", field("peak_memory_gb", lambda v: formats.num(v, 1))),
     Column("artifact MB", _artifact_mb),
     *RESOLVED,

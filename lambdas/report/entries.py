@@ -23,7 +23,7 @@ def _number(value: Any) -> float | None:
 
 def resource_fields(row: dict[str, Any]) -> dict[str, Any]:
     """What a job used and what shaped it, from its (JSON) ledger row: hyperparameters, dataset, peak memory, GPU
-    utilisation, time split, interruptions and the model artifact (None or empty where a row predates them)."""
+    utilization, time split, interruptions and the model artifact (None or empty where a row predates them)."""
     metrics = row.get("metrics") or {}
     return {
         "price_source": row.get("price_source"),

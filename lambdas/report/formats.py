@@ -44,8 +44,8 @@ def points(value: float | None) -> str:
     return MISSING if value is None else f"{value:+.1f} pts"
 
 
-def utilisation(value: dict[str, Any] | None) -> str:
-    """GPU utilisation as mean / max percent."""
+def utilization(value: dict[str, Any] | None) -> str:
+    """GPU utilization as mean / max percent."""
     return MISSING if not value else f"{value['mean']:.0f}% / {value['max']:.0f}%"
 
 

@@ -1,5 +1,5 @@
 """A CloudWatch dashboard for the deployment: executions and training jobs by status, spend per run, Lambda errors
-and the GPU utilisation of running jobs.
+and the GPU utilization of running jobs.
 
 The job figures come from Record's EMF metrics (lambdas/run_metrics.py: the same names and dimension sets) and
 from the instance metrics SageMaker publishes per host in `/aws/sagemaker/TrainingJobs`. Metrics whose dimension
@@ -133,7 +133,7 @@ class Dashboard(Construct):
             ],
         )
         gpus = graph(
-            "GPU utilisation of running jobs (% per host, summed over its GPUs)",
+            "GPU utilization of running jobs (% per host, summed over its GPUs)",
             [
                 cloudwatch.MathExpression(
                     expression=gpu_utilization_expression(job_name_prefix),

@@ -135,7 +135,7 @@ GRANTS: Mapping[str, tuple[Grant, ...]] = {
         # The model artifact's size: jobs upload their model uncompressed, so Record sums the sizes ListObjectsV2
         # reports under the job's models/<model>-<approach>/<job>/output/model/ prefix. It reads no object.
         Grant(("s3:ListBucket",), Target.BUCKET, conditions={"StringLike": {"s3:prefix": [f"{MODELS_PREFIX}*"]}}),
-        # The job's GPU utilisation from its hosts' metrics in /aws/sagemaker/TrainingJobs.
+        # The job's GPU utilization from its hosts' metrics in /aws/sagemaker/TrainingJobs.
         Grant(
             ("cloudwatch:GetMetricData",),
             Target.ANY,

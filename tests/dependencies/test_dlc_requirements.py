@@ -38,7 +38,7 @@ def test_the_record_was_made_against_the_dlc_the_check_describes(record) -> None
 
 
 def test_the_recorded_resolution_keeps_every_dlc_pin_and_every_requirement_pin(record) -> None:
-    summary = check.summarise(_report(record["resolved"]))
+    summary = check.summarize(_report(record["resolved"]))
 
     assert summary["kept"] == record["kept"]
     assert set(summary["kept"]) == {"torch", "transformers", "numpy", "protobuf"}
@@ -47,7 +47,7 @@ def test_the_recorded_resolution_keeps_every_dlc_pin_and_every_requirement_pin(r
 
 def test_a_resolution_that_replaces_the_images_torch_fails_the_check(record) -> None:
     with pytest.raises(check.CheckFailed, match=r"torch==2\.9\.0 became 2\.10\.0"):
-        check.summarise(_report({**record["resolved"], "torch": "2.10.0"}))
+        check.summarize(_report({**record["resolved"], "torch": "2.10.0"}))
 
 
 def test_a_resolution_that_moves_one_of_our_pins_fails_the_check(record, tmp_path: Path) -> None:
@@ -55,7 +55,7 @@ def test_a_resolution_that_moves_one_of_our_pins_fails_the_check(record, tmp_pat
     requirements.write_text("# comment\npeft==0.21.2  # adapters\nrouge-score\n")
 
     with pytest.raises(check.CheckFailed, match="peft"):
-        check.summarise(_report({**record["resolved"], "peft": "0.22.0"}), requirements)
+        check.summarize(_report({**record["resolved"], "peft": "0.22.0"}), requirements)
 
 
 def test_the_record_names_what_the_requirements_upgrade_over_the_image(record) -> None:

@@ -1,5 +1,5 @@
 """The deployment's CloudWatch dashboard: executions and jobs by status, spend per run, Lambda errors and GPU
-utilisation, graphing exactly the metrics Record emits and SageMaker publishes (the app synthesizes nag-clean in the
+utilization, graphing exactly the metrics Record emits and SageMaker publishes (the app synthesizes nag-clean in the
 session fixture, with the dashboard in it)."""
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def test_job_and_spend_widgets_search_the_dimension_sets_record_emits(dashboard,
 
 
 def test_gpu_widget_searches_the_hosts_of_this_deployments_jobs(dashboard, prefix) -> None:
-    [widget] = [w for title, w in dashboard["widgets"].items() if title.startswith("GPU utilisation")]
+    [widget] = [w for title, w in dashboard["widgets"].items() if title.startswith("GPU utilization")]
     [expression] = _expressions(widget)
     assert _search_schema(expression) == (job_resources.TRAINING_JOB_NAMESPACE, "Host")
     # CloudWatch's documented designator form is `Name=value` (unquoted: partial match), not `Name:value`.

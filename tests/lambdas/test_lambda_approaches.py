@@ -58,8 +58,8 @@ def test_the_input_schema_offers_exactly_the_tables_approaches() -> None:
 
 
 @pytest.mark.parametrize("approach", [a for a in approaches.APPROACH_LIST if a.trains], ids=lambda a: a.name)
-def test_every_training_approach_names_a_utilisation_of_the_time_model(approach: approaches.Approach) -> None:
-    assert approach.utilisation in catalog.TIME_MODEL
+def test_every_training_approach_names_a_utilization_of_the_time_model(approach: approaches.Approach) -> None:
+    assert approach.utilization in catalog.TIME_MODEL
 
 
 @pytest.mark.parametrize("approach", [a for a in approaches.APPROACH_LIST if a.oom_fallback], ids=lambda a: a.name)

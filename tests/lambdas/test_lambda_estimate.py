@@ -47,9 +47,9 @@ def test_lora_on_one_a10g_matches_the_hand_computed_parts() -> None:
     n = LLAMA2_7B.parameters
     result = estimate.estimate_job(shape())
     # Then: 1,251 steps of 8 x 34.3 tokens; LoRA with gradient checkpointing = 6N FLOPs per token at 70 TFLOP/s x
-    # the LoRA utilisation; compute bounds the step (no communication on one GPU)
+    # the LoRA utilization; compute bounds the step (no communication on one GPU)
     steps = math.ceil(STUDY_ROWS / 8)
-    compute = 8 * 34.3 * 6 * n / (70e12 * tm("utilisation_lora"))
+    compute = 8 * 34.3 * 6 * n / (70e12 * tm("utilization_lora"))
     assert result.steps == steps and result.bottleneck == "compute"
     assert result.seconds["train"] == pytest.approx(steps * (compute + tm("step_overhead_s")))
     # startup of a one-GPU instance, the pip install, download + load of the bf16 weights
@@ -58,7 +58,7 @@ def test_lora_on_one_a10g_matches_the_hand_computed_parts() -> None:
         2 * n / tm("download_bytes_per_s") + 2 * n / tm("load_bytes_per_s")
     )
     # evaluation: prefill of 500 prompts + ceil(500 / 8) x 8 decoding steps, each reading the weights
-    prefill = 500 * 34.3 * 2 * n / (70e12 * tm("eval_utilisation"))
+    prefill = 500 * 34.3 * 2 * n / (70e12 * tm("eval_utilization"))
     per_token = 2 * n / (600e9 * tm("decode_bandwidth_efficiency")) + tm("decode_step_overhead_s")
     assert result.seconds["evaluate"] == pytest.approx(prefill + 63 * 8 * per_token)
     # the fp32 adapter's save and upload

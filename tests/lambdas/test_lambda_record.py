@@ -138,7 +138,7 @@ def test_rows_never_hold_floats(moto_aws: None) -> None:
     assert stored["metrics"]["eval_rougeL"] == Decimal("0.1") and isinstance(stored["hourly_price_usd"], Decimal)
 
 
-# --- What the job used: GPU utilisation, artifact, time split, hyperparameters, dataset ------------------------------
+# --- What the job used: GPU utilization, artifact, time split, hyperparameters, dataset ------------------------------
 
 START = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -154,8 +154,8 @@ def metric_result(query_id: str, label: str, values: list[float]) -> dict[str, A
     }
 
 
-def test_gpu_utilisation_is_per_gpu_mean_and_max_over_every_host() -> None:
-    # Given a 2-instance job with 4 GPUs each: SageMaker sums utilisation over an instance's GPUs (0-400%)
+def test_gpu_utilization_is_per_gpu_mean_and_max_over_every_host() -> None:
+    # Given a 2-instance job with 4 GPUs each: SageMaker sums utilization over an instance's GPUs (0-400%)
     cloudwatch = aws.client("cloudwatch")
     expected_queries = job_resources.metric_queries("ft-job", 2)
     assert [q["MetricStat"]["Metric"]["Dimensions"] for q in expected_queries] == [
@@ -183,7 +183,7 @@ def test_gpu_utilisation_is_per_gpu_mean_and_max_over_every_host() -> None:
                 "ScanBy": "TimestampAscending",
             },
         )
-        # When summarised over the job's run
+        # When summarized over the job's run
         used = job_resources.gpu_utilization(
             cloudwatch,
             "ft-job",
@@ -196,7 +196,7 @@ def test_gpu_utilisation_is_per_gpu_mean_and_max_over_every_host() -> None:
     assert used == {"gpu_utilization_pct": {"mean": 85.0, "max": 95.0}, "gpu_memory_utilization_pct": {"max": 75.0}}
 
 
-def test_gpu_utilisation_follows_next_tokens() -> None:
+def test_gpu_utilization_follows_next_tokens() -> None:
     cloudwatch = aws.client("cloudwatch")
     with Stubber(cloudwatch) as stub:
         stub.add_response(
@@ -226,7 +226,7 @@ def test_gpu_utilisation_follows_next_tokens() -> None:
     assert used["gpu_memory_utilization_pct"] is None
 
 
-def test_cpu_job_without_gpu_points_has_no_utilisation() -> None:
+def test_cpu_job_without_gpu_points_has_no_utilization() -> None:
     # Given CloudWatch has no GPU points for the job's host (a CPU instance publishes none)
     cloudwatch = aws.client("cloudwatch")
     with Stubber(cloudwatch) as stub:

@@ -531,7 +531,7 @@ def start(
     input_file: Annotated[Path | None, typer.Option("--input", help="execution input JSON")] = None,
     matrix: MatrixOption = None,
     model: Annotated[str | None, typer.Option(help="one experiment: catalog model or Hub id")] = None,
-    approach: Annotated[str | None, typer.Option(help="full, lora, qlora or baseline (zero-shot)")] = None,
+    approach: Annotated[str | None, typer.Option(help=f"{', '.join(catalog.APPROACHES)} (baseline: zero-shot)")] = None,
     budget: Annotated[float | None, typer.Option(help="budget_usd (default: the deployment's)")] = None,
     name: Annotated[str | None, typer.Option(help="execution name (the run id derives from it)")] = None,
     wait: Annotated[bool, typer.Option(help="follow the execution; exit 1 unless it SUCCEEDED")] = False,

@@ -11,7 +11,7 @@ their MaxRuntime. So, for the run of that execution:
 4. look again once `resweep_seconds` have passed since it started (a Launch that was mid-call when the execution
    ended creates its job after the first look; Launch's own timeout bounds how late), and stop and record what is
    new, until a look finds nothing new;
-5. write a partial report (lambdas/report.py, marked `partial`) and a SUMMARY row, unless Report already ran;
+5. write a partial report (lambdas/report/, marked `partial`) and a SUMMARY row, unless Report already ran;
 6. publish the execution's cause, and every job stopped and recorded, to the run topic.
 
 Every step is idempotent (stop tolerates ended jobs, recorded jobs are skipped, the report is overwritten), so

@@ -8,6 +8,7 @@ from xml.etree import ElementTree
 
 from lambdas import aws, ledger, report
 from lambdas.handlers import report as report_handler
+from tests.support.dynamodb_local import create_ledger_table
 from tests.support.lambdas import BUCKET, TABLE, one_job
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -299,15 +300,7 @@ def test_report_is_written_even_when_the_index_cannot_be_queried(moto_aws: None,
     # Given a ledger table without the index (e.g. while a deploy backfills it)
     dynamodb = aws.client("dynamodb")
     dynamodb.delete_table(TableName=TABLE)
-    dynamodb.create_table(
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_ledger_table(dynamodb, TABLE)
     for item in ROWS:
         ledger.put_row(dynamodb, TABLE, item)
     # When the report is built, then it is written with an empty comparison

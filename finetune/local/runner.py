@@ -200,7 +200,7 @@ class LocalAccount:
         ):
             self._create_resources()
             # Handlers read settings at cold start and cache clients: start them cold against this account.
-            with mock.patch.dict(os.environ, self.environment):
+            with mock.patch.dict(os.environ, self.environment), _handlers_restored_afterwards():
                 _cold_start_handlers()
                 yield self
 
@@ -632,6 +632,24 @@ def _failed_state(sfn: Any, execution_arn: str) -> str | None:
     history = sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
     entered = [e["stateEnteredEventDetails"]["name"] for e in history if "stateEnteredEventDetails" in e]
     return entered[-1] if entered else None
+
+
+@contextmanager
+def _handlers_restored_afterwards() -> Iterator[None]:
+    """Put back the handler modules this process had imported before the account started cold ones.
+
+    A test that imported a handler keeps its module object; its typed records resolve their annotations through
+    `sys.modules[<module>]` (records.parse: typing.get_type_hints), which a cold start had emptied."""
+    before = {name: module for name, module in sys.modules.items() if name.startswith("lambdas.handlers.")}
+    try:
+        yield
+    finally:
+        _cold_start_handlers()
+        sys.modules.update(before)
+        package = sys.modules.get("lambdas.handlers")
+        for name, module in before.items():
+            if package is not None:
+                setattr(package, name.rsplit(".", 1)[-1], module)
 
 
 def _cold_start_handlers() -> None:

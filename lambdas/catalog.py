@@ -608,9 +608,11 @@ QUALITY_METRICS: tuple[str, ...] = tuple(dict.fromkeys(m for ms in TASK_QUALITY_
 # Shares of samples answered right: a per-sample right/wrong exists, so Wilson intervals and the paired McNemar test
 # (lambdas/paired.py) apply. ROUGE and BERTScore are means of graded scores: no interval is claimed for them.
 PROPORTION_METRICS: frozenset[str] = frozenset({"eval_intent_accuracy", "eval_exact_match"})
-# eval_samples "all": the whole test split. The estimator assumes Banking77's test split for a dataset it cannot see.
+# eval_samples "all": the whole test split. Its rows are the catalog's count for a known dataset, else the test
+# channel's bytes / the mean bytes per row when Plan can list it, else Banking77's test split (ASSUMED_TEST_ROWS).
 ALL_SAMPLES = "all"
 ASSUMED_TEST_ROWS = 3_080
+DATASET_TEST_ROWS: dict[str, int] = {"banking77": 3_080}
 
 
 # Planning task sft without seeing its tokens. Instruction/chat rows vary far more than Banking77's ~34-token queries
@@ -640,9 +642,12 @@ def primary_metric(task: str | None, requested: str | None = None) -> str:
     return requested or TASK_QUALITY_METRICS[task or CLASSIFICATION][0]
 
 
-def planned_eval_samples(eval_samples: int | str) -> int:
-    """The samples a job will evaluate, for estimates: the number, or the assumed test rows for `all`."""
-    return ASSUMED_TEST_ROWS if eval_samples == ALL_SAMPLES else int(eval_samples)
+def planned_eval_samples(eval_samples: int | str, test_rows: float | None = None) -> int:
+    """The samples a job will evaluate, for estimates: the test split's rows (`test_rows`, else ASSUMED_TEST_ROWS)
+    for `all`; a number, capped at the test rows when they are known (evaluation draws at most every row)."""
+    if eval_samples == ALL_SAMPLES:
+        return max(1, round(test_rows if test_rows else ASSUMED_TEST_ROWS))
+    return int(eval_samples) if not test_rows else min(int(eval_samples), max(1, round(test_rows)))
 
 
 # --------------------------------------------------------------------------------------------------------------------

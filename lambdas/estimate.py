@@ -137,21 +137,41 @@ class JobEstimate:
         return asdict(self)
 
 
+def _bytes_per_row(task: str | None) -> float:
+    # task sft: per assumed chat row (catalog.SFT_BYTES_PER_TOKEN); classification: Banking77's mean row.
+    return (
+        catalog.SFT_TOKENS_PER_EXAMPLE * catalog.SFT_BYTES_PER_TOKEN
+        if catalog.is_sft(task)
+        else catalog.MEAN_BYTES_PER_ROW
+    )
+
+
+def _channel_rows(
+    split: str, known: Mapping[str, int], default: int, dataset_name: str | None, size: int | None, task: str | None
+) -> tuple[float, str]:
+    if dataset_name is not None and dataset_name in known:
+        return float(known[dataset_name]), f"{dataset_name} {split} split (catalog)"
+    if size:
+        per_row = _bytes_per_row(task)
+        return max(1.0, size / per_row), f"{size:,} bytes / {per_row:g} bytes per row"
+    return float(default), "catalog default (Banking77-sized)"
+
+
 def train_rows(dataset_name: str | None, train_bytes: int | None = None, task: str | None = None) -> tuple[float, str]:
     """Rows in the train channel and how they were found: the catalog's count for a known named dataset, else the
     channel's size / mean bytes per row (task sft: per assumed chat row, catalog.SFT_BYTES_PER_TOKEN), else the
     catalog default."""
-    if dataset_name is not None and dataset_name in catalog.DATASET_TRAIN_ROWS:
-        return float(catalog.DATASET_TRAIN_ROWS[dataset_name]), f"{dataset_name} train split (catalog)"
-    if train_bytes:
-        per_row = (
-            catalog.SFT_TOKENS_PER_EXAMPLE * catalog.SFT_BYTES_PER_TOKEN
-            if catalog.is_sft(task)
-            else catalog.MEAN_BYTES_PER_ROW
-        )
-        rows = max(1.0, train_bytes / per_row)
-        return rows, f"{train_bytes:,} bytes / {per_row:g} bytes per row"
-    return float(catalog.DEFAULT_TRAIN_ROWS), "catalog default (Banking77-sized)"
+    return _channel_rows(
+        "train", catalog.DATASET_TRAIN_ROWS, catalog.DEFAULT_TRAIN_ROWS, dataset_name, train_bytes, task
+    )
+
+
+def rows_in_test_split(
+    dataset_name: str | None, test_bytes: int | None = None, task: str | None = None
+) -> tuple[float, str]:
+    """Rows in the test channel (what `eval_samples: "all"` evaluates and any number is capped at), found as
+    `train_rows` finds the train channel's."""
+    return _channel_rows("test", catalog.DATASET_TEST_ROWS, catalog.ASSUMED_TEST_ROWS, dataset_name, test_bytes, task)
 
 
 def flops_per_token(approach: str, parameters: int, checkpointing: bool) -> float:
@@ -458,7 +478,7 @@ def shape_of(job: Mapping[str, Any], *, model: catalog.Model, rows: float, rows_
         task=job.get("task") or catalog.CLASSIFICATION,
         max_steps=int(job.get("max_steps", -1)),
         gradient_accumulation_steps=int(job.get("gradient_accumulation_steps") or 1),
-        eval_samples=catalog.planned_eval_samples(job["eval_samples"]),
+        eval_samples=catalog.planned_eval_samples(job["eval_samples"], job.get("estimated_test_rows")),
         eval_batch_size=int(job.get("eval_batch_size") or catalog.default("eval_batch_size")),
         lora_r=int(job.get("lora_r") or catalog.default("lora_r")),
         merge_adapter=bool(job.get("merge_adapter", False)),

@@ -91,6 +91,7 @@ class JobSpec(AttemptFields, Hyperparameters, EstimateFields):
     price_source: str
     estimated_max_cost_usd: float  # the upper bound: max runtime x instances x hourly price (the budget gate's figure)
     estimated_train_rows: float  # the train channel's rows the estimate assumed
+    estimated_test_rows: float  # the test channel's rows the estimate assumed (what eval_samples "all" evaluates)
     # S3 layout
     train_s3_uri: str
     test_s3_uri: str

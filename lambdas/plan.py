@@ -561,17 +561,18 @@ def build_jobs(
     price_of: Callable[[str], cost.Price],
     train_bytes: int | None = None,
     calibrations: Mapping[str, calibration.Calibration] | None = None,
+    test_bytes: int | None = None,
 ) -> list[JobSpec]:
     """JobSpecs for resolved experiments; `InvalidExecutionInput` on duplicate experiments.
 
     Each carries its maximum cost (the budget gate's figure), its expected time split and low / expected / high cost
     (`lambdas.estimate`), corrected by the calibration of its key when `calibrations` has one (`read_calibrations`),
-    and which calibration that was; `train_bytes`, the train channel's size when Plan could list it, sizes a dataset
-    the catalog does not know."""
+    and which calibration that was; `train_bytes` and `test_bytes`, the channels' sizes when Plan could list them,
+    size a dataset the catalog does not know (the test rows bound what `eval_samples` evaluates)."""
     train_uri, test_uri = dataset_location(doc, bucket)
-    rows, rows_source = estimate.train_rows(
-        doc.get("dataset", DEFAULT_DATASET).get("name"), train_bytes, task=doc.get("task")
-    )
+    dataset_name = doc.get("dataset", DEFAULT_DATASET).get("name")
+    rows, rows_source = estimate.train_rows(dataset_name, train_bytes, task=doc.get("task"))
+    test_rows, _ = estimate.rows_in_test_split(dataset_name, test_bytes, task=doc.get("task"))
     prices: dict[str, cost.Price] = {}
     jobs: list[JobSpec] = []
     first_index_of_name: dict[str, int] = {}
@@ -608,7 +609,12 @@ def build_jobs(
         key = calibration.job_calibration_key(exp)
         in_force = (calibrations or {}).get(key) or calibration.uncalibrated(key)
         found = estimate.estimate_for_job(
-            {**hyperparameters, "hourly_price_usd": float(price.hourly_usd), "max_runtime_seconds": runtime},
+            {
+                **hyperparameters,
+                "hourly_price_usd": float(price.hourly_usd),
+                "max_runtime_seconds": runtime,
+                "estimated_test_rows": test_rows,
+            },
             model=catalog.model_of_job(exp),
             rows=rows,
             rows_source=rows_source,
@@ -636,6 +642,7 @@ def build_jobs(
             "params_billion": exp["params_billion"],
             **estimate.spec_fields(found, in_force),
             "estimated_train_rows": rows,  # a remedied attempt (lambdas/remedies.py) re-estimates from it
+            "estimated_test_rows": test_rows,  # and from it (eval_samples "all", or a number capped at it)
         }
         jobs.append(spec)
     if problems:
@@ -710,11 +717,11 @@ def check_dataset(s3: Any, doc: dict[str, Any], train_uri: str, test_uri: str) -
     )
 
 
-def train_channel_bytes(s3: Any, train_uri: str, *, max_pages: int = 10) -> int | None:
-    """Total size of the objects under the train prefix (first `max_pages` pages of 1,000), for the expected-cost
+def channel_bytes(s3: Any, channel_uri: str, *, max_pages: int = 10) -> int | None:
+    """Total size of the objects under a channel's prefix (first `max_pages` pages of 1,000), for the expected-cost
     estimate of a dataset the catalog has no row count for; None when it cannot be listed (the estimate then uses
     the catalog default)."""
-    bucket, prefix = naming.split_s3_uri(train_uri)
+    bucket, prefix = naming.split_s3_uri(channel_uri)
     total = 0
     try:
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
@@ -723,7 +730,9 @@ def train_channel_bytes(s3: Any, train_uri: str, *, max_pages: int = 10) -> int 
                 break
             total += sum(int(item.get("Size", 0)) for item in page.get("Contents", []))
     except (ClientError, BotoCoreError) as exc:
-        logger.warning("cannot size %s (%s); the expected cost assumes the catalog's default row count", train_uri, exc)
+        logger.warning(
+            "cannot size %s (%s); the expected cost assumes the catalog's default row count", channel_uri, exc
+        )
         return None
     return total or None
 
@@ -947,7 +956,8 @@ def plan_run(
         bucket=config.bucket_name,
         job_name_prefix=config.job_name_prefix,
         price_of=lambda instance_type: cost.lookup_hourly_price(pricing, instance_type, config.region),
-        train_bytes=None if known_rows else train_channel_bytes(s3, train_uri),
+        train_bytes=None if known_rows else channel_bytes(s3, train_uri),
+        test_bytes=None if dataset_name in catalog.DATASET_TEST_ROWS else channel_bytes(s3, test_uri),
         calibrations=(
             read_calibrations(dynamodb, config.table_name, experiments)
             if dynamodb is not None and config.table_name

@@ -248,10 +248,10 @@ def test_plan_sizes_an_unknown_dataset_from_its_train_channel(moto_aws: None) ->
     s3 = aws.client("s3")
     s3.put_object(Bucket=BUCKET, Key="datasets/mine/train/a.jsonl", Body=b"x" * 1_100)
     s3.put_object(Bucket=BUCKET, Key="datasets/mine/train/b.jsonl", Body=b"x" * 1_100)
-    assert plan.train_channel_bytes(s3, f"s3://{BUCKET}/datasets/mine/train/") == 2_200
+    assert plan.channel_bytes(s3, f"s3://{BUCKET}/datasets/mine/train/") == 2_200
     # Then the estimate's rows follow from the size; an unlistable bucket gives None (the catalog default applies)
     assert estimate.train_rows("mine", 2_200)[0] == 20
-    assert plan.train_channel_bytes(s3, "s3://no-such-bucket/datasets/x/train/") is None
+    assert plan.channel_bytes(s3, "s3://no-such-bucket/datasets/x/train/") is None
 
 
 def test_the_assumptions_table_lists_every_time_constant_with_a_source() -> None:
@@ -308,3 +308,24 @@ def test_plan_carries_the_task_into_every_job_and_its_estimate() -> None:
     # Then the job spec names the task and the shape the estimator prices is an sft one
     assert job["task"] == "sft" and job["primary_metric"] == "eval_exact_match"
     assert estimate.shape_of(job, model=MISTRAL_7B, rows=1_000).task == catalog.SFT
+
+
+def test_eval_samples_all_is_priced_at_the_test_channels_rows_not_banking77s() -> None:
+    # Given a dataset the catalog does not know whose test channel holds 55,000 bytes (500 rows of 110 bytes)
+    doc, experiments = plan.validate_execution_input(
+        {"experiments": [{"model": "mistral-7b", "approach": "lora"}], "eval_samples": "all", "dataset": {"name": "x"}}
+    )
+    kwargs: dict[str, Any] = {"run_id": "r", "bucket": BUCKET, "job_name_prefix": "ft", "price_of": plan.catalog_price}
+    # When Plan plans it with and without the channel's size
+    (sized,) = plan.build_jobs(doc, experiments, **kwargs, test_bytes=55_000)
+    (unsized,) = plan.build_jobs(doc, experiments, **kwargs)
+    # Then "all" evaluates the channel's 500 rows (before: always Banking77's 3,080), which the spec carries for Remedy
+    assert sized["estimated_test_rows"] == 500 and unsized["estimated_test_rows"] == catalog.ASSUMED_TEST_ROWS
+    assert estimate.shape_of(sized, model=MISTRAL_7B, rows=1_000).eval_samples == 500
+    assert sized["estimated_seconds"]["evaluate"] < unsized["estimated_seconds"]["evaluate"]
+
+
+def test_a_number_of_eval_samples_is_capped_at_the_known_test_rows() -> None:
+    assert catalog.planned_eval_samples(500, test_rows=120) == 120
+    assert catalog.planned_eval_samples(500) == 500  # rows unknown: the number as asked
+    assert catalog.planned_eval_samples("all", test_rows=catalog.DATASET_TEST_ROWS["banking77"]) == 3_080

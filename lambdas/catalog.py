@@ -611,8 +611,8 @@ PROPORTION_METRICS: frozenset[str] = frozenset({"eval_intent_accuracy", "eval_ex
 # eval_samples "all": the whole test split. Its rows are the catalog's count for a known dataset, else the test
 # channel's bytes / the mean bytes per row when Plan can list it, else Banking77's test split (ASSUMED_TEST_ROWS).
 ALL_SAMPLES = "all"
-ASSUMED_TEST_ROWS = 3_080
 DATASET_TEST_ROWS: dict[str, int] = {"banking77": 3_080}
+ASSUMED_TEST_ROWS = DATASET_TEST_ROWS["banking77"]
 
 
 # Planning task sft without seeing its tokens. Instruction/chat rows vary far more than Banking77's ~34-token queries

@@ -608,11 +608,9 @@ QUALITY_METRICS: tuple[str, ...] = tuple(dict.fromkeys(m for ms in TASK_QUALITY_
 # Shares of samples answered right: a per-sample right/wrong exists, so Wilson intervals and the paired McNemar test
 # (lambdas/paired.py) apply. ROUGE and BERTScore are means of graded scores: no interval is claimed for them.
 PROPORTION_METRICS: frozenset[str] = frozenset({"eval_intent_accuracy", "eval_exact_match"})
-# eval_samples "all": the whole test split. Its rows are the catalog's count for a known dataset, else the test
-# channel's bytes / the mean bytes per row when Plan can list it, else Banking77's test split (ASSUMED_TEST_ROWS).
+# eval_samples "all": the whole test split. Its rows are the catalog's count for a known dataset (DATASET_TEST_ROWS),
+# else the test channel's bytes / the mean bytes per row when Plan can list it, else ASSUMED_TEST_ROWS.
 ALL_SAMPLES = "all"
-DATASET_TEST_ROWS: dict[str, int] = {"banking77": 3_080}
-ASSUMED_TEST_ROWS = DATASET_TEST_ROWS["banking77"]
 
 
 # Planning task sft without seeing its tokens. Instruction/chat rows vary far more than Banking77's ~34-token queries
@@ -807,10 +805,13 @@ def trainable_instances() -> dict[str, InstanceType]:
 TOKENS_PER_EXAMPLE: dict[str, float] = {"compact": 34.3, "listed": 616.3}
 # Train rows of the named datasets whose size is known (PolyAI/banking77's train split).
 DATASET_TRAIN_ROWS: dict[str, int] = {"banking77": 10_003}
-# Other datasets: the train channel's bytes / this (a JSON Lines row of a short query and its label, Banking77-like);
+# Test rows of the same datasets (PolyAI/banking77's test split): what eval_samples "all" evaluates.
+DATASET_TEST_ROWS: dict[str, int] = {"banking77": 3_080}
+# Other datasets: a channel's bytes / this (a JSON Lines row of a short query and its label, Banking77-like);
 # when even the size is unknown, a Banking77-sized dataset.
 MEAN_BYTES_PER_ROW = 110
-DEFAULT_TRAIN_ROWS = 10_003
+DEFAULT_TRAIN_ROWS = DATASET_TRAIN_ROWS["banking77"]
+ASSUMED_TEST_ROWS = DATASET_TEST_ROWS["banking77"]
 # Training FLOPs per parameter per token (lambdas/approaches.py, `flops_per_parameter`): forward 2N + backward 4N for
 # full fine-tuning; with frozen base weights (LoRA, QLoRA, DoRA) backward needs only the activation gradients, ~2N.
 # Gradient checkpointing recomputes the forward: +2N.
